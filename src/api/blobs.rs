@@ -1,0 +1,116 @@
+//! Blob reads and deletes.
+
+use http::{Method, Request, Response, StatusCode, header};
+
+use super::body::{self, ResBody};
+use super::error::ApiError;
+use super::{Api, Handled, header_str};
+use crate::oci::{Digest, RepoName};
+
+pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, digest: Digest) -> Handled {
+    let response = Response::builder()
+        .header("docker-content-digest", digest.as_str())
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, format!("\"{digest}\""));
+    if req.method() == Method::HEAD {
+        let size = api.store(move |s| s.blob_size(&name, &digest)).await?;
+        return Ok(response
+            .header(header::CONTENT_LENGTH, size)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(body::empty())
+            .expect("valid response"));
+    }
+    let blob = api.store(move |s| s.open_blob(&name, &digest)).await?;
+    let size = blob.size;
+    let (status, start, len, response) =
+        match header_str(req, header::RANGE).map(|r| parse_range(r, size)) {
+            None | Some(RangeSpec::Ignored) => (StatusCode::OK, 0, size, response),
+            Some(RangeSpec::Unsatisfiable) => {
+                return Err(ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "BLOB_UNKNOWN",
+                    format!("range not satisfiable: the blob has {size} bytes"),
+                )
+                .with_header("content-range", &format!("bytes */{size}")));
+            }
+            Some(RangeSpec::Bytes(start, end)) => (
+                StatusCode::PARTIAL_CONTENT,
+                start,
+                end - start + 1,
+                response.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
+            ),
+        };
+    let body: ResBody = body::file_range(blob.file, start, len);
+    Ok(response
+        .status(status)
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(body)
+        .expect("valid response"))
+}
+
+pub async fn delete(api: &Api, name: RepoName, digest: Digest) -> Handled {
+    api.store(move |s| s.delete_blob(&name, &digest)).await?;
+    Ok(Response::builder()
+        .status(StatusCode::ACCEPTED)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(body::empty())
+        .expect("valid response"))
+}
+
+#[derive(Debug, PartialEq)]
+enum RangeSpec {
+    /// Inclusive byte range within the blob.
+    Bytes(u64, u64),
+    Unsatisfiable,
+    /// Not a single byte range; as HTTP allows, the whole blob is sent.
+    Ignored,
+}
+
+fn parse_range(header: &str, size: u64) -> RangeSpec {
+    let Some((first, last)) = header
+        .trim()
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+    else {
+        return RangeSpec::Ignored;
+    };
+    if last.contains(',') {
+        return RangeSpec::Ignored;
+    }
+    let (first, last) = (first.trim(), last.trim());
+    let parsed = match (first.parse::<u64>(), last.parse::<u64>()) {
+        (Ok(a), Ok(b)) if a <= b => Some((a, b.min(size.saturating_sub(1)))),
+        (Ok(a), Err(_)) if last.is_empty() => Some((a, size.saturating_sub(1))),
+        (Err(_), Ok(n)) if first.is_empty() => {
+            if n == 0 {
+                return RangeSpec::Unsatisfiable;
+            }
+            Some((size.saturating_sub(n), size.saturating_sub(1)))
+        }
+        _ => None,
+    };
+    match parsed {
+        None => RangeSpec::Ignored,
+        Some((a, _)) if a >= size => RangeSpec::Unsatisfiable,
+        Some((a, b)) => RangeSpec::Bytes(a, b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), RangeSpec::Bytes(0, 9));
+        assert_eq!(parse_range("bytes=90-200", 100), RangeSpec::Bytes(90, 99));
+        assert_eq!(parse_range("bytes=10-", 100), RangeSpec::Bytes(10, 99));
+        assert_eq!(parse_range("bytes=-10", 100), RangeSpec::Bytes(90, 99));
+        assert_eq!(parse_range("bytes=100-", 100), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-0", 0), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 100), RangeSpec::Ignored);
+        assert_eq!(parse_range("bytes=0-1,3-4", 100), RangeSpec::Ignored);
+        assert_eq!(parse_range("items=0-1", 100), RangeSpec::Ignored);
+    }
+}

@@ -1,0 +1,188 @@
+//! The HTTP side: parse and check a request, call one store method, turn the
+//! result into a response. Nothing here touches files.
+
+mod blobs;
+mod body;
+mod catalog;
+mod error;
+mod manifests;
+mod referrers;
+mod route;
+mod tags;
+mod uploads;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+
+pub use body::ResBody;
+use error::ApiError;
+use route::Route;
+
+use crate::store::{self, Store};
+
+/// Manifests above this size are refused: they are held in memory and in
+/// the database, and real ones are a few KiB.
+pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 << 20;
+
+pub struct Api {
+    store: Arc<Store>,
+    max_manifest_bytes: usize,
+    next_request: AtomicU64,
+}
+
+type Handled = Result<Response<ResBody>, ApiError>;
+
+impl Api {
+    pub fn new(store: Arc<Store>, max_manifest_bytes: usize) -> Api {
+        Api {
+            store,
+            max_manifest_bytes,
+            next_request: AtomicU64::new(1),
+        }
+    }
+
+    pub async fn serve(&self, req: Request<Incoming>) -> Response<ResBody> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let mut response = match self.dispatch(req).await {
+            Ok(response) => response,
+            Err(e) => {
+                log::debug!(
+                    "req {id}: {method} {path}: {} {}",
+                    e.status.as_u16(),
+                    e.code
+                );
+                error_response(&method, e)
+            }
+        };
+        log::debug!(
+            "req {id}: {method} {path} -> {}",
+            response.status().as_u16()
+        );
+        response.headers_mut().insert(
+            "docker-distribution-api-version",
+            HeaderValue::from_static("registry/2.0"),
+        );
+        response
+    }
+
+    async fn dispatch(&self, req: Request<Incoming>) -> Handled {
+        let route = Route::parse(req.uri().path())?;
+        let method = req.method().clone();
+        match (route, method) {
+            (Route::Base, Method::GET | Method::HEAD) => {
+                Ok(json_response(StatusCode::OK, b"{}".to_vec()))
+            }
+            (Route::Catalog, Method::GET) => catalog::list(self, &req).await,
+            (Route::Tags(name), Method::GET) => tags::list(self, &req, name).await,
+            (Route::Manifest(name, r), Method::GET | Method::HEAD) => {
+                manifests::get(self, &req, name, r).await
+            }
+            (Route::Manifest(name, r), Method::PUT) => manifests::put(self, req, name, r).await,
+            (Route::Manifest(name, r), Method::DELETE) => manifests::delete(self, name, r).await,
+            (Route::Blob(name, d), Method::GET | Method::HEAD) => {
+                blobs::get(self, &req, name, d).await
+            }
+            (Route::Blob(name, d), Method::DELETE) => blobs::delete(self, name, d).await,
+            (Route::Uploads(name), Method::POST) => uploads::start(self, req, name).await,
+            (Route::Upload(name, id), Method::GET) => uploads::status(self, name, id).await,
+            (Route::Upload(name, id), Method::PATCH) => uploads::patch(self, req, name, id).await,
+            (Route::Upload(name, id), Method::PUT) => uploads::finish(self, req, name, id).await,
+            (Route::Upload(name, id), Method::DELETE) => uploads::cancel(self, name, id).await,
+            (Route::Referrers(name, d), Method::GET) => referrers::list(self, &req, name, d).await,
+            _ => Err(ApiError::unsupported()),
+        }
+    }
+
+    /// Runs a store call on a blocking thread.
+    async fn store<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&Store) -> store::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .expect("store calls do not panic")
+            .map_err(ApiError::from)
+    }
+}
+
+fn error_response(method: &Method, e: ApiError) -> Response<ResBody> {
+    let body = e.body();
+    let mut response = Response::builder()
+        .status(e.status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len());
+    for (name, value) in e.headers {
+        response = response.header(name, value);
+    }
+    let body = if method == Method::HEAD {
+        body::empty()
+    } else {
+        body::full(body)
+    };
+    response.body(body).expect("valid response")
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<ResBody> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(body::full(body))
+        .expect("valid response")
+}
+
+/// The query string's parameters, percent-decoded.
+fn query<B>(req: &Request<B>) -> Vec<(String, String)> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn query_param(params: &[(String, String)], key: &str) -> Option<String> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', h, l]) => hex(*h).zip(hex(*l)).map(|(h, l)| (h * 16 + l) as u8),
+            _ => None,
+        };
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn header_str<B>(req: &Request<B>, name: impl header::AsHeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}

@@ -1,0 +1,114 @@
+//! Maps a request path to an endpoint. Names, digests and references are
+//! validated here, so handlers only ever see well-formed values.
+
+use super::error::ApiError;
+use crate::oci::name::BadReference;
+use crate::oci::{Digest, Reference, RepoName};
+
+#[derive(Debug, PartialEq)]
+pub enum Route {
+    Base,
+    Catalog,
+    Tags(RepoName),
+    Manifest(RepoName, Reference),
+    Blob(RepoName, Digest),
+    Uploads(RepoName),
+    Upload(RepoName, String),
+    Referrers(RepoName, Digest),
+}
+
+impl Route {
+    pub fn parse(path: &str) -> Result<Route, ApiError> {
+        let rest = match path.strip_prefix("/v2") {
+            Some("" | "/") => return Ok(Route::Base),
+            Some(rest) => rest.strip_prefix('/').ok_or_else(ApiError::not_found)?,
+            None => return Err(ApiError::not_found()),
+        };
+        if rest == "_catalog" {
+            return Ok(Route::Catalog);
+        }
+        let segs: Vec<&str> = rest.split('/').collect();
+        let n = segs.len();
+        // The name is everything before the endpoint's fixed segments, which
+        // are matched from the end because a name may contain slashes.
+        let name = |fixed: usize| -> Result<RepoName, ApiError> {
+            let name = segs[..n - fixed].join("/");
+            RepoName::parse(&name).ok_or_else(|| ApiError::name_invalid(&name))
+        };
+        let digest = |s: &str| {
+            Digest::parse(s)
+                .ok_or_else(|| ApiError::digest_invalid(format!("invalid digest {s:?}")))
+        };
+        match segs.as_slice() {
+            [.., _, "blobs", "uploads", id] => {
+                let name = name(3)?;
+                if id.is_empty() {
+                    Ok(Route::Uploads(name))
+                } else {
+                    Ok(Route::Upload(name, (*id).to_owned()))
+                }
+            }
+            [.., _, "blobs", "uploads"] => Ok(Route::Uploads(name(2)?)),
+            [.., _, "blobs", d] => Ok(Route::Blob(name(2)?, digest(d)?)),
+            [.., _, "tags", "list"] => Ok(Route::Tags(name(2)?)),
+            [.., _, "referrers", d] => Ok(Route::Referrers(name(2)?, digest(d)?)),
+            [.., _, "manifests", r] => {
+                let name = name(2)?;
+                match Reference::parse(r) {
+                    Ok(reference) => Ok(Route::Manifest(name, reference)),
+                    Err(BadReference::Digest) => Err(digest(r).unwrap_err()),
+                    Err(BadReference::Tag) => Err(ApiError::tag_invalid(r)),
+                }
+            }
+            _ => Err(ApiError::not_found()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(path: &str) -> &'static str {
+        Route::parse(path).unwrap_err().code
+    }
+
+    #[test]
+    fn routes_names_with_slashes() {
+        let d = format!("sha256:{}", "0".repeat(64));
+        assert_eq!(Route::parse("/v2/").unwrap(), Route::Base);
+        assert!(
+            matches!(Route::parse("/v2/a/b/c/manifests/v1"), Ok(Route::Manifest(n, _)) if n.as_str() == "a/b/c")
+        );
+        assert!(matches!(
+            Route::parse(&format!("/v2/a/blobs/{d}")),
+            Ok(Route::Blob(..))
+        ));
+        assert!(
+            matches!(Route::parse("/v2/a/b/blobs/uploads/"), Ok(Route::Uploads(n)) if n.as_str() == "a/b")
+        );
+        assert!(
+            matches!(Route::parse("/v2/a/blobs/uploads/xyz"), Ok(Route::Upload(_, id)) if id == "xyz")
+        );
+        assert!(
+            matches!(Route::parse("/v2/tags/tags/list"), Ok(Route::Tags(n)) if n.as_str() == "tags")
+        );
+        assert!(matches!(
+            Route::parse(&format!("/v2/x/referrers/{d}")),
+            Ok(Route::Referrers(..))
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_parts_with_the_right_code() {
+        assert_eq!(code("/v2/A/manifests/v1"), "NAME_INVALID");
+        assert_eq!(code("/v2/../manifests/v1"), "NAME_INVALID");
+        assert_eq!(code("/v2/a//b/manifests/v1"), "NAME_INVALID");
+        assert_eq!(code("/v2/a/manifests/-v1"), "TAG_INVALID");
+        assert_eq!(code("/v2/a/manifests/sha256:12"), "DIGEST_INVALID");
+        assert_eq!(code("/v2/a/blobs/sha256:12"), "DIGEST_INVALID");
+        assert_eq!(code("/v2/manifests/v1"), "NOT_FOUND");
+        assert_eq!(code("/v3/"), "NOT_FOUND");
+        assert_eq!(code("/v2/a/whatever"), "NOT_FOUND");
+    }
+}

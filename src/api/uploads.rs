@@ -1,0 +1,170 @@
+//! Upload sessions: start (or mount, or a whole blob at once), append
+//! chunks, report progress, finish, cancel.
+
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+
+use super::body::{self, with_body};
+use super::error::{ApiError, upload_range};
+use super::{Api, Handled, header_str, query, query_param};
+use crate::oci::{Digest, RepoName};
+use crate::store::ChunkSpec;
+
+fn location(name: &RepoName, id: &str) -> String {
+    format!("/v2/{}/blobs/uploads/{id}", name.as_str())
+}
+
+/// 202 with where the upload stands.
+fn progress(name: &RepoName, id: &str, offset: u64, status: StatusCode) -> Handled {
+    Ok(Response::builder()
+        .status(status)
+        .header(header::LOCATION, location(name, id))
+        .header(header::RANGE, upload_range(offset))
+        .header("docker-upload-uuid", id)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(body::empty())
+        .expect("valid response"))
+}
+
+fn created(name: &RepoName, digest: &Digest) -> Handled {
+    Ok(Response::builder()
+        .status(StatusCode::CREATED)
+        .header(
+            header::LOCATION,
+            format!("/v2/{}/blobs/{digest}", name.as_str()),
+        )
+        .header("docker-content-digest", digest.as_str())
+        .header(header::CONTENT_LENGTH, 0)
+        .body(body::empty())
+        .expect("valid response"))
+}
+
+/// Upload ids are UUIDs we issued; anything else names no upload (and never
+/// reaches the file system).
+fn upload_id(id: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| crate::store::Error::UploadUnknown.into())
+}
+
+fn required_digest(value: Option<String>) -> Result<Digest, ApiError> {
+    let value =
+        value.ok_or_else(|| ApiError::digest_invalid("the digest parameter is required"))?;
+    Digest::parse(&value)
+        .ok_or_else(|| ApiError::digest_invalid(format!("invalid digest {value:?}")))
+}
+
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
+    header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
+}
+
+/// Reads `Content-Range: <start>-<end>` (also `bytes <start>-<end>/<total>`).
+fn chunk_spec<B>(req: &Request<B>) -> Result<ChunkSpec, ApiError> {
+    let Some(value) = header_str(req, header::CONTENT_RANGE) else {
+        return Ok(ChunkSpec {
+            start: None,
+            len: None,
+        });
+    };
+    let range = value.trim().trim_start_matches("bytes").trim();
+    let range = range.split('/').next().unwrap_or("");
+    let bounds = range
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)));
+    match bounds {
+        Some((start, end)) if end >= start => Ok(ChunkSpec {
+            start: Some(start),
+            len: Some(end - start + 1),
+        }),
+        _ => Err(ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            format!("invalid Content-Range {value:?}; expected <start>-<end>"),
+        )),
+    }
+}
+
+pub async fn start(api: &Api, req: Request<Incoming>, name: RepoName) -> Handled {
+    let params = query(&req);
+    if let Some(mount) = query_param(&params, "mount") {
+        let digest = Digest::parse(&mount)
+            .ok_or_else(|| ApiError::digest_invalid(format!("invalid mount digest {mount:?}")))?;
+        if let Some(from) = query_param(&params, "from").and_then(|f| RepoName::parse(&f)) {
+            let (n, d) = (name.clone(), digest.clone());
+            if api.store(move |s| s.mount_blob(&n, &d, &from)).await? {
+                return created(&name, &digest);
+            }
+        }
+    }
+    if let Some(value) = query_param(&params, "digest") {
+        let digest = required_digest(Some(value))?;
+        let len = content_length(&req);
+        let store = api.store.clone();
+        let (n, d) = (name.clone(), digest.clone());
+        with_body(req.into_body(), move |body| {
+            store.put_blob(&n, &d, len, body)
+        })
+        .await
+        .map_err(ApiError::from)?;
+        return created(&name, &digest);
+    }
+    let n = name.clone();
+    let upload = api.store(move |s| s.start_upload(&n)).await?;
+    progress(&name, &upload.id, upload.offset, StatusCode::ACCEPTED)
+}
+
+pub async fn status(api: &Api, name: RepoName, id: String) -> Handled {
+    let id = upload_id(&id)?;
+    let (n, i) = (name.clone(), id.clone());
+    let offset = api.store(move |s| s.upload_offset(&n, &i)).await?;
+    progress(&name, &id, offset, StatusCode::NO_CONTENT)
+}
+
+pub async fn patch(api: &Api, req: Request<Incoming>, name: RepoName, id: String) -> Handled {
+    let id = upload_id(&id)?;
+    let spec = chunk_spec(&req)?;
+    let store = api.store.clone();
+    let (n, i) = (name.clone(), id.clone());
+    let offset = with_body(req.into_body(), move |body| {
+        store.append_upload(&n, &i, spec, body)
+    })
+    .await
+    .map_err(|e| with_location(e.into(), &name, &id))?;
+    progress(&name, &id, offset, StatusCode::ACCEPTED)
+}
+
+pub async fn finish(api: &Api, req: Request<Incoming>, name: RepoName, id: String) -> Handled {
+    let id = upload_id(&id)?;
+    let digest = required_digest(query_param(&query(&req), "digest"))?;
+    let mut spec = chunk_spec(&req)?;
+    if spec.len.is_none() {
+        spec.len = content_length(&req);
+    }
+    let store = api.store.clone();
+    let (n, i, d) = (name.clone(), id.clone(), digest.clone());
+    with_body(req.into_body(), move |body| {
+        store.finish_upload(&n, &i, &d, spec, body)
+    })
+    .await
+    .map_err(|e| with_location(e.into(), &name, &id))?;
+    created(&name, &digest)
+}
+
+pub async fn cancel(api: &Api, name: RepoName, id: String) -> Handled {
+    let id = upload_id(&id)?;
+    api.store(move |s| s.cancel_upload(&name, &id)).await?;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(body::empty())
+        .expect("valid response"))
+}
+
+/// A client told to retry a chunk needs to know where the upload lives.
+fn with_location(e: ApiError, name: &RepoName, id: &str) -> ApiError {
+    if e.status == StatusCode::RANGE_NOT_SATISFIABLE {
+        e.with_header("location", &location(name, id))
+            .with_header("docker-upload-uuid", id)
+    } else {
+        e
+    }
+}

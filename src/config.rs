@@ -1,0 +1,34 @@
+//! Every knob the server has, with its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Database and blob files; created if missing.
+    pub data_dir: PathBuf,
+    /// Manifests larger than this are refused with 413.
+    pub max_manifest_bytes: usize,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
+pub const DEFAULT_DATA_DIR: &str = "berth-data";
+
+impl Config {
+    /// Defaults for everything but the data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            data_dir: data_dir.into(),
+            max_manifest_bytes: crate::api::DEFAULT_MAX_MANIFEST_BYTES,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::new(DEFAULT_DATA_DIR)
+    }
+}

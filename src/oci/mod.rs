@@ -1,0 +1,9 @@
+//! Pure OCI data: names, digests, manifests. No I/O here.
+
+pub mod digest;
+pub mod manifest;
+pub mod name;
+
+pub use digest::Digest;
+pub use manifest::{MediaType, ParsedManifest};
+pub use name::{Reference, RepoName, Tag};

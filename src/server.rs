@@ -1,0 +1,112 @@
+//! The listening server: accepts connections, serves each with hyper, and
+//! stops cleanly.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::Api;
+use crate::config::Config;
+use crate::store::Store;
+
+/// A client that has not sent its request headers by then is dropped.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight requests get to finish on shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running registry. Dropping it without [`Registry::shutdown`] leaves the
+/// server running until the runtime stops.
+pub struct Registry {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Registry {
+    /// Opens the data directory, binds, and starts serving.
+    pub async fn start(config: Config) -> io::Result<Registry> {
+        let dir = config.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+            .await
+            .map_err(io::Error::other)?
+            .map_err(|e| {
+                io::Error::other(format!("cannot open {}: {e}", config.data_dir.display()))
+            })?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let api = Arc::new(Api::new(Arc::new(store), config.max_manifest_bytes));
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(serve(listener, api, stopped));
+        log::info!("serving {} on http://{addr}", config.data_dir.display());
+        Ok(Registry { addr, stop, task })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets in-flight requests finish (for a while), and
+    /// closes the database.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+async fn serve(listener: TcpListener, api: Arc<Api>, mut stopped: oneshot::Receiver<()>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    log::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stopped => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let api = Arc::clone(&api);
+        let service = service_fn(move |req| {
+            let api = Arc::clone(&api);
+            async move { Ok::<_, std::convert::Infallible>(api.serve(req).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                log::debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        log::warn!("some requests did not finish within {DRAIN_TIMEOUT:?}");
+    }
+}

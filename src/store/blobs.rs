@@ -1,0 +1,142 @@
+//! Content-addressed blob files and their index rows.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::meta::{self, BlobRow};
+use super::{Error, Result, Store};
+use crate::oci::{Digest, RepoName};
+
+/// An open blob, ready to be read from any offset.
+pub struct BlobFile {
+    pub file: File,
+    pub size: u64,
+}
+
+pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Store {
+    /// The size of a blob, if `repo` may serve it.
+    pub fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let links = txn.open_table(meta::LINKS)?;
+        if links.get((repo.as_str(), digest.as_str()))?.is_none() {
+            return Err(Error::BlobUnknown);
+        }
+        let blobs = txn.open_table(meta::BLOBS)?;
+        let row = blobs.get(digest.as_str())?.ok_or(Error::BlobUnknown)?;
+        Ok(meta::decode::<BlobRow>(row.value())?.size)
+    }
+
+    pub fn open_blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobFile> {
+        let size = self.blob_size(repo, digest)?;
+        match File::open(self.blob_path(digest)) {
+            Ok(file) => Ok(BlobFile { file, size }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::Corrupt(format!(
+                "blob {digest} is indexed but its file is missing"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Unlinks a blob from one repository. The bytes stay until a prune finds
+    /// that nothing reaches them.
+    pub fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let removed = txn
+            .open_table(meta::LINKS)?
+            .remove((repo.as_str(), digest.as_str()))?
+            .is_some();
+        txn.commit()?;
+        if removed {
+            Ok(())
+        } else {
+            Err(Error::BlobUnknown)
+        }
+    }
+
+    /// Links a blob that `from` holds into `repo`; false when `from` lacks it.
+    pub fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool> {
+        let _guard = self.lock_digest(digest);
+        let txn = self.db.begin_write()?;
+        {
+            let mut links = txn.open_table(meta::LINKS)?;
+            if links.get((from.as_str(), digest.as_str()))?.is_none()
+                || txn.open_table(meta::BLOBS)?.get(digest.as_str())?.is_none()
+            {
+                return Ok(false);
+            }
+            links.insert((repo.as_str(), digest.as_str()), meta::now())?;
+            txn.open_table(meta::REPOS)?
+                .insert(repo.as_str(), meta::now())?;
+        }
+        txn.commit()?;
+        Ok(true)
+    }
+
+    /// Makes a verified upload file the blob `digest`: fsync, rename into
+    /// place, fsync the directory, then one transaction adds the blob row,
+    /// links it into `repo` and ends the upload. A blob that already exists
+    /// keeps its file; the upload's copy is dropped.
+    pub(super) fn commit_blob(
+        &self,
+        upload_id: &str,
+        upload_file: File,
+        size: u64,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<()> {
+        let _guard = self.lock_digest(digest);
+        let exists = {
+            let txn = self.db.begin_read()?;
+            txn.open_table(meta::BLOBS)?.get(digest.as_str())?.is_some()
+        };
+        let upload_path = self.upload_path(upload_id);
+        if exists {
+            drop(upload_file);
+        } else {
+            upload_file.sync_all()?;
+            drop(upload_file);
+            let dir = self.blob_dir(digest);
+            if !dir.exists() {
+                std::fs::create_dir_all(&dir)?;
+                fsync_dir(dir.parent().expect("blob dirs have parents"))?;
+            }
+            std::fs::rename(&upload_path, self.blob_path(digest))?;
+            fsync_dir(&dir)?;
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut blobs = txn.open_table(meta::BLOBS)?;
+            if blobs.get(digest.as_str())?.is_none() {
+                let row = BlobRow {
+                    size,
+                    created: meta::now(),
+                };
+                blobs.insert(digest.as_str(), meta::encode(&row).as_slice())?;
+            }
+            txn.open_table(meta::LINKS)?
+                .insert((repo.as_str(), digest.as_str()), meta::now())?;
+            txn.open_table(meta::REPOS)?
+                .insert(repo.as_str(), meta::now())?;
+            txn.open_table(meta::UPLOADS)?.remove(upload_id)?;
+        }
+        txn.commit()?;
+        if exists {
+            remove_if_present(&upload_path)?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,246 @@
+//! Manifests, tags, the referrers relation and the repository list.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::meta::{self, ManifestRow};
+use super::{Error, Result, Store};
+use crate::oci::manifest::{self, ParsedManifest};
+use crate::oci::{Digest, Reference, RepoName};
+
+/// A manifest as stored: its exact bytes and media type.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+/// One entry of a referrers list.
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// Upper bound for a tuple-key range over one repository.
+const MAX_STR: &str = "\u{10FFFF}";
+
+impl Store {
+    /// Stores a manifest byte for byte. Its references are checked in the
+    /// same write transaction that stores it, so it never lands pointing at a
+    /// blob or child manifest that is not there.
+    pub fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<PutManifest> {
+        let digest = Digest::of(&body);
+        if let Reference::Digest(expected) = reference
+            && expected != &digest
+        {
+            return Err(Error::DigestMismatch {
+                expected: expected.clone(),
+                actual: digest,
+            });
+        }
+        let parsed: ParsedManifest =
+            manifest::parse(content_type, &body).map_err(Error::ManifestInvalid)?;
+        let r = repo.as_str();
+        let txn = self.db.begin_write()?;
+        {
+            let links = txn.open_table(meta::LINKS)?;
+            let blobs = txn.open_table(meta::BLOBS)?;
+            for blob in &parsed.blobs {
+                if links.get((r, blob.as_str()))?.is_none() || blobs.get(blob.as_str())?.is_none() {
+                    return Err(Error::ManifestBlobUnknown(blob.clone()));
+                }
+            }
+            let mut manifests = txn.open_table(meta::MANIFESTS)?;
+            for child in &parsed.manifests {
+                if manifests.get((r, child.as_str()))?.is_none() {
+                    return Err(Error::ManifestBlobUnknown(child.clone()));
+                }
+            }
+            let row = ManifestRow {
+                media_type: parsed.media_type.as_str().to_owned(),
+                body,
+                blobs: parsed.blobs.iter().map(|d| d.to_string()).collect(),
+                manifests: parsed.manifests.iter().map(|d| d.to_string()).collect(),
+                subject: parsed.subject.as_ref().map(|d| d.to_string()),
+                artifact_type: parsed.artifact_type.clone(),
+                annotations: parsed.annotations.clone(),
+                created: meta::now(),
+            };
+            manifests.insert((r, digest.as_str()), meta::encode(&row).as_slice())?;
+            if let Reference::Tag(tag) = reference {
+                txn.open_table(meta::TAGS)?
+                    .insert((r, tag.as_str()), digest.as_str())?;
+            }
+            if let Some(subject) = &parsed.subject {
+                txn.open_table(meta::REFERRERS)?
+                    .insert((r, subject.as_str(), digest.as_str()), ())?;
+            }
+            txn.open_table(meta::REPOS)?.insert(r, meta::now())?;
+        }
+        txn.commit()?;
+        Ok(PutManifest {
+            digest,
+            subject: parsed.subject,
+        })
+    }
+
+    pub fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest> {
+        let r = repo.as_str();
+        let txn = self.db.begin_read()?;
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(tag) => {
+                let tags = txn.open_table(meta::TAGS)?;
+                let target = tags.get((r, tag.as_str()))?.ok_or(Error::ManifestUnknown)?;
+                Digest::parse(target.value()).ok_or_else(|| {
+                    Error::Corrupt(format!("tag {} has a bad digest", tag.as_str()))
+                })?
+            }
+        };
+        let manifests = txn.open_table(meta::MANIFESTS)?;
+        let row = manifests
+            .get((r, digest.as_str()))?
+            .ok_or(Error::ManifestUnknown)?;
+        let row: ManifestRow = meta::decode(row.value())?;
+        Ok(StoredManifest {
+            digest,
+            media_type: row.media_type,
+            body: row.body,
+        })
+    }
+
+    /// Deleting a tag removes the tag; deleting a digest removes the manifest,
+    /// every tag that points at it, and its place in the referrers list.
+    pub fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        let r = repo.as_str();
+        let txn = self.db.begin_write()?;
+        {
+            let mut tags = txn.open_table(meta::TAGS)?;
+            match reference {
+                Reference::Tag(tag) => {
+                    if tags.remove((r, tag.as_str()))?.is_none() {
+                        return Err(Error::ManifestUnknown);
+                    }
+                }
+                Reference::Digest(digest) => {
+                    let row = txn
+                        .open_table(meta::MANIFESTS)?
+                        .remove((r, digest.as_str()))?
+                        .map(|row| meta::decode::<ManifestRow>(row.value()))
+                        .transpose()?
+                        .ok_or(Error::ManifestUnknown)?;
+                    let d = digest.as_str();
+                    tags.retain_in((r, "")..=(r, MAX_STR), |_, target| target != d)?;
+                    if let Some(subject) = &row.subject {
+                        txn.open_table(meta::REFERRERS)?
+                            .remove((r, subject.as_str(), d))?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Up to `n` tags after `last`, in order, and whether more follow.
+    /// `NameUnknown` when nothing was ever pushed to the repository.
+    pub fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<(Vec<String>, bool)> {
+        let r = repo.as_str();
+        let txn = self.db.begin_read()?;
+        if txn.open_table(meta::REPOS)?.get(r)?.is_none() {
+            return Err(Error::NameUnknown);
+        }
+        let tags = txn.open_table(meta::TAGS)?;
+        let start = last.unwrap_or("");
+        let mut out = Vec::new();
+        for entry in tags.range((r, start)..=(r, MAX_STR))? {
+            let (key, _) = entry?;
+            let tag = key.value().1;
+            if last == Some(tag) {
+                continue;
+            }
+            if out.len() == n {
+                return Ok((out, true));
+            }
+            out.push(tag.to_owned());
+        }
+        Ok((out, false))
+    }
+
+    /// Up to `n` repository names after `last`, and whether more follow.
+    pub fn list_repositories(&self, last: Option<&str>, n: usize) -> Result<(Vec<String>, bool)> {
+        let txn = self.db.begin_read()?;
+        let repos = txn.open_table(meta::REPOS)?;
+        let mut out = Vec::new();
+        for entry in repos.range(last.unwrap_or("")..)? {
+            let (key, _) = entry?;
+            let name = key.value();
+            if last == Some(name) {
+                continue;
+            }
+            if out.len() == n {
+                return Ok((out, true));
+            }
+            out.push(name.to_owned());
+        }
+        Ok((out, false))
+    }
+
+    /// The manifests in `repo` whose subject is `subject`, optionally only
+    /// those of one artifact type.
+    pub fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        let r = repo.as_str();
+        let s = subject.as_str();
+        let txn = self.db.begin_read()?;
+        let edges = txn.open_table(meta::REFERRERS)?;
+        let manifests = txn.open_table(meta::MANIFESTS)?;
+        let mut out = Vec::new();
+        for entry in edges.range((r, s, "")..=(r, s, MAX_STR))? {
+            let (key, _) = entry?;
+            let digest = key.value().2;
+            let Some(row) = manifests.get((r, digest))? else {
+                continue;
+            };
+            let row: ManifestRow = meta::decode(row.value())?;
+            if artifact_type.is_some_and(|want| row.artifact_type.as_deref() != Some(want)) {
+                continue;
+            }
+            out.push(Referrer {
+                digest: digest.to_owned(),
+                media_type: row.media_type,
+                size: row.body.len() as u64,
+                artifact_type: row.artifact_type,
+                annotations: row.annotations,
+            });
+        }
+        Ok(out)
+    }
+}

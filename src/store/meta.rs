@@ -1,0 +1,64 @@
+//! The redb tables and the rows in them. Every table is defined here, so the
+//! whole schema can be read in one place.
+
+use std::collections::BTreeMap;
+
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// upload id -> [`UploadRow`]
+pub const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+/// digest -> [`BlobRow`]; a blob exists for readers only once this row does.
+pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+/// (repository, digest) -> linked-at: which repositories may serve a blob.
+pub const LINKS: TableDefinition<(&str, &str), u64> = TableDefinition::new("links");
+/// repository -> created-at: what `_catalog` lists.
+pub const REPOS: TableDefinition<&str, u64> = TableDefinition::new("repos");
+/// (repository, digest) -> [`ManifestRow`]
+pub const MANIFESTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("manifests");
+/// (repository, tag) -> digest
+pub const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags");
+/// (repository, subject digest, referrer digest): the referrers relation.
+pub const REFERRERS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("referrers");
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct UploadRow {
+    pub repo: String,
+    /// Bytes committed so far; the file may be longer after a crash.
+    pub offset: u64,
+    /// The serialized sha256 state over the first `offset` bytes.
+    pub hash_state: Vec<u8>,
+    pub started: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct BlobRow {
+    pub size: u64,
+    pub created: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ManifestRow {
+    pub media_type: String,
+    pub body: Vec<u8>,
+    pub blobs: Vec<String>,
+    pub manifests: Vec<String>,
+    pub subject: Option<String>,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+    pub created: u64,
+}
+
+pub fn encode<T: Serialize>(row: &T) -> Vec<u8> {
+    postcard::to_stdvec(row).expect("rows always serialize")
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, super::Error> {
+    postcard::from_bytes(bytes).map_err(|e| super::Error::Corrupt(format!("bad row: {e}")))
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

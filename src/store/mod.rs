@@ -1,0 +1,199 @@
+//! The storage engine: redb for every index and every upload's state, plain
+//! files for blob bytes. It knows nothing of HTTP; the API calls one method
+//! per request, from a blocking thread (every method here blocks).
+
+mod blobs;
+mod manifests;
+pub mod meta;
+mod uploads;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use redb::{Database, ReadableDatabase};
+
+use crate::oci::Digest;
+
+pub use manifests::{PutManifest, Referrer, StoredManifest};
+pub use uploads::{ChunkSpec, Upload};
+
+/// A streamed request body, as the store consumes it: chunks in order, or the
+/// error that cut the stream short.
+pub type Body<'a> = &'a mut dyn Iterator<Item = io::Result<bytes::Bytes>>;
+
+#[derive(Debug)]
+pub enum Error {
+    BlobUnknown,
+    UploadUnknown,
+    /// A chunk did not start where the upload ends; carries the committed size.
+    RangeMismatch {
+        offset: u64,
+    },
+    /// Another request is writing to the same upload right now.
+    UploadBusy {
+        offset: u64,
+    },
+    /// The body's length differs from what the request declared.
+    SizeMismatch {
+        declared: u64,
+        received: u64,
+    },
+    /// The client's body stream failed (disconnect, bad framing).
+    BodyFailed(io::Error),
+    DigestMismatch {
+        expected: Digest,
+        actual: Digest,
+    },
+    ManifestUnknown,
+    ManifestInvalid(String),
+    ManifestBlobUnknown(Digest),
+    NameUnknown,
+    Io(io::Error),
+    Db(redb::Error),
+    Corrupt(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BlobUnknown => f.write_str("blob unknown to registry"),
+            Error::UploadUnknown => f.write_str("blob upload unknown to registry"),
+            Error::RangeMismatch { offset } => {
+                write!(
+                    f,
+                    "chunk does not start at the upload's end ({offset} bytes)"
+                )
+            }
+            Error::UploadBusy { .. } => f.write_str("another request is writing to this upload"),
+            Error::SizeMismatch { declared, received } => {
+                write!(f, "declared {declared} bytes but received {received}")
+            }
+            Error::BodyFailed(e) => write!(f, "request body failed: {e}"),
+            Error::DigestMismatch { expected, actual } => {
+                write!(f, "content hashes to {actual}, not {expected}")
+            }
+            Error::ManifestUnknown => f.write_str("manifest unknown to registry"),
+            Error::ManifestInvalid(why) => write!(f, "manifest invalid: {why}"),
+            Error::ManifestBlobUnknown(d) => write!(f, "manifest references unknown {d}"),
+            Error::NameUnknown => f.write_str("repository name not known to registry"),
+            Error::Io(e) => write!(f, "storage I/O error: {e}"),
+            Error::Db(e) => write!(f, "database error: {e}"),
+            Error::Corrupt(why) => write!(f, "stored data is corrupt: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Lock stripes for digests: finishing a blob (rename, then commit) and
+/// removing one (commit, then unlink) hold the same stripe, so neither ever
+/// sees the other's half-done state.
+const DIGEST_STRIPES: usize = 64;
+
+pub struct Store {
+    root: PathBuf,
+    db: Database,
+    digest_locks: Vec<Mutex<()>>,
+    busy_uploads: Mutex<HashSet<String>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory and its database, and
+    /// removes upload files that no database row owns.
+    pub fn open(root: &Path) -> Result<Store> {
+        std::fs::create_dir_all(root.join("uploads"))?;
+        std::fs::create_dir_all(root.join("blobs").join("sha256"))?;
+        let db = Database::create(root.join("berth.redb"))?;
+        let store = Store {
+            root: root.to_path_buf(),
+            db,
+            digest_locks: (0..DIGEST_STRIPES).map(|_| Mutex::new(())).collect(),
+            busy_uploads: Mutex::new(HashSet::new()),
+        };
+        store.create_tables()?;
+        store.remove_orphan_uploads()?;
+        Ok(store)
+    }
+
+    fn create_tables(&self) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(meta::UPLOADS)?;
+        txn.open_table(meta::BLOBS)?;
+        txn.open_table(meta::LINKS)?;
+        txn.open_table(meta::REPOS)?;
+        txn.open_table(meta::MANIFESTS)?;
+        txn.open_table(meta::TAGS)?;
+        txn.open_table(meta::REFERRERS)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn remove_orphan_uploads(&self) -> Result<()> {
+        let txn = self.db.begin_read()?;
+        let uploads = txn.open_table(meta::UPLOADS)?;
+        for entry in std::fs::read_dir(self.root.join("uploads"))? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let owned = match name.to_str() {
+                Some(id) => uploads.get(id)?.is_some(),
+                None => false,
+            };
+            if !owned {
+                log::info!("removing orphaned upload file {}", entry.path().display());
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn lock_digest(&self, digest: &Digest) -> MutexGuard<'_, ()> {
+        let stripe = usize::from_str_radix(&digest.hex()[..2], 16).unwrap_or(0) % DIGEST_STRIPES;
+        self.digest_locks[stripe]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn upload_path(&self, id: &str) -> PathBuf {
+        self.root.join("uploads").join(id)
+    }
+
+    fn blob_dir(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join("sha256")
+            .join(&digest.hex()[..2])
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blob_dir(digest).join(digest.hex())
+    }
+}

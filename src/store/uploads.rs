@@ -1,0 +1,244 @@
+//! Upload sessions. Each chunk is written to `uploads/<id>`, synced, and then
+//! the new offset and the sha256 state after it are committed in one redb
+//! transaction, so an upload resumes after a restart without rereading a byte.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+
+use redb::ReadableDatabase;
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
+use sha2::{Digest as _, Sha256};
+
+use super::blobs::remove_if_present;
+use super::meta::{self, UploadRow};
+use super::{Body, Error, Result, Store};
+use crate::oci::{Digest, RepoName};
+
+/// An upload session as the API reports it.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub id: String,
+    pub offset: u64,
+}
+
+/// Where a chunk goes: `start` is the offset the client says it writes at
+/// (from Content-Range), `len` the length it declared, if any.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChunkSpec {
+    pub start: Option<u64>,
+    pub len: Option<u64>,
+}
+
+/// Marks an upload as being written for as long as it lives.
+struct Busy<'a> {
+    store: &'a Store,
+    id: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.store
+            .busy_uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+fn hash_state(hasher: &Sha256) -> Vec<u8> {
+    hasher.serialize().to_vec()
+}
+
+fn restore_hash(state: &[u8]) -> Result<Sha256> {
+    let state = SerializedState::<Sha256>::try_from(state)
+        .map_err(|_| Error::Corrupt("upload hash state has the wrong length".into()))?;
+    Sha256::deserialize(&state).map_err(|_| Error::Corrupt("upload hash state is invalid".into()))
+}
+
+fn new_row(repo: &RepoName) -> UploadRow {
+    UploadRow {
+        repo: repo.as_str().to_owned(),
+        offset: 0,
+        hash_state: hash_state(&Sha256::new()),
+        started: meta::now(),
+    }
+}
+
+impl Store {
+    pub fn start_upload(&self, repo: &RepoName) -> Result<Upload> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let txn = self.db.begin_write()?;
+        txn.open_table(meta::UPLOADS)?
+            .insert(id.as_str(), meta::encode(&new_row(repo)).as_slice())?;
+        txn.commit()?;
+        log::debug!("upload {id}: started in {}", repo.as_str());
+        Ok(Upload { id, offset: 0 })
+    }
+
+    fn load_upload(&self, repo: &RepoName, id: &str) -> Result<UploadRow> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(meta::UPLOADS)?;
+        let row: UploadRow = match table.get(id)? {
+            Some(bytes) => meta::decode(bytes.value())?,
+            None => return Err(Error::UploadUnknown),
+        };
+        if row.repo != repo.as_str() {
+            return Err(Error::UploadUnknown);
+        }
+        Ok(row)
+    }
+
+    /// Claims an upload for writing, then loads it; one writer at a time.
+    fn claim_upload(&self, repo: &RepoName, id: &str) -> Result<(UploadRow, Busy<'_>)> {
+        if !self
+            .busy_uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned())
+        {
+            let offset = self.load_upload(repo, id)?.offset;
+            return Err(Error::UploadBusy { offset });
+        }
+        let guard = Busy {
+            store: self,
+            id: id.to_owned(),
+        };
+        Ok((self.load_upload(repo, id)?, guard))
+    }
+
+    pub fn upload_offset(&self, repo: &RepoName, id: &str) -> Result<u64> {
+        Ok(self.load_upload(repo, id)?.offset)
+    }
+
+    /// Streams `body` onto the end of the committed part of an upload file.
+    fn write_chunk(
+        &self,
+        id: &str,
+        row: &UploadRow,
+        spec: ChunkSpec,
+        body: Body,
+    ) -> Result<(File, Sha256, u64)> {
+        if spec.start.is_some_and(|s| s != row.offset) {
+            return Err(Error::RangeMismatch { offset: row.offset });
+        }
+        let mut hasher = restore_hash(&row.hash_state)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.upload_path(id))?;
+        // Cuts back what a crash or a failed request left past the committed end.
+        file.set_len(row.offset)?;
+        file.seek(SeekFrom::Start(row.offset))?;
+        let mut received = 0u64;
+        for chunk in body {
+            let chunk = chunk.map_err(Error::BodyFailed)?;
+            hasher.update(&chunk);
+            file.write_all(&chunk)?;
+            received += chunk.len() as u64;
+        }
+        if let Some(declared) = spec.len.filter(|&d| d != received) {
+            return Err(Error::SizeMismatch { declared, received });
+        }
+        Ok((file, hasher, row.offset + received))
+    }
+
+    /// Appends a chunk; returns the upload's new size.
+    pub fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        spec: ChunkSpec,
+        body: Body,
+    ) -> Result<u64> {
+        let (row, _busy) = self.claim_upload(repo, id)?;
+        let (file, hasher, offset) = self.write_chunk(id, &row, spec, body)?;
+        if offset == row.offset {
+            return Ok(offset);
+        }
+        file.sync_data()?;
+        let updated = UploadRow {
+            offset,
+            hash_state: hash_state(&hasher),
+            ..row
+        };
+        let txn = self.db.begin_write()?;
+        {
+            txn.open_table(meta::UPLOADS)?
+                .insert(id, meta::encode(&updated).as_slice())?;
+        }
+        txn.commit()?;
+        log::debug!("upload {id}: {offset} bytes committed");
+        Ok(offset)
+    }
+
+    /// Takes an optional last chunk, checks the digest and makes the blob
+    /// visible. A digest mismatch discards the upload.
+    pub fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        spec: ChunkSpec,
+        body: Body,
+    ) -> Result<u64> {
+        let (row, _busy) = self.claim_upload(repo, id)?;
+        let result = self.write_chunk(id, &row, spec, body);
+        self.seal(repo, id, digest, result)
+    }
+
+    /// A whole blob in one request, with no session row: a crash leaves only
+    /// an orphan file, which start-up removes.
+    pub fn put_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        len: Option<u64>,
+        body: Body,
+    ) -> Result<u64> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let result = self.write_chunk(&id, &new_row(repo), ChunkSpec { start: None, len }, body);
+        if result.is_err() {
+            remove_if_present(&self.upload_path(&id))?;
+        }
+        self.seal(repo, &id, digest, result)
+    }
+
+    fn seal(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        written: Result<(File, Sha256, u64)>,
+    ) -> Result<u64> {
+        let (file, hasher, size) = written?;
+        let actual = Digest::from_hash(&hasher.finalize());
+        if &actual != digest {
+            drop(file);
+            self.discard_upload(id)?;
+            log::info!("upload {id}: digest mismatch, {actual} != {digest}; discarded");
+            return Err(Error::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        self.commit_blob(id, file, size, repo, digest)?;
+        log::debug!("upload {id}: finished as {digest} ({size} bytes)");
+        Ok(size)
+    }
+
+    pub fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
+        let _busy = self.claim_upload(repo, id)?;
+        self.discard_upload(id)?;
+        log::debug!("upload {id}: cancelled");
+        Ok(())
+    }
+
+    fn discard_upload(&self, id: &str) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(meta::UPLOADS)?.remove(id)?;
+        txn.commit()?;
+        remove_if_present(&self.upload_path(id))?;
+        Ok(())
+    }
+}
