@@ -21,6 +21,8 @@ pub use body::ResBody;
 use error::ApiError;
 use route::Route;
 
+use crate::oci::name::BadReference;
+
 use crate::store::{self, Store};
 
 /// Manifests above this size are refused: they are held in memory and in
@@ -84,6 +86,15 @@ impl Api {
             }
             (Route::Manifest(name, r), Method::PUT) => manifests::put(self, req, name, r).await,
             (Route::Manifest(name, r), Method::DELETE) => manifests::delete(self, name, r).await,
+            (Route::BadManifestReference(_, bad, r), method) => Err(match (method, bad) {
+                (Method::GET | Method::HEAD, BadReference::Tag) => {
+                    store::Error::ManifestUnknown.into()
+                }
+                (_, BadReference::Tag) => ApiError::tag_invalid(&r),
+                (_, BadReference::Digest) => {
+                    ApiError::digest_invalid(format!("invalid digest {r:?}"))
+                }
+            }),
             (Route::Blob(name, d), Method::GET | Method::HEAD) => {
                 blobs::get(self, &req, name, d).await
             }

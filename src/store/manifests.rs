@@ -170,10 +170,14 @@ impl Store {
     ) -> Result<(Vec<String>, bool)> {
         let r = repo.as_str();
         let txn = self.db.begin_read()?;
-        if txn.open_table(meta::REPOS)?.get(r)?.is_none() {
+        let tags = txn.open_table(meta::TAGS)?;
+        // A repository has tags to list once it has a manifest (every tag
+        // names one); one that holds only blobs is as unknown here as one
+        // never pushed to.
+        let manifests = txn.open_table(meta::MANIFESTS)?;
+        if manifests.range((r, "")..=(r, MAX_STR))?.next().is_none() {
             return Err(Error::NameUnknown);
         }
-        let tags = txn.open_table(meta::TAGS)?;
         let start = last.unwrap_or("");
         let mut out = Vec::new();
         for entry in tags.range((r, start)..=(r, MAX_STR))? {

@@ -1,0 +1,67 @@
+//! Shared by the integration test crates; each uses only part of it.
+#![allow(dead_code)]
+
+pub mod http;
+pub mod layout;
+
+use std::net::SocketAddr;
+
+/// A berth server on a random loopback port with its data in a temp dir,
+/// stopped and thrown away on drop.
+pub struct TestRegistry {
+    pub addr: SocketAddr,
+    pub data: tempfile::TempDir,
+    registry: Option<berth::Registry>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl TestRegistry {
+    pub fn start() -> TestRegistry {
+        Self::start_in(tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// Starts a registry over an existing data directory (to test restarts).
+    pub fn start_in(data: tempfile::TempDir) -> TestRegistry {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut config = berth::Config::new(data.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let registry = runtime
+            .block_on(berth::Registry::start(config))
+            .expect("registry starts");
+        TestRegistry {
+            addr: registry.local_addr(),
+            data,
+            registry: Some(registry),
+            runtime,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Host and port, as skopeo and docker write them in image references.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Stops the server cleanly and hands back its data directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        if let Some(registry) = self.registry.take() {
+            self.runtime.block_on(registry.shutdown());
+        }
+        std::mem::replace(&mut self.data, tempfile::tempdir().unwrap())
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        if let Some(registry) = self.registry.take() {
+            self.runtime.block_on(registry.shutdown());
+        }
+    }
+}
