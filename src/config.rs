@@ -11,10 +11,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Manifests larger than this are refused with 413.
     pub max_manifest_bytes: usize,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 pub const DEFAULT_DATA_DIR: &str = "berth-data";
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 impl Config {
     /// Defaults for everything but the data directory.
@@ -23,6 +26,7 @@ impl Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             data_dir: data_dir.into(),
             max_manifest_bytes: crate::api::DEFAULT_MAX_MANIFEST_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

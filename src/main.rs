@@ -18,6 +18,7 @@ struct Args {
 #[argh(subcommand)]
 enum Command {
     Serve(Serve),
+    Fsck(Fsck),
 }
 
 /// Serve the OCI Distribution API.
@@ -30,16 +31,36 @@ struct Serve {
     /// data directory, created if missing (default ./berth-data)
     #[argh(option, default = "PathBuf::from(berth::config::DEFAULT_DATA_DIR)")]
     data: PathBuf,
+    /// largest manifest accepted, in bytes (default 4194304: 4 MiB)
+    #[argh(option, default = "berth::api::DEFAULT_MAX_MANIFEST_BYTES")]
+    max_manifest_bytes: usize,
+    /// connections served at once; more wait to be accepted (default 4096)
+    #[argh(option, default = "berth::config::DEFAULT_MAX_CONNECTIONS")]
+    max_connections: usize,
+}
+
+/// Check a stopped registry's data directory: re-hash every blob, find
+/// missing, corrupt and orphaned files.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "fsck")]
+struct Fsck {
+    /// data directory (default ./berth-data)
+    #[argh(option, default = "PathBuf::from(berth::config::DEFAULT_DATA_DIR)")]
+    data: PathBuf,
+    /// remove orphaned files and take missing or corrupt blobs out of service
+    #[argh(switch)]
+    repair: bool,
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Args = argh::from_env();
     let result = match args.command {
-        Command::Serve(serve) => run_serve(serve),
+        Command::Serve(serve) => run_serve(serve).map(|()| ExitCode::SUCCESS),
+        Command::Fsck(fsck) => run_fsck(fsck),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("berth: {e}");
             ExitCode::FAILURE
@@ -54,6 +75,8 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
     runtime.block_on(async {
         let mut config = berth::Config::new(args.data);
         config.listen = args.listen;
+        config.max_manifest_bytes = args.max_manifest_bytes;
+        config.max_connections = args.max_connections.max(1);
         let registry = berth::Registry::start(config).await?;
         // One line on stdout with the real address, for harnesses to read.
         let mut stdout = std::io::stdout();
@@ -73,4 +96,42 @@ async fn wait_for_signal() -> std::io::Result<()> {
         r = tokio::signal::ctrl_c() => r,
         _ = term.recv() => Ok(()),
     }
+}
+
+fn run_fsck(args: Fsck) -> std::io::Result<ExitCode> {
+    use std::io::IsTerminal;
+    if !args.data.join("berth.redb").exists() {
+        return Err(std::io::Error::other(format!(
+            "{} holds no berth database",
+            args.data.display()
+        )));
+    }
+    let store = berth::store::Store::open_unrepaired(&args.data).map_err(std::io::Error::other)?;
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = |done: u64, total: u64, bytes: u64| {
+        if tty {
+            eprint!("\rchecked {done}/{total} blobs, {} MB", bytes / 1_000_000);
+        }
+    };
+    let check = store
+        .check(args.repair, &mut progress)
+        .map_err(std::io::Error::other)?;
+    if tty {
+        eprintln!();
+    }
+    for finding in &check.findings {
+        println!("{finding}");
+    }
+    println!(
+        "{} blobs ({} bytes) checked, {} problems found, {} repaired",
+        check.blobs,
+        check.bytes,
+        check.findings.len(),
+        check.repaired
+    );
+    Ok(if check.findings.len() > check.repaired {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

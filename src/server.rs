@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::api::Api;
@@ -41,11 +41,24 @@ impl Registry {
             .map_err(|e| {
                 io::Error::other(format!("cannot open {}: {e}", config.data_dir.display()))
             })?;
+        let store = Arc::new(store);
+        // Start-up must stay fast whatever the store's size: orphans left by
+        // a crash are swept beside the server instead of before it.
+        let sweeper = Arc::clone(&store);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = sweeper.remove_orphan_blobs() {
+                log::error!("sweeping orphaned blob files failed: {e}");
+            }
+        });
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let api = Arc::new(Api::new(Arc::new(store), config.max_manifest_bytes));
+        let api = Arc::new(Api::new(Arc::clone(&store), config.max_manifest_bytes));
+        let max_connections = config.max_connections;
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, api, stopped));
+        let task = tokio::spawn(async move {
+            serve(listener, api, max_connections, stopped).await;
+            close(store).await;
+        });
         log::info!("serving {} on http://{addr}", config.data_dir.display());
         Ok(Registry { addr, stop, task })
     }
@@ -66,14 +79,26 @@ impl Registry {
     }
 }
 
-async fn serve(listener: TcpListener, api: Arc<Api>, mut stopped: oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    api: Arc<Api>,
+    max_connections: usize,
+    mut stopped: oneshot::Receiver<()>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
+        // At the limit, stop accepting: new clients wait in the listen
+        // backlog instead of taking file descriptors from the ones served.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("never closed"),
+            _ = &mut stopped => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -97,6 +122,7 @@ async fn serve(listener: TcpListener, api: Arc<Api>, mut stopped: oneshot::Recei
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = conn.await {
                 log::debug!("connection from {peer}: {e}");
             }
@@ -109,4 +135,17 @@ async fn serve(listener: TcpListener, api: Arc<Api>, mut stopped: oneshot::Recei
     {
         log::warn!("some requests did not finish within {DRAIN_TIMEOUT:?}");
     }
+}
+
+/// Waits (a while) for every other holder of the store to let go, so the
+/// database is closed when shutdown returns and can be opened again.
+async fn close(store: Arc<Store>) {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    while Arc::strong_count(&store) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if Arc::strong_count(&store) > 1 {
+        log::warn!("store still in use at shutdown; the database closes when that work ends");
+    }
+    drop(store);
 }

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -18,6 +19,9 @@ pub type ResBody = BoxBody<Bytes, io::Error>;
 
 /// Chunks in flight between the network and the disk, per request.
 const CHANNEL_DEPTH: usize = 4;
+/// A client that sends no body bytes for this long is cut off, so a stalled
+/// upload cannot hold a thread and an upload slot for ever.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Read size for blob downloads: large reads are what lets a pull go at
 /// loopback speed rather than syscall speed.
 const READ_SIZE: usize = 1 << 20;
@@ -119,14 +123,14 @@ where
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let worker = tokio::task::spawn_blocking(move || work(&mut BlockingBody { rx }));
     let pump = async move {
-        while let Some(frame) = body.frame().await {
+        while let Some(frame) = next_frame(&mut body).await {
             let item = match frame {
                 Ok(frame) => match frame.into_data() {
                     Ok(data) if data.is_empty() => continue,
                     Ok(data) => Ok(data),
                     Err(_trailers) => continue,
                 },
-                Err(e) => Err(io::Error::other(e)),
+                Err(e) => Err(e),
             };
             let failed = item.is_err();
             if tx.send(item).await.is_err() || failed {
@@ -138,11 +142,22 @@ where
     result.expect("store work does not panic")
 }
 
+/// The next frame of a request body, or an error once the client stalls.
+async fn next_frame(body: &mut Incoming) -> Option<io::Result<Frame<Bytes>>> {
+    match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame()).await {
+        Ok(frame) => frame.map(|f| f.map_err(io::Error::other)),
+        Err(_) => Some(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no body bytes for {BODY_IDLE_TIMEOUT:?}"),
+        ))),
+    }
+}
+
 /// Reads a whole small body, refusing it once it passes `limit` bytes.
 pub async fn collect_limited(mut body: Incoming, limit: usize) -> Result<Vec<u8>, CollectError> {
     let mut out = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| CollectError::Failed(io::Error::other(e)))?;
+    while let Some(frame) = next_frame(&mut body).await {
+        let frame = frame.map_err(CollectError::Failed)?;
         if let Ok(data) = frame.into_data() {
             if out.len() + data.len() > limit {
                 return Err(CollectError::TooLarge);

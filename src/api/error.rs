@@ -140,7 +140,7 @@ impl From<store::Error> for ApiError {
                     "the registry's storage is full",
                 )
             }
-            E::Io(_) | E::Db(_) | E::Corrupt(_) => {
+            E::Io(_) | E::Db(_) | E::Corrupt(_) | E::InUse(_) => {
                 log::error!("{message}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", message)
             }

@@ -79,6 +79,38 @@ impl Store {
         Ok(true)
     }
 
+    /// Removes blob files that no row owns: what a crash between a rename
+    /// and its commit leaves. Runs beside the server, so it checks each file
+    /// under its digest lock, where no finish can be half done.
+    pub fn remove_orphan_blobs(&self) -> Result<usize> {
+        let mut removed = 0;
+        for dir in std::fs::read_dir(self.root.join("blobs").join("sha256"))? {
+            let dir = dir?;
+            if !dir.file_type()?.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(dir.path())? {
+                let file = file?;
+                let name = file.file_name();
+                let digest = name
+                    .to_str()
+                    .and_then(|hex| Digest::parse(&format!("sha256:{hex}")));
+                let Some(digest) = digest else {
+                    log::warn!("unexpected file {} left alone", file.path().display());
+                    continue;
+                };
+                let _guard = self.lock_digest(&digest);
+                let txn = self.db.begin_read()?;
+                if txn.open_table(meta::BLOBS)?.get(digest.as_str())?.is_none() {
+                    log::info!("removing orphaned blob file {}", file.path().display());
+                    remove_if_present(&file.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Makes a verified upload file the blob `digest`: fsync, rename into
     /// place, fsync the directory, then one transaction adds the blob row,
     /// links it into `repo` and ends the upload. A blob that already exists

@@ -3,6 +3,7 @@
 //! per request, from a blocking thread (every method here blocks).
 
 mod blobs;
+mod fsck;
 mod manifests;
 pub mod meta;
 mod uploads;
@@ -17,6 +18,7 @@ use redb::{Database, ReadableDatabase};
 
 use crate::oci::Digest;
 
+pub use fsck::{Check, Finding};
 pub use manifests::{PutManifest, Referrer, StoredManifest};
 pub use uploads::{ChunkSpec, Upload};
 
@@ -51,6 +53,8 @@ pub enum Error {
     ManifestInvalid(String),
     ManifestBlobUnknown(Digest),
     NameUnknown,
+    /// Another process (a running server) holds the database.
+    InUse(PathBuf),
     Io(io::Error),
     Db(redb::Error),
     Corrupt(String),
@@ -79,6 +83,11 @@ impl fmt::Display for Error {
             Error::ManifestInvalid(why) => write!(f, "manifest invalid: {why}"),
             Error::ManifestBlobUnknown(d) => write!(f, "manifest references unknown {d}"),
             Error::NameUnknown => f.write_str("repository name not known to registry"),
+            Error::InUse(path) => write!(
+                f,
+                "{} is in use by another process, most likely a running berth server; stop it first",
+                path.display()
+            ),
             Error::Io(e) => write!(f, "storage I/O error: {e}"),
             Error::Db(e) => write!(f, "database error: {e}"),
             Error::Corrupt(why) => write!(f, "stored data is corrupt: {why}"),
@@ -130,9 +139,21 @@ impl Store {
     /// Opens (creating if needed) the data directory and its database, and
     /// removes upload files that no database row owns.
     pub fn open(root: &Path) -> Result<Store> {
+        let store = Store::open_unrepaired(root)?;
+        store.remove_orphan_uploads()?;
+        Ok(store)
+    }
+
+    /// Opens without touching anything a crash may have left behind, for
+    /// checks that must report it first.
+    pub fn open_unrepaired(root: &Path) -> Result<Store> {
         std::fs::create_dir_all(root.join("uploads"))?;
         std::fs::create_dir_all(root.join("blobs").join("sha256"))?;
-        let db = Database::create(root.join("berth.redb"))?;
+        let path = root.join("berth.redb");
+        let db = match Database::create(&path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::InUse(path)),
+            other => other?,
+        };
         let store = Store {
             root: root.to_path_buf(),
             db,
@@ -140,7 +161,6 @@ impl Store {
             busy_uploads: Mutex::new(HashSet::new()),
         };
         store.create_tables()?;
-        store.remove_orphan_uploads()?;
         Ok(store)
     }
 
