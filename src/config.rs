@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -13,6 +14,10 @@ pub struct Config {
     pub max_manifest_bytes: usize,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// A client that has not sent a request's headers within this is dropped.
+    pub header_timeout: Duration,
+    /// A request body that sends nothing for this long fails.
+    pub body_idle_timeout: Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
@@ -27,6 +32,8 @@ impl Config {
             data_dir: data_dir.into(),
             max_manifest_bytes: crate::api::DEFAULT_MAX_MANIFEST_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -18,8 +18,6 @@ use crate::api::Api;
 use crate::config::Config;
 use crate::store::Store;
 
-/// A client that has not sent its request headers by then is dropped.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long in-flight requests get to finish on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -52,11 +50,11 @@ impl Registry {
         });
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let api = Arc::new(Api::new(Arc::clone(&store), config.max_manifest_bytes));
-        let max_connections = config.max_connections;
+        let api = Arc::new(Api::new(Arc::clone(&store), &config));
+        let (max_connections, header_timeout) = (config.max_connections, config.header_timeout);
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
-            serve(listener, api, max_connections, stopped).await;
+            serve(listener, api, max_connections, header_timeout, stopped).await;
             close(store).await;
         });
         log::info!("serving {} on http://{addr}", config.data_dir.display());
@@ -83,13 +81,14 @@ async fn serve(
     listener: TcpListener,
     api: Arc<Api>,
     max_connections: usize,
+    header_timeout: Duration,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+        .header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(max_connections));
     loop {

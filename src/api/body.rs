@@ -19,9 +19,6 @@ pub type ResBody = BoxBody<Bytes, io::Error>;
 
 /// Chunks in flight between the network and the disk, per request.
 const CHANNEL_DEPTH: usize = 4;
-/// A client that sends no body bytes for this long is cut off, so a stalled
-/// upload cannot hold a thread and an upload slot for ever.
-const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Read size for blob downloads: large reads are what lets a pull go at
 /// loopback speed rather than syscall speed.
 const READ_SIZE: usize = 1 << 20;
@@ -115,7 +112,7 @@ impl Iterator for BlockingBody {
 
 /// Runs `work` on a blocking thread with the request body streaming into it.
 /// If `work` stops reading early, the rest of the body is not read.
-pub async fn with_body<T, F>(mut body: Incoming, work: F) -> T
+pub async fn with_body<T, F>(mut body: Incoming, idle: Duration, work: F) -> T
 where
     F: FnOnce(&mut BlockingBody) -> T + Send + 'static,
     T: Send + 'static,
@@ -123,7 +120,7 @@ where
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let worker = tokio::task::spawn_blocking(move || work(&mut BlockingBody { rx }));
     let pump = async move {
-        while let Some(frame) = next_frame(&mut body).await {
+        while let Some(frame) = next_frame(&mut body, idle).await {
             let item = match frame {
                 Ok(frame) => match frame.into_data() {
                     Ok(data) if data.is_empty() => continue,
@@ -142,21 +139,26 @@ where
     result.expect("store work does not panic")
 }
 
-/// The next frame of a request body, or an error once the client stalls.
-async fn next_frame(body: &mut Incoming) -> Option<io::Result<Frame<Bytes>>> {
-    match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame()).await {
+/// The next frame of a request body, or an error once the client has sent
+/// nothing for `idle`: a stalled upload must not hold a thread for ever.
+async fn next_frame(body: &mut Incoming, idle: Duration) -> Option<io::Result<Frame<Bytes>>> {
+    match tokio::time::timeout(idle, body.frame()).await {
         Ok(frame) => frame.map(|f| f.map_err(io::Error::other)),
         Err(_) => Some(Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            format!("no body bytes for {BODY_IDLE_TIMEOUT:?}"),
+            format!("no body bytes for {idle:?}"),
         ))),
     }
 }
 
 /// Reads a whole small body, refusing it once it passes `limit` bytes.
-pub async fn collect_limited(mut body: Incoming, limit: usize) -> Result<Vec<u8>, CollectError> {
+pub async fn collect_limited(
+    mut body: Incoming,
+    limit: usize,
+    idle: Duration,
+) -> Result<Vec<u8>, CollectError> {
     let mut out = Vec::new();
-    while let Some(frame) = next_frame(&mut body).await {
+    while let Some(frame) = next_frame(&mut body, idle).await {
         let frame = frame.map_err(CollectError::Failed)?;
         if let Ok(data) = frame.into_data() {
             if out.len() + data.len() > limit {

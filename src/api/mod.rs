@@ -13,6 +13,7 @@ mod uploads;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -23,6 +24,7 @@ use route::Route;
 
 use crate::oci::name::BadReference;
 
+use crate::config::Config;
 use crate::store::{self, Store};
 
 /// Manifests above this size are refused: they are held in memory and in
@@ -32,16 +34,18 @@ pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 << 20;
 pub struct Api {
     store: Arc<Store>,
     max_manifest_bytes: usize,
+    body_idle_timeout: Duration,
     next_request: AtomicU64,
 }
 
 type Handled = Result<Response<ResBody>, ApiError>;
 
 impl Api {
-    pub fn new(store: Arc<Store>, max_manifest_bytes: usize) -> Api {
+    pub fn new(store: Arc<Store>, config: &Config) -> Api {
         Api {
             store,
-            max_manifest_bytes,
+            max_manifest_bytes: config.max_manifest_bytes,
+            body_idle_timeout: config.body_idle_timeout,
             next_request: AtomicU64::new(1),
         }
     }

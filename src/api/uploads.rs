@@ -101,7 +101,7 @@ pub async fn start(api: &Api, req: Request<Incoming>, name: RepoName) -> Handled
         let len = content_length(&req);
         let store = api.store.clone();
         let (n, d) = (name.clone(), digest.clone());
-        with_body(req.into_body(), move |body| {
+        with_body(req.into_body(), api.body_idle_timeout, move |body| {
             store.put_blob(&n, &d, len, body)
         })
         .await
@@ -125,7 +125,7 @@ pub async fn patch(api: &Api, req: Request<Incoming>, name: RepoName, id: String
     let spec = chunk_spec(&req)?;
     let store = api.store.clone();
     let (n, i) = (name.clone(), id.clone());
-    let offset = with_body(req.into_body(), move |body| {
+    let offset = with_body(req.into_body(), api.body_idle_timeout, move |body| {
         store.append_upload(&n, &i, spec, body)
     })
     .await
@@ -142,7 +142,7 @@ pub async fn finish(api: &Api, req: Request<Incoming>, name: RepoName, id: Strin
     }
     let store = api.store.clone();
     let (n, i, d) = (name.clone(), id.clone(), digest.clone());
-    with_body(req.into_body(), move |body| {
+    with_body(req.into_body(), api.body_idle_timeout, move |body| {
         store.finish_upload(&n, &i, &d, spec, body)
     })
     .await

@@ -22,6 +22,14 @@ impl TestRegistry {
 
     /// Starts a registry over an existing data directory (to test restarts).
     pub fn start_in(data: tempfile::TempDir) -> TestRegistry {
+        Self::start_with(data, |_| {})
+    }
+
+    /// Starts a registry with some knobs changed (short timeouts, small limits).
+    pub fn start_with(
+        data: tempfile::TempDir,
+        tune: impl FnOnce(&mut berth::Config),
+    ) -> TestRegistry {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -29,6 +37,7 @@ impl TestRegistry {
             .expect("runtime");
         let mut config = berth::Config::new(data.path());
         config.listen = "127.0.0.1:0".parse().unwrap();
+        tune(&mut config);
         let registry = runtime
             .block_on(berth::Registry::start(config))
             .expect("registry starts");
