@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::store::prune::Policy;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where to listen; port 0 picks a free port.
@@ -18,6 +20,10 @@ pub struct Config {
     pub header_timeout: Duration,
     /// A request body that sends nothing for this long fails.
     pub body_idle_timeout: Duration,
+    /// Run a prune this often in the background; `None`: never.
+    pub prune_interval: Option<Duration>,
+    /// What a prune removes, in the background or from `berth prune`.
+    pub prune: Policy,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
@@ -34,6 +40,8 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(60),
+            prune_interval: None,
+            prune: Policy::default(),
         }
     }
 }
@@ -41,5 +49,51 @@ impl Config {
 impl Default for Config {
     fn default() -> Config {
         Config::new(DEFAULT_DATA_DIR)
+    }
+}
+
+/// Parses a duration written as a number and a unit: `90s`, `15m`, `1h`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 1h or 7d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?} has no unit: write 90s, 15m, 1h or 7d")),
+    };
+    number
+        .checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in [
+            "",
+            "1",
+            "h",
+            "1x",
+            "-1h",
+            "1.5h",
+            "1 h",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -4,8 +4,11 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use argh::FromArgs;
+use berth::store::Store;
+use berth::store::prune::Policy;
 
 /// berth: a container image registry in one binary.
 #[derive(FromArgs)]
@@ -18,6 +21,7 @@ struct Args {
 #[argh(subcommand)]
 enum Command {
     Serve(Serve),
+    Prune(Prune),
     Fsck(Fsck),
 }
 
@@ -37,6 +41,54 @@ struct Serve {
     /// connections served at once; more wait to be accepted (default 4096)
     #[argh(option, default = "berth::config::DEFAULT_MAX_CONNECTIONS")]
     max_connections: usize,
+    /// prune in the background this often, e.g. 1h (default: never)
+    #[argh(option, from_str_fn(parse_duration))]
+    prune_interval: Option<Duration>,
+    /// uploads idle longer than this are removed (default 1h)
+    #[argh(option, from_str_fn(parse_duration), default = "HOUR")]
+    upload_expiration: Duration,
+    /// manifests older than this are removed with their tags, unless a kept
+    /// index needs them (default: never)
+    #[argh(option, from_str_fn(parse_duration))]
+    manifest_expiration: Option<Duration>,
+    /// nothing younger than this is pruned (default 1h; 0s allowed)
+    #[argh(option, from_str_fn(parse_duration), default = "HOUR")]
+    grace: Duration,
+    /// also remove manifests that no tag names and nothing kept needs
+    #[argh(switch)]
+    untagged: bool,
+}
+
+/// Prune a stopped registry's data directory: expire uploads and manifests,
+/// sweep blobs that nothing kept needs.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "prune")]
+struct Prune {
+    /// data directory (default ./berth-data)
+    #[argh(option, default = "PathBuf::from(berth::config::DEFAULT_DATA_DIR)")]
+    data: PathBuf,
+    /// list what would go, and how many bytes, without deleting anything
+    #[argh(switch)]
+    dry_run: bool,
+    /// uploads idle longer than this are removed (default 1h)
+    #[argh(option, from_str_fn(parse_duration), default = "HOUR")]
+    upload_expiration: Duration,
+    /// manifests older than this are removed with their tags, unless a kept
+    /// index needs them (default: never)
+    #[argh(option, from_str_fn(parse_duration))]
+    manifest_expiration: Option<Duration>,
+    /// nothing younger than this is pruned (default 1h; 0s allowed)
+    #[argh(option, from_str_fn(parse_duration), default = "HOUR")]
+    grace: Duration,
+    /// also remove manifests that no tag names and nothing kept needs
+    #[argh(switch)]
+    untagged: bool,
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    berth::config::parse_duration(s)
 }
 
 /// Check a stopped registry's data directory: re-hash every blob, find
@@ -57,6 +109,7 @@ fn main() -> ExitCode {
     let args: Args = argh::from_env();
     let result = match args.command {
         Command::Serve(serve) => run_serve(serve).map(|()| ExitCode::SUCCESS),
+        Command::Prune(prune) => run_prune(prune),
         Command::Fsck(fsck) => run_fsck(fsck),
     };
     match result {
@@ -77,6 +130,13 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
         config.listen = args.listen;
         config.max_manifest_bytes = args.max_manifest_bytes;
         config.max_connections = args.max_connections.max(1);
+        config.prune_interval = args.prune_interval.filter(|i| !i.is_zero());
+        config.prune = Policy {
+            upload_expiration: args.upload_expiration,
+            manifest_expiration: args.manifest_expiration,
+            grace: args.grace,
+            untagged: args.untagged,
+        };
         let registry = berth::Registry::start(config).await?;
         // One line on stdout with the real address, for harnesses to read.
         let mut stdout = std::io::stdout();
@@ -98,15 +158,54 @@ async fn wait_for_signal() -> std::io::Result<()> {
     }
 }
 
+fn run_prune(args: Prune) -> std::io::Result<ExitCode> {
+    let store = open_existing(&args.data)?;
+    let policy = Policy {
+        upload_expiration: args.upload_expiration,
+        manifest_expiration: args.manifest_expiration,
+        grace: args.grace,
+        untagged: args.untagged,
+    };
+    let report = store
+        .prune(&policy, args.dry_run)
+        .map_err(std::io::Error::other)?;
+    if args.dry_run {
+        for item in &report.items {
+            println!("would remove {item}");
+        }
+        println!(
+            "dry run: {}",
+            report.summary().replacen("pruned", "would prune", 1)
+        );
+    } else {
+        println!("{}", report.summary());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens a data directory that must already hold a berth database, with the
+/// same start-up recovery the server runs.
+fn open_existing(data: &std::path::Path) -> std::io::Result<Store> {
+    require_database(data)?;
+    Store::open(data).map_err(std::io::Error::other)
+}
+
+/// Offline commands work on a registry's data, never on a mistyped path.
+fn require_database(data: &std::path::Path) -> std::io::Result<()> {
+    if data.join("berth.redb").exists() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "{} holds no berth database",
+            data.display()
+        )))
+    }
+}
+
 fn run_fsck(args: Fsck) -> std::io::Result<ExitCode> {
     use std::io::IsTerminal;
-    if !args.data.join("berth.redb").exists() {
-        return Err(std::io::Error::other(format!(
-            "{} holds no berth database",
-            args.data.display()
-        )));
-    }
-    let store = berth::store::Store::open_unrepaired(&args.data).map_err(std::io::Error::other)?;
+    require_database(&args.data)?;
+    let store = Store::open_unrepaired(&args.data).map_err(std::io::Error::other)?;
     let tty = std::io::stderr().is_terminal();
     let mut progress = |done: u64, total: u64, bytes: u64| {
         if tty {

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use crate::api::Api;
 use crate::config::Config;
 use crate::store::Store;
+use crate::store::prune::Policy;
 
 /// How long in-flight requests get to finish on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,8 +54,14 @@ impl Registry {
         let api = Arc::new(Api::new(Arc::clone(&store), &config));
         let (max_connections, header_timeout) = (config.max_connections, config.header_timeout);
         let (stop, stopped) = oneshot::channel();
+        let pruner = config
+            .prune_interval
+            .map(|every| tokio::spawn(prune_loop(Arc::clone(&store), every, config.prune.clone())));
         let task = tokio::spawn(async move {
             serve(listener, api, max_connections, header_timeout, stopped).await;
+            if let Some(pruner) = pruner {
+                pruner.abort();
+            }
             close(store).await;
         });
         log::info!("serving {} on http://{addr}", config.data_dir.display());
@@ -147,4 +154,19 @@ async fn close(store: Arc<Store>) {
         log::warn!("store still in use at shutdown; the database closes when that work ends");
     }
     drop(store);
+}
+
+/// The background prune: one run every `every`, reported in the log.
+async fn prune_loop(store: Arc<Store>, every: Duration, policy: Policy) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let (store, policy) = (Arc::clone(&store), policy.clone());
+        match tokio::task::spawn_blocking(move || store.prune(&policy, false)).await {
+            Ok(Ok(report)) => log::info!("{}", report.summary()),
+            Ok(Err(e)) => log::error!("prune failed: {e}"),
+            Err(e) => log::error!("prune task failed: {e}"),
+        }
+    }
 }

@@ -25,7 +25,7 @@ impl Store {
     pub fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         let txn = self.db.begin_read()?;
         let links = txn.open_table(meta::LINKS)?;
-        if links.get((repo.as_str(), digest.as_str()))?.is_none() {
+        if links.get((digest.as_str(), repo.as_str()))?.is_none() {
             return Err(Error::BlobUnknown);
         }
         let blobs = txn.open_table(meta::BLOBS)?;
@@ -50,7 +50,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         let removed = txn
             .open_table(meta::LINKS)?
-            .remove((repo.as_str(), digest.as_str()))?
+            .remove((digest.as_str(), repo.as_str()))?
             .is_some();
         txn.commit()?;
         if removed {
@@ -66,12 +66,11 @@ impl Store {
         let txn = self.db.begin_write()?;
         {
             let mut links = txn.open_table(meta::LINKS)?;
-            if links.get((from.as_str(), digest.as_str()))?.is_none()
-                || txn.open_table(meta::BLOBS)?.get(digest.as_str())?.is_none()
+            if links.get((digest.as_str(), from.as_str()))?.is_none() || !touch_blob(&txn, digest)?
             {
                 return Ok(false);
             }
-            links.insert((repo.as_str(), digest.as_str()), meta::now())?;
+            links.insert((digest.as_str(), repo.as_str()), meta::now())?;
             txn.open_table(meta::REPOS)?
                 .insert(repo.as_str(), meta::now())?;
         }
@@ -144,16 +143,16 @@ impl Store {
         }
         let txn = self.db.begin_write()?;
         {
-            let mut blobs = txn.open_table(meta::BLOBS)?;
-            if blobs.get(digest.as_str())?.is_none() {
+            if !touch_blob(&txn, digest)? {
                 let row = BlobRow {
                     size,
-                    created: meta::now(),
+                    touched: meta::now(),
                 };
-                blobs.insert(digest.as_str(), meta::encode(&row).as_slice())?;
+                txn.open_table(meta::BLOBS)?
+                    .insert(digest.as_str(), meta::encode(&row).as_slice())?;
             }
             txn.open_table(meta::LINKS)?
-                .insert((repo.as_str(), digest.as_str()), meta::now())?;
+                .insert((digest.as_str(), repo.as_str()), meta::now())?;
             txn.open_table(meta::REPOS)?
                 .insert(repo.as_str(), meta::now())?;
             txn.open_table(meta::UPLOADS)?.remove(upload_id)?;
@@ -164,6 +163,21 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Restarts a blob's grace period; false if there is no such blob.
+fn touch_blob(txn: &redb::WriteTransaction, digest: &Digest) -> Result<bool> {
+    let mut blobs = txn.open_table(meta::BLOBS)?;
+    let row = match blobs.get(digest.as_str())? {
+        Some(row) => meta::decode::<BlobRow>(row.value())?,
+        None => return Ok(false),
+    };
+    let row = BlobRow {
+        touched: meta::now(),
+        ..row
+    };
+    blobs.insert(digest.as_str(), meta::encode(&row).as_slice())?;
+    Ok(true)
 }
 
 pub(super) fn remove_if_present(path: &Path) -> io::Result<()> {

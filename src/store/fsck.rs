@@ -166,7 +166,7 @@ impl Store {
             let row: ManifestRow = meta::decode(value.value())?;
             let mut missing = Vec::new();
             for blob in &row.blobs {
-                if links.get((repo, blob.as_str()))?.is_none()
+                if links.get((blob.as_str(), repo))?.is_none()
                     || blobs.get(blob.as_str())?.is_none()
                 {
                     missing.push(blob.clone());

@@ -63,10 +63,13 @@ impl Store {
         {
             let links = txn.open_table(meta::LINKS)?;
             let blobs = txn.open_table(meta::BLOBS)?;
+            let mut refs = txn.open_table(meta::BLOB_REFS)?;
             for blob in &parsed.blobs {
-                if links.get((r, blob.as_str()))?.is_none() || blobs.get(blob.as_str())?.is_none() {
+                let b = blob.as_str();
+                if links.get((b, r))?.is_none() || blobs.get(b)?.is_none() {
                     return Err(Error::ManifestBlobUnknown(blob.clone()));
                 }
+                refs.insert((b, r, digest.as_str()), ())?;
             }
             let mut manifests = txn.open_table(meta::MANIFESTS)?;
             for child in &parsed.manifests {
@@ -149,6 +152,10 @@ impl Store {
                         .ok_or(Error::ManifestUnknown)?;
                     let d = digest.as_str();
                     tags.retain_in((r, "")..=(r, MAX_STR), |_, target| target != d)?;
+                    let mut refs = txn.open_table(meta::BLOB_REFS)?;
+                    for blob in &row.blobs {
+                        refs.remove((blob.as_str(), r, d))?;
+                    }
                     if let Some(subject) = &row.subject {
                         txn.open_table(meta::REFERRERS)?
                             .remove((r, subject.as_str(), d))?;

@@ -10,8 +10,13 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 pub const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
 /// digest -> [`BlobRow`]; a blob exists for readers only once this row does.
 pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
-/// (repository, digest) -> linked-at: which repositories may serve a blob.
+/// (digest, repository) -> linked-at: which repositories may serve a blob.
+/// Keyed by digest first, so "is this blob linked anywhere" is one range.
 pub const LINKS: TableDefinition<(&str, &str), u64> = TableDefinition::new("links");
+/// (blob digest, repository, manifest digest): which manifests need a blob.
+/// A manifest PUT adds its rows in the transaction that checks the blob, and
+/// the sweep spares any blob that has one, so neither can miss the other.
+pub const BLOB_REFS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("blob_refs");
 /// repository -> created-at: what `_catalog` lists.
 pub const REPOS: TableDefinition<&str, u64> = TableDefinition::new("repos");
 /// (repository, digest) -> [`ManifestRow`]
@@ -29,12 +34,16 @@ pub struct UploadRow {
     /// The serialized sha256 state over the first `offset` bytes.
     pub hash_state: Vec<u8>,
     pub started: u64,
+    /// Last chunk committed: what upload expiry measures from.
+    pub updated: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct BlobRow {
     pub size: u64,
-    pub created: u64,
+    /// Last pushed or mounted: a blob younger than the grace period is never
+    /// swept, so its manifest has time to arrive.
+    pub touched: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -57,8 +66,14 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, super::Error> {
     postcard::from_bytes(bytes).map_err(|e| super::Error::Corrupt(format!("bad row: {e}")))
 }
 
+/// Every timestamp in the database: milliseconds since the Unix epoch.
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The timestamp `age` before `now`: anything at or before it is that old.
+pub fn ago(now: u64, age: std::time::Duration) -> u64 {
+    now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
 }

@@ -6,6 +6,7 @@ mod blobs;
 mod fsck;
 mod manifests;
 pub mod meta;
+pub mod prune;
 mod uploads;
 
 use std::collections::HashSet;
@@ -169,6 +170,7 @@ impl Store {
         txn.open_table(meta::UPLOADS)?;
         txn.open_table(meta::BLOBS)?;
         txn.open_table(meta::LINKS)?;
+        txn.open_table(meta::BLOB_REFS)?;
         txn.open_table(meta::REPOS)?;
         txn.open_table(meta::MANIFESTS)?;
         txn.open_table(meta::TAGS)?;

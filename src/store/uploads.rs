@@ -30,9 +30,15 @@ pub struct ChunkSpec {
 }
 
 /// Marks an upload as being written for as long as it lives.
-struct Busy<'a> {
+pub(super) struct Busy<'a> {
     store: &'a Store,
     id: String,
+}
+
+impl Busy<'_> {
+    pub(super) fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 impl Drop for Busy<'_> {
@@ -61,6 +67,7 @@ fn new_row(repo: &RepoName) -> UploadRow {
         offset: 0,
         hash_state: hash_state(&Sha256::new()),
         started: meta::now(),
+        updated: meta::now(),
     }
 }
 
@@ -88,20 +95,20 @@ impl Store {
         Ok(row)
     }
 
-    /// Claims an upload for writing, then loads it; one writer at a time.
-    fn claim_upload(&self, repo: &RepoName, id: &str) -> Result<(UploadRow, Busy<'_>)> {
-        if !self
-            .busy_uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned())
-        {
-            let offset = self.load_upload(repo, id)?.offset;
-            return Err(Error::UploadBusy { offset });
-        }
-        let guard = Busy {
+    /// Marks an upload as being worked on; `None` if someone already is.
+    pub(super) fn try_claim(&self, id: &str) -> Option<Busy<'_>> {
+        let mut busy = self.busy_uploads.lock().unwrap_or_else(|p| p.into_inner());
+        busy.insert(id.to_owned()).then(|| Busy {
             store: self,
             id: id.to_owned(),
+        })
+    }
+
+    /// Claims an upload for writing, then loads it; one writer at a time.
+    fn claim_upload(&self, repo: &RepoName, id: &str) -> Result<(UploadRow, Busy<'_>)> {
+        let Some(guard) = self.try_claim(id) else {
+            let offset = self.load_upload(repo, id)?.offset;
+            return Err(Error::UploadBusy { offset });
         };
         Ok((self.load_upload(repo, id)?, guard))
     }
@@ -160,6 +167,7 @@ impl Store {
         let updated = UploadRow {
             offset,
             hash_state: hash_state(&hasher),
+            updated: meta::now(),
             ..row
         };
         let txn = self.db.begin_write()?;
