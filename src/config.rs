@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::AuthConfig;
 use crate::store::prune::Policy;
 
 #[derive(Debug, Clone)]
@@ -24,6 +25,18 @@ pub struct Config {
     pub prune_interval: Option<Duration>,
     /// What a prune removes, in the background or from `berth prune`.
     pub prune: Policy,
+    /// Users and rules; `None`: everyone may read and write.
+    pub auth: Option<AuthConfig>,
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2) with this certificate and key.
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// PEM: the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
@@ -42,6 +55,8 @@ impl Config {
             body_idle_timeout: Duration::from_secs(60),
             prune_interval: None,
             prune: Policy::default(),
+            auth: None,
+            tls: None,
         }
     }
 }

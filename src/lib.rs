@@ -15,10 +15,12 @@
 //! ```
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod oci;
 mod server;
 pub mod store;
+mod tls;
 
 pub use config::Config;
 pub use server::Registry;

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
+use berth::auth::AuthConfig;
+use berth::config::TlsConfig;
 use berth::store::Store;
 use berth::store::prune::Policy;
 
@@ -23,6 +25,7 @@ enum Command {
     Serve(Serve),
     Prune(Prune),
     Fsck(Fsck),
+    Passwd(Passwd),
 }
 
 /// Serve the OCI Distribution API.
@@ -57,6 +60,41 @@ struct Serve {
     /// also remove manifests that no tag names and nothing kept needs
     #[argh(switch)]
     untagged: bool,
+    /// turn auth on: users and bcrypt hashes in htpasswd format
+    #[argh(option)]
+    htpasswd: Option<PathBuf>,
+    /// access rules, one a line: USER pull|push REPOSITORY-PATTERN (needs --htpasswd)
+    #[argh(option)]
+    access: Option<PathBuf>,
+    /// let anyone pull anything (needs --htpasswd)
+    #[argh(switch)]
+    anonymous_pull: bool,
+    /// lifetime of issued bearer tokens (default 5m)
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Duration::from_secs(300)"
+    )]
+    token_ttl: Duration,
+    /// serve HTTPS with this PEM certificate chain (needs --tls-key)
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+    /// the PEM private key of --tls-cert
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
+}
+
+/// Add or change a user's password in an htpasswd file (bcrypt). The
+/// password is read from standard input, one line.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "passwd")]
+struct Passwd {
+    /// the htpasswd file, created if missing
+    #[argh(option)]
+    htpasswd: PathBuf,
+    /// the user name
+    #[argh(positional)]
+    user: String,
 }
 
 /// Prune a stopped registry's data directory: expire uploads and manifests,
@@ -111,6 +149,7 @@ fn main() -> ExitCode {
         Command::Serve(serve) => run_serve(serve).map(|()| ExitCode::SUCCESS),
         Command::Prune(prune) => run_prune(prune),
         Command::Fsck(fsck) => run_fsck(fsck),
+        Command::Passwd(passwd) => run_passwd(passwd).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -137,6 +176,30 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
             grace: args.grace,
             untagged: args.untagged,
         };
+        config.auth = match args.htpasswd {
+            Some(htpasswd) => {
+                let mut auth = AuthConfig::new(htpasswd);
+                auth.access = args.access;
+                auth.anonymous_pull = args.anonymous_pull;
+                auth.token_ttl = args.token_ttl;
+                Some(auth)
+            }
+            None if args.access.is_some() || args.anonymous_pull => {
+                return Err(std::io::Error::other(
+                    "--access and --anonymous-pull need --htpasswd",
+                ));
+            }
+            None => None,
+        };
+        config.tls = match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(std::io::Error::other(
+                    "--tls-cert and --tls-key go together",
+                ));
+            }
+        };
         let registry = berth::Registry::start(config).await?;
         // One line on stdout with the real address, for harnesses to read.
         let mut stdout = std::io::stdout();
@@ -156,6 +219,29 @@ async fn wait_for_signal() -> std::io::Result<()> {
         r = tokio::signal::ctrl_c() => r,
         _ = term.recv() => Ok(()),
     }
+}
+
+fn run_passwd(args: Passwd) -> std::io::Result<()> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(std::io::Error::other("no password on standard input"));
+    }
+    let text = match std::fs::read_to_string(&args.htpasswd) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let text = berth::auth::htpasswd::set_password(&text, &args.user, password)
+        .map_err(std::io::Error::other)?;
+    std::fs::write(&args.htpasswd, text)?;
+    eprintln!(
+        "set the password of {} in {}",
+        args.user,
+        args.htpasswd.display()
+    );
+    Ok(())
 }
 
 fn run_prune(args: Prune) -> std::io::Result<ExitCode> {

@@ -9,12 +9,14 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::api::Api;
+use crate::auth::Authority;
 use crate::config::Config;
 use crate::store::Store;
 use crate::store::prune::Policy;
@@ -26,13 +28,24 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// server running until the runtime stops.
 pub struct Registry {
     addr: SocketAddr,
+    tls: bool,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
 
+/// What every connection needs, shared.
+struct Shared {
+    api: Arc<Api>,
+    builder: auto::Builder<TokioExecutor>,
+    tls: Option<TlsAcceptor>,
+    header_timeout: Duration,
+}
+
 impl Registry {
-    /// Opens the data directory, binds, and starts serving.
+    /// Checks the TLS and auth files, opens the data directory, binds, and
+    /// starts serving.
     pub async fn start(config: Config) -> io::Result<Registry> {
+        let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let dir = config.data_dir.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&dir))
             .await
@@ -40,6 +53,11 @@ impl Registry {
             .map_err(|e| {
                 io::Error::other(format!("cannot open {}: {e}", config.data_dir.display()))
             })?;
+        let authority = config
+            .auth
+            .as_ref()
+            .map(|auth| Authority::open(auth, &config.data_dir))
+            .transpose()?;
         let store = Arc::new(store);
         // Start-up must stay fast whatever the store's size: orphans left by
         // a crash are swept beside the server instead of before it.
@@ -51,21 +69,42 @@ impl Registry {
         });
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let api = Arc::new(Api::new(Arc::clone(&store), &config));
-        let (max_connections, header_timeout) = (config.max_connections, config.header_timeout);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_timeout);
+        let serving_tls = tls.is_some();
+        let shared = Arc::new(Shared {
+            api: Arc::new(Api::new(Arc::clone(&store), authority, &config)),
+            builder,
+            tls,
+            header_timeout: config.header_timeout,
+        });
+        let max_connections = config.max_connections;
         let (stop, stopped) = oneshot::channel();
         let pruner = config
             .prune_interval
             .map(|every| tokio::spawn(prune_loop(Arc::clone(&store), every, config.prune.clone())));
         let task = tokio::spawn(async move {
-            serve(listener, api, max_connections, header_timeout, stopped).await;
+            serve(listener, shared, max_connections, stopped).await;
             if let Some(pruner) = pruner {
                 pruner.abort();
             }
             close(store).await;
         });
-        log::info!("serving {} on http://{addr}", config.data_dir.display());
-        Ok(Registry { addr, stop, task })
+        let registry = Registry {
+            addr,
+            tls: serving_tls,
+            stop,
+            task,
+        };
+        log::info!(
+            "serving {} on {}",
+            config.data_dir.display(),
+            registry.url()
+        );
+        Ok(registry)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -73,7 +112,8 @@ impl Registry {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting, lets in-flight requests finish (for a while), and
@@ -86,16 +126,10 @@ impl Registry {
 
 async fn serve(
     listener: TcpListener,
-    api: Arc<Api>,
+    shared: Arc<Shared>,
     max_connections: usize,
-    header_timeout: Duration,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(max_connections));
     loop {
@@ -118,18 +152,22 @@ async fn serve(
             _ = &mut stopped => break,
         };
         let _ = stream.set_nodelay(true);
-        let api = Arc::clone(&api);
-        let service = service_fn(move |req| {
-            let api = Arc::clone(&api);
-            async move { Ok::<_, std::convert::Infallible>(api.serve(req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let shared = Arc::clone(&shared);
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = conn.await {
+            let result = match &shared.tls {
+                None => serve_connection(&shared, stream, peer, watcher).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(shared.header_timeout, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls)) => serve_connection(&shared, tls, peer, watcher).await,
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
+            };
+            if let Err(e) = result {
                 log::debug!("connection from {peer}: {e}");
             }
         });
@@ -141,6 +179,29 @@ async fn serve(
     {
         log::warn!("some requests did not finish within {DRAIN_TIMEOUT:?}");
     }
+}
+
+type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+async fn serve_connection<I>(
+    shared: &Shared,
+    io: I,
+    peer: SocketAddr,
+    watcher: Watcher,
+) -> ConnResult
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let api = Arc::clone(&shared.api);
+    let service = service_fn(move |req| {
+        let api = Arc::clone(&api);
+        async move { Ok::<_, std::convert::Infallible>(api.serve(req, peer).await) }
+    });
+    let conn = shared
+        .builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned();
+    watcher.watch(conn).await
 }
 
 /// Waits (a while) for every other holder of the store to let go, so the

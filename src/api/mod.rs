@@ -1,6 +1,7 @@
 //! The HTTP side: parse and check a request, call one store method, turn the
 //! result into a response. Nothing here touches files.
 
+mod auth;
 mod blobs;
 mod body;
 mod catalog;
@@ -11,6 +12,7 @@ mod route;
 mod tags;
 mod uploads;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,6 +26,7 @@ use route::Route;
 
 use crate::oci::name::BadReference;
 
+use crate::auth::Authority;
 use crate::config::Config;
 use crate::store::{self, Store};
 
@@ -33,6 +36,9 @@ pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 << 20;
 
 pub struct Api {
     store: Arc<Store>,
+    authority: Option<Arc<Authority>>,
+    /// Whether clients reach us over TLS, for the token realm's scheme.
+    tls: bool,
     max_manifest_bytes: usize,
     body_idle_timeout: Duration,
     next_request: AtomicU64,
@@ -41,20 +47,22 @@ pub struct Api {
 type Handled = Result<Response<ResBody>, ApiError>;
 
 impl Api {
-    pub fn new(store: Arc<Store>, config: &Config) -> Api {
+    pub fn new(store: Arc<Store>, authority: Option<Authority>, config: &Config) -> Api {
         Api {
             store,
+            authority: authority.map(Arc::new),
+            tls: config.tls.is_some(),
             max_manifest_bytes: config.max_manifest_bytes,
             body_idle_timeout: config.body_idle_timeout,
             next_request: AtomicU64::new(1),
         }
     }
 
-    pub async fn serve(&self, req: Request<Incoming>) -> Response<ResBody> {
+    pub async fn serve(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ResBody> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let mut response = match self.dispatch(req).await {
+        let mut response = match self.dispatch(req, peer).await {
             Ok(response) => response,
             Err(e) => {
                 log::debug!(
@@ -76,14 +84,18 @@ impl Api {
         response
     }
 
-    async fn dispatch(&self, req: Request<Incoming>) -> Handled {
+    async fn dispatch(&self, req: Request<Incoming>, peer: SocketAddr) -> Handled {
         let route = Route::parse(req.uri().path())?;
+        if route == Route::Token {
+            return auth::token(self, &req, peer).await;
+        }
+        let caller = self.authorize(&req, peer, &route).await?;
         let method = req.method().clone();
         match (route, method) {
             (Route::Base, Method::GET | Method::HEAD) => {
                 Ok(json_response(StatusCode::OK, b"{}".to_vec()))
             }
-            (Route::Catalog, Method::GET) => catalog::list(self, &req).await,
+            (Route::Catalog, Method::GET) => catalog::list(self, &req, &caller).await,
             (Route::Tags(name), Method::GET) => tags::list(self, &req, name).await,
             (Route::Manifest(name, r), Method::GET | Method::HEAD) => {
                 manifests::get(self, &req, name, r).await
@@ -103,7 +115,7 @@ impl Api {
                 blobs::get(self, &req, name, d).await
             }
             (Route::Blob(name, d), Method::DELETE) => blobs::delete(self, name, d).await,
-            (Route::Uploads(name), Method::POST) => uploads::start(self, req, name).await,
+            (Route::Uploads(name), Method::POST) => uploads::start(self, req, name, &caller).await,
             (Route::Upload(name, id), Method::GET) => uploads::status(self, name, id).await,
             (Route::Upload(name, id), Method::PATCH) => uploads::patch(self, req, name, id).await,
             (Route::Upload(name, id), Method::PUT) => uploads::finish(self, req, name, id).await,

@@ -8,6 +8,8 @@ use crate::oci::{Digest, Reference, RepoName};
 #[derive(Debug, PartialEq)]
 pub enum Route {
     Base,
+    /// The token endpoint of the Docker token flow (with auth on).
+    Token,
     Catalog,
     Tags(RepoName),
     Manifest(RepoName, Reference),
@@ -22,6 +24,9 @@ pub enum Route {
 
 impl Route {
     pub fn parse(path: &str) -> Result<Route, ApiError> {
+        if path == "/token" {
+            return Ok(Route::Token);
+        }
         let rest = match path.strip_prefix("/v2") {
             Some("" | "/") => return Ok(Route::Base),
             Some(rest) => rest.strip_prefix('/').ok_or_else(ApiError::not_found)?,

@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 use super::body::{self, with_body};
 use super::error::{ApiError, upload_range};
 use super::{Api, Handled, header_str, query, query_param};
+use crate::auth::Caller;
 use crate::oci::{Digest, RepoName};
 use crate::store::ChunkSpec;
 
@@ -84,12 +85,16 @@ fn chunk_spec<B>(req: &Request<B>) -> Result<ChunkSpec, ApiError> {
     }
 }
 
-pub async fn start(api: &Api, req: Request<Incoming>, name: RepoName) -> Handled {
+pub async fn start(api: &Api, req: Request<Incoming>, name: RepoName, caller: &Caller) -> Handled {
     let params = query(&req);
     if let Some(mount) = query_param(&params, "mount") {
         let digest = Digest::parse(&mount)
             .ok_or_else(|| ApiError::digest_invalid(format!("invalid mount digest {mount:?}")))?;
-        if let Some(from) = query_param(&params, "from").and_then(|f| RepoName::parse(&f)) {
+        // A source the caller may not read is treated as lacking the blob.
+        let from = query_param(&params, "from")
+            .and_then(|f| RepoName::parse(&f))
+            .filter(|from| api.may_pull(caller, from.as_str()));
+        if let Some(from) = from {
             let (n, d) = (name.clone(), digest.clone());
             if api.store(move |s| s.mount_blob(&n, &d, &from)).await? {
                 return created(&name, &digest);

@@ -202,14 +202,20 @@ impl Store {
     }
 
     /// Up to `n` repository names after `last`, and whether more follow.
-    pub fn list_repositories(&self, last: Option<&str>, n: usize) -> Result<(Vec<String>, bool)> {
+    /// Only names that pass `visible` count.
+    pub fn list_repositories(
+        &self,
+        last: Option<&str>,
+        n: usize,
+        visible: &dyn Fn(&str) -> bool,
+    ) -> Result<(Vec<String>, bool)> {
         let txn = self.db.begin_read()?;
         let repos = txn.open_table(meta::REPOS)?;
         let mut out = Vec::new();
         for entry in repos.range(last.unwrap_or("")..)? {
             let (key, _) = entry?;
             let name = key.value();
-            if last == Some(name) {
+            if last == Some(name) || !visible(name) {
                 continue;
             }
             if out.len() == n {

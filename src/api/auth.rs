@@ -1,0 +1,268 @@
+//! Authentication and authorization at the HTTP door: who is calling
+//! (Basic, Bearer or nobody), whether they may do what the route does, the
+//! challenge that starts the Docker token flow, and the token endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http::{Method, Request, StatusCode, header};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::route::Route;
+use super::{Api, Handled, header_str, json_response, query};
+use crate::auth::{Action, Authority, Caller, LoginError, Scope};
+use crate::store::meta;
+
+/// Service name in challenges and tokens.
+const SERVICE: &str = "berth";
+
+/// What a route needs: nothing (the token endpoint), any identity
+/// (`/v2/`), or an action on a repository. The catalog filters instead.
+enum Need<'a> {
+    Identity,
+    Listing,
+    Repo(&'a str, Action),
+}
+
+fn need<'a>(route: &'a Route, method: &Method) -> Need<'a> {
+    let action = if matches!(*method, Method::GET | Method::HEAD) {
+        Action::Pull
+    } else {
+        Action::Push
+    };
+    match route {
+        Route::Base | Route::Token => Need::Identity,
+        Route::Catalog => Need::Listing,
+        Route::Tags(name)
+        | Route::Manifest(name, _)
+        | Route::BadManifestReference(name, ..)
+        | Route::Blob(name, _)
+        | Route::Uploads(name)
+        | Route::Upload(name, _)
+        | Route::Referrers(name, _) => Need::Repo(name.as_str(), action),
+    }
+}
+
+impl Api {
+    /// The caller, once it may do what `route` does; the error otherwise.
+    /// With auth off everyone is an anonymous caller who may do anything.
+    pub(super) async fn authorize<B>(
+        &self,
+        req: &Request<B>,
+        peer: SocketAddr,
+        route: &Route,
+    ) -> Result<Caller, ApiError> {
+        let Some(authority) = &self.authority else {
+            return Ok(Caller::Anonymous);
+        };
+        let caller = self.identify(authority, req, peer).await?;
+        match need(route, req.method()) {
+            Need::Listing => Ok(caller),
+            Need::Identity if matches!(caller, Caller::Anonymous) => Err(self.challenge(req, None)),
+            Need::Identity => Ok(caller),
+            Need::Repo(repo, action) if authority.may(&caller, repo, action) => Ok(caller),
+            Need::Repo(repo, action) => {
+                if caller.user().is_some() && !authority.rules_allow(caller.user(), repo, action) {
+                    // A known user the rules refuse: no token would help.
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "DENIED",
+                        format!("requested access to {repo} is denied"),
+                    ));
+                }
+                // Anonymous, or a token without this scope: ask for a token.
+                let actions = if action == Action::Pull {
+                    "pull"
+                } else {
+                    "pull,push"
+                };
+                Err(self.challenge(req, Some(&format!("repository:{repo}:{actions}"))))
+            }
+        }
+    }
+
+    async fn identify<B>(
+        &self,
+        authority: &Arc<Authority>,
+        req: &Request<B>,
+        peer: SocketAddr,
+    ) -> Result<Caller, ApiError> {
+        let Some(value) = header_str(req, header::AUTHORIZATION) else {
+            return Ok(Caller::Anonymous);
+        };
+        if let Some(token) = strip_scheme(value, "bearer") {
+            return authority
+                .verify_token(token.trim(), meta::now() / 1000)
+                .map(Caller::Token)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "UNAUTHORIZED",
+                        "invalid or expired token",
+                    )
+                    .with_header(
+                        "www-authenticate",
+                        &self.challenge_value(req, None, Some("invalid_token")),
+                    )
+                });
+        }
+        let (user, password) = strip_scheme(value, "basic")
+            .and_then(|b| STANDARD.decode(b.trim()).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
+            .ok_or_else(|| self.unauthorized(req, "malformed Authorization header"))?;
+        let authority = Arc::clone(authority);
+        let checked_user = user.clone();
+        // bcrypt is slow on purpose: keep it off the async threads.
+        let result = tokio::task::spawn_blocking(move || {
+            authority.login(peer.ip(), &checked_user, &password)
+        })
+        .await
+        .expect("login does not panic");
+        match result {
+            Ok(()) => Ok(Caller::User(user)),
+            Err(LoginError::BadCredentials) => {
+                Err(self.unauthorized(req, "invalid username or password"))
+            }
+            Err(LoginError::TooManyFailures) => Err(too_many()),
+        }
+    }
+
+    fn unauthorized<B>(&self, req: &Request<B>, message: &str) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+            .with_header("www-authenticate", &self.challenge_value(req, None, None))
+    }
+
+    fn challenge<B>(&self, req: &Request<B>, scope: Option<&str>) -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "authentication required",
+        )
+        .with_header("www-authenticate", &self.challenge_value(req, scope, None))
+    }
+
+    fn challenge_value<B>(
+        &self,
+        req: &Request<B>,
+        scope: Option<&str>,
+        error: Option<&str>,
+    ) -> String {
+        let host = header_str(req, header::HOST)
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("localhost");
+        let scheme = if self.tls { "https" } else { "http" };
+        let mut value = format!("Bearer realm=\"{scheme}://{host}/token\",service=\"{SERVICE}\"");
+        if let Some(scope) = scope {
+            value.push_str(&format!(",scope=\"{scope}\""));
+        }
+        if let Some(error) = error {
+            value.push_str(&format!(",error=\"{error}\""));
+        }
+        value
+    }
+
+    /// Whether the caller may pull `repo` by the rules (for the catalog and
+    /// for the source of a cross-repository mount).
+    pub(super) fn may_pull(&self, caller: &Caller, repo: &str) -> bool {
+        match &self.authority {
+            None => true,
+            Some(authority) => authority.may(caller, repo, Action::Pull),
+        }
+    }
+
+    /// A filter over repository names: those the caller may pull by the
+    /// rules, whatever scopes a token holds.
+    pub(super) fn listing_filter(&self, caller: &Caller) -> Box<dyn Fn(&str) -> bool + Send> {
+        match &self.authority {
+            None => Box::new(|_| true),
+            Some(authority) => {
+                let (authority, user) = (Arc::clone(authority), caller.user().map(str::to_owned));
+                Box::new(move |repo| authority.rules_allow(user.as_deref(), repo, Action::Pull))
+            }
+        }
+    }
+}
+
+fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = value.split_once(' ')?;
+    given.eq_ignore_ascii_case(scheme).then_some(rest)
+}
+
+fn too_many() -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TOOMANYREQUESTS",
+        "too many failed logins from this address; try again later",
+    )
+}
+
+/// `GET /token`: the Docker token flow. Basic credentials, or none for an
+/// anonymous token; grants what was asked for and is allowed.
+pub async fn token<B>(api: &Api, req: &Request<B>, peer: SocketAddr) -> Handled {
+    let Some(authority) = &api.authority else {
+        return Err(ApiError::not_found());
+    };
+    if !matches!(*req.method(), Method::GET) {
+        return Err(ApiError::unsupported());
+    }
+    let caller = match header_str(req, header::AUTHORIZATION) {
+        Some(v) if strip_scheme(v, "basic").is_some() => api.identify(authority, req, peer).await?,
+        _ => Caller::Anonymous,
+    };
+    let scopes: Vec<Scope> = query(req)
+        .into_iter()
+        .filter(|(k, _)| k == "scope")
+        .flat_map(|(_, v)| v.split(' ').filter_map(Scope::parse).collect::<Vec<_>>())
+        .collect();
+    let now = meta::now() / 1000;
+    let (token, ttl) = authority.issue(caller.user(), &scopes, now);
+    let body = json!({
+        "token": token,
+        "access_token": token,
+        "expires_in": ttl,
+        "issued_at": rfc3339(now),
+    });
+    let mut response = json_response(StatusCode::OK, serde_json::to_vec(&body).expect("JSON"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
+    Ok(response)
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC time.
+fn rfc3339(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_910_400 + 3661), "2026-11-28T01:01:01Z");
+    }
+}

@@ -1,0 +1,256 @@
+//! Who may read and write what. Off by default; with an htpasswd file every
+//! listed user may pull and push, anonymous callers nothing, unless an
+//! access file or `--anonymous-pull` says otherwise. This module knows
+//! users, rules and tokens, not HTTP.
+
+pub mod access;
+pub mod htpasswd;
+mod limiter;
+pub mod token;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+pub use access::Action;
+use access::Rules;
+use htpasswd::Users;
+use limiter::FailureLimiter;
+use token::{Claims, Grant, Signer};
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub htpasswd: PathBuf,
+    pub access: Option<PathBuf>,
+    pub anonymous_pull: bool,
+    pub token_ttl: Duration,
+    /// Failed logins from one address before it gets 429 for `failure_window`.
+    pub max_failures: u32,
+    pub failure_window: Duration,
+}
+
+impl AuthConfig {
+    pub fn new(htpasswd: impl Into<PathBuf>) -> AuthConfig {
+        AuthConfig {
+            htpasswd: htpasswd.into(),
+            access: None,
+            anonymous_pull: false,
+            token_ttl: Duration::from_secs(300),
+            max_failures: 10,
+            failure_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Who is asking.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Anonymous,
+    /// Authenticated with a password on this request.
+    User(String),
+    /// Holding a token, which carries its own grants.
+    Token(Claims),
+}
+
+impl Caller {
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::User(u) => Some(u),
+            Caller::Token(c) => c.sub.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginError {
+    BadCredentials,
+    TooManyFailures,
+}
+
+/// One requested scope: `repository:<name>:<actions>` or
+/// `registry:catalog:*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub kind: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+impl Scope {
+    pub fn parse(s: &str) -> Option<Scope> {
+        let (kind, rest) = s.split_once(':')?;
+        let (name, actions) = rest.rsplit_once(':')?;
+        // `repository(plugin)` and the like name the same thing.
+        let kind = kind.split('(').next().unwrap_or(kind).to_owned();
+        Some(Scope {
+            kind,
+            name: name.to_owned(),
+            actions: actions
+                .split(',')
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        })
+    }
+}
+
+/// Verified passwords are remembered this long, keyed by a hash of the
+/// password, so Basic auth on every request costs one bcrypt per window.
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
+
+pub struct Authority {
+    users: Users,
+    rules: Rules,
+    signer: Signer,
+    token_ttl: Duration,
+    limiter: FailureLimiter,
+    verified: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+}
+
+impl Authority {
+    pub fn open(config: &AuthConfig, data_dir: &Path) -> io::Result<Authority> {
+        let users = Users::load(&config.htpasswd)?;
+        let mut rules = match &config.access {
+            Some(path) => Rules::load(path)?,
+            None => Rules::users_push_all(),
+        };
+        if config.anonymous_pull {
+            rules.allow_anonymous_pull();
+        }
+        Ok(Authority {
+            users,
+            rules,
+            signer: Signer::load_or_create(&data_dir.join("token.key"))?,
+            token_ttl: config.token_ttl,
+            limiter: FailureLimiter::new(config.max_failures, config.failure_window),
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Checks a user's password (bcrypt, cached), counting failures per address.
+    pub fn login(&self, ip: IpAddr, user: &str, password: &str) -> Result<(), LoginError> {
+        if self.limiter.blocked(ip) {
+            return Err(LoginError::TooManyFailures);
+        }
+        let fingerprint: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+        let cached = {
+            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            verified
+                .get(user)
+                .is_some_and(|(f, at)| *f == fingerprint && at.elapsed() < VERIFIED_TTL)
+        };
+        if cached || self.users.verify(user, password) {
+            let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if !cached {
+                verified.retain(|_, (_, at)| at.elapsed() < VERIFIED_TTL);
+                verified.insert(user.to_owned(), (fingerprint, Instant::now()));
+            }
+            self.limiter.succeeded(ip);
+            Ok(())
+        } else {
+            self.limiter.failed(ip);
+            log::warn!("failed login for user {user:?} from {ip}");
+            Err(LoginError::BadCredentials)
+        }
+    }
+
+    /// Whether the caller may do `action` on `repo`.
+    pub fn may(&self, caller: &Caller, repo: &str, action: Action) -> bool {
+        match caller {
+            Caller::Anonymous => self.rules.allows(None, repo, action),
+            Caller::User(user) => {
+                self.users.contains(user) && self.rules.allows(Some(user), repo, action)
+            }
+            Caller::Token(claims) => {
+                let name = match action {
+                    Action::Pull => "pull",
+                    Action::Push => "push",
+                };
+                claims.grants("repository", repo, name)
+            }
+        }
+    }
+
+    /// Whether the rules (not a token's grants) let this user do `action`:
+    /// tells "ask for a token with that scope" from "you may not".
+    pub fn rules_allow(&self, user: Option<&str>, repo: &str, action: Action) -> bool {
+        self.rules.allows(user, repo, action)
+    }
+
+    /// A token for `user` (`None`: anonymous) with what was asked for and is
+    /// allowed; returns the token and its lifetime in seconds.
+    pub fn issue(&self, user: Option<&str>, scopes: &[Scope], now: u64) -> (String, u64) {
+        let mut access = Vec::new();
+        for scope in scopes.iter().filter(|s| s.kind == "repository") {
+            let may = |action| self.rules.allows(user, &scope.name, action);
+            let mut actions: Vec<String> = Vec::new();
+            for asked in &scope.actions {
+                let granted: &[&str] = match asked.as_str() {
+                    "pull" if may(Action::Pull) => &["pull"],
+                    "push" | "delete" if may(Action::Push) => &[asked.as_str()],
+                    "*" if may(Action::Push) => &["pull", "push", "delete"],
+                    "*" if may(Action::Pull) => &["pull"],
+                    _ => &[],
+                };
+                for g in granted {
+                    if !actions.iter().any(|a| a == g) {
+                        actions.push((*g).to_owned());
+                    }
+                }
+            }
+            if !actions.is_empty() {
+                access.push(Grant {
+                    kind: scope.kind.clone(),
+                    name: scope.name.clone(),
+                    actions,
+                });
+            }
+        }
+        let ttl = self.token_ttl.as_secs().max(1);
+        let claims = Claims {
+            sub: user.map(str::to_owned),
+            iat: now,
+            exp: now + ttl,
+            access,
+        };
+        (self.signer.sign(&claims), ttl)
+    }
+
+    pub fn verify_token(&self, token: &str, now: u64) -> Option<Claims> {
+        let claims = self.signer.verify(token, now)?;
+        // A token outlives nothing: a user removed from htpasswd loses it.
+        match &claims.sub {
+            Some(user) if !self.users.contains(user) => None,
+            _ => Some(claims),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse() {
+        assert_eq!(
+            Scope::parse("repository:a/b:pull,push"),
+            Some(Scope {
+                kind: "repository".into(),
+                name: "a/b".into(),
+                actions: vec!["pull".into(), "push".into()]
+            })
+        );
+        assert_eq!(Scope::parse("registry:catalog:*").unwrap().name, "catalog");
+        assert_eq!(
+            Scope::parse("repository(plugin):x:pull").unwrap().kind,
+            "repository"
+        );
+        assert_eq!(Scope::parse("nonsense"), None);
+    }
+}

@@ -1,0 +1,48 @@
+//! TLS with rustls: certificate and key from PEM files, HTTP/2 and
+//! HTTP/1.1 offered by ALPN.
+
+use std::io;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::TlsConfig;
+
+/// Builds the acceptor, or says plainly which file is wrong and why.
+pub fn acceptor(config: &TlsConfig) -> io::Result<TlsAcceptor> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {e}"))
+    };
+    let cert_path = config.cert.display();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert)
+        .map_err(|e| bad(&format!("cannot read TLS certificate {cert_path}"), &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(&format!("cannot parse TLS certificate {cert_path}"), &e))?;
+    if certs.is_empty() {
+        return Err(bad(
+            &format!("TLS certificate {cert_path}"),
+            &"no certificate in the file",
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&config.key)
+        .map_err(|e| bad(&format!("cannot read TLS key {}", config.key.display()), &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS setup", &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            bad(
+                &format!(
+                    "TLS certificate {cert_path} and key {} do not go together",
+                    config.key.display()
+                ),
+                &e,
+            )
+        })?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
