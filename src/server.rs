@@ -224,7 +224,8 @@ async fn prune_loop(store: Arc<Store>, every: Duration, policy: Policy) {
     loop {
         ticks.tick().await;
         let (store, policy) = (Arc::clone(&store), policy.clone());
-        match tokio::task::spawn_blocking(move || store.prune(&policy, false)).await {
+        match tokio::task::spawn_blocking(move || store.recover(store.prune(&policy, false))).await
+        {
             Ok(Ok(report)) => log::info!("{}", report.summary()),
             Ok(Err(e)) => log::error!("prune failed: {e}"),
             Err(e) => log::error!("prune task failed: {e}"),

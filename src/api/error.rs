@@ -111,7 +111,7 @@ impl From<store::Error> for ApiError {
         let message = e.to_string();
         match e {
             E::BlobUnknown => ApiError::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", message),
-            E::UploadUnknown => {
+            E::UploadUnknown | E::UploadLost => {
                 ApiError::new(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", message)
             }
             E::RangeMismatch { offset } | E::UploadBusy { offset } => ApiError {
@@ -132,7 +132,7 @@ impl From<store::Error> for ApiError {
                     .with_detail(json!({ "digest": digest.as_str() }))
             }
             E::NameUnknown => ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", message),
-            E::Io(io) if io.raw_os_error() == Some(28) => {
+            E::Io(io) | E::Db(redb::Error::Io(io)) if io.raw_os_error() == Some(28) => {
                 log::error!("storage full: {io}");
                 ApiError::new(
                     StatusCode::INSUFFICIENT_STORAGE,

@@ -132,7 +132,7 @@ impl Api {
         T: Send + 'static,
     {
         let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || work(&store))
+        tokio::task::spawn_blocking(move || store.recover(work(&store)))
             .await
             .expect("store calls do not panic")
             .map_err(ApiError::from)

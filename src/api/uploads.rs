@@ -107,7 +107,7 @@ pub async fn start(api: &Api, req: Request<Incoming>, name: RepoName, caller: &C
         let store = api.store.clone();
         let (n, d) = (name.clone(), digest.clone());
         with_body(req.into_body(), api.body_idle_timeout, move |body| {
-            store.put_blob(&n, &d, len, body)
+            store.recover(store.put_blob(&n, &d, len, body))
         })
         .await
         .map_err(ApiError::from)?;
@@ -131,7 +131,7 @@ pub async fn patch(api: &Api, req: Request<Incoming>, name: RepoName, id: String
     let store = api.store.clone();
     let (n, i) = (name.clone(), id.clone());
     let offset = with_body(req.into_body(), api.body_idle_timeout, move |body| {
-        store.append_upload(&n, &i, spec, body)
+        store.recover(store.append_upload(&n, &i, spec, body))
     })
     .await
     .map_err(|e| with_location(e.into(), &name, &id))?;
@@ -148,7 +148,7 @@ pub async fn finish(api: &Api, req: Request<Incoming>, name: RepoName, id: Strin
     let store = api.store.clone();
     let (n, i, d) = (name.clone(), id.clone(), digest.clone());
     with_body(req.into_body(), api.body_idle_timeout, move |body| {
-        store.finish_upload(&n, &i, &d, spec, body)
+        store.recover(store.finish_upload(&n, &i, &d, spec, body))
     })
     .await
     .map_err(|e| with_location(e.into(), &name, &id))?;

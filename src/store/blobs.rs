@@ -23,7 +23,7 @@ pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
 impl Store {
     /// The size of a blob, if `repo` may serve it.
     pub fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let links = txn.open_table(meta::LINKS)?;
         if links.get((digest.as_str(), repo.as_str()))?.is_none() {
             return Err(Error::BlobUnknown);
@@ -47,7 +47,7 @@ impl Store {
     /// Unlinks a blob from one repository. The bytes stay until a prune finds
     /// that nothing reaches them.
     pub fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let removed = txn
             .open_table(meta::LINKS)?
             .remove((digest.as_str(), repo.as_str()))?
@@ -63,7 +63,7 @@ impl Store {
     /// Links a blob that `from` holds into `repo`; false when `from` lacks it.
     pub fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool> {
         let _guard = self.lock_digest(digest);
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut links = txn.open_table(meta::LINKS)?;
             if links.get((digest.as_str(), from.as_str()))?.is_none() || !touch_blob(&txn, digest)?
@@ -99,7 +99,7 @@ impl Store {
                     continue;
                 };
                 let _guard = self.lock_digest(&digest);
-                let txn = self.db.begin_read()?;
+                let txn = self.db()?.begin_read()?;
                 if txn.open_table(meta::BLOBS)?.get(digest.as_str())?.is_none() {
                     log::info!("removing orphaned blob file {}", file.path().display());
                     remove_if_present(&file.path())?;
@@ -110,7 +110,7 @@ impl Store {
         Ok(removed)
     }
 
-    /// Makes a verified upload file the blob `digest`: fsync, rename into
+    /// Makes a verified upload file the blob `digest`: fsync, link into
     /// place, fsync the directory, then one transaction adds the blob row,
     /// links it into `repo` and ends the upload. A blob that already exists
     /// keeps its file; the upload's copy is dropped.
@@ -124,7 +124,7 @@ impl Store {
     ) -> Result<()> {
         let _guard = self.lock_digest(digest);
         let exists = {
-            let txn = self.db.begin_read()?;
+            let txn = self.db()?.begin_read()?;
             txn.open_table(meta::BLOBS)?.get(digest.as_str())?.is_some()
         };
         let upload_path = self.upload_path(upload_id);
@@ -138,10 +138,15 @@ impl Store {
                 std::fs::create_dir_all(&dir)?;
                 fsync_dir(dir.parent().expect("blob dirs have parents"))?;
             }
-            std::fs::rename(&upload_path, self.blob_path(digest))?;
+            // A hard link, not a rename: until the commit below, the upload
+            // keeps its file, so a crash here leaves it resumable (and the
+            // blob file an orphan that start-up sweeps).
+            let blob_path = self.blob_path(digest);
+            remove_if_present(&blob_path)?;
+            std::fs::hard_link(&upload_path, &blob_path)?;
             fsync_dir(&dir)?;
         }
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             if !touch_blob(&txn, digest)? {
                 let row = BlobRow {
@@ -158,9 +163,7 @@ impl Store {
             txn.open_table(meta::UPLOADS)?.remove(upload_id)?;
         }
         txn.commit()?;
-        if exists {
-            remove_if_present(&upload_path)?;
-        }
+        remove_if_present(&upload_path)?;
         Ok(())
     }
 }

@@ -79,7 +79,7 @@ impl Store {
 
     fn check_blobs(&self, check: &mut Check, progress: Progress) -> Result<()> {
         let rows: Vec<(String, BlobRow)> = {
-            let txn = self.db.begin_read()?;
+            let txn = self.db()?.begin_read()?;
             let table = txn.open_table(meta::BLOBS)?;
             let mut rows = Vec::new();
             for entry in table.iter()? {
@@ -118,7 +118,7 @@ impl Store {
     }
 
     fn find_orphans(&self, check: &mut Check) -> Result<()> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let uploads = txn.open_table(meta::UPLOADS)?;
         for entry in std::fs::read_dir(self.root.join("uploads"))? {
             let entry = entry?;
@@ -156,7 +156,7 @@ impl Store {
     }
 
     fn check_manifests(&self, check: &mut Check) -> Result<()> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let manifests = txn.open_table(meta::MANIFESTS)?;
         let links = txn.open_table(meta::LINKS)?;
         let blobs = txn.open_table(meta::BLOBS)?;
@@ -202,7 +202,7 @@ impl Store {
                 }
                 Finding::MissingBlob(digest) | Finding::CorruptBlob { digest, .. } => {
                     let _guard = self.lock_digest(digest);
-                    let txn = self.db.begin_write()?;
+                    let txn = self.db()?.begin_write()?;
                     txn.open_table(meta::BLOBS)?.remove(digest.as_str())?;
                     txn.commit()?;
                     let path = self.blob_path(digest);

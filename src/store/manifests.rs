@@ -59,7 +59,7 @@ impl Store {
         let parsed: ParsedManifest =
             manifest::parse(content_type, &body).map_err(Error::ManifestInvalid)?;
         let r = repo.as_str();
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let links = txn.open_table(meta::LINKS)?;
             let blobs = txn.open_table(meta::BLOBS)?;
@@ -107,7 +107,7 @@ impl Store {
 
     pub fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest> {
         let r = repo.as_str();
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(tag) => {
@@ -134,7 +134,7 @@ impl Store {
     /// every tag that points at it, and its place in the referrers list.
     pub fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         let r = repo.as_str();
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut tags = txn.open_table(meta::TAGS)?;
             match reference {
@@ -176,7 +176,7 @@ impl Store {
         n: usize,
     ) -> Result<(Vec<String>, bool)> {
         let r = repo.as_str();
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let tags = txn.open_table(meta::TAGS)?;
         // A repository has tags to list once it has a manifest (every tag
         // names one); one that holds only blobs is as unknown here as one
@@ -209,7 +209,7 @@ impl Store {
         n: usize,
         visible: &dyn Fn(&str) -> bool,
     ) -> Result<(Vec<String>, bool)> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let repos = txn.open_table(meta::REPOS)?;
         let mut out = Vec::new();
         for entry in repos.range(last.unwrap_or("")..)? {
@@ -236,7 +236,7 @@ impl Store {
     ) -> Result<Vec<Referrer>> {
         let r = repo.as_str();
         let s = subject.as_str();
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let edges = txn.open_table(meta::REFERRERS)?;
         let manifests = txn.open_table(meta::MANIFESTS)?;
         let mut out = Vec::new();

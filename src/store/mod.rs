@@ -13,7 +13,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase};
 
@@ -31,6 +32,8 @@ pub type Body<'a> = &'a mut dyn Iterator<Item = io::Result<bytes::Bytes>>;
 pub enum Error {
     BlobUnknown,
     UploadUnknown,
+    /// The upload's committed bytes are gone from disk; it was discarded.
+    UploadLost,
     /// A chunk did not start where the upload ends; carries the committed size.
     RangeMismatch {
         offset: u64,
@@ -66,6 +69,7 @@ impl fmt::Display for Error {
         match self {
             Error::BlobUnknown => f.write_str("blob unknown to registry"),
             Error::UploadUnknown => f.write_str("blob upload unknown to registry"),
+            Error::UploadLost => f.write_str("the upload's data was lost; start the upload again"),
             Error::RangeMismatch { offset } => {
                 write!(
                     f,
@@ -124,6 +128,14 @@ from_redb!(
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+fn open_database(root: &Path) -> Result<Database> {
+    let path = root.join("berth.redb");
+    match Database::create(&path) {
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::InUse(path)),
+        other => Ok(other?),
+    }
+}
+
 /// Lock stripes for digests: finishing a blob (rename, then commit) and
 /// removing one (commit, then unlink) hold the same stripe, so neither ever
 /// sees the other's half-done state.
@@ -131,7 +143,9 @@ const DIGEST_STRIPES: usize = 64;
 
 pub struct Store {
     root: PathBuf,
-    db: Database,
+    /// Swapped for a fresh handle after an I/O error: redb refuses every
+    /// transaction after one until the database is opened again.
+    db: RwLock<Option<Arc<Database>>>,
     digest_locks: Vec<Mutex<()>>,
     busy_uploads: Mutex<HashSet<String>>,
 }
@@ -150,14 +164,10 @@ impl Store {
     pub fn open_unrepaired(root: &Path) -> Result<Store> {
         std::fs::create_dir_all(root.join("uploads"))?;
         std::fs::create_dir_all(root.join("blobs").join("sha256"))?;
-        let path = root.join("berth.redb");
-        let db = match Database::create(&path) {
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Error::InUse(path)),
-            other => other?,
-        };
+        let db = open_database(root)?;
         let store = Store {
             root: root.to_path_buf(),
-            db,
+            db: RwLock::new(Some(Arc::new(db))),
             digest_locks: (0..DIGEST_STRIPES).map(|_| Mutex::new(())).collect(),
             busy_uploads: Mutex::new(HashSet::new()),
         };
@@ -166,7 +176,7 @@ impl Store {
     }
 
     fn create_tables(&self) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.open_table(meta::UPLOADS)?;
         txn.open_table(meta::BLOBS)?;
         txn.open_table(meta::LINKS)?;
@@ -180,7 +190,7 @@ impl Store {
     }
 
     fn remove_orphan_uploads(&self) -> Result<()> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let uploads = txn.open_table(meta::UPLOADS)?;
         for entry in std::fs::read_dir(self.root.join("uploads"))? {
             let entry = entry?;
@@ -195,6 +205,52 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    fn db(&self) -> Result<Arc<Database>> {
+        self.db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            // Reported as redb's own "previous I/O error", so the next
+            // `recover` tries to reopen again.
+            .ok_or(Error::Db(redb::Error::PreviousIo))
+    }
+
+    /// Passes a result through; if it failed with a storage I/O error
+    /// (a full disk), reopens the database first, so that once space is
+    /// freed the next request works without a restart.
+    pub fn recover<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(Error::Db(redb::Error::Io(_) | redb::Error::PreviousIo)) = &result {
+            self.reopen();
+        }
+        result
+    }
+
+    fn reopen(&self) {
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // Requests already holding the old handle fail fast; wait for them to
+        // let go, because redb admits one open handle per file.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while slot.as_ref().is_some_and(|db| Arc::strong_count(db) > 1) && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        slot.take();
+        while Instant::now() < deadline {
+            match open_database(&self.root) {
+                Ok(db) => {
+                    log::warn!("reopened the database after a storage error");
+                    *slot = Some(Arc::new(db));
+                    return;
+                }
+                Err(e) => {
+                    log::debug!("reopening the database: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        log::error!("could not reopen the database; restart berth");
     }
 
     fn lock_digest(&self, digest: &Digest) -> MutexGuard<'_, ()> {

@@ -74,7 +74,7 @@ impl Store {
         let now = meta::now();
         let mut report = Report::default();
         let dry = if dry_run {
-            Some(self.db.begin_write()?)
+            Some(self.db()?.begin_write()?)
         } else {
             None
         };
@@ -101,7 +101,7 @@ impl Store {
         match dry {
             Some(txn) => work(txn),
             None => {
-                let txn = self.db.begin_write()?;
+                let txn = self.db()?.begin_write()?;
                 let out = work(&txn)?;
                 txn.commit()?;
                 Ok(out)
@@ -116,7 +116,7 @@ impl Store {
         report: &mut Report,
     ) -> Result<()> {
         let stale: Vec<String> = {
-            let txn = self.db.begin_read()?;
+            let txn = self.db()?.begin_read()?;
             let table = txn.open_table(meta::UPLOADS)?;
             let mut stale = Vec::new();
             for entry in table.iter()? {
@@ -168,7 +168,7 @@ impl Store {
         report: &mut Report,
     ) -> Result<()> {
         let repos: Vec<String> = {
-            let txn = self.db.begin_read()?;
+            let txn = self.db()?.begin_read()?;
             let table = txn.open_table(meta::REPOS)?;
             let mut repos = Vec::new();
             for entry in table.iter()? {
@@ -191,7 +191,7 @@ impl Store {
         report: &mut Report,
     ) -> Result<()> {
         let old: Vec<String> = {
-            let txn = self.db.begin_read()?;
+            let txn = self.db()?.begin_read()?;
             let table = txn.open_table(meta::BLOBS)?;
             let mut old = Vec::new();
             for entry in table.iter()? {
@@ -223,7 +223,7 @@ impl Store {
             return Ok(());
         };
         let _guard = self.lock_digest(&digest);
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         if txn.open_table(meta::BLOBS)?.get(digest.as_str())?.is_none() {
             remove_if_present(&self.blob_path(&digest))?;
         }

@@ -74,7 +74,7 @@ fn new_row(repo: &RepoName) -> UploadRow {
 impl Store {
     pub fn start_upload(&self, repo: &RepoName) -> Result<Upload> {
         let id = uuid::Uuid::new_v4().to_string();
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.open_table(meta::UPLOADS)?
             .insert(id.as_str(), meta::encode(&new_row(repo)).as_slice())?;
         txn.commit()?;
@@ -83,7 +83,7 @@ impl Store {
     }
 
     fn load_upload(&self, repo: &RepoName, id: &str) -> Result<UploadRow> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(meta::UPLOADS)?;
         let row: UploadRow = match table.get(id)? {
             Some(bytes) => meta::decode(bytes.value())?,
@@ -134,20 +134,44 @@ impl Store {
             .truncate(false)
             .write(true)
             .open(self.upload_path(id))?;
+        if file.metadata()?.len() < row.offset {
+            // Committed bytes are gone. Extending the file would fill the
+            // gap with zeros that the saved hash state vouches for.
+            drop(file);
+            self.discard_upload(id)?;
+            log::warn!(
+                "upload {id}: file shorter than its committed {} bytes; discarded",
+                row.offset
+            );
+            return Err(Error::UploadLost);
+        }
         // Cuts back what a crash or a failed request left past the committed end.
         file.set_len(row.offset)?;
         file.seek(SeekFrom::Start(row.offset))?;
-        let mut received = 0u64;
-        for chunk in body {
-            let chunk = chunk.map_err(Error::BodyFailed)?;
-            hasher.update(&chunk);
-            file.write_all(&chunk)?;
-            received += chunk.len() as u64;
+        let stream = || -> Result<u64> {
+            let mut received = 0u64;
+            for chunk in body {
+                let chunk = chunk.map_err(Error::BodyFailed)?;
+                hasher.update(&chunk);
+                file.write_all(&chunk)?;
+                received += chunk.len() as u64;
+            }
+            match spec.len {
+                Some(declared) if declared != received => {
+                    Err(Error::SizeMismatch { declared, received })
+                }
+                _ => Ok(received),
+            }
+        };
+        match stream() {
+            Ok(received) => Ok((file, hasher, row.offset + received)),
+            Err(e) => {
+                // Give back at once what the failed chunk took (it may have
+                // filled the disk); the committed part stays.
+                let _ = file.set_len(row.offset);
+                Err(e)
+            }
         }
-        if let Some(declared) = spec.len.filter(|&d| d != received) {
-            return Err(Error::SizeMismatch { declared, received });
-        }
-        Ok((file, hasher, row.offset + received))
     }
 
     /// Appends a chunk; returns the upload's new size.
@@ -170,7 +194,7 @@ impl Store {
             updated: meta::now(),
             ..row
         };
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             txn.open_table(meta::UPLOADS)?
                 .insert(id, meta::encode(&updated).as_slice())?;
@@ -243,10 +267,11 @@ impl Store {
     }
 
     fn discard_upload(&self, id: &str) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        // The file first: on a full disk, that frees what the commit needs.
+        remove_if_present(&self.upload_path(id))?;
+        let txn = self.db()?.begin_write()?;
         txn.open_table(meta::UPLOADS)?.remove(id)?;
         txn.commit()?;
-        remove_if_present(&self.upload_path(id))?;
         Ok(())
     }
 }

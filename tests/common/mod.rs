@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod layout;
+pub mod process;
 
 use std::net::SocketAddr;
 

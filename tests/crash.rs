@@ -1,0 +1,1259 @@
+//! kill -9 at any moment: the real binary is killed with SIGKILL at random
+//! times while client threads upload (monolithic and chunked, small and
+//! MiB-sized, the same content from several threads), push manifests and
+//! indexes, and delete. After every kill the directory is checked with
+//! `berth fsck` (only orphaned files, which start-up cleans, may be found),
+//! the server is restarted over it, and everything a client was told is
+//! checked: acknowledged blobs and manifests are whole, acknowledged deletes
+//! stay done, acknowledged chunks are still committed, and nothing half
+//! written is ever served. At the end a clean stop leaves a directory that
+//! `berth fsck` finds nothing wrong with.
+//!
+//! Randomness is a seeded xorshift; the seed is printed, and
+//! `BERTH_CRASH_SEED=<n>` replays its choices (the kill moments, being
+//! wall-clock, differ from run to run).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::http::{self, Response};
+use common::process::{self, ServerProcess};
+use serde_json::json;
+
+const OCTETS: (&str, &str) = ("Content-Type", "application/octet-stream");
+const THREADS: usize = 4;
+/// Kill cycles wanted, and the fewest that count as a run.
+const CYCLES: usize = 22;
+const MIN_CYCLES: usize = 6;
+/// No new cycle starts after this much time.
+const BUDGET: Duration = Duration::from_secs(60);
+/// Ops one client thread may do in one cycle (a bound, never reached).
+const MAX_OPS: usize = 20_000;
+/// Manifests a thread keeps alive at once; past this it deletes instead.
+const MAX_LIVE_MANIFESTS: usize = 24;
+const MAX_UPLOADS: usize = 3;
+
+// ---------------------------------------------------------------------------
+// Randomness
+
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Content every thread draws from, so the same bytes go up from several
+// threads (and several repositories) at once.
+
+struct Pool {
+    data: Vec<Vec<u8>>,
+    digests: Vec<String>,
+}
+
+const SMALL: usize = 14;
+const MEDIUM: usize = 6;
+const LARGE: usize = 3;
+
+impl Pool {
+    fn new(seed: u64) -> Pool {
+        let mut rng = Rng::new(seed ^ 0x5eed);
+        let mut data = Vec::new();
+        for i in 0..SMALL {
+            // Index 0 is the empty blob; the rest have at least 2 bytes, so an
+            // upload status of `0-0` can only mean nothing committed.
+            let len = if i == 0 { 0 } else { 2 + rng.below(48 * 1024) };
+            data.push(http::random_bytes(len, seed.wrapping_add(i as u64)));
+        }
+        for i in 0..MEDIUM {
+            let len = 100_000 + rng.below(400_000);
+            data.push(http::random_bytes(len, seed.wrapping_add(100 + i as u64)));
+        }
+        for i in 0..LARGE {
+            let len = (1 << 20) + rng.below(2 << 20);
+            data.push(http::random_bytes(len, seed.wrapping_add(200 + i as u64)));
+        }
+        let digests = data.iter().map(|d| http::sha256_digest(d)).collect();
+        Pool { data, digests }
+    }
+
+    fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    fn pick(&self, rng: &mut Rng) -> usize {
+        match rng.below(100) {
+            0..70 => rng.below(SMALL),
+            70..92 => SMALL + rng.below(MEDIUM),
+            _ => SMALL + MEDIUM + rng.below(LARGE),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What each client thread knows. Every repository belongs to one thread, so
+// per repository the operations are sequential and the model is exact: a
+// request that got its answer is Present/Absent, one that was cut off by
+// the kill leaves Unknown (resolved by looking after the restart).
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Known {
+    Absent,
+    Present,
+    Unknown,
+}
+
+#[derive(Debug)]
+struct ManifestRec {
+    body: Vec<u8>,
+    digest: String,
+    media_type: &'static str,
+    tag: Option<String>,
+    state: Known,
+    /// Referenced by an index that was (maybe) pushed: never deleted.
+    pinned: bool,
+    /// Pool indices of its config and layers.
+    blobs: Vec<usize>,
+    /// Indices (into the thread's manifests) of an index's children.
+    children: Vec<usize>,
+    /// Confirmed deleted after a restart: no longer checked.
+    retired: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// A PATCH to this end offset got no answer.
+    Patch(usize),
+    /// The finishing PUT got no answer.
+    Finish,
+    /// The cancelling DELETE got no answer.
+    Cancel,
+}
+
+#[derive(Debug)]
+struct UploadRec {
+    /// `/v2/<repo>/blobs/uploads/<id>`.
+    path: String,
+    content: usize,
+    /// Committed bytes, as last acknowledged or observed.
+    offset: usize,
+    pending: Option<Pending>,
+    /// Survived a kill (so finishing it proves resumption).
+    restarted: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    blob_acks: usize,
+    patch_acks: usize,
+    manifest_acks: usize,
+    index_acks: usize,
+    blob_delete_acks: usize,
+    manifest_delete_acks: usize,
+    cancel_acks: usize,
+    lost: usize,
+    resumed_finishes: usize,
+}
+
+impl Stats {
+    fn add(&mut self, o: &Stats) {
+        self.blob_acks += o.blob_acks;
+        self.patch_acks += o.patch_acks;
+        self.manifest_acks += o.manifest_acks;
+        self.index_acks += o.index_acks;
+        self.blob_delete_acks += o.blob_delete_acks;
+        self.manifest_delete_acks += o.manifest_delete_acks;
+        self.cancel_acks += o.cancel_acks;
+        self.lost += o.lost;
+        self.resumed_finishes += o.resumed_finishes;
+    }
+}
+
+struct Client {
+    id: usize,
+    repo: String,
+    rng: Rng,
+    /// Per pool index: is it linked in this thread's repository.
+    blobs: Vec<Known>,
+    /// Per pool index: referenced by a (maybe) pushed manifest.
+    pinned: Vec<bool>,
+    manifests: Vec<ManifestRec>,
+    uploads: Vec<UploadRec>,
+    /// Upload paths whose cancel was acknowledged.
+    cancelled: Vec<String>,
+    counter: u64,
+    stats: Stats,
+    /// Answers a correct server never gives, and failures while it was up.
+    unexpected: Vec<String>,
+}
+
+/// A request the kill cut off.
+struct Lost;
+
+type Step = Result<(), Lost>;
+
+/// What a client thread needs to talk to the current server.
+struct Cx<'a> {
+    base: String,
+    pool: &'a Pool,
+    killing: &'a AtomicBool,
+}
+
+impl Client {
+    fn new(id: usize, seed: u64, pool: &Pool) -> Client {
+        Client {
+            id,
+            repo: format!("crash/t{id}"),
+            rng: Rng::new(seed.wrapping_add(1000 * (id as u64 + 1))),
+            blobs: vec![Known::Absent; pool.len()],
+            pinned: vec![false; pool.len()],
+            manifests: Vec::new(),
+            uploads: Vec::new(),
+            cancelled: Vec::new(),
+            counter: 0,
+            stats: Stats::default(),
+            unexpected: Vec::new(),
+        }
+    }
+
+    /// Sends one request; `None` when it got no complete answer.
+    fn send(
+        &mut self,
+        cx: &Cx,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Option<Response> {
+        let url = format!("{}{path}", cx.base);
+        match http::try_request(method, &url, headers, body) {
+            Ok(resp) => Some(resp),
+            Err(e) => {
+                self.stats.lost += 1;
+                if !cx.killing.load(Ordering::SeqCst) {
+                    self.unexpected.push(format!(
+                        "{method} {path} failed while the server was up: {e}"
+                    ));
+                }
+                None
+            }
+        }
+    }
+
+    fn unexpected(&mut self, what: &str, resp: &Response) {
+        self.unexpected.push(format!("{what}: {resp:?}"));
+    }
+
+    /// Runs operations until the kill (or a bound).
+    fn run(&mut self, cx: &Cx) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for _ in 0..MAX_OPS {
+            if cx.killing.load(Ordering::SeqCst) || Instant::now() > deadline {
+                return;
+            }
+            if self.op(cx).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn op(&mut self, cx: &Cx) -> Step {
+        match self.rng.below(100) {
+            0..20 => self.monolithic(cx),
+            20..28 => self.post_then_put(cx),
+            28..55 => self.chunked(cx),
+            55..68 => self.push_image_manifest(cx),
+            68..75 => self.push_index(cx),
+            75..85 => self.delete_blob(cx),
+            85..94 => self.delete_manifest(cx),
+            _ => self.cancel_upload(cx),
+        }
+    }
+
+    fn upload_lost(&mut self, i: usize) {
+        if self.blobs[i] != Known::Present {
+            self.blobs[i] = Known::Unknown;
+        }
+    }
+
+    fn monolithic(&mut self, cx: &Cx) -> Step {
+        let i = cx.pool.pick(&mut self.rng);
+        let digest = &cx.pool.digests[i];
+        let path = format!("/v2/{}/blobs/uploads/?digest={digest}", self.repo);
+        match self.send(cx, "POST", &path, &[OCTETS], &cx.pool.data[i]) {
+            None => {
+                self.upload_lost(i);
+                Err(Lost)
+            }
+            Some(resp) if resp.status == 201 => {
+                self.blobs[i] = Known::Present;
+                self.stats.blob_acks += 1;
+                if resp.header("docker-content-digest") != Some(digest.as_str()) {
+                    self.unexpected("monolithic POST: Docker-Content-Digest", &resp);
+                }
+                Ok(())
+            }
+            Some(resp) => {
+                self.unexpected("monolithic POST", &resp);
+                Ok(())
+            }
+        }
+    }
+
+    /// POST a session; returns its path.
+    fn start_session(&mut self, cx: &Cx) -> Result<Option<String>, Lost> {
+        let path = format!("/v2/{}/blobs/uploads/", self.repo);
+        let resp = self.send(cx, "POST", &path, &[], b"").ok_or(Lost)?;
+        if resp.status != 202 {
+            self.unexpected("POST upload", &resp);
+            return Ok(None);
+        }
+        let Some(location) = resp.header("location") else {
+            self.unexpected("POST upload without Location", &resp);
+            return Ok(None);
+        };
+        let path = http::path_of(location)
+            .split('?')
+            .next()
+            .unwrap()
+            .to_owned();
+        Ok(Some(path))
+    }
+
+    fn post_then_put(&mut self, cx: &Cx) -> Step {
+        let i = cx.pool.pick(&mut self.rng);
+        let Some(path) = self.start_session(cx)? else {
+            return Ok(());
+        };
+        self.uploads.push(UploadRec {
+            path,
+            content: i,
+            offset: 0,
+            pending: None,
+            restarted: false,
+        });
+        let k = self.uploads.len() - 1;
+        self.finish(cx, k)
+    }
+
+    /// PUT ?digest= with the rest of the content.
+    fn finish(&mut self, cx: &Cx, k: usize) -> Step {
+        let (i, offset, restarted) = {
+            let u = &self.uploads[k];
+            (u.content, u.offset, u.restarted)
+        };
+        let digest = cx.pool.digests[i].clone();
+        let path = format!("{}?digest={digest}", self.uploads[k].path);
+        match self.send(cx, "PUT", &path, &[OCTETS], &cx.pool.data[i][offset..]) {
+            None => {
+                self.uploads[k].pending = Some(Pending::Finish);
+                self.upload_lost(i);
+                Err(Lost)
+            }
+            Some(resp) if resp.status == 201 => {
+                self.blobs[i] = Known::Present;
+                self.stats.blob_acks += 1;
+                if restarted {
+                    self.stats.resumed_finishes += 1;
+                }
+                if resp.header("docker-content-digest") != Some(digest.as_str()) {
+                    self.unexpected("finishing PUT: Docker-Content-Digest", &resp);
+                }
+                self.uploads.remove(k);
+                Ok(())
+            }
+            Some(resp) => {
+                self.unexpected("finishing PUT", &resp);
+                self.uploads.remove(k);
+                Ok(())
+            }
+        }
+    }
+
+    fn chunked(&mut self, cx: &Cx) -> Step {
+        let start_new = self.uploads.is_empty()
+            || (self.uploads.len() < MAX_UPLOADS && self.rng.below(100) < 30);
+        if start_new {
+            let i = cx.pool.pick(&mut self.rng);
+            if let Some(path) = self.start_session(cx)? {
+                self.uploads.push(UploadRec {
+                    path,
+                    content: i,
+                    offset: 0,
+                    pending: None,
+                    restarted: false,
+                });
+            }
+            return Ok(());
+        }
+        let k = self.rng.below(self.uploads.len());
+        let (i, offset) = (self.uploads[k].content, self.uploads[k].offset);
+        let len = cx.pool.data[i].len();
+        if offset == len || self.rng.below(100) < 15 {
+            return self.finish(cx, k);
+        }
+        let size = (len - offset).min(self.rng.pick(&[4096, 65_536, 262_144, 1 << 20]));
+        let end = offset + size;
+        let range = format!("{offset}-{}", end - 1);
+        let path = self.uploads[k].path.clone();
+        let headers = [OCTETS, ("Content-Range", range.as_str())];
+        match self.send(cx, "PATCH", &path, &headers, &cx.pool.data[i][offset..end]) {
+            None => {
+                self.uploads[k].pending = Some(Pending::Patch(end));
+                Err(Lost)
+            }
+            Some(resp) if resp.status == 202 => {
+                let want = format!("0-{}", end - 1);
+                if resp.header("range") != Some(want.as_str()) {
+                    self.unexpected(&format!("PATCH {range}: Range should be {want}"), &resp);
+                }
+                self.uploads[k].offset = end;
+                self.stats.patch_acks += 1;
+                Ok(())
+            }
+            Some(resp) => {
+                self.unexpected(&format!("PATCH {range}"), &resp);
+                self.uploads.remove(k);
+                Ok(())
+            }
+        }
+    }
+
+    fn cancel_upload(&mut self, cx: &Cx) -> Step {
+        if self.uploads.is_empty() {
+            return self.chunked(cx);
+        }
+        let k = self.rng.below(self.uploads.len());
+        let path = self.uploads[k].path.clone();
+        match self.send(cx, "DELETE", &path, &[], b"") {
+            None => {
+                self.uploads[k].pending = Some(Pending::Cancel);
+                Err(Lost)
+            }
+            Some(resp) => {
+                if resp.status == 204 {
+                    self.stats.cancel_acks += 1;
+                    self.cancelled.push(path);
+                } else {
+                    self.unexpected("DELETE upload", &resp);
+                }
+                self.uploads.remove(k);
+                Ok(())
+            }
+        }
+    }
+
+    fn live_manifests(&self) -> usize {
+        self.manifests
+            .iter()
+            .filter(|m| m.state != Known::Absent && !m.retired)
+            .count()
+    }
+
+    fn push_manifest_rec(&mut self, cx: &Cx, mut rec: ManifestRec) -> Step {
+        let reference = rec.tag.clone().unwrap_or_else(|| rec.digest.clone());
+        let path = format!("/v2/{}/manifests/{reference}", self.repo);
+        let headers = [("Content-Type", rec.media_type)];
+        let body = rec.body.clone();
+        let result = match self.send(cx, "PUT", &path, &headers, &body) {
+            None => {
+                rec.state = Known::Unknown;
+                Err(Lost)
+            }
+            Some(resp) if resp.status == 201 => {
+                rec.state = Known::Present;
+                if rec.media_type == http::OCI_INDEX {
+                    self.stats.index_acks += 1;
+                } else {
+                    self.stats.manifest_acks += 1;
+                }
+                if resp.header("docker-content-digest") != Some(rec.digest.as_str()) {
+                    self.unexpected("manifest PUT: Docker-Content-Digest", &resp);
+                }
+                Ok(())
+            }
+            Some(resp) => {
+                self.unexpected(&format!("PUT manifest {reference}"), &resp);
+                rec.state = Known::Unknown;
+                Ok(())
+            }
+        };
+        self.manifests.push(rec);
+        result
+    }
+
+    fn next_name(&mut self) -> String {
+        self.counter += 1;
+        format!("t{}-{}", self.id, self.counter)
+    }
+
+    fn push_image_manifest(&mut self, cx: &Cx) -> Step {
+        let present: Vec<usize> = (0..cx.pool.len())
+            .filter(|&i| self.blobs[i] == Known::Present)
+            .collect();
+        if present.len() < 2 {
+            return self.monolithic(cx);
+        }
+        if self.live_manifests() >= MAX_LIVE_MANIFESTS {
+            return self.delete_manifest(cx);
+        }
+        let config = self.rng.pick(&present);
+        let mut layers = Vec::new();
+        for _ in 0..1 + self.rng.below(3) {
+            let l = self.rng.pick(&present);
+            if !layers.contains(&l) {
+                layers.push(l);
+            }
+        }
+        let desc = |media: &str, i: usize| {
+            json!({
+                "mediaType": media,
+                "digest": cx.pool.digests[i],
+                "size": cx.pool.data[i].len(),
+            })
+        };
+        let name = self.next_name();
+        let body = serde_json::to_vec_pretty(&json!({
+            "schemaVersion": 2,
+            "mediaType": http::OCI_MANIFEST,
+            "config": desc(http::OCI_CONFIG, config),
+            "layers": layers.iter().map(|&l| desc(http::OCI_LAYER, l)).collect::<Vec<_>>(),
+            "annotations": { "org.example.crash": name },
+        }))
+        .unwrap();
+        let mut blobs = vec![config];
+        blobs.extend(&layers);
+        for &b in &blobs {
+            self.pinned[b] = true;
+        }
+        let tag = (self.rng.below(2) == 0).then_some(name);
+        let rec = ManifestRec {
+            digest: http::sha256_digest(&body),
+            body,
+            media_type: http::OCI_MANIFEST,
+            tag,
+            state: Known::Unknown,
+            pinned: false,
+            blobs,
+            children: Vec::new(),
+            retired: false,
+        };
+        self.push_manifest_rec(cx, rec)
+    }
+
+    fn push_index(&mut self, cx: &Cx) -> Step {
+        let images: Vec<usize> = (0..self.manifests.len())
+            .filter(|&m| {
+                let rec = &self.manifests[m];
+                rec.state == Known::Present && rec.media_type == http::OCI_MANIFEST
+            })
+            .collect();
+        if images.is_empty() {
+            return self.push_image_manifest(cx);
+        }
+        if self.live_manifests() >= MAX_LIVE_MANIFESTS {
+            return self.delete_manifest(cx);
+        }
+        let mut children = Vec::new();
+        for _ in 0..1 + self.rng.below(3) {
+            let c = self.rng.pick(&images);
+            if !children.contains(&c) {
+                children.push(c);
+            }
+        }
+        let name = self.next_name();
+        let descriptors: Vec<_> = children
+            .iter()
+            .map(|&c| http::descriptor(http::OCI_MANIFEST, &self.manifests[c].body))
+            .collect();
+        let body = serde_json::to_vec_pretty(&json!({
+            "schemaVersion": 2,
+            "mediaType": http::OCI_INDEX,
+            "manifests": descriptors,
+            "annotations": { "org.example.crash": name },
+        }))
+        .unwrap();
+        for &c in &children {
+            self.manifests[c].pinned = true;
+        }
+        let tag = (self.rng.below(2) == 0).then_some(name);
+        let rec = ManifestRec {
+            digest: http::sha256_digest(&body),
+            body,
+            media_type: http::OCI_INDEX,
+            tag,
+            state: Known::Unknown,
+            pinned: false,
+            blobs: Vec::new(),
+            children,
+            retired: false,
+        };
+        self.push_manifest_rec(cx, rec)
+    }
+
+    fn delete_blob(&mut self, cx: &Cx) -> Step {
+        let candidates: Vec<usize> = (0..cx.pool.len())
+            .filter(|&i| self.blobs[i] != Known::Absent && !self.pinned[i])
+            .collect();
+        if candidates.is_empty() {
+            return self.monolithic(cx);
+        }
+        let i = self.rng.pick(&candidates);
+        let path = format!("/v2/{}/blobs/{}", self.repo, cx.pool.digests[i]);
+        match self.send(cx, "DELETE", &path, &[], b"") {
+            None => {
+                self.blobs[i] = Known::Unknown;
+                Err(Lost)
+            }
+            Some(resp) if resp.status == 202 => {
+                self.blobs[i] = Known::Absent;
+                self.stats.blob_delete_acks += 1;
+                Ok(())
+            }
+            Some(resp) if resp.status == 404 && self.blobs[i] == Known::Unknown => {
+                self.blobs[i] = Known::Absent;
+                Ok(())
+            }
+            Some(resp) => {
+                self.unexpected(&format!("DELETE blob ({:?})", self.blobs[i]), &resp);
+                self.blobs[i] = Known::Unknown;
+                Ok(())
+            }
+        }
+    }
+
+    fn delete_manifest(&mut self, cx: &Cx) -> Step {
+        let candidates: Vec<usize> = (0..self.manifests.len())
+            .filter(|&m| {
+                let rec = &self.manifests[m];
+                rec.state != Known::Absent && !rec.pinned && !rec.retired
+            })
+            .collect();
+        if candidates.is_empty() {
+            return self.monolithic(cx);
+        }
+        let m = self.rng.pick(&candidates);
+        let path = format!("/v2/{}/manifests/{}", self.repo, self.manifests[m].digest);
+        match self.send(cx, "DELETE", &path, &[], b"") {
+            None => {
+                self.manifests[m].state = Known::Unknown;
+                Err(Lost)
+            }
+            Some(resp) if resp.status == 202 => {
+                self.manifests[m].state = Known::Absent;
+                self.stats.manifest_delete_acks += 1;
+                Ok(())
+            }
+            Some(resp) if resp.status == 404 && self.manifests[m].state == Known::Unknown => {
+                self.manifests[m].state = Known::Absent;
+                Ok(())
+            }
+            Some(resp) => {
+                let state = self.manifests[m].state;
+                self.unexpected(&format!("DELETE manifest ({state:?})"), &resp);
+                self.manifests[m].state = Known::Unknown;
+                Ok(())
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Checks after a restart (no client running)
+
+struct Checker<'a> {
+    base: String,
+    pool: &'a Pool,
+    problems: Vec<String>,
+}
+
+impl Checker<'_> {
+    fn get(&mut self, method: &str, path: &str) -> Option<Response> {
+        let url = format!("{}{path}", self.base);
+        match http::try_request(method, &url, &[], b"") {
+            Ok(resp) => Some(resp),
+            Err(e) => {
+                self.problems.push(format!("{method} {path}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn problem(&mut self, text: String) {
+        self.problems.push(text);
+    }
+
+    /// Every file in uploads/ belongs to an upload row (a session some
+    /// repository knows), so start-up removed every orphan.
+    fn uploads_dir(&mut self, data: &Path, repos: &[String], orphans: &[PathBuf]) {
+        for orphan in orphans {
+            if orphan.exists() {
+                self.problem(format!(
+                    "{} was orphaned (fsck) before the restart and is still there after it",
+                    orphan.display()
+                ));
+            }
+        }
+        for name in process::names_in(&data.join("uploads")) {
+            let mut owned = false;
+            for repo in repos {
+                let path = format!("/v2/{repo}/blobs/uploads/{name}");
+                if let Some(resp) = self.get("GET", &path) {
+                    if resp.status == 204 {
+                        owned = true;
+                        break;
+                    }
+                }
+            }
+            if !owned {
+                self.problem(format!(
+                    "uploads/{name} is left after a restart but no repository has that session"
+                ));
+            }
+        }
+    }
+
+    fn client(&mut self, c: &mut Client) {
+        self.uploads(c);
+        self.blobs(c);
+        self.manifests(c);
+    }
+
+    fn uploads(&mut self, c: &mut Client) {
+        let mut keep = Vec::new();
+        for mut u in std::mem::take(&mut c.uploads) {
+            u.restarted = true;
+            let Some(resp) = self.get("GET", &u.path) else {
+                continue;
+            };
+            let what = format!("{} upload {} ({:?})", c.repo, u.path, u.pending);
+            match resp.status {
+                204 => {
+                    let range = resp.header("range").unwrap_or("");
+                    let committed = range
+                        .strip_prefix("0-")
+                        .and_then(|e| e.parse::<usize>().ok())
+                        .map(|e| if e == 0 { 0 } else { e + 1 });
+                    let ok = match (committed, u.pending) {
+                        (Some(n), Some(Pending::Patch(to))) => n == u.offset || n == to,
+                        (Some(n), _) => n == u.offset,
+                        (None, _) => false,
+                    };
+                    if !ok {
+                        self.problem(format!(
+                            "{what}: status Range {range:?} after a restart, but {} bytes were \
+                             acknowledged{}",
+                            u.offset,
+                            match u.pending {
+                                Some(Pending::Patch(to)) =>
+                                    format!(" (or {to} if the lost PATCH committed)"),
+                                _ => String::new(),
+                            }
+                        ));
+                        continue;
+                    }
+                    u.offset = committed.unwrap();
+                    u.pending = None;
+                    keep.push(u);
+                }
+                404 if u.pending == Some(Pending::Finish) => {
+                    // Finished before the kill: the blob must be whole.
+                    let digest = &self.pool.digests[u.content];
+                    let path = format!("/v2/{}/blobs/{digest}", c.repo);
+                    match self.get("HEAD", &path) {
+                        Some(r) if r.status == 200 => c.blobs[u.content] = Known::Present,
+                        other => self.problem(format!(
+                            "{what}: the session is gone after a lost finishing PUT, but the \
+                             blob is not there: {other:?}"
+                        )),
+                    }
+                }
+                404 if u.pending == Some(Pending::Cancel) => {}
+                _ => self.problem(format!("{what}: status after a restart: {resp:?}")),
+            }
+        }
+        c.uploads = keep;
+        for path in std::mem::take(&mut c.cancelled) {
+            if let Some(resp) = self.get("GET", &path) {
+                if resp.status != 404 {
+                    self.problem(format!(
+                        "upload {path} was cancelled (204) but after a restart: {resp:?}"
+                    ));
+                }
+            }
+        }
+    }
+
+    fn blobs(&mut self, c: &mut Client) {
+        for i in 0..self.pool.len() {
+            let digest = self.pool.digests[i].clone();
+            let data = &self.pool.data[i];
+            let path = format!("/v2/{}/blobs/{digest}", c.repo);
+            let Some(resp) = self.get("HEAD", &path) else {
+                continue;
+            };
+            let known = c.blobs[i];
+            match resp.status {
+                200 => {
+                    if known == Known::Absent {
+                        self.problem(format!(
+                            "{}@{digest} HEADs 200 but was never pushed there or its delete \
+                             was acknowledged",
+                            c.repo
+                        ));
+                    }
+                    let len = data.len().to_string();
+                    if resp.header("content-length") != Some(len.as_str()) {
+                        self.problem(format!(
+                            "{}@{digest} ({} bytes) HEAD: {resp:?}",
+                            c.repo,
+                            data.len()
+                        ));
+                    }
+                    match self.get("GET", &path) {
+                        Some(r) if r.status == 200 && r.body == *data => {}
+                        Some(r) => self.problem(format!(
+                            "{}@{digest} HEADs 200 but GET gives {} with {} bytes (want {}), \
+                             hashing to {}",
+                            c.repo,
+                            r.status,
+                            r.body.len(),
+                            data.len(),
+                            http::sha256_digest(&r.body)
+                        )),
+                        None => {}
+                    }
+                    c.blobs[i] = Known::Present;
+                }
+                404 => {
+                    if known == Known::Present {
+                        self.problem(format!(
+                            "{}@{digest} was acknowledged (201) but HEADs 404 after the restart",
+                            c.repo
+                        ));
+                    }
+                    c.blobs[i] = Known::Absent;
+                }
+                _ => self.problem(format!("HEAD {path}: {resp:?}")),
+            }
+        }
+    }
+
+    fn manifests(&mut self, c: &mut Client) {
+        for m in 0..c.manifests.len() {
+            if c.manifests[m].retired {
+                continue;
+            }
+            let (digest, known) = (c.manifests[m].digest.clone(), c.manifests[m].state);
+            let mut refs = vec![digest.clone()];
+            refs.extend(c.manifests[m].tag.clone());
+            let mut found = None;
+            for reference in refs {
+                let path = format!("/v2/{}/manifests/{reference}", c.repo);
+                let Some(resp) = self.get("GET", &path) else {
+                    continue;
+                };
+                let rec = &c.manifests[m];
+                let here = match resp.status {
+                    200 => {
+                        if resp.body != rec.body
+                            || resp.header("content-type") != Some(rec.media_type)
+                        {
+                            self.problem(format!(
+                                "{}:{reference} serves other bytes or type: {resp:?}",
+                                c.repo
+                            ));
+                        }
+                        true
+                    }
+                    404 => false,
+                    _ => {
+                        self.problem(format!("GET {path}: {resp:?}"));
+                        continue;
+                    }
+                };
+                if *found.get_or_insert(here) != here {
+                    self.problem(format!(
+                        "{}:{reference} and its digest disagree on whether it exists",
+                        c.repo
+                    ));
+                }
+            }
+            match (found, known) {
+                (Some(false), Known::Present) => self.problem(format!(
+                    "manifest {}@{digest} was acknowledged (201) but is gone after the restart",
+                    c.repo
+                )),
+                (Some(true), Known::Absent) => self.problem(format!(
+                    "manifest {}@{digest} was deleted (202) but is back after the restart",
+                    c.repo
+                )),
+                _ => {}
+            }
+            match found {
+                Some(true) => c.manifests[m].state = Known::Present,
+                Some(false) => {
+                    c.manifests[m].state = Known::Absent;
+                    c.manifests[m].retired = !c.manifests[m].pinned;
+                }
+                None => {}
+            }
+        }
+        // Everything a present manifest refers to is there.
+        for m in 0..c.manifests.len() {
+            let rec = &c.manifests[m];
+            if rec.state != Known::Present || rec.retired {
+                continue;
+            }
+            for &b in &rec.blobs {
+                if c.blobs[b] != Known::Present {
+                    self.problems.push(format!(
+                        "manifest {}@{} refers to {} which HEADs 404",
+                        c.repo, rec.digest, self.pool.digests[b]
+                    ));
+                }
+            }
+            for &child in &rec.children {
+                if c.manifests[child].state != Known::Present {
+                    self.problems.push(format!(
+                        "index {}@{} refers to {} which is gone",
+                        c.repo, rec.digest, c.manifests[child].digest
+                    ));
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+fn seed() -> u64 {
+    std::env::var("BERTH_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
+/// `berth fsck` on a killed server's directory: crash leftovers are only
+/// orphaned files (start-up cleans them); nothing indexed may be missing or
+/// corrupt, no manifest dangling. Returns the orphaned paths.
+fn fsck_after_kill(data: &Path, cycle: usize, seed: u64) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let out = process::fsck(data, false);
+    let findings = out.findings();
+    let bad: Vec<&str> = findings
+        .iter()
+        .copied()
+        .filter(|l| !l.starts_with("orphaned:"))
+        .collect();
+    assert!(
+        bad.is_empty() && matches!(out.code, Some(0 | 1)),
+        "seed {seed}, cycle {cycle}: fsck after kill -9 found more than orphans: {out:#?}"
+    );
+    assert_eq!(
+        out.code,
+        Some(if findings.is_empty() { 0 } else { 1 }),
+        "fsck exit code: {out:#?}"
+    );
+    let uploads = data.join("uploads");
+    let mut upload_orphans = Vec::new();
+    let mut blob_orphans = Vec::new();
+    for line in findings {
+        let path = line
+            .strip_prefix("orphaned: ")
+            .and_then(|l| l.strip_suffix(" belongs to no row"))
+            .unwrap_or_else(|| panic!("unexpected orphan line {line:?}"));
+        let path = PathBuf::from(path);
+        if path.starts_with(&uploads) {
+            upload_orphans.push(path);
+        } else {
+            blob_orphans.push(path);
+        }
+    }
+    (upload_orphans, blob_orphans)
+}
+
+#[test]
+fn kill_minus_nine_at_random_moments_loses_nothing_acknowledged() {
+    let seed = seed();
+    eprintln!("crash test seed: {seed} (BERTH_CRASH_SEED={seed} to replay)");
+    let started = Instant::now();
+    let mut rng = Rng::new(seed);
+    let pool = Pool::new(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("server.log");
+    let mut clients: Vec<Client> = (0..THREADS).map(|t| Client::new(t, seed, &pool)).collect();
+    let repos: Vec<String> = clients.iter().map(|c| c.repo.clone()).collect();
+    let mut orphans: (Vec<PathBuf>, Vec<PathBuf>) = (Vec::new(), Vec::new());
+    let (mut orphan_uploads, mut orphan_blobs) = (0, 0);
+    let mut cycles = 0;
+
+    while cycles < CYCLES && started.elapsed() < BUDGET {
+        let server = ServerProcess::start(&data, &log);
+        let base = server.url();
+        check(
+            &base,
+            &pool,
+            &data,
+            &repos,
+            &orphans,
+            &mut clients,
+            seed,
+            cycles,
+            &log,
+        );
+
+        // Run the clients, and kill the server under them.
+        let killing = AtomicBool::new(false);
+        let delay = Duration::from_millis(80 + rng.below(1200) as u64);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = clients
+                .iter_mut()
+                .map(|c| {
+                    let cx = Cx {
+                        base: base.clone(),
+                        pool: &pool,
+                        killing: &killing,
+                    };
+                    s.spawn(move || c.run(&cx))
+                })
+                .collect();
+            std::thread::sleep(delay);
+            killing.store(true, Ordering::SeqCst);
+            server.kill();
+            for h in handles {
+                h.join().expect("client thread");
+            }
+        });
+        cycles += 1;
+        let unexpected: Vec<String> = clients
+            .iter_mut()
+            .flat_map(|c| std::mem::take(&mut c.unexpected))
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "seed {seed}, cycle {cycles}: answers a correct server never gives:\n{}\nserver log:\n{}",
+            unexpected.join("\n"),
+            process::tail(&log)
+        );
+
+        orphans = fsck_after_kill(&data, cycles, seed);
+        orphan_uploads += orphans.0.len();
+        orphan_blobs += orphans.1.len();
+    }
+
+    // The last restart: check, give the background sweep time, stop cleanly.
+    let server = ServerProcess::start(&data, &log);
+    check(
+        &server.url(),
+        &pool,
+        &data,
+        &repos,
+        &orphans,
+        &mut clients,
+        seed,
+        cycles,
+        &log,
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    server.stop();
+    let out = process::fsck(&data, false);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "seed {seed}: fsck after the last clean stop: {out:#?}"
+    );
+    assert!(out.findings().is_empty(), "seed {seed}: {out:#?}");
+    assert_eq!(out.summary().2, 0, "{out:#?}");
+
+    let mut stats = Stats::default();
+    for c in &clients {
+        stats.add(&c.stats);
+    }
+    eprintln!(
+        "{cycles} kill cycles in {:.1?}: {stats:?}; orphans after kills: {orphan_uploads} upload \
+         files, {orphan_blobs} blob files; fsck: {}",
+        started.elapsed(),
+        out.stdout.trim()
+    );
+    assert!(
+        cycles >= MIN_CYCLES,
+        "only {cycles} kill cycles fitted in {BUDGET:?}"
+    );
+    // The run exercised what it claims to.
+    assert!(stats.blob_acks > 0 && stats.patch_acks > 0, "{stats:?}");
+    assert!(stats.manifest_acks > 0 && stats.index_acks > 0, "{stats:?}");
+    assert!(
+        stats.blob_delete_acks > 0 && stats.manifest_delete_acks > 0,
+        "{stats:?}"
+    );
+    assert!(
+        stats.lost > 0,
+        "no request was ever cut off by a kill: {stats:?}"
+    );
+}
+
+/// After a (re)start, before any client runs: the uploads/ directory and
+/// every client's model against what the server serves.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    base: &str,
+    pool: &Pool,
+    data: &Path,
+    repos: &[String],
+    orphans: &(Vec<PathBuf>, Vec<PathBuf>),
+    clients: &mut [Client],
+    seed: u64,
+    cycle: usize,
+    log: &Path,
+) {
+    let mut checker = Checker {
+        base: base.to_owned(),
+        pool,
+        problems: Vec::new(),
+    };
+    checker.uploads_dir(data, repos, &orphans.0);
+    for c in clients.iter_mut() {
+        checker.client(c);
+    }
+    // The background sweep removes orphaned blob files soon after start.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut left: Vec<&PathBuf> = orphans.1.iter().filter(|p| p.exists()).collect();
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        left.retain(|p| p.exists());
+    }
+    for p in left {
+        checker.problem(format!(
+            "{} was an orphaned blob file before the restart and is still there 5 s after it",
+            p.display()
+        ));
+    }
+    assert!(
+        checker.problems.is_empty(),
+        "seed {seed}, after kill {cycle}:\n{}\nserver log:\n{}",
+        checker.problems.join("\n"),
+        process::tail(log)
+    );
+}
+
+/// The moment between a finishing PUT's rename (upload file -> blob file)
+/// and the commit that ends the session, reproduced by hand: the server is
+/// killed with chunks committed, and the directory is put in the state a
+/// kill inside that window leaves (the upload file renamed to the blob path,
+/// the session row still there). After a restart the session reports its
+/// old offset; a client that resumes it must never get a blob that is not
+/// its bytes.
+#[test]
+fn a_kill_between_finish_rename_and_commit_never_yields_a_wrong_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("server.log");
+    let content = http::random_bytes(300_000, 77);
+    let digest = http::sha256_digest(&content);
+    let name = "crash/window";
+
+    let server = ServerProcess::start(&data, &log);
+    let upload = http::start_upload(&server.url(), name);
+    let resp = http::patch(
+        &upload,
+        &[OCTETS, ("Content-Range", "0-199999")],
+        &content[..200_000],
+    );
+    assert_eq!(resp.status, 202, "{resp:?}");
+    let path = http::path_of(&upload).to_owned();
+    let id = path.rsplit('/').next().unwrap().to_owned();
+    server.kill();
+
+    // What the finishing PUT had done when the kill came: the last chunk
+    // written, the file renamed into blobs/, the session not yet ended.
+    let upload_file = data.join("uploads").join(&id);
+    let mut bytes = std::fs::read(&upload_file).unwrap();
+    assert!(
+        bytes == content[..200_000],
+        "the committed chunk is on disk"
+    );
+    bytes.extend_from_slice(&content[200_000..]);
+    std::fs::write(&upload_file, &bytes).unwrap();
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let blob_dir = data.join("blobs").join("sha256").join(&hex[..2]);
+    std::fs::create_dir_all(&blob_dir).unwrap();
+    std::fs::rename(&upload_file, blob_dir.join(hex)).unwrap();
+
+    let server = ServerProcess::start(&data, &log);
+    let base = server.url();
+    let upload = http::resolve(&base, &path);
+    // The client sees the session (at its committed offset or gone) and
+    // does what a client does: resume from the offset it is told.
+    let resp = http::get(&upload);
+    let resumed = match resp.status {
+        204 => {
+            let range = resp.must_header("range").to_owned();
+            let end: usize = range.strip_prefix("0-").unwrap().parse().unwrap();
+            let offset = if end == 0 { 0 } else { end + 1 };
+            http::put(
+                &http::with_query(&upload, &format!("digest={digest}")),
+                &[OCTETS],
+                &content[offset..],
+            )
+        }
+        _ => resp,
+    };
+    eprintln!(
+        "resuming after the window: {} {}",
+        resumed.status,
+        resumed.text()
+    );
+    let blob = http::blob_url(&base, name, &digest);
+    let head = http::head(&blob);
+    if resumed.status == 201 || head.status == 200 {
+        let got = http::get(&blob);
+        assert_eq!(got.status, 200, "{got:?}");
+        let zeros = got.body.iter().take(200_000).filter(|&&b| b == 0).count();
+        assert!(
+            got.body == content,
+            "after a kill between the finishing rename and its commit, resuming the upload \
+             (PUT answered {}) made {name}@{digest} serve {} bytes hashing to {} ({zeros} of \
+             the first 200000 are zero) instead of its content",
+            resumed.status,
+            got.body.len(),
+            http::sha256_digest(&got.body)
+        );
+    }
+    server.stop();
+    let out = process::fsck(&data, false);
+    assert!(
+        out.findings_of("corrupt:").is_empty(),
+        "fsck after resuming: {out:#?}"
+    );
+}
