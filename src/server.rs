@@ -157,7 +157,20 @@ async fn serve(
         tokio::spawn(async move {
             let _slot = slot;
             let result = match &shared.tls {
-                None => serve_connection(&shared, stream, peer, watcher).await,
+                None => {
+                    // hyper starts its header timeout at the first byte; a
+                    // client that never sends one must not keep its slot.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(shared.header_timeout, stream.peek(&mut first)).await
+                    {
+                        Ok(Ok(n)) if n > 0 => {
+                            serve_connection(&shared, stream, peer, watcher).await
+                        }
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Err("no request within the header timeout".into()),
+                    }
+                }
                 Some(acceptor) => {
                     match tokio::time::timeout(shared.header_timeout, acceptor.accept(stream)).await
                     {

@@ -61,21 +61,24 @@ fn content_length<B>(req: &Request<B>) -> Option<u64> {
 
 /// Reads `Content-Range: <start>-<end>` (also `bytes <start>-<end>/<total>`).
 fn chunk_spec<B>(req: &Request<B>) -> Result<ChunkSpec, ApiError> {
-    let Some(value) = header_str(req, header::CONTENT_RANGE) else {
+    let Some(raw) = req.headers().get(header::CONTENT_RANGE) else {
         return Ok(ChunkSpec {
             start: None,
             len: None,
         });
     };
+    // A header that is there but unreadable is refused, never ignored.
+    let value = String::from_utf8_lossy(raw.as_bytes());
     let range = value.trim().trim_start_matches("bytes").trim();
     let range = range.split('/').next().unwrap_or("");
     let bounds = range
         .split_once('-')
         .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)));
-    match bounds {
-        Some((start, end)) if end >= start => Ok(ChunkSpec {
+    let len = bounds.and_then(|(start, end)| end.checked_sub(start)?.checked_add(1));
+    match (bounds, len) {
+        (Some((start, _)), Some(len)) => Ok(ChunkSpec {
             start: Some(start),
-            len: Some(end - start + 1),
+            len: Some(len),
         }),
         _ => Err(ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,

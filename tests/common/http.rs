@@ -775,3 +775,72 @@ pub fn push_image(base: &str, name: &str, reference: Option<&str>, seed: u64) ->
     push_manifest(base, name, &reference, OCI_MANIFEST, &image.manifest);
     image
 }
+
+// ---------------------------------------------------------------------------
+// Bounded waits, for the concurrency and hostile tests
+
+/// Like `try_request`, but connecting, writing and reading each give up after
+/// `timeout` instead of [`TIMEOUT`], so a test can bound how long "promptly" is.
+pub fn try_request_within(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<Response> {
+    let (authority, target) = split_url(url);
+    let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    let mut head =
+        format!("{method} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    if !has("content-length")
+        && !has("transfer-encoding")
+        && (!body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH"))
+    {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+
+    let addr = authority
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::other(format!("cannot resolve {authority}")))?;
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.set_nodelay(true)?;
+    exchange(stream, &bytes, method.eq_ignore_ascii_case("HEAD"))
+}
+
+/// Reads from `stream` until the peer closes it (EOF or reset) or `deadline`
+/// passes; returns every byte read and whether the connection was closed.
+pub fn read_until_closed(stream: &mut TcpStream, deadline: std::time::Instant) -> (Vec<u8>, bool) {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        // A zero timeout means "block for ever" to std: poll briefly instead.
+        let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        match stream.read(&mut chunk) {
+            Ok(0) => return (bytes, true),
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if std::time::Instant::now() >= deadline {
+                    return (bytes, false);
+                }
+            }
+            // Reset, aborted...: the server dropped the connection.
+            Err(_) => return (bytes, true),
+        }
+    }
+}

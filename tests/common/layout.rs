@@ -585,3 +585,84 @@ fn crc32(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+// ---- images that share layers ----------------------------------------------------------
+
+impl LayoutWriter {
+    /// A single-platform image over layers already written (by this writer or copied in
+    /// with [`Self::put_blob`]): a config whose `rootfs.diff_ids` match them and a manifest.
+    /// `label` goes into the config, so images over the same layers still differ.
+    pub fn image_over_layers(
+        &mut self,
+        os: &str,
+        architecture: &str,
+        layers: &[(Descriptor, String)],
+        label: &str,
+    ) -> Image {
+        let diff_ids: Vec<String> = layers.iter().map(|(_, id)| id.clone()).collect();
+        let layers: Vec<Descriptor> = layers.iter().map(|(d, _)| d.clone()).collect();
+        let config = json!({
+            "created": "2024-01-01T00:00:00Z",
+            "architecture": architecture,
+            "os": os,
+            "config": { "Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/true"], "Labels": { "berth.test": label } },
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+            "history": layers.iter().enumerate().map(|(i, _)| json!({
+                "created": "2024-01-01T00:00:00Z",
+                "created_by": format!("berth tests: layer {i}"),
+            })).collect::<Vec<_>>(),
+        });
+        let config = self.put_blob(MEDIA_CONFIG, &serde_json::to_vec(&config).unwrap());
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "config": config.to_json(),
+            "layers": layers.iter().map(Descriptor::to_json).collect::<Vec<_>>(),
+        });
+        let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+        let manifest = self.put_blob(MEDIA_MANIFEST, &manifest_bytes);
+        Image {
+            os: os.to_string(),
+            architecture: architecture.to_string(),
+            manifest,
+            manifest_bytes,
+            config,
+            layers,
+            diff_ids,
+        }
+    }
+}
+
+/// `count` layouts `<root>/image<i>`, each holding one linux/amd64 image tagged `tag`:
+/// the same `base_payloads` gzip base layers (byte for byte identical in every layout),
+/// then one layer of its own. Returns each layout's directory and image.
+pub fn write_images_sharing_layers(
+    root: &Path,
+    tag: &str,
+    count: usize,
+    base_payloads: &[usize],
+    seed: u64,
+) -> Vec<(PathBuf, Image)> {
+    let base_dir = root.join("base");
+    let mut base = LayoutWriter::create(&base_dir, seed);
+    let shared: Vec<(Descriptor, String)> = base_payloads
+        .iter()
+        .map(|&n| base.layer(n, Compression::Gzip))
+        .collect();
+    (0..count)
+        .map(|i| {
+            let dir = root.join(format!("image{i}"));
+            let mut writer = LayoutWriter::create(&dir, seed.wrapping_add(1 + i as u64));
+            let mut layers = Vec::with_capacity(shared.len() + 1);
+            for (desc, diff_id) in &shared {
+                let copied = writer.put_blob(&desc.media_type, &read_blob(&base_dir, &desc.digest));
+                assert_eq!(&copied, desc, "a copied base layer keeps its descriptor");
+                layers.push((copied, diff_id.clone()));
+            }
+            layers.push(writer.layer(40_000 + 1_000 * i, Compression::Gzip));
+            let image = writer.image_over_layers("linux", "amd64", &layers, &format!("image{i}"));
+            writer.tag(tag, &image.manifest);
+            (dir, image)
+        })
+        .collect()
+}
