@@ -1,0 +1,606 @@
+//! The side-by-side benchmark: berth (started here) and any other registry
+//! URLs, measured by the same Rust client in one run, with the machine's own
+//! limits measured in the same run. See README.md, "Performance".
+//!
+//! cargo bench --bench compare -- [--target NAME=http://127.0.0.1:PORT[,creds=U:P][,pid=PID]]...
+
+mod cases;
+mod client;
+mod sys;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use argh::FromArgs;
+
+use cases::*;
+use client::{Body, Conn, Keep, Target};
+
+/// Measure registries side by side.
+#[derive(FromArgs)]
+struct Args {
+    /// another registry to measure: NAME=http://127.0.0.1:PORT[,creds=U:P][,pid=PID]
+    #[argh(option)]
+    target: Vec<String>,
+    /// do not start and measure berth itself
+    #[argh(switch)]
+    no_berth: bool,
+    /// which tests to run, by letter (default abcdefghij)
+    #[argh(option, default = "String::from(\"abcdefghij\")")]
+    only: String,
+    /// size of the big blob in MiB (default 1024)
+    #[argh(option, default = "1024")]
+    big_mib: usize,
+    /// size of the chunked blob in MiB (default 256)
+    #[argh(option, default = "256")]
+    chunked_mib: usize,
+    /// PATCH size in MiB (default 16)
+    #[argh(option, default = "16")]
+    chunk_mib: usize,
+    /// concurrent clients for the small-blob test (default 32)
+    #[argh(option, default = "32")]
+    clients: usize,
+    /// blobs per client (default 50)
+    #[argh(option, default = "50")]
+    per_client: usize,
+    /// seconds of manifest load per method (default 10)
+    #[argh(option, default = "10")]
+    seconds: u64,
+    /// connections for the manifest load (default 32)
+    #[argh(option, default = "32")]
+    connections: usize,
+    /// blobs in the store for the start-up and prune tests (default 100000)
+    #[argh(option, default = "100_000")]
+    blobs: usize,
+    /// manifests in the store for the prune test (default 10000)
+    #[argh(option, default = "10_000")]
+    manifests: usize,
+    /// repositories for the listing test (default 10000)
+    #[argh(option, default = "10_000")]
+    repos: usize,
+    /// tags for the listing test (default 100000)
+    #[argh(option, default = "100_000")]
+    tags: usize,
+    /// race rounds (default 10)
+    #[argh(option, default = "10")]
+    race_rounds: usize,
+    /// where berth's data and scratch files go (default /tmp/berth-bench)
+    #[argh(option, default = "PathBuf::from(\"/tmp/berth-bench\")")]
+    data_dir: PathBuf,
+    /// write the results as markdown to this file too
+    #[argh(option)]
+    md: Option<PathBuf>,
+}
+
+type Results = BTreeMap<String, BTreeMap<&'static str, String>>;
+
+const MIB: usize = 1 << 20;
+
+fn main() {
+    // `cargo bench` adds `--bench`; it means nothing here.
+    let raw: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let raw: Vec<&str> = raw.iter().map(String::as_str).collect();
+    let args = match Args::from_args(&["compare"], &raw) {
+        Ok(args) => args,
+        Err(e) => {
+            println!("{}", e.output);
+            std::process::exit(if e.status.is_ok() { 0 } else { 2 });
+        }
+    };
+    std::fs::create_dir_all(&args.data_dir).expect("data dir");
+    let mut targets: Vec<Target> = args
+        .target
+        .iter()
+        .map(|t| Target::parse(t).unwrap_or_else(|e| panic!("--target {t}: {e}")))
+        .collect();
+    for t in &mut targets {
+        if t.pid.is_none() {
+            t.pid = sys::pid_listening_on(t.addr.port());
+        }
+    }
+    let berth = (!args.no_berth).then(|| Berth::start(&args.data_dir.join("berth-data"), true));
+    if let Some(b) = &berth {
+        targets.insert(0, b.target.clone());
+    }
+    let mut results: Results = BTreeMap::new();
+    let only = |c: char| args.only.contains(c);
+    let mut record = |t: &Target, key: &'static str, value: String| {
+        eprintln!("  {:<14} {key}: {value}", t.name);
+        results
+            .entry(t.name.clone())
+            .or_default()
+            .insert(key, value);
+    };
+    let mut cpu = sys::CpuMeter::new();
+    eprintln!(
+        "machine busy before the run: {:.0}%",
+        cpu.busy_since_last() * 100.0
+    );
+
+    let big = random_bytes(args.big_mib * MIB, 1);
+    let big_digest = digest_of(&big);
+    let mut limits = BTreeMap::new();
+    eprintln!("limits");
+    limits.insert(
+        "disk write + fdatasync, MB/s",
+        sys::disk_write_mbps(&args.data_dir, &big, true),
+    );
+    limits.insert(
+        "disk write to page cache, MB/s",
+        sys::disk_write_mbps(&args.data_dir, &big, false),
+    );
+    limits.insert("loopback TCP copy, MB/s", sys::loopback_mbps(&big));
+    limits.insert("sha256, MB/s", sys::sha256_mbps(&big));
+    for (k, v) in &limits {
+        eprintln!("  {k}: {v:.0}");
+    }
+
+    for t in &targets {
+        if let Some(pid) = t.pid {
+            record(
+                t,
+                "RSS before a, MiB",
+                format!("{:.1}", kib_to_mib(sys::rss_kib(pid))),
+            );
+            sys::reset_peak_rss(pid);
+        }
+    }
+    let mut peak: BTreeMap<String, u64> = BTreeMap::new();
+    let mut note_peak = |t: &Target| {
+        if let Some(k) = t.pid.and_then(sys::peak_rss_kib) {
+            let p = peak.entry(t.name.clone()).or_default();
+            *p = (*p).max(k);
+        }
+    };
+    let cpu_of = |t: &Target| t.pid.and_then(sys::cpu_seconds);
+
+    if only('a') {
+        eprintln!("a. {} MiB monolithic push", args.big_mib);
+        for t in &targets {
+            let before = cpu_of(t);
+            let r = monolithic_push(t, &big, &big_digest);
+            record(
+                t,
+                "a. monolithic push, MB/s",
+                show(r.map(|v| format!("{v:.0}"))),
+            );
+            record_cpu(&mut record, t, "a. server CPU s", before, cpu_of(t));
+            note_peak(t);
+        }
+    }
+    if only('b') {
+        eprintln!(
+            "b. {} MiB in {} MiB PATCHes",
+            args.chunked_mib, args.chunk_mib
+        );
+        let data = &big[..(args.chunked_mib * MIB).min(big.len())];
+        for t in &targets {
+            let r = chunked_push(t, data, args.chunk_mib * MIB);
+            record(
+                t,
+                "b. chunked push, MB/s",
+                show(r.map(|v| format!("{v:.0}"))),
+            );
+            note_peak(t);
+        }
+    }
+    if only('c') {
+        eprintln!("c. {} MiB pull", args.big_mib);
+        for t in &targets {
+            if !only('a') {
+                let _ = monolithic_push(t, &big, &big_digest);
+            }
+            let before = cpu_of(t);
+            let r = pull(t, &big_digest, big.len() as u64, 2);
+            record(t, "c. pull, MB/s", show(r.map(|v| format!("{v:.0}"))));
+            record_cpu(&mut record, t, "c. server CPU s", before, cpu_of(t));
+            note_peak(t);
+        }
+    }
+    drop(big);
+    if only('d') {
+        eprintln!(
+            "d. {} clients x {} small blobs",
+            args.clients, args.per_client
+        );
+        for t in &targets {
+            let before = cpu_of(t);
+            cpu.busy_since_last();
+            let r = small_blobs(t, args.clients, args.per_client);
+            let busy = cpu.busy_since_last();
+            record(
+                t,
+                "d. small blobs/s",
+                show(r.map(|(v, e)| format!("{v:.0} ({e} errors)"))),
+            );
+            record_cpu(&mut record, t, "d. server CPU s", before, cpu_of(t));
+            record(t, "d. machine busy", format!("{:.0}%", busy * 100.0));
+            note_peak(t);
+        }
+    }
+    for t in &targets {
+        if let Some(p) = peak.get(&t.name) {
+            record(
+                t,
+                "f. peak RSS a-d, MiB",
+                format!("{:.1}", *p as f64 / 1024.0),
+            );
+        }
+    }
+    if only('e') {
+        eprintln!(
+            "e. manifest GET/HEAD by tag, {} connections, {} s each",
+            args.connections, args.seconds
+        );
+        for t in &targets {
+            if let Err(e) = push_small_image(t, "bench/e") {
+                record(t, "e. GET req/s", format!("failed: {e}"));
+                continue;
+            }
+            for (method, key) in [("GET", "e. GET"), ("HEAD", "e. HEAD")] {
+                let l = manifest_load(
+                    t,
+                    method,
+                    args.connections,
+                    Duration::from_secs(args.seconds),
+                );
+                let key: &'static str = if key == "e. GET" {
+                    "e. GET req/s (p50/p99 ms)"
+                } else {
+                    "e. HEAD req/s (p50/p99 ms)"
+                };
+                record(
+                    t,
+                    key,
+                    format!(
+                        "{:.0} ({:.2}/{:.2}){}",
+                        l.per_second,
+                        l.p50_ms,
+                        l.p99_ms,
+                        errors(l.errors)
+                    ),
+                );
+            }
+        }
+    }
+    if only('g') {
+        eprintln!("g. same 64 MiB blob, 8 clients at once, HEAD after each 201");
+        for t in &targets {
+            if let Some(pid) = t.pid {
+                sys::reset_peak_rss(pid);
+            }
+            let r = same_blob_race(t, 64 * MIB, 8, args.race_rounds, Duration::from_secs(240));
+            record(
+                t,
+                "g. race: bad HEADs / failed PUTs / bad GETs",
+                format!(
+                    "{} / {} / {} in {} rounds",
+                    r.bad_heads, r.failed_puts, r.bad_gets, r.rounds
+                ),
+            );
+            if let Some(k) = t.pid.and_then(sys::peak_rss_kib) {
+                record(t, "g. peak RSS, MiB", format!("{:.1}", k as f64 / 1024.0));
+            }
+        }
+    }
+    if only('i') {
+        eprintln!(
+            "i. listings: {} repositories, {} tags",
+            args.repos, args.tags
+        );
+        for t in &targets {
+            match listings(t, args.repos, args.tags) {
+                Ok((catalog, tags)) => {
+                    record(t, "i. _catalog page of 1000, ms", format!("{catalog:.2}"));
+                    record(t, "i. tags/list page of 1000, ms", format!("{tags:.2}"));
+                }
+                Err(e) => record(t, "i. _catalog page of 1000, ms", format!("failed: {e}")),
+            }
+        }
+    }
+    drop(berth);
+    if let Some(bt) = (!args.no_berth).then(|| targets[0].clone()) {
+        if only('h') || only('j') {
+            startup_and_prune(&args, &bt, &mut record, only('j'));
+        }
+    }
+
+    let table = render(&targets, &results, &limits);
+    println!("{table}");
+    if let Some(path) = &args.md {
+        std::fs::write(path, &table).expect("write markdown");
+    }
+}
+
+fn errors(n: usize) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(", {n} errors")
+    }
+}
+
+fn show(r: std::io::Result<String>) -> String {
+    r.unwrap_or_else(|e| format!("failed: {e}"))
+}
+
+fn kib_to_mib(k: Option<u64>) -> f64 {
+    k.unwrap_or(0) as f64 / 1024.0
+}
+
+fn record_cpu(
+    record: &mut impl FnMut(&Target, &'static str, String),
+    t: &Target,
+    key: &'static str,
+    before: Option<f64>,
+    after: Option<f64>,
+) {
+    if let (Some(b), Some(a)) = (before, after) {
+        record(t, key, format!("{:.2}", a - b));
+    }
+}
+
+/// (i) fills `repos` repositories and `tags` tags, then times one middle
+/// page of each listing (median of 20).
+fn listings(t: &Target, repos: usize, tags: usize) -> std::io::Result<(f64, f64)> {
+    let blob = b"listing";
+    let digest = digest_of(blob);
+    parallel(repos, 32, t, |conn, i| {
+        push_blob(conn, &format!("bench/i/r{i:06}"), blob, &digest).map(|_| ())
+    })?;
+    push_small_image(t, "bench/i/tags")?;
+    let mut conn = Conn::new(t);
+    let (resp, _) = conn.request(
+        "GET",
+        "/v2/bench/i/tags/manifests/v1",
+        &[("Accept", OCI_MANIFEST)],
+        Body::Empty,
+        Keep::All,
+    )?;
+    let manifest = resp.body;
+    parallel(tags, 32, t, |conn, i| {
+        let (resp, _) = conn.request(
+            "PUT",
+            &format!("/v2/bench/i/tags/manifests/t{i:06}"),
+            &[("Content-Type", OCI_MANIFEST)],
+            Body::Bytes(&manifest),
+            Keep::All,
+        )?;
+        if resp.status == 201 {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("tag PUT: {}", resp.status)))
+        }
+    })?;
+    let time = |conn: &mut Conn, path: &str| -> std::io::Result<f64> {
+        let mut samples = Vec::new();
+        for _ in 0..20 {
+            let start = Instant::now();
+            let (resp, _) = conn.request("GET", path, &[], Body::Empty, Keep::All)?;
+            if resp.status != 200 {
+                return Err(std::io::Error::other(format!(
+                    "{path}: HTTP {}",
+                    resp.status
+                )));
+            }
+            samples.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        samples.sort_by(f64::total_cmp);
+        Ok(samples[samples.len() / 2])
+    };
+    let catalog = time(
+        &mut conn,
+        &format!("/v2/_catalog?n=1000&last=bench/i/r{:06}", repos / 2),
+    )?;
+    let tags = time(
+        &mut conn,
+        &format!("/v2/bench/i/tags/tags/list?n=1000&last=t{:06}", tags / 2),
+    )?;
+    Ok((catalog, tags))
+}
+
+/// Runs `work(conn, i)` for i in 0..n over `threads` connections.
+fn parallel(
+    n: usize,
+    threads: usize,
+    t: &Target,
+    work: impl Fn(&mut Conn, usize) -> std::io::Result<()> + Sync,
+) -> std::io::Result<()> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|k| {
+                let work = &work;
+                scope.spawn(move || {
+                    let mut conn = Conn::new(t);
+                    (k..n).step_by(threads).try_for_each(|i| work(&mut conn, i))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("worker"))
+    })
+}
+
+/// (h) start-up to the first 200 on /v2/, empty and with `blobs` blobs;
+/// (j) `berth prune` over `manifests` manifests and `blobs` blobs.
+fn startup_and_prune(
+    args: &Args,
+    _berth: &Target,
+    record: &mut impl FnMut(&Target, &'static str, String),
+    prune: bool,
+) {
+    let dir = args.data_dir.join("berth-startup");
+    let _ = std::fs::remove_dir_all(&dir);
+    let empty = Berth::time_to_first_200(&dir);
+    let label = Target {
+        name: "berth".into(),
+        ..Target::parse("berth=http://127.0.0.1:1").unwrap()
+    };
+    record(
+        &label,
+        "h. start-up, empty store, ms",
+        format!("{empty:.1}"),
+    );
+    eprintln!(
+        "h/j. filling a store with {} blobs and {} manifests",
+        args.blobs, args.manifests
+    );
+    let berth = Berth::start(&dir, false);
+    let fill = Instant::now();
+    let blob = |i: usize| format!("blob {i:09} of the start-up and prune data set").into_bytes();
+    let filled = parallel(args.blobs, 32, &berth.target, |conn, i| {
+        let data = blob(i);
+        push_blob(conn, "bench/h", &data, &digest_of(&data)).map(|_| ())
+    })
+    .and_then(|()| {
+        parallel(args.manifests, 32, &berth.target, |conn, i| {
+            let (config, layer) = (blob(2 * i), blob(2 * i + 1));
+            let manifest = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
+                digest_of(&config),
+                config.len(),
+                digest_of(&layer),
+                layer.len()
+            );
+            let (resp, _) = conn.request(
+                "PUT",
+                &format!("/v2/bench/h/manifests/m{i:06}"),
+                &[("Content-Type", OCI_MANIFEST)],
+                Body::Bytes(manifest.as_bytes()),
+                Keep::All,
+            )?;
+            if resp.status == 201 { Ok(()) } else { Err(std::io::Error::other(format!("manifest PUT: {}", resp.status))) }
+        })
+    });
+    let fill_secs = fill.elapsed().as_secs_f64();
+    drop(berth);
+    if let Err(e) = filled {
+        record(
+            &label,
+            "h. start-up, full store, ms",
+            format!("failed to fill: {e}"),
+        );
+        return;
+    }
+    record(
+        &label,
+        "h. filling it: blobs+manifests/s",
+        format!("{:.0}", (args.blobs + args.manifests) as f64 / fill_secs),
+    );
+    let full = Berth::time_to_first_200(&dir);
+    record(&label, "h. start-up, full store, ms", format!("{full:.1}"));
+    if prune {
+        let start = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["prune", "--grace", "0s", "--data"])
+            .arg(&dir)
+            .output()
+            .expect("berth prune runs");
+        let secs = start.elapsed().as_secs_f64();
+        let report = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        record(&label, "j. prune, s", format!("{secs:.2} ({report})"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// berth, started from the binary this bench was built with.
+struct Berth {
+    child: Child,
+    target: Target,
+}
+
+impl Berth {
+    fn start(dir: &Path, fresh: bool) -> Berth {
+        if fresh {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("berth starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("address line");
+        let url = line.trim().rsplit(' ').next().unwrap_or("").to_owned();
+        let mut target = Target::parse(&format!("berth={url}")).expect("berth's address");
+        target.pid = Some(child.id());
+        Berth { child, target }
+    }
+
+    /// Milliseconds from spawning berth to its first 200 on /v2/.
+    fn time_to_first_200(dir: &Path) -> f64 {
+        let start = Instant::now();
+        let berth = Berth::start(dir, false);
+        let mut conn = Conn::new(&berth.target);
+        while !conn
+            .request("GET", "/v2/", &[], Body::Empty, Keep::All)
+            .is_ok_and(|(r, _)| r.status == 200)
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "berth never answered"
+            );
+        }
+        start.elapsed().as_secs_f64() * 1000.0
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn render(targets: &[Target], results: &Results, limits: &BTreeMap<&str, f64>) -> String {
+    let mut keys: Vec<&'static str> = Vec::new();
+    for r in results.values() {
+        for k in r.keys() {
+            if !keys.contains(k) {
+                keys.push(k);
+            }
+        }
+    }
+    keys.sort();
+    let mut names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    if !names.contains(&"berth".to_owned()) && results.contains_key("berth") {
+        names.insert(0, "berth".into());
+    }
+    let mut out = format!(
+        "| test | {} |\n|---|{}\n",
+        names.join(" | "),
+        "---|".repeat(names.len())
+    );
+    for k in keys {
+        let row: Vec<String> = names
+            .iter()
+            .map(|n| {
+                results
+                    .get(n)
+                    .and_then(|r| r.get(k))
+                    .cloned()
+                    .unwrap_or_else(|| "-".into())
+            })
+            .collect();
+        out.push_str(&format!("| {k} | {} |\n", row.join(" | ")));
+    }
+    out.push_str("\n| machine limit | MB/s |\n|---|---|\n");
+    for (k, v) in limits {
+        out.push_str(&format!("| {k} | {v:.0} |\n"));
+    }
+    out
+}
