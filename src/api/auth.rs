@@ -28,10 +28,15 @@ enum Need<'a> {
 }
 
 fn need<'a>(route: &'a Route, method: &Method) -> Need<'a> {
-    let action = if matches!(*method, Method::GET | Method::HEAD) {
-        Action::Pull
-    } else {
-        Action::Push
+    let action = match (method, route) {
+        (&Method::GET | &Method::HEAD, _) => Action::Pull,
+        // Deleting content is its own action in Docker's token scopes;
+        // cancelling an upload is part of pushing.
+        (
+            &Method::DELETE,
+            Route::Manifest(..) | Route::BadManifestReference(..) | Route::Blob(..),
+        ) => Action::Delete,
+        _ => Action::Push,
     };
     match route {
         Route::Base | Route::Token => Need::Identity,
@@ -74,10 +79,10 @@ impl Api {
                     ));
                 }
                 // Anonymous, or a token without this scope: ask for a token.
-                let actions = if action == Action::Pull {
-                    "pull"
-                } else {
-                    "pull,push"
+                let actions = match action {
+                    Action::Pull => "pull",
+                    Action::Delete => "delete",
+                    Action::Push => "pull,push",
                 };
                 Err(self.challenge(req, Some(&format!("repository:{repo}:{actions}"))))
             }
@@ -263,6 +268,6 @@ mod tests {
     fn formats_times() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_910_400 + 3661), "2026-11-28T01:01:01Z");
+        assert_eq!(rfc3339(1_795_910_400 + 3661), "2026-11-29T01:01:01Z");
     }
 }

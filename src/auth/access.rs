@@ -6,9 +6,11 @@
 use std::io;
 use std::path::Path;
 
+/// Ordered by what they imply: a push rule allows deletes and pulls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Action {
     Pull,
+    Delete,
     Push,
 }
 

@@ -9,6 +9,10 @@ use std::path::Path;
 /// default, Distribution's docs suggest 10+.
 pub const BCRYPT_COST: u32 = 12;
 
+/// A bcrypt hash at `BCRYPT_COST` of a throwaway string, checked against
+/// when the user is unknown.
+const UNKNOWN_USER_HASH: &str = "$2b$12$qOlir6SE2oHgveD5FySgrOs5bPctfq.s0BY9Fik/GX8DtBIyX6Otq";
+
 #[derive(Debug, Default, Clone)]
 pub struct Users {
     hashes: HashMap<String, String>,
@@ -55,11 +59,16 @@ impl Users {
         self.hashes.contains_key(user)
     }
 
-    /// Checks a password; slow by design (bcrypt).
+    /// Checks a password; slow by design (bcrypt). An unknown user costs
+    /// the same as a wrong password, so timing does not reveal who exists.
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        self.hashes
-            .get(user)
-            .is_some_and(|hash| bcrypt::verify(password, hash).unwrap_or(false))
+        match self.hashes.get(user) {
+            Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+            None => {
+                let _ = bcrypt::verify(password, UNKNOWN_USER_HASH);
+                false
+            }
+        }
     }
 }
 

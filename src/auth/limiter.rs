@@ -43,13 +43,6 @@ impl FailureLimiter {
         }
         entry.0 += 1;
     }
-
-    pub fn succeeded(&self, ip: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&ip);
-    }
 }
 
 #[cfg(test)]

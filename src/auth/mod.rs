@@ -151,7 +151,8 @@ impl Authority {
                 verified.retain(|_, (_, at)| at.elapsed() < VERIFIED_TTL);
                 verified.insert(user.to_owned(), (fingerprint, Instant::now()));
             }
-            self.limiter.succeeded(ip);
+            // Success does not clear the address's failures: one valid
+            // account must not buy unlimited guesses at the others.
             Ok(())
         } else {
             self.limiter.failed(ip);
@@ -168,11 +169,14 @@ impl Authority {
                 self.users.contains(user) && self.rules.allows(Some(user), repo, action)
             }
             Caller::Token(claims) => {
-                let name = match action {
-                    Action::Pull => "pull",
-                    Action::Push => "push",
-                };
-                claims.grants("repository", repo, name)
+                let grants = |name| claims.grants("repository", repo, name);
+                match action {
+                    Action::Pull => grants("pull"),
+                    Action::Push => grants("push"),
+                    // Docker's token spec names deletes apart; a push grant
+                    // covers them as a push rule does.
+                    Action::Delete => grants("delete") || grants("push"),
+                }
             }
         }
     }

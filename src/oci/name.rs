@@ -97,6 +97,13 @@ pub enum BadReference {
 }
 
 impl Reference {
+    pub fn tag(&self) -> Option<&str> {
+        match self {
+            Reference::Tag(tag) => Some(tag.as_str()),
+            Reference::Digest(_) => None,
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Reference, BadReference> {
         if s.contains(':') {
             Digest::parse(s)

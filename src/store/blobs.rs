@@ -47,12 +47,13 @@ impl Store {
     /// Unlinks a blob from one repository. The bytes stay until a prune finds
     /// that nothing reaches them.
     pub fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        let txn = self.db()?.begin_write()?;
-        let removed = txn
-            .open_table(meta::LINKS)?
-            .remove((digest.as_str(), repo.as_str()))?
-            .is_some();
-        txn.commit()?;
+        let (d, r) = (digest.to_string(), repo.as_str().to_owned());
+        let removed = self.write(None, move |txn| {
+            Ok(txn
+                .open_table(meta::LINKS)?
+                .remove((d.as_str(), r.as_str()))?
+                .is_some())
+        })?;
         if removed {
             Ok(())
         } else {
@@ -63,19 +64,21 @@ impl Store {
     /// Links a blob that `from` holds into `repo`; false when `from` lacks it.
     pub fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool> {
         let _guard = self.lock_digest(digest);
-        let txn = self.db()?.begin_write()?;
-        {
+        let (d, r, f) = (
+            digest.clone(),
+            repo.as_str().to_owned(),
+            from.as_str().to_owned(),
+        );
+        self.write(None, move |txn| {
             let mut links = txn.open_table(meta::LINKS)?;
-            if links.get((digest.as_str(), from.as_str()))?.is_none() || !touch_blob(&txn, digest)?
-            {
+            if links.get((d.as_str(), f.as_str()))?.is_none() || !touch_blob(txn, &d)? {
                 return Ok(false);
             }
-            links.insert((digest.as_str(), repo.as_str()), meta::now())?;
+            links.insert((d.as_str(), r.as_str()), meta::now())?;
             txn.open_table(meta::REPOS)?
-                .insert(repo.as_str(), meta::now())?;
-        }
-        txn.commit()?;
-        Ok(true)
+                .insert(r.as_str(), meta::now())?;
+            Ok(true)
+        })
     }
 
     /// Removes blob files that no row owns: what a crash between a rename
@@ -128,6 +131,7 @@ impl Store {
             txn.open_table(meta::BLOBS)?.get(digest.as_str())?.is_some()
         };
         let upload_path = self.upload_path(upload_id);
+        let mut sync_dir = None;
         if exists {
             drop(upload_file);
         } else {
@@ -144,25 +148,31 @@ impl Store {
             let blob_path = self.blob_path(digest);
             remove_if_present(&blob_path)?;
             std::fs::hard_link(&upload_path, &blob_path)?;
-            fsync_dir(&dir)?;
+            // The link's directory is synced by the group commit, once for
+            // every blob in the batch that landed there.
+            sync_dir = Some(dir);
         }
-        let txn = self.db()?.begin_write()?;
-        {
-            if !touch_blob(&txn, digest)? {
+        let (d, r, id) = (
+            digest.clone(),
+            repo.as_str().to_owned(),
+            upload_id.to_owned(),
+        );
+        self.write(sync_dir, move |txn| {
+            if !touch_blob(txn, &d)? {
                 let row = BlobRow {
                     size,
                     touched: meta::now(),
                 };
                 txn.open_table(meta::BLOBS)?
-                    .insert(digest.as_str(), meta::encode(&row).as_slice())?;
+                    .insert(d.as_str(), meta::encode(&row).as_slice())?;
             }
             txn.open_table(meta::LINKS)?
-                .insert((digest.as_str(), repo.as_str()), meta::now())?;
+                .insert((d.as_str(), r.as_str()), meta::now())?;
             txn.open_table(meta::REPOS)?
-                .insert(repo.as_str(), meta::now())?;
-            txn.open_table(meta::UPLOADS)?.remove(upload_id)?;
-        }
-        txn.commit()?;
+                .insert(r.as_str(), meta::now())?;
+            txn.open_table(meta::UPLOADS)?.remove(id.as_str())?;
+            Ok(())
+        })?;
         remove_if_present(&upload_path)?;
         Ok(())
     }

@@ -58,47 +58,57 @@ impl Store {
         }
         let parsed: ParsedManifest =
             manifest::parse(content_type, &body).map_err(Error::ManifestInvalid)?;
-        let r = repo.as_str();
-        let txn = self.db()?.begin_write()?;
-        {
-            let links = txn.open_table(meta::LINKS)?;
-            let blobs = txn.open_table(meta::BLOBS)?;
+        let row = ManifestRow {
+            media_type: parsed.media_type.as_str().to_owned(),
+            body,
+            blobs: parsed.blobs.iter().map(|d| d.to_string()).collect(),
+            manifests: parsed.manifests.iter().map(|d| d.to_string()).collect(),
+            subject: parsed.subject.as_ref().map(|d| d.to_string()),
+            artifact_type: parsed.artifact_type.clone(),
+            annotations: parsed.annotations.clone(),
+            created: meta::now(),
+        };
+        let (r, d, tag) = (
+            repo.as_str().to_owned(),
+            digest.to_string(),
+            reference.tag().map(str::to_owned),
+        );
+        let (blobs, children) = (parsed.blobs.clone(), parsed.manifests.clone());
+        self.write(None, move |txn| {
+            let (r, d) = (r.as_str(), d.as_str());
+            // Every check before any write: the transaction is shared.
+            {
+                let links = txn.open_table(meta::LINKS)?;
+                let rows = txn.open_table(meta::BLOBS)?;
+                for blob in &blobs {
+                    let b = blob.as_str();
+                    if links.get((b, r))?.is_none() || rows.get(b)?.is_none() {
+                        return Err(Error::ManifestBlobUnknown(blob.clone()));
+                    }
+                }
+                let manifests = txn.open_table(meta::MANIFESTS)?;
+                for child in &children {
+                    if manifests.get((r, child.as_str()))?.is_none() {
+                        return Err(Error::ManifestBlobUnknown(child.clone()));
+                    }
+                }
+            }
             let mut refs = txn.open_table(meta::BLOB_REFS)?;
-            for blob in &parsed.blobs {
-                let b = blob.as_str();
-                if links.get((b, r))?.is_none() || blobs.get(b)?.is_none() {
-                    return Err(Error::ManifestBlobUnknown(blob.clone()));
-                }
-                refs.insert((b, r, digest.as_str()), ())?;
+            for blob in &blobs {
+                refs.insert((blob.as_str(), r, d), ())?;
             }
-            let mut manifests = txn.open_table(meta::MANIFESTS)?;
-            for child in &parsed.manifests {
-                if manifests.get((r, child.as_str()))?.is_none() {
-                    return Err(Error::ManifestBlobUnknown(child.clone()));
-                }
+            txn.open_table(meta::MANIFESTS)?
+                .insert((r, d), meta::encode(&row).as_slice())?;
+            if let Some(tag) = &tag {
+                txn.open_table(meta::TAGS)?.insert((r, tag.as_str()), d)?;
             }
-            let row = ManifestRow {
-                media_type: parsed.media_type.as_str().to_owned(),
-                body,
-                blobs: parsed.blobs.iter().map(|d| d.to_string()).collect(),
-                manifests: parsed.manifests.iter().map(|d| d.to_string()).collect(),
-                subject: parsed.subject.as_ref().map(|d| d.to_string()),
-                artifact_type: parsed.artifact_type.clone(),
-                annotations: parsed.annotations.clone(),
-                created: meta::now(),
-            };
-            manifests.insert((r, digest.as_str()), meta::encode(&row).as_slice())?;
-            if let Reference::Tag(tag) = reference {
-                txn.open_table(meta::TAGS)?
-                    .insert((r, tag.as_str()), digest.as_str())?;
-            }
-            if let Some(subject) = &parsed.subject {
+            if let Some(subject) = &row.subject {
                 txn.open_table(meta::REFERRERS)?
-                    .insert((r, subject.as_str(), digest.as_str()), ())?;
+                    .insert((r, subject.as_str(), d), ())?;
             }
             txn.open_table(meta::REPOS)?.insert(r, meta::now())?;
-        }
-        txn.commit()?;
+            Ok(())
+        })?;
         Ok(PutManifest {
             digest,
             subject: parsed.subject,
@@ -133,24 +143,25 @@ impl Store {
     /// Deleting a tag removes the tag; deleting a digest removes the manifest,
     /// every tag that points at it, and its place in the referrers list.
     pub fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
-        let r = repo.as_str();
-        let txn = self.db()?.begin_write()?;
-        {
+        let r = repo.as_str().to_owned();
+        let reference = reference.clone();
+        self.write(None, move |txn| {
+            let r = r.as_str();
             let mut tags = txn.open_table(meta::TAGS)?;
-            match reference {
+            match &reference {
                 Reference::Tag(tag) => {
                     if tags.remove((r, tag.as_str()))?.is_none() {
                         return Err(Error::ManifestUnknown);
                     }
                 }
                 Reference::Digest(digest) => {
-                    let row = txn
-                        .open_table(meta::MANIFESTS)?
-                        .remove((r, digest.as_str()))?
-                        .map(|row| meta::decode::<ManifestRow>(row.value()))
-                        .transpose()?
-                        .ok_or(Error::ManifestUnknown)?;
                     let d = digest.as_str();
+                    let mut manifests = txn.open_table(meta::MANIFESTS)?;
+                    let row: ManifestRow = match manifests.get((r, d))? {
+                        Some(row) => meta::decode(row.value())?,
+                        None => return Err(Error::ManifestUnknown),
+                    };
+                    manifests.remove((r, d))?;
                     tags.retain_in((r, "")..=(r, MAX_STR), |_, target| target != d)?;
                     let mut refs = txn.open_table(meta::BLOB_REFS)?;
                     for blob in &row.blobs {
@@ -162,9 +173,8 @@ impl Store {
                     }
                 }
             }
-        }
-        txn.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Up to `n` tags after `last`, in order, and whether more follow.

@@ -3,6 +3,7 @@
 //! per request, from a blocking thread (every method here blocks).
 
 mod blobs;
+mod commit;
 mod fsck;
 mod manifests;
 pub mod meta;
@@ -13,10 +14,11 @@ use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{Database, ReadableDatabase};
+
+use commit::{Committer, DbHandle};
 
 use crate::oci::Digest;
 
@@ -128,14 +130,6 @@ from_redb!(
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-fn open_database(root: &Path) -> Result<Database> {
-    let path = root.join("berth.redb");
-    match Database::create(&path) {
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::InUse(path)),
-        other => Ok(other?),
-    }
-}
-
 /// Lock stripes for digests: finishing a blob (rename, then commit) and
 /// removing one (commit, then unlink) hold the same stripe, so neither ever
 /// sees the other's half-done state.
@@ -143,9 +137,8 @@ const DIGEST_STRIPES: usize = 64;
 
 pub struct Store {
     root: PathBuf,
-    /// Swapped for a fresh handle after an I/O error: redb refuses every
-    /// transaction after one until the database is opened again.
-    db: RwLock<Option<Arc<Database>>>,
+    db: Arc<DbHandle>,
+    committer: Committer,
     digest_locks: Vec<Mutex<()>>,
     busy_uploads: Mutex<HashSet<String>>,
 }
@@ -164,10 +157,11 @@ impl Store {
     pub fn open_unrepaired(root: &Path) -> Result<Store> {
         std::fs::create_dir_all(root.join("uploads"))?;
         std::fs::create_dir_all(root.join("blobs").join("sha256"))?;
-        let db = open_database(root)?;
+        let db = Arc::new(DbHandle::open(root)?);
         let store = Store {
             root: root.to_path_buf(),
-            db: RwLock::new(Some(Arc::new(db))),
+            committer: Committer::start(Arc::clone(&db)),
+            db,
             digest_locks: (0..DIGEST_STRIPES).map(|_| Mutex::new(())).collect(),
             busy_uploads: Mutex::new(HashSet::new()),
         };
@@ -208,13 +202,17 @@ impl Store {
     }
 
     fn db(&self) -> Result<Arc<Database>> {
-        self.db
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            // Reported as redb's own "previous I/O error", so the next
-            // `recover` tries to reopen again.
-            .ok_or(Error::Db(redb::Error::PreviousIo))
+        self.db.get()
+    }
+
+    /// Runs `work` in a group commit (see `commit`), after syncing
+    /// `sync_dir` if given; returns once it is durable.
+    fn write<T, F>(&self, sync_dir: Option<PathBuf>, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::WriteTransaction) -> Result<T> + Send + 'static,
+    {
+        self.committer.write(sync_dir, work)
     }
 
     /// Passes a result through; if it failed with a storage I/O error
@@ -222,35 +220,9 @@ impl Store {
     /// freed the next request works without a restart.
     pub fn recover<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(Error::Db(redb::Error::Io(_) | redb::Error::PreviousIo)) = &result {
-            self.reopen();
+            self.db.reopen();
         }
         result
-    }
-
-    fn reopen(&self) {
-        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
-        // Requests already holding the old handle fail fast; wait for them to
-        // let go, because redb admits one open handle per file.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while slot.as_ref().is_some_and(|db| Arc::strong_count(db) > 1) && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        slot.take();
-        while Instant::now() < deadline {
-            match open_database(&self.root) {
-                Ok(db) => {
-                    log::warn!("reopened the database after a storage error");
-                    *slot = Some(Arc::new(db));
-                    return;
-                }
-                Err(e) => {
-                    log::debug!("reopening the database: {e}");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
-        log::error!("could not reopen the database; restart berth");
     }
 
     fn lock_digest(&self, digest: &Digest) -> MutexGuard<'_, ()> {

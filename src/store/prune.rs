@@ -92,8 +92,8 @@ impl Store {
     }
 
     /// Runs `work` in the dry run's transaction, or in a fresh one that
-    /// commits.
-    fn unit<T>(
+    /// commits if `work` changed anything (a no-op is not worth a sync).
+    fn unit<T: Changes>(
         &self,
         dry: Option<&WriteTransaction>,
         work: impl FnOnce(&WriteTransaction) -> Result<T>,
@@ -103,7 +103,11 @@ impl Store {
             None => {
                 let txn = self.db()?.begin_write()?;
                 let out = work(&txn)?;
-                txn.commit()?;
+                if out.changed() {
+                    txn.commit()?;
+                } else {
+                    txn.abort()?;
+                }
                 Ok(out)
             }
         }
@@ -204,7 +208,7 @@ impl Store {
         };
         for batch in old.chunks(BATCH) {
             let swept = self.unit(dry, |txn| sweep_batch(txn, batch, cutoff))?;
-            for (digest, size) in swept {
+            for (digest, size) in swept.blobs {
                 if dry.is_none() {
                     self.remove_blob_file(&digest)?;
                 }
@@ -231,6 +235,23 @@ impl Store {
     }
 }
 
+/// What a unit of pruning did: whether its transaction needs committing.
+trait Changes {
+    fn changed(&self) -> bool;
+}
+
+impl<T> Changes for Vec<T> {
+    fn changed(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
+impl Changes for bool {
+    fn changed(&self) -> bool {
+        *self
+    }
+}
+
 /// Decides, inside one repository's write transaction, which manifests stay.
 /// Kept: every manifest younger than the grace period; every manifest that
 /// has not expired and is tagged (or any, without the untagged policy); the
@@ -242,7 +263,7 @@ fn prune_repo_manifests(
     policy: &Policy,
     now: u64,
     report: &mut Report,
-) -> Result<()> {
+) -> Result<bool> {
     let grace_cutoff = meta::ago(now, policy.grace);
     let expiry_cutoff = policy.manifest_expiration.map(|e| meta::ago(now, e));
     let mut manifests_table = txn.open_table(meta::MANIFESTS)?;
@@ -254,7 +275,7 @@ fn prune_repo_manifests(
         rows.insert(key.value().1.to_owned(), meta::decode(value.value())?);
     }
     if rows.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let mut tags: HashMap<String, Vec<String>> = HashMap::new();
     for entry in tags_table.range((repo, "")..=(repo, MAX_STR))? {
@@ -300,6 +321,7 @@ fn prune_repo_manifests(
         }
     }
 
+    let mut removed = false;
     let mut edges = txn.open_table(meta::REFERRERS)?;
     let mut refs = txn.open_table(meta::BLOB_REFS)?;
     for (digest, row) in &rows {
@@ -320,21 +342,31 @@ fn prune_repo_manifests(
         }
         report.manifests += 1;
         report.items.push(format!("manifest {repo}@{digest}"));
+        removed = true;
     }
-    Ok(())
+    Ok(removed)
+}
+
+#[derive(Default)]
+struct Swept {
+    /// Blobs whose rows went, with their sizes.
+    blobs: Vec<(String, u64)>,
+    links: usize,
+}
+
+impl Changes for Swept {
+    fn changed(&self) -> bool {
+        self.links > 0 || !self.blobs.is_empty()
+    }
 }
 
 /// Drops the links no manifest needs, then the blobs left with no link.
-/// Returns the blobs whose rows went, with their sizes.
-fn sweep_batch(
-    txn: &WriteTransaction,
-    digests: &[String],
-    cutoff: u64,
-) -> Result<Vec<(String, u64)>> {
+/// Reports the blobs whose rows went, with their sizes.
+fn sweep_batch(txn: &WriteTransaction, digests: &[String], cutoff: u64) -> Result<Swept> {
     let mut blobs = txn.open_table(meta::BLOBS)?;
     let mut links = txn.open_table(meta::LINKS)?;
     let refs = txn.open_table(meta::BLOB_REFS)?;
-    let mut swept = Vec::new();
+    let mut swept = Swept::default();
     for digest in digests {
         let d = digest.as_str();
         let row = match blobs.get(d)? {
@@ -359,11 +391,12 @@ fn sweep_batch(
                 remaining += 1;
             } else {
                 links.remove((d, repo.as_str()))?;
+                swept.links += 1;
             }
         }
         if remaining == 0 {
             blobs.remove(d)?;
-            swept.push((digest.clone(), row.size));
+            swept.blobs.push((digest.clone(), row.size));
         }
     }
     Ok(swept)

@@ -74,10 +74,12 @@ fn new_row(repo: &RepoName) -> UploadRow {
 impl Store {
     pub fn start_upload(&self, repo: &RepoName) -> Result<Upload> {
         let id = uuid::Uuid::new_v4().to_string();
-        let txn = self.db()?.begin_write()?;
-        txn.open_table(meta::UPLOADS)?
-            .insert(id.as_str(), meta::encode(&new_row(repo)).as_slice())?;
-        txn.commit()?;
+        let (key, row) = (id.clone(), meta::encode(&new_row(repo)));
+        self.write(None, move |txn| {
+            txn.open_table(meta::UPLOADS)?
+                .insert(key.as_str(), row.as_slice())?;
+            Ok(())
+        })?;
         log::debug!("upload {id}: started in {}", repo.as_str());
         Ok(Upload { id, offset: 0 })
     }
@@ -194,12 +196,12 @@ impl Store {
             updated: meta::now(),
             ..row
         };
-        let txn = self.db()?.begin_write()?;
-        {
+        let (key, row) = (id.to_owned(), meta::encode(&updated));
+        self.write(None, move |txn| {
             txn.open_table(meta::UPLOADS)?
-                .insert(id, meta::encode(&updated).as_slice())?;
-        }
-        txn.commit()?;
+                .insert(key.as_str(), row.as_slice())?;
+            Ok(())
+        })?;
         log::debug!("upload {id}: {offset} bytes committed");
         Ok(offset)
     }
@@ -269,9 +271,10 @@ impl Store {
     fn discard_upload(&self, id: &str) -> Result<()> {
         // The file first: on a full disk, that frees what the commit needs.
         remove_if_present(&self.upload_path(id))?;
-        let txn = self.db()?.begin_write()?;
-        txn.open_table(meta::UPLOADS)?.remove(id)?;
-        txn.commit()?;
-        Ok(())
+        let key = id.to_owned();
+        self.write(None, move |txn| {
+            txn.open_table(meta::UPLOADS)?.remove(key.as_str())?;
+            Ok(())
+        })
     }
 }
