@@ -19,9 +19,12 @@ pub type ResBody = BoxBody<Bytes, io::Error>;
 
 /// Chunks in flight between the network and the disk, per request.
 const CHANNEL_DEPTH: usize = 4;
+/// Reads in flight per download: with the one hyper is sending, enough to
+/// keep the socket busy, and little memory.
+const READ_AHEAD: usize = 2;
 /// Read size for blob downloads: large reads are what lets a pull go at
 /// loopback speed rather than syscall speed.
-const READ_SIZE: usize = 1 << 20;
+const READ_SIZE: usize = 2 << 20;
 
 pub fn full(bytes: impl Into<Bytes>) -> ResBody {
     http_body_util::Full::new(bytes.into())
@@ -65,7 +68,7 @@ impl HttpBody for ChannelBody {
 
 /// Streams `len` bytes of `file` from `offset`, read on a blocking thread.
 pub fn file_range(file: File, offset: u64, len: u64) -> ResBody {
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
     tokio::task::spawn_blocking(move || {
         use std::os::unix::fs::FileExt;
         let mut pos = offset;

@@ -9,6 +9,7 @@ mod manifests;
 pub mod meta;
 pub mod prune;
 mod uploads;
+mod writeback;
 
 use std::collections::HashSet;
 use std::fmt;

@@ -3,7 +3,8 @@
 //! transaction, so an upload resumes after a restart without rereading a byte.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use redb::ReadableDatabase;
 use sha2::digest::common::hazmat::{SerializableState, SerializedState};
@@ -11,6 +12,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::blobs::remove_if_present;
 use super::meta::{self, UploadRow};
+use super::writeback::StreamingWriter;
 use super::{Body, Error, Result, Store};
 use crate::oci::{Digest, RepoName};
 
@@ -69,6 +71,61 @@ fn new_row(repo: &RepoName) -> UploadRow {
         started: meta::now(),
         updated: meta::now(),
     }
+}
+
+/// Past this many bytes in one request, hashing moves to a thread of its
+/// own: alone, sha256 is slower than a fast disk, and small pushes should
+/// not pay for a thread.
+const PARALLEL_HASH_FROM: u64 = 4 << 20;
+
+/// Hashes and writes a request body; returns the hash and the byte count.
+fn stream_chunk(
+    body: Body,
+    writer: &mut StreamingWriter,
+    hasher: Sha256,
+    spec: ChunkSpec,
+) -> Result<(Sha256, u64)> {
+    std::thread::scope(|scope| {
+        let mut inline = Some(hasher);
+        let mut helper: Option<(SyncSender<bytes::Bytes>, _)> = None;
+        let mut received = 0u64;
+        for chunk in body {
+            let chunk = chunk.map_err(Error::BodyFailed)?;
+            match (&mut inline, &helper) {
+                (Some(hasher), _) => hasher.update(&chunk),
+                (None, Some((to_hasher, _))) => to_hasher
+                    .send(chunk.clone())
+                    .expect("the hashing thread lives until the sender drops"),
+                (None, None) => unreachable!("the hasher is inline or in its thread"),
+            }
+            writer.write_all(&chunk)?;
+            received += chunk.len() as u64;
+            if received >= PARALLEL_HASH_FROM
+                && let Some(mut hasher) = inline.take()
+            {
+                let (to_hasher, chunks) = sync_channel::<bytes::Bytes>(4);
+                let thread = scope.spawn(move || {
+                    for chunk in chunks {
+                        hasher.update(&chunk);
+                    }
+                    hasher
+                });
+                helper = Some((to_hasher, thread));
+            }
+        }
+        if let Some(declared) = spec.len.filter(|&d| d != received) {
+            return Err(Error::SizeMismatch { declared, received });
+        }
+        let hasher = match (inline, helper) {
+            (Some(hasher), _) => hasher,
+            (None, Some((to_hasher, thread))) => {
+                drop(to_hasher);
+                thread.join().expect("hashing does not panic")
+            }
+            (None, None) => unreachable!("the hasher is inline or in its thread"),
+        };
+        Ok((hasher, received))
+    })
 }
 
 impl Store {
@@ -130,7 +187,7 @@ impl Store {
         if spec.start.is_some_and(|s| s != row.offset) {
             return Err(Error::RangeMismatch { offset: row.offset });
         }
-        let mut hasher = restore_hash(&row.hash_state)?;
+        let hasher = restore_hash(&row.hash_state)?;
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -150,23 +207,9 @@ impl Store {
         // Cuts back what a crash or a failed request left past the committed end.
         file.set_len(row.offset)?;
         file.seek(SeekFrom::Start(row.offset))?;
-        let stream = || -> Result<u64> {
-            let mut received = 0u64;
-            for chunk in body {
-                let chunk = chunk.map_err(Error::BodyFailed)?;
-                hasher.update(&chunk);
-                file.write_all(&chunk)?;
-                received += chunk.len() as u64;
-            }
-            match spec.len {
-                Some(declared) if declared != received => {
-                    Err(Error::SizeMismatch { declared, received })
-                }
-                _ => Ok(received),
-            }
-        };
-        match stream() {
-            Ok(received) => Ok((file, hasher, row.offset + received)),
+        let mut writer = StreamingWriter::new(&mut file, row.offset);
+        match stream_chunk(body, &mut writer, hasher, spec) {
+            Ok((hasher, received)) => Ok((file, hasher, row.offset + received)),
             Err(e) => {
                 // Give back at once what the failed chunk took (it may have
                 // filled the disk); the committed part stays.
