@@ -18,13 +18,13 @@ use tokio::sync::mpsc;
 pub type ResBody = BoxBody<Bytes, io::Error>;
 
 /// Chunks in flight between the network and the disk, per request.
-const CHANNEL_DEPTH: usize = 4;
+const CHANNEL_DEPTH: usize = 2;
 /// Reads in flight per download: with the one hyper is sending, enough to
 /// keep the socket busy, and little memory.
 const READ_AHEAD: usize = 2;
 /// Read size for blob downloads: large reads are what lets a pull go at
 /// loopback speed rather than syscall speed.
-const READ_SIZE: usize = 2 << 20;
+const READ_SIZE: usize = 1 << 20;
 
 pub fn full(bytes: impl Into<Bytes>) -> ResBody {
     http_body_util::Full::new(bytes.into())

@@ -103,7 +103,7 @@ fn stream_chunk(
             if received >= PARALLEL_HASH_FROM
                 && let Some(mut hasher) = inline.take()
             {
-                let (to_hasher, chunks) = sync_channel::<bytes::Bytes>(4);
+                let (to_hasher, chunks) = sync_channel::<bytes::Bytes>(2);
                 let thread = scope.spawn(move || {
                     for chunk in chunks {
                         hasher.update(&chunk);
