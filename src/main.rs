@@ -99,6 +99,9 @@ struct Passwd {
 
 /// Prune a stopped registry's data directory: expire uploads and manifests,
 /// sweep blobs that nothing kept needs.
+// The prune knobs are declared again here because argh cannot share a
+// group of options between subcommands; `prune_policy` keeps their meaning
+// in one place.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "prune")]
 struct Prune {
@@ -170,12 +173,12 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
         config.max_manifest_bytes = args.max_manifest_bytes;
         config.max_connections = args.max_connections.max(1);
         config.prune_interval = args.prune_interval.filter(|i| !i.is_zero());
-        config.prune = Policy {
-            upload_expiration: args.upload_expiration,
-            manifest_expiration: args.manifest_expiration,
-            grace: args.grace,
-            untagged: args.untagged,
-        };
+        config.prune = prune_policy(
+            args.upload_expiration,
+            args.manifest_expiration,
+            args.grace,
+            args.untagged,
+        );
         config.auth = match args.htpasswd {
             Some(htpasswd) => {
                 let mut auth = AuthConfig::new(htpasswd);
@@ -221,6 +224,20 @@ async fn wait_for_signal() -> std::io::Result<()> {
     }
 }
 
+fn prune_policy(
+    upload_expiration: Duration,
+    manifest_expiration: Option<Duration>,
+    grace: Duration,
+    untagged: bool,
+) -> Policy {
+    Policy {
+        upload_expiration,
+        manifest_expiration,
+        grace,
+        untagged,
+    }
+}
+
 fn run_passwd(args: Passwd) -> std::io::Result<()> {
     let mut password = String::new();
     std::io::stdin().read_line(&mut password)?;
@@ -246,12 +263,12 @@ fn run_passwd(args: Passwd) -> std::io::Result<()> {
 
 fn run_prune(args: Prune) -> std::io::Result<ExitCode> {
     let store = open_existing(&args.data)?;
-    let policy = Policy {
-        upload_expiration: args.upload_expiration,
-        manifest_expiration: args.manifest_expiration,
-        grace: args.grace,
-        untagged: args.untagged,
-    };
+    let policy = prune_policy(
+        args.upload_expiration,
+        args.manifest_expiration,
+        args.grace,
+        args.untagged,
+    );
     let report = store
         .prune(&policy, args.dry_run)
         .map_err(std::io::Error::other)?;

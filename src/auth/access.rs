@@ -3,9 +3,6 @@
 //! anyone, anonymous included; PATTERN is a name, a prefix ending in `/*`,
 //! or `*`.
 
-use std::io;
-use std::path::Path;
-
 /// Ordered by what they imply: a push rule allows deletes and pulls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Action {
@@ -72,18 +69,6 @@ impl Rules {
                 pattern: Pattern::All,
             }],
         }
-    }
-
-    pub fn load(path: &Path) -> io::Result<Rules> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
-        })?;
-        Rules::parse(&text).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {e}", path.display()),
-            )
-        })
     }
 
     pub fn parse(text: &str) -> Result<Rules, String> {

@@ -2,8 +2,6 @@
 //! know (`htpasswd -B`), and a hash that is slow to brute-force.
 
 use std::collections::HashMap;
-use std::io;
-use std::path::Path;
 
 /// bcrypt cost for hashes `berth passwd` writes; `htpasswd -B` uses 5 by
 /// default, Distribution's docs suggest 10+.
@@ -19,18 +17,6 @@ pub struct Users {
 }
 
 impl Users {
-    pub fn load(path: &Path) -> io::Result<Users> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
-        })?;
-        Users::parse(&text).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {e}", path.display()),
-            )
-        })
-    }
-
     pub fn parse(text: &str) -> Result<Users, String> {
         let mut hashes = HashMap::new();
         for (n, line) in text.lines().enumerate() {

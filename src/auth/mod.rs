@@ -100,6 +100,18 @@ impl Scope {
     }
 }
 
+/// Reads and parses one of auth's files, naming it in any error.
+fn load<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T, String>) -> io::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))?;
+    parse(&text).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
+}
+
 /// Verified passwords are remembered this long, keyed by a hash of the
 /// password, so Basic auth on every request costs one bcrypt per window.
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
@@ -115,9 +127,9 @@ pub struct Authority {
 
 impl Authority {
     pub fn open(config: &AuthConfig, data_dir: &Path) -> io::Result<Authority> {
-        let users = Users::load(&config.htpasswd)?;
+        let users = load(&config.htpasswd, Users::parse)?;
         let mut rules = match &config.access {
-            Some(path) => Rules::load(path)?,
+            Some(path) => load(path, Rules::parse)?,
             None => Rules::users_push_all(),
         };
         if config.anonymous_pull {

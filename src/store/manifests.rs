@@ -36,6 +36,27 @@ pub struct Referrer {
 /// Upper bound for a tuple-key range over one repository.
 const MAX_STR: &str = "\u{10FFFF}";
 
+/// Up to `n` names from a sorted run that starts at `last` (which is
+/// skipped), and whether more follow.
+fn page(
+    names: impl Iterator<Item = Result<String>>,
+    last: Option<&str>,
+    n: usize,
+) -> Result<(Vec<String>, bool)> {
+    let mut out = Vec::new();
+    for name in names {
+        let name = name?;
+        if last == Some(name.as_str()) {
+            continue;
+        }
+        if out.len() == n {
+            return Ok((out, true));
+        }
+        out.push(name);
+    }
+    Ok((out, false))
+}
+
 impl Store {
     /// Stores a manifest byte for byte. Its references are checked in the
     /// same write transaction that stores it, so it never lands pointing at a
@@ -196,19 +217,10 @@ impl Store {
             return Err(Error::NameUnknown);
         }
         let start = last.unwrap_or("");
-        let mut out = Vec::new();
-        for entry in tags.range((r, start)..=(r, MAX_STR))? {
-            let (key, _) = entry?;
-            let tag = key.value().1;
-            if last == Some(tag) {
-                continue;
-            }
-            if out.len() == n {
-                return Ok((out, true));
-            }
-            out.push(tag.to_owned());
-        }
-        Ok((out, false))
+        let names = tags
+            .range((r, start)..=(r, MAX_STR))?
+            .map(|entry| Ok(entry?.0.value().1.to_owned()));
+        page(names, last, n)
     }
 
     /// Up to `n` repository names after `last`, and whether more follow.
@@ -221,19 +233,11 @@ impl Store {
     ) -> Result<(Vec<String>, bool)> {
         let txn = self.db()?.begin_read()?;
         let repos = txn.open_table(meta::REPOS)?;
-        let mut out = Vec::new();
-        for entry in repos.range(last.unwrap_or("")..)? {
-            let (key, _) = entry?;
-            let name = key.value();
-            if last == Some(name) || !visible(name) {
-                continue;
-            }
-            if out.len() == n {
-                return Ok((out, true));
-            }
-            out.push(name.to_owned());
-        }
-        Ok((out, false))
+        let names = repos
+            .range(last.unwrap_or("")..)?
+            .map(|entry| Ok(entry?.0.value().to_owned()))
+            .filter(|name: &Result<String>| name.as_ref().map_or(true, |n| visible(n)));
+        page(names, last, n)
     }
 
     /// The manifests in `repo` whose subject is `subject`, optionally only

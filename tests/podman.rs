@@ -1,0 +1,197 @@
+//! podman against berth with auth on: `podman login` with right and wrong
+//! passwords, then a push and a pull through the token flow, and a pull
+//! refused once logged out.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::TestRegistry;
+use common::layout;
+use common::process::wait_timeout;
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+/// podman with its own storage, runtime dir and auth file, all in `dir`.
+struct Podman<'a> {
+    dir: &'a Path,
+}
+
+struct Outcome {
+    ok: bool,
+    output: String,
+}
+
+impl Podman<'_> {
+    fn run(&self, args: &[&str]) -> Outcome {
+        let mut child = Command::new("podman")
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--runroot")
+            .arg(self.dir.join("run"))
+            .args(["--storage-driver", "vfs", "--events-backend", "file"])
+            .args(args)
+            .env("REGISTRY_AUTH_FILE", self.dir.join("auth.json"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn podman");
+        let status = wait_timeout(&mut child, TIMEOUT);
+        let output = child.wait_with_output().expect("podman output");
+        Outcome {
+            ok: status.is_some_and(|s| s.success()),
+            output: format!(
+                "podman {}: {status:?}\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        }
+    }
+}
+
+fn podman_available() -> bool {
+    if std::env::var("BERTH_SKIP_CLIENT_TESTS").as_deref() == Ok("1") {
+        println!("skipped: BERTH_SKIP_CLIENT_TESTS=1");
+        return false;
+    }
+    let found = Command::new("podman")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "podman is not on PATH (Debian: `apt-get install -y podman`); set \
+         BERTH_SKIP_CLIENT_TESTS=1 to skip the real-client tests"
+    );
+    true
+}
+
+/// An htpasswd file with one user, written by `berth passwd`.
+fn htpasswd(path: &Path, user: &str, password: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["passwd", "--htpasswd"])
+        .arg(path)
+        .arg(user)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("berth passwd");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "berth passwd");
+}
+
+/// A lowercase scratch directory, removed on drop.
+struct Lowercase(std::path::PathBuf);
+
+impl Lowercase {
+    fn new() -> Lowercase {
+        let dir = std::env::temp_dir().join(format!("berth-podman-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Lowercase(dir)
+    }
+}
+
+impl Drop for Lowercase {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn podman_logs_in_pushes_and_pulls_through_auth() {
+    if !podman_available() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let users = work.path().join("users");
+    htpasswd(&users, "alice", "correct horse");
+    let reg = TestRegistry::start_with(tempfile::tempdir().unwrap(), |config| {
+        config.auth = Some(berth::auth::AuthConfig::new(&users));
+    });
+    let host = reg.host();
+    let podman = Podman { dir: work.path() };
+
+    let wrong = podman.run(&[
+        "login",
+        "--tls-verify=false",
+        "-u",
+        "alice",
+        "-p",
+        "wrong",
+        &host,
+    ]);
+    assert!(
+        !wrong.ok,
+        "a wrong password must not log in: {}",
+        wrong.output
+    );
+    assert!(
+        wrong.output.contains("invalid username/password"),
+        "{}",
+        wrong.output
+    );
+    let login = podman.run(&[
+        "login",
+        "--tls-verify=false",
+        "-u",
+        "alice",
+        "-p",
+        "correct horse",
+        &host,
+    ]);
+    assert!(login.ok, "{}", login.output);
+    assert!(login.output.contains("Login Succeeded"), "{}", login.output);
+
+    // podman names an image pulled from a layout after its path, and image
+    // names must be lowercase: temp dir names are not.
+    let layout_dir = Lowercase::new();
+    let layout_dir = layout_dir.0.join("layout");
+    let image = layout::write_image(&layout_dir, "v1", 31);
+    let oci = format!("oci:{}:v1", layout_dir.display());
+    let pulled = podman.run(&["pull", &oci]);
+    assert!(pulled.ok, "{}", pulled.output);
+    // The pulled image's id is its config's digest.
+    let config = image.config.digest.trim_start_matches("sha256:").to_owned();
+    let target = format!("{host}/team/app:v1");
+    let pushed = podman.run(&[
+        "push",
+        "--tls-verify=false",
+        &config,
+        &format!("docker://{target}"),
+    ]);
+    assert!(pushed.ok, "{}", pushed.output);
+
+    let removed = podman.run(&["rmi", "--all", "--force"]);
+    assert!(removed.ok, "{}", removed.output);
+    let pulled = podman.run(&["pull", "--tls-verify=false", &target]);
+    assert!(pulled.ok, "{}", pulled.output);
+    let id = podman.run(&["image", "inspect", "--format", "{{.Id}}", &target]);
+    assert!(
+        id.ok && id.output.contains(&config),
+        "image id is the pushed config {config}: {}",
+        id.output
+    );
+
+    let logout = podman.run(&["logout", &host]);
+    assert!(logout.ok, "{}", logout.output);
+    let refused = podman.run(&["pull", "--tls-verify=false", &format!("{host}/team/app:v1")]);
+    assert!(!refused.ok, "anonymous pulls are off: {}", refused.output);
+    assert!(
+        refused.output.contains("unauthorized")
+            || refused.output.contains("authentication required"),
+        "{}",
+        refused.output
+    );
+}
