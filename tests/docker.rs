@@ -1,0 +1,233 @@
+//! The docker CLI against berth with auth on, through a dockerd this test
+//! starts itself (root only: a private socket, vfs storage, no bridge, no
+//! iptables): `docker login` with right and wrong passwords, pull, tag,
+//! push, and a pull refused once logged out.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::process::{is_root, wait_timeout};
+use common::{TestRegistry, layout};
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+struct Outcome {
+    ok: bool,
+    output: String,
+}
+
+fn run(program: &str, args: &[&str], env: &[(&str, &Path)]) -> Outcome {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    let status = wait_timeout(&mut child, TIMEOUT);
+    let output = child.wait_with_output().expect("output");
+    Outcome {
+        ok: status.is_some_and(|s| s.success()),
+        output: format!(
+            "{program} {}: {status:?}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
+}
+
+/// A dockerd of our own, stopped on drop.
+struct Dockerd {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .args(["--storage-driver", "vfs"])
+            .arg(format!("--host=unix://{}", d.join("docker.sock").display()))
+            .arg("--data-root")
+            .arg(d.join("root"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("docker.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn dockerd");
+        let dockerd = Dockerd { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !dockerd.docker(&["version"]).ok {
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not come up: {}",
+                std::fs::read_to_string(dockerd.dir.path().join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        dockerd
+    }
+
+    fn docker(&self, args: &[&str]) -> Outcome {
+        let host = format!("unix://{}", self.dir.path().join("docker.sock").display());
+        let mut all = vec!["-H", host.as_str()];
+        all.extend_from_slice(args);
+        // The client's config (where login stores credentials) is ours too.
+        let config: PathBuf = self.dir.path().join("config");
+        run("docker", &all, &[("DOCKER_CONFIG", &config)])
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        if wait_timeout(&mut self.child, Duration::from_secs(30)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Whether to run: root with dockerd and skopeo present; CI must have them.
+fn docker_available() -> bool {
+    if std::env::var("BERTH_SKIP_CLIENT_TESTS").as_deref() == Ok("1") {
+        println!("skipped: BERTH_SKIP_CLIENT_TESTS=1");
+        return false;
+    }
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: the docker suite must run there"
+        );
+        println!("skipped: starting a dockerd needs root");
+        return false;
+    }
+    for program in ["dockerd", "docker", "skopeo"] {
+        let found = Command::new(program)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "{program} is not on PATH (Debian: docker.io, skopeo); set BERTH_SKIP_CLIENT_TESTS=1 to skip"
+        );
+    }
+    true
+}
+
+fn htpasswd(path: &Path, user: &str, password: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["passwd", "--htpasswd"])
+        .arg(path)
+        .arg(user)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("berth passwd");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "berth passwd");
+}
+
+#[test]
+fn docker_logs_in_pulls_and_pushes_through_auth() {
+    if !docker_available() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let users = work.path().join("users");
+    htpasswd(&users, "alice", "correct horse");
+    let reg = TestRegistry::start_with(tempfile::tempdir().unwrap(), |config| {
+        config.auth = Some(berth::auth::AuthConfig::new(&users));
+    });
+    let host = reg.host();
+
+    // An image to pull, pushed with skopeo.
+    let layout_dir = work.path().join("layout");
+    let image = layout::write_image(&layout_dir, "v1", 41);
+    let policy = work.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
+    let pushed = run(
+        "skopeo",
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "alice:correct horse",
+            &format!("oci:{}:v1", layout_dir.display()),
+            &format!("docker://{host}/team/app:v1"),
+        ],
+        &[],
+    );
+    assert!(pushed.ok, "{}", pushed.output);
+
+    let dockerd = Dockerd::start();
+    let wrong = dockerd.docker(&["login", "-u", "alice", "-p", "wrong", &host]);
+    assert!(
+        !wrong.ok,
+        "a wrong password must not log in: {}",
+        wrong.output
+    );
+    let login = dockerd.docker(&["login", "-u", "alice", "-p", "correct horse", &host]);
+    assert!(
+        login.ok && login.output.contains("Login Succeeded"),
+        "{}",
+        login.output
+    );
+
+    let source = format!("{host}/team/app:v1");
+    let pulled = dockerd.docker(&["pull", &source]);
+    assert!(pulled.ok, "{}", pulled.output);
+    let id = dockerd.docker(&["image", "inspect", "--format", "{{.Id}}", &source]);
+    assert!(
+        id.ok && id.output.contains(&image.config.digest),
+        "image id is the config {}: {}",
+        image.config.digest,
+        id.output
+    );
+
+    let copy = format!("{host}/team/copy:v2");
+    assert!(dockerd.docker(&["tag", &source, &copy]).ok);
+    let pushed = dockerd.docker(&["push", &copy]);
+    assert!(pushed.ok, "{}", pushed.output);
+    let removed = dockerd.docker(&["rmi", &source, &copy]);
+    assert!(removed.ok, "{}", removed.output);
+    let pulled = dockerd.docker(&["pull", &copy]);
+    assert!(pulled.ok, "the pushed copy pulls back: {}", pulled.output);
+
+    assert!(dockerd.docker(&["logout", &host]).ok);
+    assert!(dockerd.docker(&["rmi", &copy]).ok);
+    let refused = dockerd.docker(&["pull", &copy]);
+    assert!(!refused.ok, "anonymous pulls are off: {}", refused.output);
+}
