@@ -385,3 +385,42 @@ fn a_cancelled_upload_is_unknown_after_a_restart() {
     assert_eq!(resp.status, 201, "{resp:?}");
     assert_blob(&base, "restart/cancel", &data);
 }
+
+/// A cancel cut short by a crash unlinks the upload file before it removes
+/// the session's row. That session must then be gone for every request,
+/// status included: it cannot be continued, and it must not look as if it
+/// could.
+#[test]
+fn a_session_whose_file_is_gone_is_unknown_to_every_request() {
+    let registry = TestRegistry::start();
+    let base = registry.url();
+    let data = http::random_bytes(30_000, 13);
+    let upload = http::start_upload(&base, "restart/lost");
+    must_patch(&upload, 0, &data[..10_000]);
+    let dir = registry.stop();
+    std::fs::remove_file(upload_file(dir.path(), &upload)).expect("the upload file exists");
+
+    let registry = TestRegistry::start_in(dir);
+    let base = registry.url();
+    let upload = on(&base, &upload);
+    assert_error(&http::get(&upload), 404, "BLOB_UPLOAD_UNKNOWN");
+    assert_error(
+        &patch_at(&upload, 10_000, &data[10_000..]),
+        404,
+        "BLOB_UPLOAD_UNKNOWN",
+    );
+    assert_error(
+        &finish(&upload, &http::sha256_digest(&data), &data[10_000..]),
+        404,
+        "BLOB_UPLOAD_UNKNOWN",
+    );
+    assert_eq!(
+        http::head(&http::blob_url(
+            &base,
+            "restart/lost",
+            &http::sha256_digest(&data)
+        ))
+        .status,
+        404
+    );
+}

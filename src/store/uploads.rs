@@ -172,8 +172,23 @@ impl Store {
         Ok((self.load_upload(repo, id)?, guard))
     }
 
+    /// The committed size of an upload. A session whose committed bytes are
+    /// gone (a cancel cut short by a crash unlinks the file before its row)
+    /// is reported gone, as every later request on it would find.
     pub fn upload_offset(&self, repo: &RepoName, id: &str) -> Result<u64> {
-        Ok(self.load_upload(repo, id)?.offset)
+        let row = self.load_upload(repo, id)?;
+        let on_disk = match std::fs::metadata(self.upload_path(id)) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e.into()),
+        };
+        if on_disk < row.offset {
+            if let Some(_busy) = self.try_claim(id) {
+                self.discard_upload(id)?;
+            }
+            return Err(Error::UploadLost);
+        }
+        Ok(row.offset)
     }
 
     /// Streams `body` onto the end of the committed part of an upload file.
