@@ -5,45 +5,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::clients::{Outcome, client_available, htpasswd, run};
 use common::process::{is_root, wait_timeout};
 use common::{TestRegistry, layout};
-
-const TIMEOUT: Duration = Duration::from_secs(180);
-
-struct Outcome {
-    ok: bool,
-    output: String,
-}
-
-fn run(program: &str, args: &[&str], env: &[(&str, &Path)]) -> Outcome {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-    let status = wait_timeout(&mut child, TIMEOUT);
-    let output = child.wait_with_output().expect("output");
-    Outcome {
-        ok: status.is_some_and(|s| s.success()),
-        output: format!(
-            "{program} {}: {status:?}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    }
-}
 
 /// A dockerd of our own, stopped on drop.
 struct Dockerd {
@@ -107,13 +75,9 @@ impl Drop for Dockerd {
     }
 }
 
-/// Whether to run: root with dockerd and skopeo present; CI must have them.
+/// Whether to run: root (to start a dockerd), with docker and skopeo.
 fn docker_available() -> bool {
-    if std::env::var("BERTH_SKIP_CLIENT_TESTS").as_deref() == Ok("1") {
-        println!("skipped: BERTH_SKIP_CLIENT_TESTS=1");
-        return false;
-    }
-    if !is_root() {
+    if !is_root() && std::env::var("BERTH_SKIP_CLIENT_TESTS").as_deref() != Ok("1") {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI runs as root: the docker suite must run there"
@@ -121,37 +85,11 @@ fn docker_available() -> bool {
         println!("skipped: starting a dockerd needs root");
         return false;
     }
-    for program in ["dockerd", "docker", "skopeo"] {
-        let found = Command::new(program)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "{program} is not on PATH (Debian: docker.io, skopeo); set BERTH_SKIP_CLIENT_TESTS=1 to skip"
-        );
-    }
-    true
-}
-
-fn htpasswd(path: &Path, user: &str, password: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["passwd", "--htpasswd"])
-        .arg(path)
-        .arg(user)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("berth passwd");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(password.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "berth passwd");
+    client_available(&[
+        ("dockerd", "docker.io"),
+        ("docker", "docker.io"),
+        ("skopeo", "skopeo"),
+    ])
 }
 
 #[test]

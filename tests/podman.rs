@@ -4,92 +4,37 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::TestRegistry;
+use common::clients::{Outcome, client_available, htpasswd, run};
 use common::layout;
-use common::process::wait_timeout;
-
-const TIMEOUT: Duration = Duration::from_secs(180);
 
 /// podman with its own storage, runtime dir and auth file, all in `dir`.
 struct Podman<'a> {
     dir: &'a Path,
 }
 
-struct Outcome {
-    ok: bool,
-    output: String,
-}
-
 impl Podman<'_> {
     fn run(&self, args: &[&str]) -> Outcome {
-        let mut child = Command::new("podman")
-            .arg("--root")
-            .arg(self.dir.join("root"))
-            .arg("--runroot")
-            .arg(self.dir.join("run"))
-            .args(["--storage-driver", "vfs", "--events-backend", "file"])
-            .args(args)
-            .env("REGISTRY_AUTH_FILE", self.dir.join("auth.json"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn podman");
-        let status = wait_timeout(&mut child, TIMEOUT);
-        let output = child.wait_with_output().expect("podman output");
-        Outcome {
-            ok: status.is_some_and(|s| s.success()),
-            output: format!(
-                "podman {}: {status:?}\n{}{}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        }
+        let (root, runroot) = (self.dir.join("root"), self.dir.join("run"));
+        let mut all = vec![
+            "--root",
+            root.to_str().unwrap(),
+            "--runroot",
+            runroot.to_str().unwrap(),
+            "--storage-driver",
+            "vfs",
+            "--events-backend",
+            "file",
+        ];
+        all.extend_from_slice(args);
+        run(
+            "podman",
+            &all,
+            &[("REGISTRY_AUTH_FILE", &self.dir.join("auth.json"))],
+        )
     }
-}
-
-fn podman_available() -> bool {
-    if std::env::var("BERTH_SKIP_CLIENT_TESTS").as_deref() == Ok("1") {
-        println!("skipped: BERTH_SKIP_CLIENT_TESTS=1");
-        return false;
-    }
-    let found = Command::new("podman")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "podman is not on PATH (Debian: `apt-get install -y podman`); set \
-         BERTH_SKIP_CLIENT_TESTS=1 to skip the real-client tests"
-    );
-    true
-}
-
-/// An htpasswd file with one user, written by `berth passwd`.
-fn htpasswd(path: &Path, user: &str, password: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["passwd", "--htpasswd"])
-        .arg(path)
-        .arg(user)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("berth passwd");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(password.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "berth passwd");
 }
 
 /// A lowercase scratch directory, removed on drop.
@@ -111,7 +56,7 @@ impl Drop for Lowercase {
 
 #[test]
 fn podman_logs_in_pushes_and_pulls_through_auth() {
-    if !podman_available() {
+    if !client_available(&[("podman", "podman")]) {
         return;
     }
     let work = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! Shared by the integration test crates; each uses only part of it.
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod http;
 pub mod layout;
 pub mod process;
