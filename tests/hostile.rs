@@ -998,7 +998,8 @@ fn two_thousand_idle_connections_do_not_starve_a_new_client() {
 }
 
 /// With `header_timeout` = 1 s, 2,000 connections that never send a byte are closed by the
-/// server within 5 s.
+/// server within 15 s (a generous bound: the property is that they close at all, and a busy
+/// CI machine accepts 2,000 connections slowly).
 #[test]
 fn silent_connections_are_closed_after_the_header_timeout() {
     let reg = TestRegistry::start_with(tempfile::tempdir().unwrap(), |c| {
@@ -1009,14 +1010,14 @@ fn silent_connections_are_closed_after_the_header_timeout() {
     let n = idle_count(2000);
     let opened = Instant::now();
     let mut idle = open_idle(reg.addr, n, b"");
-    let closed = count_closed(&mut idle, opened + Duration::from_secs(5));
-    println!("{closed} of {n} silent connections closed within 5 s");
+    let closed = count_closed(&mut idle, opened + Duration::from_secs(15));
+    println!("{closed} of {n} silent connections closed within 15 s");
     sentinel.check(&base);
     drop(idle);
     assert_eq!(
         closed, n,
         "header_timeout is 1 s, yet only {closed} of {n} connections that sent nothing were \
-         closed within 5 s"
+         closed within 15 s"
     );
 }
 
