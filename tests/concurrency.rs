@@ -14,17 +14,16 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Barrier;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::TestRegistry;
 use common::http::{self, Response, assert_error};
 use common::layout;
+use common::skopeo::Skopeo;
 use serde_json::json;
 
 const OCTETS: (&str, &str) = ("Content-Type", "application/octet-stream");
@@ -514,108 +513,6 @@ fn images_sharing_layers_pushed_at_once() {
 }
 
 // ---- the same with skopeo ---------------------------------------------------------------
-
-const SKOPEO_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// skopeo with a private policy (accept anything) and an empty auth file, as in
-/// `tests/skopeo.rs`.
-struct Skopeo {
-    dir: tempfile::TempDir,
-}
-
-struct Run {
-    command: String,
-    status: Option<ExitStatus>,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        let status = match self.status {
-            Some(s) => s.to_string(),
-            None => format!("killed after {} s", SKOPEO_TIMEOUT.as_secs()),
-        };
-        format!(
-            "`{}`: {status}\n--- stderr ---\n{}",
-            self.command,
-            self.stderr.trim_end()
-        )
-    }
-}
-
-impl Skopeo {
-    /// `None` when client tests are skipped (BERTH_SKIP_CLIENT_TESTS=1); panics when skopeo
-    /// is missing otherwise.
-    fn new(test: &str) -> Option<Skopeo> {
-        if std::env::var("BERTH_SKIP_CLIENT_TESTS").as_deref() == Ok("1") {
-            println!("skipped {test}: BERTH_SKIP_CLIENT_TESTS=1");
-            return None;
-        }
-        let found = Command::new("skopeo")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "skopeo is not on PATH: the real-client tests need it (Debian: `apt-get install -y \
-             skopeo`); set BERTH_SKIP_CLIENT_TESTS=1 to skip them"
-        );
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(
-            dir.path().join("policy.json"),
-            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("auth.json"), "{}").unwrap();
-        Some(Skopeo { dir })
-    }
-
-    /// Runs `skopeo --policy <ours> <args>`, killing it after [`SKOPEO_TIMEOUT`]; asserts
-    /// that it succeeded.
-    fn ok(&self, args: &[&str]) -> Run {
-        let mut child = Command::new("skopeo")
-            .arg("--policy")
-            .arg(self.dir.path().join("policy.json"))
-            .args(args)
-            .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn skopeo {}: {e}", args.join(" ")));
-        let mut err = child.stderr.take().unwrap();
-        let err = thread::spawn(move || {
-            let mut buf = Vec::new();
-            err.read_to_end(&mut buf).ok();
-            buf
-        });
-        let deadline = Instant::now() + SKOPEO_TIMEOUT;
-        let status = loop {
-            match child.try_wait().expect("wait for skopeo") {
-                Some(status) => break Some(status),
-                None if Instant::now() >= deadline => {
-                    child.kill().ok();
-                    child.wait().ok();
-                    break None;
-                }
-                None => thread::sleep(Duration::from_millis(20)),
-            }
-        };
-        let run = Run {
-            command: format!("skopeo {}", args.join(" ")),
-            status,
-            stderr: String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
-        };
-        assert!(
-            run.status.is_some_and(|s| s.success()),
-            "skopeo failed: {}",
-            run.describe()
-        );
-        run
-    }
-}
 
 /// Runs `work(i)` for `0..n` on `n` threads at once; panics naming the ones that failed.
 fn all_at_once(n: usize, work: impl Fn(usize) + Sync) {

@@ -4,150 +4,28 @@
 //! The images are built offline by `common::layout` (deterministic per seed). skopeo must be
 //! on PATH (`apt-get install -y skopeo`): without it these tests fail, unless
 //! `BERTH_SKIP_CLIENT_TESTS=1` is set, in which case they say so and pass.
-//! Every skopeo call is killed after 120 s; a failed call shows its stderr.
+//! Every skopeo call is killed after a deadline; a failed call shows its stderr.
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use common::TestRegistry;
 use common::layout::{self, Compression, LayoutWriter};
+use common::skopeo::{Run, Skopeo};
 use serde_json::Value;
 
-const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// skopeo with a private policy (accept anything) and an empty auth file, so nothing on the
-/// machine (policy, stored credentials) changes what the tests see.
-struct Skopeo {
-    dir: tempfile::TempDir,
+/// What these tests ask of skopeo, beyond running it.
+trait SkopeoSteps {
+    fn raw_manifest(&self, reference: &str) -> Vec<u8>;
+    fn inspect(&self, globals: &[&str], reference: &str) -> Value;
+    fn tags(&self, repository: &str) -> BTreeSet<String>;
+    fn push(&self, dir: &Path, name: &str, dest: &str, all: bool) -> Run;
+    fn pull(&self, globals: &[&str], src: &str, dir: &Path, name: &str, all: bool) -> Run;
 }
 
-struct Run {
-    command: String,
-    status: Option<ExitStatus>,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Run {
-    fn succeeded(&self) -> bool {
-        self.status.is_some_and(|s| s.success())
-    }
-
-    fn describe(&self) -> String {
-        let status = match self.status {
-            Some(s) => s.to_string(),
-            None => format!("killed after {} s", TIMEOUT.as_secs()),
-        };
-        format!(
-            "`{}`: {status}\n--- stderr ---\n{}\n--- stdout ---\n{}",
-            self.command,
-            self.stderr.trim_end(),
-            String::from_utf8_lossy(&self.stdout).trim_end(),
-        )
-    }
-}
-
-impl Skopeo {
-    /// `None` when the tests are to be skipped (BERTH_SKIP_CLIENT_TESTS=1); panics when skopeo
-    /// is missing otherwise.
-    fn new(test: &str) -> Option<Skopeo> {
-        if std::env::var("BERTH_SKIP_CLIENT_TESTS").as_deref() == Ok("1") {
-            println!("skipped {test}: BERTH_SKIP_CLIENT_TESTS=1");
-            return None;
-        }
-        let found = Command::new("skopeo")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "skopeo is not on PATH: the real-client tests need it (Debian: `apt-get install -y \
-             skopeo`); set BERTH_SKIP_CLIENT_TESTS=1 to skip them"
-        );
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(
-            dir.path().join("policy.json"),
-            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("auth.json"), "{}").unwrap();
-        Some(Skopeo { dir })
-    }
-
-    /// Runs `skopeo --policy <ours> <args>`, killing it after [`TIMEOUT`].
-    fn run(&self, args: &[&str]) -> Run {
-        let policy = self.dir.path().join("policy.json");
-        let mut cmd = Command::new("skopeo");
-        cmd.arg("--policy")
-            .arg(&policy)
-            .args(args)
-            .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let command = format!("skopeo {}", args.join(" "));
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {command}: {e}"));
-        let mut out = child.stdout.take().unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let out = thread::spawn(move || {
-            let mut buf = Vec::new();
-            out.read_to_end(&mut buf).ok();
-            buf
-        });
-        let err = thread::spawn(move || {
-            let mut buf = Vec::new();
-            err.read_to_end(&mut buf).ok();
-            buf
-        });
-        let deadline = Instant::now() + TIMEOUT;
-        let status = loop {
-            match child.try_wait().expect("wait for skopeo") {
-                Some(status) => break Some(status),
-                None if Instant::now() >= deadline => {
-                    child.kill().ok();
-                    child.wait().ok();
-                    break None;
-                }
-                None => thread::sleep(Duration::from_millis(20)),
-            }
-        };
-        Run {
-            command,
-            status,
-            stdout: out.join().unwrap(),
-            stderr: String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
-        }
-    }
-
-    /// Runs and insists on success; returns the whole run (stdout and stderr).
-    fn ok(&self, args: &[&str]) -> Run {
-        let run = self.run(args);
-        assert!(run.succeeded(), "skopeo failed: {}", run.describe());
-        run
-    }
-
-    /// Runs and insists on failure (not a timeout); returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let run = self.run(args);
-        assert!(run.status.is_some(), "skopeo hung: {}", run.describe());
-        assert!(
-            !run.succeeded(),
-            "skopeo should have failed: {}",
-            run.describe()
-        );
-        run.stderr
-    }
-
+impl SkopeoSteps for Skopeo {
     fn raw_manifest(&self, reference: &str) -> Vec<u8> {
         self.ok(&["inspect", "--raw", "--tls-verify=false", reference])
             .stdout

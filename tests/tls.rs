@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use berth::config::TlsConfig;
 use common::layout;
+use common::skopeo::Skopeo;
 use serde_json::Value;
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
@@ -768,105 +769,21 @@ impl Drop for Served {
     }
 }
 
-/// skopeo with a private policy and an empty auth file.
-struct Skopeo {
-    dir: tempfile::TempDir,
+/// skopeo failing for the right reason, so a TLS failure cannot pass for
+/// an auth one.
+trait FailsBecause {
+    fn fails_because(&self, args: &[&str], why: &[&str]) -> String;
 }
 
-struct SkopeoRun {
-    command: String,
-    status: Option<ExitStatus>,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl SkopeoRun {
-    fn describe(&self) -> String {
-        format!(
-            "`{}`: {:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
-            self.command,
-            self.status,
-            self.stderr.trim_end(),
-            String::from_utf8_lossy(&self.stdout).trim_end()
-        )
-    }
-}
-
-impl Skopeo {
-    fn new(test: &str) -> Option<Skopeo> {
-        if std::env::var("BERTH_SKIP_CLIENT_TESTS").as_deref() == Ok("1") {
-            println!("skipped {test}: BERTH_SKIP_CLIENT_TESTS=1");
-            return None;
-        }
-        let found = Command::new("skopeo")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "skopeo is not on PATH (Debian: apt-get install -y skopeo); \
-             set BERTH_SKIP_CLIENT_TESTS=1 to skip the real-client tests"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("policy.json"),
-            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("auth.json"), "{}").unwrap();
-        Some(Skopeo { dir })
-    }
-
-    fn run(&self, args: &[&str]) -> SkopeoRun {
-        let mut cmd = Command::new("skopeo");
-        cmd.arg("--policy")
-            .arg(self.dir.path().join("policy.json"))
-            .args(args)
-            .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"));
-        let (status, stdout, stderr) = run(cmd, b"");
-        SkopeoRun {
-            command: format!("skopeo {}", args.join(" ")),
-            status,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn ok(&self, args: &[&str]) -> SkopeoRun {
-        let run = self.run(args);
-        assert!(
-            run.status.is_some_and(|s| s.success()),
-            "skopeo failed: {}",
-            run.describe()
-        );
-        run
-    }
-
-    /// Runs, insists on failure (not a timeout), and on one of `why` (lower
-    /// case) in stderr, so a TLS failure cannot pass for an auth one.
-    fn fails(&self, args: &[&str], why: &[&str]) -> String {
-        let run = self.run(args);
-        assert!(run.status.is_some(), "skopeo hung: {}", run.describe());
-        assert!(
-            !run.status.unwrap().success(),
-            "skopeo should have failed: {}",
-            run.describe()
-        );
-        let lower = run.stderr.to_lowercase();
+impl FailsBecause for Skopeo {
+    fn fails_because(&self, args: &[&str], why: &[&str]) -> String {
+        let stderr = self.fails(args);
+        let lower = stderr.to_lowercase();
         assert!(
             why.iter().any(|w| lower.contains(w)),
-            "skopeo failed, but not with any of {why:?}: {}",
-            run.describe()
+            "skopeo failed, but not with any of {why:?}: {stderr}"
         );
-        run.stderr
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let run = self.ok(args);
-        serde_json::from_slice(&run.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.describe()))
+        stderr
     }
 }
 
@@ -971,7 +888,7 @@ fn skopeo_pushes_pulls_and_deletes_through_auth_and_tls() {
     layout::assert_copy_matches(&path("back"), "v1", &image.manifest, &image.blobs());
 
     // bob may pull, not push.
-    skopeo.fails(
+    skopeo.fails_because(
         &[
             "copy",
             "--dest-creds",
@@ -984,8 +901,8 @@ fn skopeo_pushes_pulls_and_deletes_through_auth_and_tls() {
         DENIED,
     );
     // No credentials, wrong password: no pull.
-    skopeo.fails(&["inspect", "--cert-dir", cert_dir, &v1], UNAUTHORIZED);
-    skopeo.fails(
+    skopeo.fails_because(&["inspect", "--cert-dir", cert_dir, &v1], UNAUTHORIZED);
+    skopeo.fails_because(
         &[
             "inspect",
             "--creds",
@@ -997,7 +914,7 @@ fn skopeo_pushes_pulls_and_deletes_through_auth_and_tls() {
         UNAUTHORIZED,
     );
     // Without the CA the certificate is not trusted.
-    skopeo.fails(
+    skopeo.fails_because(
         &["inspect", "--creds", &alice, &v1],
         &["x509", "certificate"],
     );
@@ -1039,7 +956,7 @@ fn skopeo_pushes_pulls_and_deletes_through_auth_and_tls() {
         &anon,
     ]);
     layout::assert_copy_matches(&path("anonymous"), "v1", &image.manifest, &image.blobs());
-    skopeo.fails(
+    skopeo.fails_because(
         &[
             "copy",
             "--dest-cert-dir",
@@ -1051,7 +968,7 @@ fn skopeo_pushes_pulls_and_deletes_through_auth_and_tls() {
     );
 
     skopeo.ok(&["delete", "--creds", &alice, "--cert-dir", cert_dir, &v1]);
-    skopeo.fails(
+    skopeo.fails_because(
         &["inspect", "--creds", &alice, "--cert-dir", cert_dir, &v1],
         &["manifest unknown", "not found", "404"],
     );

@@ -1,9 +1,9 @@
 //! Running real clients (podman, docker) from tests: the skip convention,
 //! commands with a deadline, and users for auth.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use super::process::wait_timeout;
@@ -43,27 +43,51 @@ pub struct Outcome {
 /// Runs `program args` with `env`, killed after [`CLIENT_TIMEOUT`].
 pub fn run(program: &str, args: &[&str], env: &[(&str, &Path)]) -> Outcome {
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-    let status = wait_timeout(&mut child, CLIENT_TIMEOUT);
-    let output = child.wait_with_output().expect("client output");
+    let (status, stdout, stderr) = run_command(cmd);
     Outcome {
         ok: status.is_some_and(|s| s.success()),
         output: format!(
             "{program} {}: {status:?}\n{}{}",
             args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
         ),
     }
+}
+
+/// Runs a command with no input, reading its output as it comes (so a
+/// chatty client never blocks on a full pipe); kills it after
+/// [`CLIENT_TIMEOUT`], when the status is `None`.
+pub fn run_command(mut cmd: Command) -> (Option<ExitStatus>, Vec<u8>, Vec<u8>) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            pipe.read_to_end(&mut buf).ok();
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+    let status = wait_timeout(&mut child, CLIENT_TIMEOUT);
+    if status.is_none() {
+        child.kill().ok();
+        child.wait().ok();
+    }
+    (
+        status,
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    )
 }
 
 /// Adds a user to an htpasswd file with `berth passwd`.

@@ -5,6 +5,7 @@ pub mod clients;
 pub mod http;
 pub mod layout;
 pub mod process;
+pub mod skopeo;
 
 use std::net::SocketAddr;
 
