@@ -10,15 +10,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth::config::TlsConfig;
 use common::layout;
+use common::process::wait_timeout;
 use common::skopeo::Skopeo;
 use serde_json::Value;
 
@@ -29,19 +29,6 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------
 // Processes
-
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// Runs a command to its end (killed after [`TIMEOUT`]) with `stdin` fed
 /// in; stdout and stderr are collected. `None` status: it was killed.
@@ -695,38 +682,7 @@ struct Served {
 impl Served {
     fn start(args: &[&str], log: &Path) -> Served {
         let log_file = std::fs::File::create(log).unwrap();
-        let mut child = Command::new(BERTH)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .expect("spawn berth serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(Ok(line))) => line,
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "berth serve printed no address ({other:?}); log:\n{}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-        };
-        let url = line
-            .strip_prefix("berth listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .trim()
-            .to_owned();
+        let (child, url) = common::process::spawn_serve(args, "info", log_file, log);
         Served {
             child: Some(child),
             url,

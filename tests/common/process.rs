@@ -5,6 +5,7 @@
 //! Every wait here is bounded, so a server that never prints its address or
 //! never exits fails the test instead of hanging it.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -40,43 +41,18 @@ impl ServerProcess {
             .append(true)
             .open(log)
             .expect("open server log");
-        let mut child = Command::new(BERTH)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .expect("spawn berth serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next();
-            let _ = tx.send(first);
-            // Keep draining so the child never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(Some(Ok(line))) => line,
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "berth serve over {} printed no address line ({other:?}); log:\n{}",
-                    data.display(),
-                    tail(log)
-                );
-            }
-        };
-        let addr = line
-            .strip_prefix("berth listening on http://")
-            .and_then(|a| a.trim().parse().ok())
+        let data_arg = [OsStr::new("--data"), data.as_os_str()];
+        let (mut child, url) = spawn_serve(data_arg, "info", log_file, log);
+        let addr = url
+            .strip_prefix("http://")
+            .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("unexpected first line from berth serve: {line:?}")
+                panic!(
+                    "berth serve over {} is not plain HTTP: {url:?}",
+                    data.display()
+                )
             });
         ServerProcess {
             addr,
@@ -133,6 +109,57 @@ impl Drop for ServerProcess {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// Starts `berth serve --listen 127.0.0.1:0 ARGS` with `RUST_LOG` set and
+/// its stderr in `log_file` (whose path is `log`), and waits for the
+/// `berth listening on URL` line; returns the child and the URL. Panics,
+/// after killing the child, if the line does not come.
+pub fn spawn_serve<A: AsRef<OsStr>>(
+    args: impl IntoIterator<Item = A>,
+    rust_log: &str,
+    log_file: File,
+    log: &Path,
+) -> (Child, String) {
+    let mut child = Command::new(BERTH)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", rust_log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .expect("spawn berth serve");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        // Keep draining so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let line = match rx.recv_timeout(START_TIMEOUT) {
+        Ok(Some(Ok(line))) => line,
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "berth serve printed no address line ({other:?}); log:\n{}",
+                tail(log)
+            );
+        }
+    };
+    match line.strip_prefix("berth listening on ") {
+        Some(url) => {
+            let url = url.trim().to_owned();
+            (child, url)
+        }
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("unexpected first line from berth serve: {line:?}")
         }
     }
 }
