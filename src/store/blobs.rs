@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use redb::{ReadableDatabase, ReadableTable};
 
@@ -86,31 +86,42 @@ impl Store {
     /// under its digest lock, where no finish can be half done.
     pub fn remove_orphan_blobs(&self) -> Result<usize> {
         let mut removed = 0;
-        for dir in std::fs::read_dir(self.root.join("blobs").join("sha256"))? {
-            let dir = dir?;
-            if !dir.file_type()?.is_dir() {
+        for (path, digest) in self.blob_files()? {
+            let Some(digest) = digest else {
+                log::warn!("unexpected file {} left alone", path.display());
                 continue;
-            }
-            for file in std::fs::read_dir(dir.path())? {
-                let file = file?;
-                let name = file.file_name();
-                let digest = name
-                    .to_str()
-                    .and_then(|hex| Digest::parse(&format!("sha256:{hex}")));
-                let Some(digest) = digest else {
-                    log::warn!("unexpected file {} left alone", file.path().display());
-                    continue;
-                };
-                let _guard = self.lock_digest(&digest);
-                let txn = self.db()?.begin_read()?;
-                if txn.open_table(meta::BLOBS)?.get(digest.as_str())?.is_none() {
-                    log::info!("removing orphaned blob file {}", file.path().display());
-                    remove_if_present(&file.path())?;
-                    removed += 1;
-                }
+            };
+            let _guard = self.lock_digest(&digest);
+            let txn = self.db()?.begin_read()?;
+            if txn.open_table(meta::BLOBS)?.get(digest.as_str())?.is_none() {
+                log::info!("removing orphaned blob file {}", path.display());
+                remove_if_present(&path)?;
+                removed += 1;
             }
         }
         Ok(removed)
+    }
+
+    /// Every file under `blobs/sha256/`, with the digest its name spells;
+    /// `None` for anything that is not a blob file in a shard directory.
+    pub(super) fn blob_files(&self) -> Result<Vec<(PathBuf, Option<Digest>)>> {
+        let mut files = Vec::new();
+        for shard in std::fs::read_dir(self.root.join("blobs").join("sha256"))? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                files.push((shard.path(), None));
+                continue;
+            }
+            for file in std::fs::read_dir(shard.path())? {
+                let file = file?;
+                let digest = file
+                    .file_name()
+                    .to_str()
+                    .and_then(|hex| Digest::parse(&format!("sha256:{hex}")));
+                files.push((file.path(), digest));
+            }
+        }
+        Ok(files)
     }
 
     /// Makes a verified upload file the blob `digest`: fsync, link into

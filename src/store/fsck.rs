@@ -118,38 +118,19 @@ impl Store {
     }
 
     fn find_orphans(&self, check: &mut Check) -> Result<()> {
+        let orphans = self.orphan_uploads()?;
+        check
+            .findings
+            .extend(orphans.into_iter().map(Finding::OrphanFile));
         let txn = self.db()?.begin_read()?;
-        let uploads = txn.open_table(meta::UPLOADS)?;
-        for entry in std::fs::read_dir(self.root.join("uploads"))? {
-            let entry = entry?;
-            let owned = match entry.file_name().to_str() {
-                Some(id) => uploads.get(id)?.is_some(),
+        let blobs = txn.open_table(meta::BLOBS)?;
+        for (path, digest) in self.blob_files()? {
+            let owned = match digest {
+                Some(d) => blobs.get(d.as_str())?.is_some(),
                 None => false,
             };
             if !owned {
-                check.findings.push(Finding::OrphanFile(entry.path()));
-            }
-        }
-        let blobs = txn.open_table(meta::BLOBS)?;
-        for dir in std::fs::read_dir(self.root.join("blobs").join("sha256"))? {
-            let dir = dir?;
-            if !dir.file_type()?.is_dir() {
-                check.findings.push(Finding::OrphanFile(dir.path()));
-                continue;
-            }
-            for file in std::fs::read_dir(dir.path())? {
-                let file = file?;
-                let digest = file
-                    .file_name()
-                    .to_str()
-                    .and_then(|hex| Digest::parse(&format!("sha256:{hex}")));
-                let owned = match digest {
-                    Some(d) => blobs.get(d.as_str())?.is_some(),
-                    None => false,
-                };
-                if !owned {
-                    check.findings.push(Finding::OrphanFile(file.path()));
-                }
+                check.findings.push(Finding::OrphanFile(path));
             }
         }
         Ok(())

@@ -185,21 +185,29 @@ impl Store {
     }
 
     fn remove_orphan_uploads(&self) -> Result<()> {
+        for path in self.orphan_uploads()? {
+            log::info!("removing orphaned upload file {}", path.display());
+            std::fs::remove_file(path)?;
+        }
+        Ok(())
+    }
+
+    /// Files under `uploads/` that no upload row owns.
+    fn orphan_uploads(&self) -> Result<Vec<PathBuf>> {
         let txn = self.db()?.begin_read()?;
         let uploads = txn.open_table(meta::UPLOADS)?;
+        let mut orphans = Vec::new();
         for entry in std::fs::read_dir(self.root.join("uploads"))? {
             let entry = entry?;
-            let name = entry.file_name();
-            let owned = match name.to_str() {
+            let owned = match entry.file_name().to_str() {
                 Some(id) => uploads.get(id)?.is_some(),
                 None => false,
             };
             if !owned {
-                log::info!("removing orphaned upload file {}", entry.path().display());
-                std::fs::remove_file(entry.path())?;
+                orphans.push(entry.path());
             }
         }
-        Ok(())
+        Ok(orphans)
     }
 
     fn db(&self) -> Result<Arc<Database>> {
