@@ -33,9 +33,6 @@ pub struct Referrer {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
-/// Upper bound for a tuple-key range over one repository.
-const MAX_STR: &str = "\u{10FFFF}";
-
 /// Up to `n` names from a sorted run that starts at `last` (which is
 /// skipped), and whether more follow.
 fn page(
@@ -183,7 +180,7 @@ impl Store {
                         None => return Err(Error::ManifestUnknown),
                     };
                     manifests.remove((r, d))?;
-                    tags.retain_in((r, "")..=(r, MAX_STR), |_, target| target != d)?;
+                    tags.retain_in((r, "")..=(r, meta::MAX_STR), |_, target| target != d)?;
                     let mut refs = txn.open_table(meta::BLOB_REFS)?;
                     for blob in &row.blobs {
                         refs.remove((blob.as_str(), r, d))?;
@@ -213,12 +210,16 @@ impl Store {
         // names one); one that holds only blobs is as unknown here as one
         // never pushed to.
         let manifests = txn.open_table(meta::MANIFESTS)?;
-        if manifests.range((r, "")..=(r, MAX_STR))?.next().is_none() {
+        if manifests
+            .range((r, "")..=(r, meta::MAX_STR))?
+            .next()
+            .is_none()
+        {
             return Err(Error::NameUnknown);
         }
         let start = last.unwrap_or("");
         let names = tags
-            .range((r, start)..=(r, MAX_STR))?
+            .range((r, start)..=(r, meta::MAX_STR))?
             .map(|entry| Ok(entry?.0.value().1.to_owned()));
         page(names, last, n)
     }
@@ -254,7 +255,7 @@ impl Store {
         let edges = txn.open_table(meta::REFERRERS)?;
         let manifests = txn.open_table(meta::MANIFESTS)?;
         let mut out = Vec::new();
-        for entry in edges.range((r, s, "")..=(r, s, MAX_STR))? {
+        for entry in edges.range((r, s, "")..=(r, s, meta::MAX_STR))? {
             let (key, _) = entry?;
             let digest = key.value().2;
             let Some(row) = manifests.get((r, digest))? else {

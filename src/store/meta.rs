@@ -26,6 +26,10 @@ pub const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags
 /// (repository, subject digest, referrer digest): the referrers relation.
 pub const REFERRERS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("referrers");
 
+/// Sorts after every string a key holds: the upper bound of a tuple-key
+/// range over one prefix, such as one repository's tags.
+pub const MAX_STR: &str = "\u{10FFFF}";
+
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct UploadRow {
     pub repo: String,

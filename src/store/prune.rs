@@ -13,8 +13,6 @@ use super::meta::{self, BlobRow, ManifestRow, UploadRow};
 use super::{Result, Store};
 use crate::oci::Digest;
 
-/// Upper bound for a tuple-key range over one prefix.
-const MAX_STR: &str = "\u{10FFFF}";
 /// Rows handled per write transaction: small enough that a push waiting
 /// for the write lock waits milliseconds, not the whole prune.
 const BATCH: usize = 500;
@@ -270,7 +268,7 @@ fn prune_repo_manifests(
     let mut tags_table = txn.open_table(meta::TAGS)?;
 
     let mut rows: BTreeMap<String, ManifestRow> = BTreeMap::new();
-    for entry in manifests_table.range((repo, "")..=(repo, MAX_STR))? {
+    for entry in manifests_table.range((repo, "")..=(repo, meta::MAX_STR))? {
         let (key, value) = entry?;
         rows.insert(key.value().1.to_owned(), meta::decode(value.value())?);
     }
@@ -278,7 +276,7 @@ fn prune_repo_manifests(
         return Ok(false);
     }
     let mut tags: HashMap<String, Vec<String>> = HashMap::new();
-    for entry in tags_table.range((repo, "")..=(repo, MAX_STR))? {
+    for entry in tags_table.range((repo, "")..=(repo, meta::MAX_STR))? {
         let (key, target) = entry?;
         tags.entry(target.value().to_owned())
             .or_default()
@@ -377,14 +375,14 @@ fn sweep_batch(txn: &WriteTransaction, digests: &[String], cutoff: u64) -> Resul
             continue;
         }
         let mut linked: Vec<(String, u64)> = Vec::new();
-        for entry in links.range((d, "")..=(d, MAX_STR))? {
+        for entry in links.range((d, "")..=(d, meta::MAX_STR))? {
             let (key, at) = entry?;
             linked.push((key.value().1.to_owned(), at.value()));
         }
         let mut remaining = 0;
         for (repo, at) in linked {
             let needed = refs
-                .range((d, repo.as_str(), "")..=(d, repo.as_str(), MAX_STR))?
+                .range((d, repo.as_str(), "")..=(d, repo.as_str(), meta::MAX_STR))?
                 .next()
                 .is_some();
             if needed || at > cutoff {
