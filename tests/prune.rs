@@ -443,3 +443,67 @@ fn pushes_racing_prunes_never_leave_a_manifest_without_its_blobs() {
         assert_blob(&base, "race", shared);
     }
 }
+
+/// An artifact pushed before (or without) its subject, as OCI 1.1 allows:
+/// one tagged, one not.
+fn subjectless_artifacts(base: &str) -> (String, String, Vec<u8>) {
+    let absent = build_image(40);
+    let blob = b"a signature that arrived first".to_vec();
+    push_blob(base, "early", &blob);
+    push_blob(base, "early", b"{}");
+    let artifact = |kind: &str| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": kind,
+            "config": descriptor(OCI_EMPTY, b"{}"),
+            "layers": [descriptor("application/octet-stream", &blob)],
+            "subject": absent.descriptor(),
+        }))
+        .unwrap()
+    };
+    let tagged = push_manifest(
+        base,
+        "early",
+        "sig",
+        OCI_MANIFEST,
+        &artifact("application/vnd.example.tagged"),
+    );
+    let untagged_body = artifact("application/vnd.example.untagged");
+    let untagged = push_manifest(
+        base,
+        "early",
+        &sha256_digest(&untagged_body),
+        OCI_MANIFEST,
+        &untagged_body,
+    );
+    (tagged, untagged, blob)
+}
+
+#[test]
+fn a_tag_is_a_root_even_on_an_artifact_whose_subject_is_absent() {
+    for args in [&["--grace", "0s"][..], &["--grace", "0s", "--untagged"][..]] {
+        let (reg, (tagged, untagged, blob), output) =
+            pushed_then_pruned(args, subjectless_artifacts);
+        let base = reg.url();
+        assert_eq!(
+            manifest_status(&base, "early", "sig"),
+            200,
+            "{args:?}: {output}"
+        );
+        assert_eq!(manifest_status(&base, "early", &tagged), 200, "{args:?}");
+        assert_blob(&base, "early", &blob);
+        // Without --untagged nothing unexpired goes, referrer or not; with
+        // it, an untagged artifact lives only while its subject does.
+        let untagged_status = if args.contains(&"--untagged") {
+            404
+        } else {
+            200
+        };
+        assert_eq!(
+            manifest_status(&base, "early", &untagged),
+            untagged_status,
+            "{args:?}: {output}"
+        );
+    }
+}

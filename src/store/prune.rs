@@ -253,8 +253,7 @@ impl Changes for bool {
 /// Decides, inside one repository's write transaction, which manifests stay.
 /// Kept: every manifest younger than the grace period; every manifest that
 /// has not expired and is tagged (or any, without the untagged policy); the
-/// children of a kept index; the referrers of a kept manifest that have not
-/// expired themselves. Everything else goes, with its tags and edges.
+/// children of a kept index; the unexpired referrers of a kept manifest. Everything else goes, with its tags and edges.
 fn prune_repo_manifests(
     txn: &WriteTransaction,
     repo: &str,
@@ -290,15 +289,17 @@ fn prune_repo_manifests(
     }
 
     let expired = |row: &ManifestRow| expiry_cutoff.is_some_and(|cutoff| row.created <= cutoff);
-    // Referrers are judged by their subject, not by tags: they rarely have one.
-    let stands_alone = |digest: &str, row: &ManifestRow| {
-        !expired(row) && (tags.contains_key(digest) || !policy.untagged || row.subject.is_some())
+    // A tag is always a root, and without the untagged policy so is every
+    // unexpired manifest, referrer or not: OCI lets an artifact arrive
+    // before its subject, or without one.
+    let root = |digest: &str, row: &ManifestRow| {
+        row.created > grace_cutoff
+            || (!expired(row) && (tags.contains_key(digest) || !policy.untagged))
     };
     let mut kept: BTreeSet<&str> = BTreeSet::new();
     let mut queue: VecDeque<&str> = VecDeque::new();
     for (digest, row) in &rows {
-        let young = row.created > grace_cutoff;
-        if young || (row.subject.is_none() && stands_alone(digest, row)) {
+        if root(digest, row) {
             queue.push_back(digest);
         }
     }
@@ -312,8 +313,9 @@ fn prune_repo_manifests(
                 queue.push_back(child);
             }
         }
+        // An untagged referrer lives while its subject does.
         for &referrer in referrers.get(digest).into_iter().flatten() {
-            if stands_alone(referrer, &rows[referrer]) {
+            if !expired(&rows[referrer]) {
                 queue.push_back(referrer);
             }
         }
