@@ -20,6 +20,23 @@ pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates `dir` and any missing parents, syncing the parent of each one it
+/// creates, so that once this returns a power cut cannot take them away.
+pub(super) fn create_dirs_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        create_dirs_durable(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => fsync_dir(parent.unwrap_or(Path::new("."))),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl Store {
     /// The size of a blob, if `repo` may serve it.
     pub fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
@@ -136,23 +153,32 @@ impl Store {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<()> {
-        let _guard = self.lock_digest(digest);
-        let exists = {
+        let exists = || -> Result<bool> {
             let txn = self.db()?.begin_read()?;
-            txn.open_table(meta::BLOBS)?.get(digest.as_str())?.is_some()
+            Ok(txn.open_table(meta::BLOBS)?.get(digest.as_str())?.is_some())
         };
+        // A long sync happens before the stripe lock, so it holds up no
+        // other blob of the stripe; only a blob that vanished meanwhile is
+        // synced under the lock.
+        let mut synced = false;
+        if !exists()? {
+            upload_file.sync_all()?;
+            synced = true;
+        }
+        let _guard = self.lock_digest(digest);
         let upload_path = self.upload_path(upload_id);
         let mut sync_dir = None;
-        if exists {
+        if exists()? {
             drop(upload_file);
         } else {
-            upload_file.sync_all()?;
-            drop(upload_file);
-            let dir = self.blob_dir(digest);
-            if !dir.exists() {
-                std::fs::create_dir_all(&dir)?;
-                fsync_dir(dir.parent().expect("blob dirs have parents"))?;
+            if !synced {
+                upload_file.sync_all()?;
             }
+            drop(upload_file);
+            // Every digest of a shard takes the same stripe lock, so a
+            // shard directory is synced before any link into it is trusted.
+            let dir = self.blob_dir(digest);
+            create_dirs_durable(&dir)?;
             // A hard link, not a rename: until the commit below, the upload
             // keeps its file, so a crash here leaves it resumable (and the
             // blob file an orphan that start-up sweeps).

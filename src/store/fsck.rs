@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use redb::{ReadableDatabase, ReadableTable};
 use sha2::{Digest as _, Sha256};
 
-use super::blobs::remove_if_present;
+use super::blobs::{create_dirs_durable, fsync_dir, remove_if_present};
 use super::meta::{self, BlobRow, ManifestRow};
 use super::{Result, Store};
 use crate::oci::Digest;
@@ -188,8 +188,10 @@ impl Store {
                     txn.commit()?;
                     let path = self.blob_path(digest);
                     if path.exists() {
-                        std::fs::create_dir_all(&quarantine)?;
+                        create_dirs_durable(&quarantine)?;
                         std::fs::rename(&path, quarantine.join(digest.hex()))?;
+                        fsync_dir(&quarantine)?;
+                        fsync_dir(path.parent().expect("blob files have a shard"))?;
                     }
                 }
                 Finding::DanglingManifest { .. } => continue,

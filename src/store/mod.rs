@@ -156,8 +156,8 @@ impl Store {
     /// Opens without touching anything a crash may have left behind, for
     /// checks that must report it first.
     pub fn open_unrepaired(root: &Path) -> Result<Store> {
-        std::fs::create_dir_all(root.join("uploads"))?;
-        std::fs::create_dir_all(root.join("blobs").join("sha256"))?;
+        blobs::create_dirs_durable(&root.join("uploads"))?;
+        blobs::create_dirs_durable(&root.join("blobs").join("sha256"))?;
         let db = Arc::new(DbHandle::open(root)?);
         let store = Store {
             root: root.to_path_buf(),

@@ -73,6 +73,16 @@ fn new_row(repo: &RepoName) -> UploadRow {
     }
 }
 
+/// An upload file with a chunk written (not yet synced) onto its end.
+struct Written {
+    file: File,
+    hasher: Sha256,
+    /// The file's length now.
+    size: u64,
+    /// Whether this chunk created the file: its name is not yet durable.
+    created: bool,
+}
+
 /// Past this many bytes in one request, hashing moves to a thread of its
 /// own: alone, sha256 is slower than a fast disk, and small pushes should
 /// not pay for a thread.
@@ -198,16 +208,23 @@ impl Store {
         row: &UploadRow,
         spec: ChunkSpec,
         body: Body,
-    ) -> Result<(File, Sha256, u64)> {
+    ) -> Result<Written> {
         if spec.start.is_some_and(|s| s != row.offset) {
             return Err(Error::RangeMismatch { offset: row.offset });
         }
         let hasher = restore_hash(&row.hash_state)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.upload_path(id))?;
+        let path = self.upload_path(id);
+        let (mut file, created) = match OpenOptions::new().write(true).open(&path) {
+            Ok(file) => (file, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)?,
+                true,
+            ),
+            Err(e) => return Err(e.into()),
+        };
         if file.metadata()?.len() < row.offset {
             // Committed bytes are gone. Extending the file would fill the
             // gap with zeros that the saved hash state vouches for.
@@ -224,7 +241,12 @@ impl Store {
         file.seek(SeekFrom::Start(row.offset))?;
         let mut writer = StreamingWriter::new(&mut file, row.offset);
         match stream_chunk(body, &mut writer, hasher, spec) {
-            Ok((hasher, received)) => Ok((file, hasher, row.offset + received)),
+            Ok((hasher, received)) => Ok(Written {
+                file,
+                hasher,
+                size: row.offset + received,
+                created,
+            }),
             Err(e) => {
                 // Give back at once what the failed chunk took (it may have
                 // filled the disk); the committed part stays.
@@ -243,11 +265,18 @@ impl Store {
         body: Body,
     ) -> Result<u64> {
         let (row, _busy) = self.claim_upload(repo, id)?;
-        let (file, hasher, offset) = self.write_chunk(id, &row, spec, body)?;
+        let Written {
+            file,
+            hasher,
+            size: offset,
+            created,
+        } = self.write_chunk(id, &row, spec, body)?;
         if offset == row.offset {
             return Ok(offset);
         }
         file.sync_data()?;
+        // The chunk's 202 vouches for the file's name too.
+        let sync_dir = created.then(|| self.root.join("uploads"));
         let updated = UploadRow {
             offset,
             hash_state: hash_state(&hasher),
@@ -255,7 +284,7 @@ impl Store {
             ..row
         };
         let (key, row) = (id.to_owned(), meta::encode(&updated));
-        self.write(None, move |txn| {
+        self.write(sync_dir, move |txn| {
             txn.open_table(meta::UPLOADS)?
                 .insert(key.as_str(), row.as_slice())?;
             Ok(())
@@ -301,9 +330,11 @@ impl Store {
         repo: &RepoName,
         id: &str,
         digest: &Digest,
-        written: Result<(File, Sha256, u64)>,
+        written: Result<Written>,
     ) -> Result<u64> {
-        let (file, hasher, size) = written?;
+        let Written {
+            file, hasher, size, ..
+        } = written?;
         let actual = Digest::from_hash(&hasher.finalize());
         if &actual != digest {
             drop(file);

@@ -123,7 +123,27 @@ pub fn spawn_serve<A: AsRef<OsStr>>(
     log_file: File,
     log: &Path,
 ) -> (Child, String) {
-    let mut child = Command::new(BERTH)
+    spawn_serve_under(&[], args, rust_log, log_file, log)
+}
+
+/// As [`spawn_serve`], with `wrapper` (a program and its arguments, such as
+/// strace) running the binary; the child is then the wrapper.
+pub fn spawn_serve_under<A: AsRef<OsStr>>(
+    wrapper: &[&OsStr],
+    args: impl IntoIterator<Item = A>,
+    rust_log: &str,
+    log_file: File,
+    log: &Path,
+) -> (Child, String) {
+    let mut command = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut command = Command::new(program);
+            command.args(wrapper_args).arg(BERTH);
+            command
+        }
+        None => Command::new(BERTH),
+    };
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .env("RUST_LOG", rust_log)

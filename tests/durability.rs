@@ -1,0 +1,289 @@
+//! Every directory entry that an acknowledgement vouches for is synced
+//! before the acknowledgement leaves. A power cut judges the order in which
+//! syscalls complete, so these tests read that order from an strace of the
+//! real binary: the entry is made, its directory is fsynced, and only then
+//! is the answer written to the socket (or the start-up line printed).
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use common::http::{self, *};
+use common::process::{self, BERTH};
+
+/// One completed syscall from `strace -f -ttt -T -y`.
+#[derive(Debug, Clone)]
+struct Call {
+    entry: f64,
+    exit: f64,
+    name: String,
+    /// The whole call with its arguments and result; `-y` puts each file
+    /// descriptor's path beside it, as in `fsync(7</data/uploads>)`.
+    text: String,
+}
+
+/// Parses a trace, joining calls that other threads interrupted
+/// (`<unfinished ...>` and `<... NAME resumed>`).
+fn parse(trace: &str) -> Vec<Call> {
+    let mut open: std::collections::HashMap<&str, (f64, String)> = Default::default();
+    let mut calls = Vec::new();
+    for line in trace.lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (Some(pid), Some(ts), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(ts) = ts.parse::<f64>() else { continue };
+        if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+            open.insert(pid, (ts, head.to_owned()));
+            continue;
+        }
+        let (entry, text, exit) = if rest.starts_with("<... ") {
+            let Some((entry, head)) = open.remove(pid) else {
+                continue;
+            };
+            let tail = rest.split_once("resumed>").map_or("", |(_, t)| t);
+            // A resumed line is printed when the call returns.
+            (entry, format!("{head}{tail}"), ts)
+        } else {
+            let took = rest
+                .rsplit_once(" <")
+                .and_then(|(_, t)| t.strip_suffix('>'))
+                .and_then(|t| t.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            (ts, rest.to_owned(), ts + took)
+        };
+        let name = text.split('(').next().unwrap_or("").to_owned();
+        calls.push(Call {
+            entry,
+            exit,
+            name,
+            text,
+        });
+    }
+    calls
+}
+
+/// The syscalls the tests look at: entries made, syncs, and answers sent.
+const TRACED: &str = "trace=openat,mkdir,mkdirat,linkat,rename,renameat,renameat2,\
+                      fsync,fdatasync,write,writev,sendto,sendmsg";
+
+fn strace_args(trace: &Path) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = ["strace", "-f", "-qq", "-ttt", "-T", "-y", "-s", "48"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    args.extend(["-e".into(), TRACED.into(), "-o".into(), trace.into()]);
+    args
+}
+
+/// `berth serve` under strace over a fresh data directory.
+struct Traced {
+    strace: Option<Child>,
+    url: String,
+    dir: tempfile::TempDir,
+    trace: PathBuf,
+}
+
+impl Traced {
+    fn start() -> Traced {
+        let dir = tempfile::tempdir().unwrap();
+        // -y prints resolved paths, so compare against the canonical one.
+        let root = dir.path().canonicalize().unwrap();
+        let (trace, log) = (root.join("trace"), root.join("log"));
+        let wrapper = strace_args(&trace);
+        let wrapper: Vec<&OsStr> = wrapper.iter().map(|a| a.as_os_str()).collect();
+        let data = root.join("data");
+        let (strace, url) = process::spawn_serve_under(
+            &wrapper,
+            [OsStr::new("--data"), data.as_os_str()],
+            "info",
+            File::create(&log).unwrap(),
+            &log,
+        );
+        Traced {
+            strace: Some(strace),
+            url,
+            dir,
+            trace,
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().canonicalize().unwrap().join("data")
+    }
+
+    /// Stops berth with SIGTERM and returns its syscalls.
+    fn stop(mut self) -> Vec<Call> {
+        let mut strace = self.strace.take().unwrap();
+        let berth = tracee(strace.id()).expect("berth runs under strace");
+        let status = Command::new("kill")
+            .args(["-TERM", &berth.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        if process::wait_timeout(&mut strace, Duration::from_secs(40)).is_none() {
+            let _ = strace.kill();
+            panic!("berth under strace did not stop");
+        }
+        parse(&std::fs::read_to_string(&self.trace).unwrap())
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        if let Some(mut strace) = self.strace.take() {
+            if let Some(berth) = tracee(strace.id()) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &berth.to_string()])
+                    .status();
+            }
+            let _ = strace.kill();
+            let _ = strace.wait();
+        }
+    }
+}
+
+/// The process strace started: the one whose parent is strace.
+fn tracee(strace: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // The parent pid is the second field after the parenthesised name.
+            let after_name = stat.rsplit_once(')')?.1;
+            let ppid: u32 = after_name.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == strace).then_some(pid)
+        })
+}
+
+/// The first call after `after` whose text contains `needle`.
+#[track_caller]
+fn first_after<'a>(calls: &'a [Call], after: f64, needle: &str) -> &'a Call {
+    calls
+        .iter()
+        .find(|c| c.entry >= after && c.text.contains(needle))
+        .unwrap_or_else(|| panic!("no call with {needle:?} after {after}"))
+}
+
+/// Asserts that `dir` was fsynced after `made` (the call that changed its
+/// entries) began and completed before `told` (the acknowledgement) began.
+#[track_caller]
+fn assert_synced_between(calls: &[Call], dir: &Path, made: &Call, told: &Call) {
+    let fd_path = format!("<{}>)", dir.display());
+    let synced = calls.iter().any(|c| {
+        (c.name == "fsync" || c.name == "fdatasync")
+            && c.text.contains(&fd_path)
+            && c.entry >= made.entry
+            && c.exit <= told.entry
+    });
+    assert!(
+        synced,
+        "{} is not synced between\n  {}\nand\n  {}",
+        dir.display(),
+        made.text,
+        told.text
+    );
+}
+
+#[test]
+fn a_new_data_directory_is_durable_before_berth_says_it_listens() {
+    let server = Traced::start();
+    let data = server.data();
+    let calls = server.stop();
+    let listening = first_after(&calls, 0.0, "berth listening on");
+    for dir in ["", "uploads", "blobs", "blobs/sha256"] {
+        let dir = if dir.is_empty() {
+            data.clone()
+        } else {
+            data.join(dir)
+        };
+        let made = first_after(&calls, 0.0, &format!("mkdir(\"{}\"", dir.display()));
+        assert_synced_between(&calls, dir.parent().unwrap(), made, listening);
+    }
+}
+
+#[test]
+fn a_chunk_is_acknowledged_only_after_its_new_upload_file_is_synced_into_uploads() {
+    let server = Traced::start();
+    let location = http::post(&uploads_url(&server.url, "app"), &[], b"")
+        .location()
+        .to_owned();
+    let id = location.rsplit('/').next().unwrap().to_owned();
+    let resp = http::patch(&resolve(&server.url, &location), &[], b"first chunk");
+    assert_eq!(resp.status, 202, "{resp:?}");
+    let uploads = server.data().join("uploads");
+    let calls = server.stop();
+    let path = format!("{}/{id}\"", uploads.display());
+    let created = calls
+        .iter()
+        .find(|c| c.text.contains(&path) && c.text.contains("O_CREAT"))
+        .expect("the upload file is created");
+    let acked = first_after(&calls, created.entry, "HTTP/1.1 202");
+    assert_synced_between(&calls, &uploads, created, acked);
+}
+
+#[test]
+fn a_blob_in_a_new_shard_is_acknowledged_only_after_both_directories_are_synced() {
+    let server = Traced::start();
+    let blob = b"the first blob in its shard";
+    let digest = push_blob(&server.url, "app", blob);
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let sha256 = server.data().join("blobs").join("sha256");
+    let shard = sha256.join(&hex[..2]);
+    let calls = server.stop();
+    let made = first_after(&calls, 0.0, &format!("mkdir(\"{}\"", shard.display()));
+    let linked = first_after(&calls, made.entry, &format!("{}/{hex}\"", shard.display()));
+    assert_eq!(linked.name, "linkat", "{}", linked.text);
+    let acked = first_after(&calls, linked.entry, "HTTP/1.1 201");
+    assert_synced_between(&calls, &sha256, made, acked);
+    assert_synced_between(&calls, &shard, linked, acked);
+}
+
+#[test]
+fn fsck_repair_syncs_what_it_moves_into_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let data = root.join("data");
+    let server = process::ServerProcess::start(&data, &root.join("log"));
+    let blob = b"soon to be corrupted";
+    let digest = push_blob(&server.url(), "app", blob);
+    server.stop();
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let shard = data.join("blobs").join("sha256").join(&hex[..2]);
+    std::fs::write(shard.join(hex), b"not what was pushed").unwrap();
+
+    let trace = root.join("trace");
+    let status = Command::new("strace")
+        .args(&strace_args(&trace)[1..])
+        .arg(BERTH)
+        .args(["fsck", "--repair", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("corrupt"),
+        "{status:?}"
+    );
+    let calls = parse(&std::fs::read_to_string(&trace).unwrap());
+    let quarantine = data.join("quarantine");
+    let moved = first_after(&calls, 0.0, &format!("{}/{hex}\"", quarantine.display()));
+    assert!(moved.name.starts_with("rename"), "{}", moved.text);
+    // fsck's acknowledgement is its exit: nothing may come after it, so
+    // both directories must be synced before the process ends.
+    let end = Call {
+        entry: f64::MAX,
+        exit: f64::MAX,
+        name: "exit".into(),
+        text: "the end of fsck".into(),
+    };
+    assert_synced_between(&calls, &quarantine, moved, &end);
+    assert_synced_between(&calls, &shard, moved, &end);
+    let made = first_after(&calls, 0.0, &format!("mkdir(\"{}\"", quarantine.display()));
+    assert_synced_between(&calls, &data, made, &end);
+}
