@@ -132,15 +132,15 @@ impl From<store::Error> for ApiError {
                     .with_detail(json!({ "digest": digest.as_str() }))
             }
             E::NameUnknown => ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", message),
-            E::Io(io) | E::Db(redb::Error::Io(io)) if io.raw_os_error() == Some(28) => {
-                log::error!("storage full: {io}");
+            _ if e.is_storage_full() => {
+                log::error!("{message}");
                 ApiError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     "UNKNOWN",
                     "the registry's storage is full",
                 )
             }
-            E::Io(_) | E::Db(_) | E::Corrupt(_) | E::InUse(_) => {
+            E::Io(_) | E::Db(_) | E::Corrupt(_) | E::InUse(_) | E::Internal(_) => {
                 log::error!("{message}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", message)
             }

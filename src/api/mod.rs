@@ -134,7 +134,7 @@ impl Api {
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || store.recover(work(&store)))
             .await
-            .expect("store calls do not panic")
+            .unwrap_or_else(|panicked| Err(store::Error::Internal(panicked.to_string())))
             .map_err(ApiError::from)
     }
 }

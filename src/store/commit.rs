@@ -7,6 +7,7 @@
 use std::any::Any;
 use std::collections::BTreeSet;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, RwLock};
@@ -20,8 +21,9 @@ use super::{Error, Result};
 
 type Output = Box<dyn Any + Send>;
 /// A job must write nothing when it returns an error: its transaction is
-/// shared with the others in its batch.
-type Job = Box<dyn FnOnce(&WriteTransaction) -> Result<Output> + Send>;
+/// shared with the others in its batch. It may run more than once (see
+/// `commit_batch`), so it touches nothing but the transaction.
+type Job = Box<dyn Fn(&WriteTransaction) -> Result<Output> + Send>;
 
 struct Pending {
     job: Job,
@@ -116,7 +118,7 @@ impl Committer {
     pub(super) fn write<T, F>(&self, sync_dir: Option<PathBuf>, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+        F: Fn(&WriteTransaction) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = sync_channel(1);
         let job: Job = Box::new(move |txn| work(txn).map(|t| Box::new(t) as Output));
@@ -130,10 +132,10 @@ impl Committer {
                 sync_dir,
                 reply,
             })
-            .map_err(|_| Error::Corrupt("the commit thread has stopped".into()))?;
+            .map_err(|_| Error::Internal("the commit thread has stopped".into()))?;
         let output = answer
             .recv()
-            .map_err(|_| Error::Corrupt("the commit thread has stopped".into()))??;
+            .map_err(|_| Error::Internal("the commit thread has stopped".into()))??;
         Ok(*output
             .downcast::<T>()
             .expect("a job's output has its own type"))
@@ -162,20 +164,36 @@ fn run(db: &DbHandle, jobs: &Receiver<Pending>) {
     }
 }
 
-fn commit_batch(db: &DbHandle, batch: Vec<Pending>) {
+fn commit_batch(db: &DbHandle, mut batch: Vec<Pending>) {
     let dirs: BTreeSet<&PathBuf> = batch.iter().filter_map(|p| p.sync_dir.as_ref()).collect();
     let synced = dirs.into_iter().try_for_each(|d| fsync_dir(d));
     if let Err(e) = synced {
         return fail_all(batch, &Error::Io(e));
     }
-    let txn = match db.get().and_then(|db| Ok(db.begin_write()?)) {
-        Ok(txn) => txn,
-        Err(e) => return fail_all(batch, &e),
+    // A job that panics may have written half of its rows into the shared
+    // transaction: that transaction is thrown away, the job's own request
+    // fails, and the rest of the batch runs again in a fresh one.
+    let (txn, outputs) = loop {
+        let txn = match db.get().and_then(|db| Ok(db.begin_write()?)) {
+            Ok(txn) => txn,
+            Err(e) => return fail_all(batch, &e),
+        };
+        match run_jobs(&txn, &batch) {
+            Ok(outputs) => break (txn, outputs),
+            Err((index, why)) => {
+                let _ = txn.abort();
+                log::error!("a database job panicked ({why}); its request fails, the others retry");
+                let failed = batch.remove(index);
+                let _ = failed
+                    .reply
+                    .send(Err(Error::Internal(format!("a job panicked: {why}"))));
+                if batch.is_empty() {
+                    return;
+                }
+            }
+        }
     };
-    let mut replies = Vec::with_capacity(batch.len());
-    for pending in batch {
-        replies.push((pending.reply, (pending.job)(&txn)));
-    }
+    let replies: Vec<_> = batch.into_iter().map(|p| p.reply).zip(outputs).collect();
     match txn.commit() {
         Ok(()) => {
             for (reply, output) in replies {
@@ -192,7 +210,7 @@ fn commit_batch(db: &DbHandle, batch: Vec<Pending>) {
                 }
                 Error::Db(redb::Error::PreviousIo) => {
                     db.reopen();
-                    Error::Corrupt("the database hit an I/O error and was reopened".into())
+                    Error::Internal("the database hit an I/O error and was reopened".into())
                 }
                 other => other,
             };
@@ -201,6 +219,28 @@ fn commit_batch(db: &DbHandle, batch: Vec<Pending>) {
             }
         }
     }
+}
+
+/// Runs every job of a batch; on a panic, which job and what it said.
+fn run_jobs(
+    txn: &WriteTransaction,
+    batch: &[Pending],
+) -> std::result::Result<Vec<Result<Output>>, (usize, String)> {
+    let mut outputs = Vec::with_capacity(batch.len());
+    for (index, pending) in batch.iter().enumerate() {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| (pending.job)(txn))) {
+            Ok(output) => outputs.push(output),
+            Err(payload) => {
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                return Err((index, why));
+            }
+        }
+    }
+    Ok(outputs)
 }
 
 fn fail_all(batch: Vec<Pending>, e: &Error) {
@@ -220,6 +260,63 @@ fn replicate(e: &Error) -> Error {
         Error::Io(e) => Error::Io(io(e)),
         Error::Db(redb::Error::Io(e)) => Error::Db(redb::Error::Io(io(e))),
         Error::Db(redb::Error::PreviousIo) => Error::Db(redb::Error::PreviousIo),
-        other => Error::Corrupt(other.to_string()),
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{ReadableDatabase, TableDefinition};
+
+    const ROWS: TableDefinition<&str, u64> = TableDefinition::new("rows");
+
+    fn insert(committer: &Committer, key: &'static str) -> Result<()> {
+        committer.write(None, move |txn| {
+            txn.open_table(ROWS)?.insert(key, 1)?;
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn a_panicking_job_fails_alone_and_the_commit_thread_lives_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(DbHandle::open(dir.path()).unwrap());
+        let committer = Arc::new(Committer::start(Arc::clone(&db)));
+        std::thread::scope(|scope| {
+            // A slow job holds the thread, so the next three share a batch.
+            let slow = scope.spawn(|| {
+                committer.write(None, |_txn| {
+                    std::thread::sleep(Duration::from_millis(300));
+                    Ok(())
+                })
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            let before = scope.spawn(|| insert(&committer, "before"));
+            let panics = scope.spawn(|| {
+                committer.write(None, |txn| -> Result<()> {
+                    txn.open_table(ROWS)?.insert("half-done", 1)?;
+                    panic!("a bug in a job");
+                })
+            });
+            let after = scope.spawn(|| insert(&committer, "after"));
+            slow.join().unwrap().unwrap();
+            before.join().unwrap().unwrap();
+            after.join().unwrap().unwrap();
+            match panics.join().unwrap() {
+                Err(Error::Internal(why)) => assert!(why.contains("a bug in a job"), "{why}"),
+                other => panic!("the panicking job's request gets {other:?}"),
+            }
+        });
+        insert(&committer, "later").expect("the commit thread still works");
+        let txn = db.get().unwrap().begin_read().unwrap();
+        let rows = txn.open_table(ROWS).unwrap();
+        for key in ["before", "after", "later"] {
+            assert!(rows.get(key).unwrap().is_some(), "{key} committed");
+        }
+        assert!(
+            rows.get("half-done").unwrap().is_none(),
+            "what the panicking job wrote is rolled back"
+        );
     }
 }

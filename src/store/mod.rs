@@ -65,6 +65,8 @@ pub enum Error {
     Io(io::Error),
     Db(redb::Error),
     Corrupt(String),
+    /// A bug: the request failed, the stored data did not.
+    Internal(String),
 }
 
 impl fmt::Display for Error {
@@ -99,11 +101,24 @@ impl fmt::Display for Error {
             Error::Io(e) => write!(f, "storage I/O error: {e}"),
             Error::Db(e) => write!(f, "database error: {e}"),
             Error::Corrupt(why) => write!(f, "stored data is corrupt: {why}"),
+            Error::Internal(why) => write!(f, "internal error: {why}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl Error {
+    /// The disk (or the file system's quota) is full: the client can be
+    /// told so, and the same request may work once space is freed.
+    pub fn is_storage_full(&self) -> bool {
+        let io = match self {
+            Error::Io(io) | Error::Db(redb::Error::Io(io)) => io,
+            _ => return false,
+        };
+        matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+    }
+}
 
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
@@ -219,7 +234,7 @@ impl Store {
     fn write<T, F>(&self, sync_dir: Option<PathBuf>, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&redb::WriteTransaction) -> Result<T> + Send + 'static,
+        F: Fn(&redb::WriteTransaction) -> Result<T> + Send + 'static,
     {
         self.committer.write(sync_dir, work)
     }
