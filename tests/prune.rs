@@ -507,3 +507,89 @@ fn a_tag_is_a_root_even_on_an_artifact_whose_subject_is_absent() {
         );
     }
 }
+
+fn catalog(base: &str) -> Vec<String> {
+    let resp = http::get(&format!("{base}/v2/_catalog"));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    serde_json::from_value(resp.json()["repositories"].clone()).unwrap()
+}
+
+#[test]
+fn a_repository_emptied_by_api_deletes_leaves_the_catalog() {
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    let image = push_image(&base, "doomed", Some("v1"), 50);
+    push_image(&base, "kept", Some("v1"), 51);
+    assert_eq!(catalog(&base), ["doomed", "kept"]);
+    assert_eq!(
+        http::delete(&manifest_url(&base, "doomed", &image.digest)).status,
+        202
+    );
+    // Its blobs are still linked: the repository still holds something.
+    assert_eq!(catalog(&base), ["doomed", "kept"]);
+    for blob in [&image.config_digest, &image.layer_digest] {
+        assert_eq!(http::delete(&blob_url(&base, "doomed", blob)).status, 202);
+    }
+    assert_eq!(catalog(&base), ["kept"]);
+    push_image(&base, "doomed", Some("v2"), 52);
+    assert_eq!(catalog(&base), ["doomed", "kept"]);
+}
+
+#[test]
+fn a_repository_emptied_by_prune_leaves_the_catalog() {
+    let (reg, (), output) = pushed_then_pruned(&["--grace", "0s"], |base| {
+        let image = push_image(base, "doomed", Some("v1"), 53);
+        push_image(base, "kept", Some("v1"), 54);
+        assert_eq!(
+            http::delete(&manifest_url(base, "doomed", &image.digest)).status,
+            202
+        );
+        push_blob(base, "strays", b"a blob no manifest ever needed");
+    });
+    assert!(output.contains("3 blobs"), "{output}");
+    assert_eq!(catalog(&reg.url()), ["kept"]);
+}
+
+#[test]
+fn deleting_a_blob_drops_the_record_of_which_manifests_needed_it() {
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    let image = push_image(&base, "app", Some("v1"), 55);
+    assert_eq!(
+        http::delete(&blob_url(&base, "app", &image.layer_digest)).status,
+        202
+    );
+    let data = reg.stop();
+    let db = redb::Database::open(data.path().join("berth.redb")).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let refs = txn.open_table(berth::store::meta::BLOB_REFS).unwrap();
+    let layer = image.layer_digest.as_str();
+    let left: Vec<String> =
+        redb::ReadableTable::range(&refs, (layer, "", "")..=(layer, "\u{10FFFF}", ""))
+            .unwrap()
+            .map(|e| format!("{:?}", e.unwrap().0.value()))
+            .collect();
+    assert!(left.is_empty(), "rows left for a deleted blob: {left:?}");
+}
+
+#[test]
+fn a_database_from_before_the_repository_blob_index_is_filled_in_at_start() {
+    let reg = TestRegistry::start();
+    let image = push_image(&reg.url(), "older", Some("v1"), 56);
+    let data = reg.stop();
+    {
+        let db = redb::Database::open(data.path().join("berth.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(berth::store::meta::REPO_BLOBS).unwrap());
+        txn.commit().unwrap();
+    }
+    let reg = TestRegistry::start_in(data);
+    let base = reg.url();
+    assert_eq!(
+        http::delete(&manifest_url(&base, "older", &image.digest)).status,
+        202
+    );
+    // Its blobs are still linked, which only the filled-in index can tell.
+    assert_eq!(catalog(&base), ["older"]);
+    assert_blob(&base, "older", &image.layer);
+}

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{ReadableDatabase, ReadableTable};
 
+use super::links;
 use super::meta::{self, BlobRow};
 use super::{Error, Result, Store};
 use crate::oci::{Digest, RepoName};
@@ -66,10 +67,11 @@ impl Store {
     pub fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let (d, r) = (digest.to_string(), repo.as_str().to_owned());
         let removed = self.write(None, move |txn| {
-            Ok(txn
-                .open_table(meta::LINKS)?
-                .remove((d.as_str(), r.as_str()))?
-                .is_some())
+            if !links::unlink(txn, &d, &r)? {
+                return Ok(false);
+            }
+            links::forget_if_empty(txn, &r)?;
+            Ok(true)
         })?;
         if removed {
             Ok(())
@@ -87,13 +89,14 @@ impl Store {
             from.as_str().to_owned(),
         );
         self.write(None, move |txn| {
-            let mut links = txn.open_table(meta::LINKS)?;
-            if links.get((d.as_str(), f.as_str()))?.is_none() || !touch_blob(txn, &d)? {
+            let source = txn
+                .open_table(meta::LINKS)?
+                .get((d.as_str(), f.as_str()))?
+                .is_some();
+            if !source || !touch_blob(txn, &d)? {
                 return Ok(false);
             }
-            links.insert((d.as_str(), r.as_str()), meta::now())?;
-            txn.open_table(meta::REPOS)?
-                .insert(r.as_str(), meta::now())?;
+            links::link(txn, d.as_str(), &r)?;
             Ok(true)
         })
     }
@@ -203,10 +206,7 @@ impl Store {
                 txn.open_table(meta::BLOBS)?
                     .insert(d.as_str(), meta::encode(&row).as_slice())?;
             }
-            txn.open_table(meta::LINKS)?
-                .insert((d.as_str(), r.as_str()), meta::now())?;
-            txn.open_table(meta::REPOS)?
-                .insert(r.as_str(), meta::now())?;
+            links::link(txn, d.as_str(), &r)?;
             txn.open_table(meta::UPLOADS)?.remove(id.as_str())?;
             Ok(())
         })?;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use redb::{ReadableDatabase, ReadableTable};
 
+use super::links;
 use super::meta::{self, ManifestRow};
 use super::{Error, Result, Store};
 use crate::oci::manifest::{self, ParsedManifest};
@@ -124,7 +125,7 @@ impl Store {
                 txn.open_table(meta::REFERRERS)?
                     .insert((r, subject.as_str(), d), ())?;
             }
-            txn.open_table(meta::REPOS)?.insert(r, meta::now())?;
+            links::remember(txn, r)?;
             Ok(())
         })?;
         Ok(PutManifest {
@@ -189,6 +190,8 @@ impl Store {
                         txn.open_table(meta::REFERRERS)?
                             .remove((r, subject.as_str(), d))?;
                     }
+                    drop((tags, manifests, refs));
+                    links::forget_if_empty(txn, r)?;
                 }
             }
             Ok(())

@@ -13,11 +13,15 @@ pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 /// (digest, repository) -> linked-at: which repositories may serve a blob.
 /// Keyed by digest first, so "is this blob linked anywhere" is one range.
 pub const LINKS: TableDefinition<(&str, &str), u64> = TableDefinition::new("links");
+/// (repository, digest): LINKS turned around, so whether a repository still
+/// holds any blob is one range.
+pub const REPO_BLOBS: TableDefinition<(&str, &str), ()> = TableDefinition::new("repo_blobs");
 /// (blob digest, repository, manifest digest): which manifests need a blob.
 /// A manifest PUT adds its rows in the transaction that checks the blob, and
 /// the sweep spares any blob that has one, so neither can miss the other.
 pub const BLOB_REFS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("blob_refs");
-/// repository -> created-at: what `_catalog` lists.
+/// repository -> last pushed-to: what `_catalog` lists, while the
+/// repository holds a manifest or a blob.
 pub const REPOS: TableDefinition<&str, u64> = TableDefinition::new("repos");
 /// (repository, digest) -> [`ManifestRow`]
 pub const MANIFESTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("manifests");

@@ -5,6 +5,7 @@
 mod blobs;
 mod commit;
 mod fsck;
+mod links;
 mod manifests;
 pub mod meta;
 pub mod prune;
@@ -190,11 +191,13 @@ impl Store {
         txn.open_table(meta::UPLOADS)?;
         txn.open_table(meta::BLOBS)?;
         txn.open_table(meta::LINKS)?;
+        txn.open_table(meta::REPO_BLOBS)?;
         txn.open_table(meta::BLOB_REFS)?;
         txn.open_table(meta::REPOS)?;
         txn.open_table(meta::MANIFESTS)?;
         txn.open_table(meta::TAGS)?;
         txn.open_table(meta::REFERRERS)?;
+        links::backfill(&txn)?;
         txn.commit()?;
         Ok(())
     }

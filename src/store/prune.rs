@@ -9,6 +9,7 @@ use std::time::Duration;
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::blobs::remove_if_present;
+use super::links;
 use super::meta::{self, BlobRow, ManifestRow, UploadRow};
 use super::{Result, Store};
 use crate::oci::Digest;
@@ -272,7 +273,8 @@ fn prune_repo_manifests(
         rows.insert(key.value().1.to_owned(), meta::decode(value.value())?);
     }
     if rows.is_empty() {
-        return Ok(false);
+        drop((manifests_table, tags_table));
+        return links::forget_if_empty(txn, repo);
     }
     let mut tags: HashMap<String, Vec<String>> = HashMap::new();
     for entry in tags_table.range((repo, "")..=(repo, meta::MAX_STR))? {
@@ -344,7 +346,8 @@ fn prune_repo_manifests(
         report.items.push(format!("manifest {repo}@{digest}"));
         removed = true;
     }
-    Ok(removed)
+    drop((manifests_table, tags_table, edges, refs));
+    Ok(links::forget_if_empty(txn, repo)? || removed)
 }
 
 #[derive(Default)]
@@ -365,8 +368,10 @@ impl Changes for Swept {
 fn sweep_batch(txn: &WriteTransaction, digests: &[String], cutoff: u64) -> Result<Swept> {
     let mut blobs = txn.open_table(meta::BLOBS)?;
     let mut links = txn.open_table(meta::LINKS)?;
+    let mut repo_blobs = txn.open_table(meta::REPO_BLOBS)?;
     let refs = txn.open_table(meta::BLOB_REFS)?;
     let mut swept = Swept::default();
+    let mut unlinked_from = BTreeSet::new();
     for digest in digests {
         let d = digest.as_str();
         let row = match blobs.get(d)? {
@@ -390,7 +395,11 @@ fn sweep_batch(txn: &WriteTransaction, digests: &[String], cutoff: u64) -> Resul
             if needed || at > cutoff {
                 remaining += 1;
             } else {
+                // No manifest needs it here, so there is no BLOB_REFS row
+                // to drop with the link.
                 links.remove((d, repo.as_str()))?;
+                repo_blobs.remove((repo.as_str(), d))?;
+                unlinked_from.insert(repo);
                 swept.links += 1;
             }
         }
@@ -398,6 +407,10 @@ fn sweep_batch(txn: &WriteTransaction, digests: &[String], cutoff: u64) -> Resul
             blobs.remove(d)?;
             swept.blobs.push((digest.clone(), row.size));
         }
+    }
+    drop((blobs, links, repo_blobs, refs));
+    for repo in &unlinked_from {
+        links::forget_if_empty(txn, repo)?;
     }
     Ok(swept)
 }
