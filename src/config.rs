@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::AuthConfig;
+use crate::conn::Limits;
 use crate::store::prune::Policy;
 
 #[derive(Debug, Clone)]
@@ -19,8 +20,17 @@ pub struct Config {
     pub max_connections: usize,
     /// A client that has not sent a request's headers within this is dropped.
     pub header_timeout: Duration,
-    /// A request body that sends nothing for this long fails.
+    /// The window over which a transfer must move `min_transfer_rate`
+    /// bytes a second (counted over the whole window, so a trickle of
+    /// bytes does not keep it alive), or it is cut.
     pub body_idle_timeout: Duration,
+    /// Upload sessions open at once, in all and in one repository; more
+    /// are refused with 429 until some finish, are cancelled or expire.
+    pub max_uploads: usize,
+    pub max_uploads_per_repo: usize,
+    /// Bytes a second a transfer must average over `body_idle_timeout`.
+    /// Downloads are counted in 256 KiB chunks as the client takes them.
+    pub min_transfer_rate: u64,
     /// Run a prune this often in the background; `None`: never.
     pub prune_interval: Option<Duration>,
     /// What a prune removes, in the background or from `berth prune`.
@@ -42,6 +52,13 @@ pub struct TlsConfig {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 pub const DEFAULT_DATA_DIR: &str = "berth-data";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// A docker push keeps a session per layer it is sending; CI fleets push
+/// many repositories at once. Each session costs a row and maybe a file.
+pub const DEFAULT_MAX_UPLOADS: usize = 10_000;
+pub const DEFAULT_MAX_UPLOADS_PER_REPO: usize = 1_000;
+/// 1 KiB/s: far below any real client, far above a trickle meant to hold
+/// a connection.
+pub const DEFAULT_MIN_TRANSFER_RATE: u64 = 1024;
 
 impl Config {
     /// Defaults for everything but the data directory.
@@ -53,10 +70,25 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(60),
+            min_transfer_rate: DEFAULT_MIN_TRANSFER_RATE,
+            max_uploads: DEFAULT_MAX_UPLOADS,
+            max_uploads_per_repo: DEFAULT_MAX_UPLOADS_PER_REPO,
             prune_interval: None,
             prune: Policy::default(),
             auth: None,
             tls: None,
+        }
+    }
+}
+
+impl Config {
+    /// What every connection is held to.
+    pub(crate) fn conn_limits(&self) -> Limits {
+        let window_secs = self.body_idle_timeout.as_secs_f64();
+        Limits {
+            idle: self.header_timeout,
+            window: self.body_idle_timeout,
+            min_bytes: (self.min_transfer_rate as f64 * window_secs) as u64,
         }
     }
 }

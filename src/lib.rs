@@ -17,6 +17,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+mod conn;
 pub mod oci;
 mod server;
 pub mod store;

@@ -22,7 +22,7 @@ struct Args {
 #[derive(FromArgs)]
 #[argh(subcommand)]
 enum Command {
-    Serve(Serve),
+    Serve(Box<Serve>),
     Prune(Prune),
     Fsck(Fsck),
     Passwd(Passwd),
@@ -44,6 +44,23 @@ struct Serve {
     /// connections served at once; more wait to be accepted (default 4096)
     #[argh(option, default = "berth::config::DEFAULT_MAX_CONNECTIONS")]
     max_connections: usize,
+    /// upload sessions open at once; more get 429 (default 10000)
+    #[argh(option, default = "berth::config::DEFAULT_MAX_UPLOADS")]
+    max_uploads: usize,
+    /// upload sessions open at once in one repository (default 1000)
+    #[argh(option, default = "berth::config::DEFAULT_MAX_UPLOADS_PER_REPO")]
+    max_uploads_per_repo: usize,
+    /// a transfer must move --min-transfer-rate bytes a second over this
+    /// window, or it is cut (default 60s)
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Duration::from_secs(60)"
+    )]
+    body_timeout: Duration,
+    /// bytes a second a transfer must average (default 1024)
+    #[argh(option, default = "berth::config::DEFAULT_MIN_TRANSFER_RATE")]
+    min_transfer_rate: u64,
     /// prune in the background this often, e.g. 1h (default: never)
     #[argh(option, from_str_fn(parse_duration))]
     prune_interval: Option<Duration>,
@@ -149,7 +166,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Args = argh::from_env();
     let result = match args.command {
-        Command::Serve(serve) => run_serve(serve).map(|()| ExitCode::SUCCESS),
+        Command::Serve(serve) => run_serve(*serve).map(|()| ExitCode::SUCCESS),
         Command::Prune(prune) => run_prune(prune),
         Command::Fsck(fsck) => run_fsck(fsck),
         Command::Passwd(passwd) => run_passwd(passwd).map(|()| ExitCode::SUCCESS),
@@ -172,6 +189,10 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
         config.listen = args.listen;
         config.max_manifest_bytes = args.max_manifest_bytes;
         config.max_connections = args.max_connections.max(1);
+        config.max_uploads = args.max_uploads;
+        config.max_uploads_per_repo = args.max_uploads_per_repo;
+        config.body_idle_timeout = args.body_timeout;
+        config.min_transfer_rate = args.min_transfer_rate;
         config.prune_interval = args.prune_interval.filter(|i| !i.is_zero());
         config.prune = prune_policy(
             args.upload_expiration,

@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Request;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -18,8 +21,13 @@ use tokio_rustls::TlsAcceptor;
 use crate::api::Api;
 use crate::auth::Authority;
 use crate::config::Config;
+use crate::conn::{self, Activity, Limits};
 use crate::store::Store;
 use crate::store::prune::Policy;
+
+const HTTP1_BUFFER: usize = 128 << 10;
+/// HTTP/2 streams one connection may have open at once.
+const MAX_STREAMS: u32 = 100;
 
 /// How long in-flight requests get to finish on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,6 +47,7 @@ struct Shared {
     builder: auto::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
     header_timeout: Duration,
+    limits: Limits,
 }
 
 impl Registry {
@@ -58,6 +67,7 @@ impl Registry {
             .as_ref()
             .map(|auth| Authority::open(auth, &config.data_dir))
             .transpose()?;
+        store.limit_uploads(config.max_uploads, config.max_uploads_per_repo);
         let store = Arc::new(store);
         // Start-up must stay fast whatever the store's size: orphans left by
         // a crash are swept beside the server instead of before it.
@@ -70,27 +80,42 @@ impl Registry {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper queues body chunks until its buffer passes max_buf_size
+        // (400 KiB by default): kept small, a stalled download holds one
+        // chunk in hyper and one read ahead. Request heads still fit.
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(config.header_timeout);
+            .header_read_timeout(config.header_timeout)
+            .max_buf_size(HTTP1_BUFFER);
+        // Each stream may hold a chunk or two of a download: bound them.
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_STREAMS);
         let serving_tls = tls.is_some();
         let shared = Arc::new(Shared {
             api: Arc::new(Api::new(Arc::clone(&store), authority, &config)),
             builder,
             tls,
             header_timeout: config.header_timeout,
+            limits: config.conn_limits(),
         });
         let max_connections = config.max_connections;
         let (stop, stopped) = oneshot::channel();
         let pruner = config
             .prune_interval
             .map(|every| tokio::spawn(prune_loop(Arc::clone(&store), every, config.prune.clone())));
+        let expirer = tokio::spawn(expire_loop(
+            Arc::clone(&store),
+            config.prune.upload_expiration,
+        ));
         let task = tokio::spawn(async move {
             serve(listener, shared, max_connections, stopped).await;
             if let Some(pruner) = pruner {
                 pruner.abort();
             }
+            expirer.abort();
             close(store).await;
         });
         let registry = Registry {
@@ -206,15 +231,32 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let api = Arc::clone(&shared.api);
-    let service = service_fn(move |req| {
+    let activity = Activity::new();
+    let watched = Arc::clone(&activity);
+    let service = service_fn(move |mut req: Request<Incoming>| {
         let api = Arc::clone(&api);
-        async move { Ok::<_, std::convert::Infallible>(api.serve(req, peer).await) }
+        // In flight until the response body is gone.
+        let in_flight = activity.request();
+        req.extensions_mut().insert(Arc::clone(&activity));
+        async move {
+            let response = api.serve(req, peer).await.map(|body| {
+                body.map_frame(move |frame| {
+                    let _in_flight = &in_flight;
+                    frame
+                })
+                .boxed()
+            });
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let conn = shared
         .builder
         .serve_connection(TokioIo::new(io), service)
         .into_owned();
-    watcher.watch(conn).await
+    tokio::select! {
+        served = watcher.watch(conn) => served,
+        why = conn::watch(watched, shared.limits) => Err(format!("cut: {why}").into()),
+    }
 }
 
 /// Waits (a while) for every other holder of the store to let go, so the
@@ -228,6 +270,30 @@ async fn close(store: Arc<Store>) {
         log::warn!("store still in use at shutdown; the database closes when that work ends");
     }
     drop(store);
+}
+
+/// Stale upload sessions expire on every server, prune or not: each holds
+/// a place under the session caps and maybe a file.
+async fn expire_loop(store: Arc<Store>, expiration: Duration) {
+    let every = (expiration / 4).clamp(Duration::from_millis(250), Duration::from_secs(300));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let store = Arc::clone(&store);
+        let expired = tokio::task::spawn_blocking(move || {
+            store.recover(store.expire_stale_uploads(expiration))
+        })
+        .await;
+        match expired {
+            Ok(Ok(report)) if report.uploads > 0 => {
+                log::info!("expired {} stale upload sessions", report.uploads)
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::error!("expiring uploads failed: {e}"),
+            Err(e) => log::error!("expiring uploads failed: {e}"),
+        }
+    }
 }
 
 /// The background prune: one run every `every`, reported in the log.

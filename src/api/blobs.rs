@@ -1,10 +1,13 @@
 //! Blob reads and deletes.
 
+use std::sync::Arc;
+
 use http::{Method, Request, Response, StatusCode, header};
 
 use super::body::{self, ResBody};
 use super::error::ApiError;
 use super::{Api, Handled, header_str};
+use crate::conn::Activity;
 use crate::oci::{Digest, RepoName};
 
 pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, digest: Digest) -> Handled {
@@ -40,7 +43,13 @@ pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, digest: Digest)
                 response.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
             ),
         };
-    let body: ResBody = body::file_range(blob.file, start, len);
+    // The connection's watchdog cuts the download if the client stops
+    // taking it.
+    let transfer = req
+        .extensions()
+        .get::<Arc<Activity>>()
+        .map(|activity| activity.transfer());
+    let body: ResBody = body::file_range(blob.file, start, len, transfer);
     Ok(response
         .status(status)
         .header(header::CONTENT_LENGTH, len)

@@ -1,10 +1,14 @@
-//! Request and response bodies. Both stream through bounded channels between
-//! the async side and a blocking thread, so memory stays flat whatever the
-//! blob size.
+//! Request and response bodies. No thread ever waits on a client: a
+//! download reads its next chunk on a blocking thread only once the client
+//! has taken the last one, and an upload hands the store each batch of
+//! bytes only once it has arrived. Memory per transfer stays a chunk or two
+//! whatever the blob size, and a client that stops moving holds no thread.
 
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,18 +17,20 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
-use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::conn::Transfer;
+use crate::store::{self, Appender};
 
 pub type ResBody = BoxBody<Bytes, io::Error>;
 
-/// Chunks in flight between the network and the disk, per request.
-const CHANNEL_DEPTH: usize = 2;
-/// Reads in flight per download: with the one hyper is sending, enough to
-/// keep the socket busy, and little memory.
-const READ_AHEAD: usize = 2;
-/// Read size for blob downloads: large reads are what lets a pull go at
-/// loopback speed rather than syscall speed.
-const READ_SIZE: usize = 1 << 20;
+/// Read size for blob downloads. Large reads are what lets a pull go at
+/// loopback speed; with the one read ahead and the one hyper holds, a
+/// stalled download keeps at most two of these.
+const READ_SIZE: usize = 256 << 10;
+/// An upload hands the store at most this much at once.
+const BATCH_BYTES: usize = 1 << 20;
 
 pub fn full(bytes: impl Into<Bytes>) -> ResBody {
     http_body_util::Full::new(bytes.into())
@@ -36,13 +42,47 @@ pub fn empty() -> ResBody {
     full(Bytes::new())
 }
 
-/// A response body fed by a channel.
-struct ChannelBody {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
+/// `len` bytes of a blob file from `offset`, read a chunk at a time.
+struct FileBody {
+    file: Arc<File>,
+    /// Where the next read starts, and where the range ends.
+    next: u64,
+    end: u64,
+    /// Bytes not yet handed to hyper.
     remaining: u64,
+    reading: Option<JoinHandle<io::Result<Bytes>>>,
+    /// The chunk last handed out: the client has taken it once hyper asks
+    /// for the next.
+    handed: u64,
+    transfer: Option<Arc<Transfer>>,
 }
 
-impl HttpBody for ChannelBody {
+impl FileBody {
+    fn start_read(&mut self) {
+        if self.reading.is_some() || self.next >= self.end {
+            return;
+        }
+        let want = usize::try_from(self.end - self.next)
+            .unwrap_or(usize::MAX)
+            .min(READ_SIZE);
+        let (file, at) = (Arc::clone(&self.file), self.next);
+        self.next += want as u64;
+        self.reading = Some(tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut buf = BytesMut::zeroed(want);
+            file.read_exact_at(&mut buf, at).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "blob file is short")
+                } else {
+                    e
+                }
+            })?;
+            Ok(buf.freeze())
+        }));
+    }
+}
+
+impl HttpBody for FileBody {
     type Data = Bytes;
     type Error = io::Error;
 
@@ -50,15 +90,33 @@ impl HttpBody for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Ok(bytes))) => {
-                self.remaining = self.remaining.saturating_sub(bytes.len() as u64);
-                Poll::Ready(Some(Ok(Frame::data(bytes))))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+        let this = &mut *self;
+        if let Some(transfer) = &this.transfer {
+            transfer.moved(std::mem::take(&mut this.handed));
         }
+        this.start_read();
+        let Some(reading) = this.reading.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(reading).poll(cx);
+        if let Some(transfer) = &this.transfer {
+            transfer.server_busy(polled.is_pending());
+        }
+        let chunk = match polled {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(joined) => joined.unwrap_or_else(|e| Err(io::Error::other(e))),
+        };
+        this.reading = None;
+        let chunk = chunk?;
+        this.remaining -= chunk.len() as u64;
+        this.handed = chunk.len() as u64;
+        // The next chunk is read while hyper sends this one.
+        this.start_read();
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -66,109 +124,136 @@ impl HttpBody for ChannelBody {
     }
 }
 
-/// Streams `len` bytes of `file` from `offset`, read on a blocking thread.
-pub fn file_range(file: File, offset: u64, len: u64) -> ResBody {
-    let (tx, rx) = mpsc::channel(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::FileExt;
-        let mut pos = offset;
-        let end = offset + len;
-        while pos < end {
-            let want = usize::try_from(end - pos)
-                .unwrap_or(usize::MAX)
-                .min(READ_SIZE);
-            let mut buf = BytesMut::zeroed(want);
-            let chunk = match file.read_at(&mut buf, pos) {
-                Ok(0) => Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "blob file is short",
-                )),
-                Ok(n) => {
-                    buf.truncate(n);
-                    pos += n as u64;
-                    Ok(buf.freeze())
+/// Streams `len` bytes of `file` from `offset`; `transfer`, if given, is
+/// told how the download moves.
+pub fn file_range(file: File, offset: u64, len: u64, transfer: Option<Arc<Transfer>>) -> ResBody {
+    FileBody {
+        file: Arc::new(file),
+        next: offset,
+        end: offset + len,
+        remaining: len,
+        reading: None,
+        handed: 0,
+        transfer,
+    }
+    .boxed()
+}
+
+/// A request body read against a minimum rate: each window of `window`
+/// must bring `min_bytes` (or the end), or reading fails. A timer that
+/// restarted on every frame would let one byte every few seconds hold the
+/// request for ever.
+pub struct Frames {
+    body: Incoming,
+    window: Duration,
+    min_bytes: u64,
+    window_start: Instant,
+    in_window: u64,
+}
+
+impl Frames {
+    pub fn new(body: Incoming, window: Duration, min_bytes: u64) -> Frames {
+        Frames {
+            body,
+            window,
+            min_bytes,
+            window_start: Instant::now(),
+            in_window: 0,
+        }
+    }
+
+    /// The next data chunk, `None` at the end.
+    pub async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            let deadline = self.window_start + self.window;
+            match tokio::time::timeout_at(deadline, self.body.frame()).await {
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => return Some(Err(io::Error::other(e))),
+                Ok(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => {
+                        self.in_window += data.len() as u64;
+                        return Some(Ok(data));
+                    }
+                    _ => continue,
+                },
+                Err(_) if self.in_window >= self.min_bytes => {
+                    self.window_start = Instant::now();
+                    self.in_window = 0;
                 }
-                Err(e) => Err(e),
-            };
-            let failed = chunk.is_err();
-            if tx.blocking_send(chunk).is_err() || failed {
-                break;
+                Err(_) => {
+                    return Some(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the body sent {} bytes in {:?}; at least {} are needed",
+                            self.in_window, self.window, self.min_bytes
+                        ),
+                    )));
+                }
             }
         }
-    });
-    ChannelBody { rx, remaining: len }.boxed()
-}
+    }
 
-/// A request body as the store reads it: an iterator that blocks for the
-/// next chunk. Only for use on a blocking thread.
-pub struct BlockingBody {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-}
-
-impl Iterator for BlockingBody {
-    type Item = io::Result<Bytes>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.rx.blocking_recv()
+    /// The chunks that have arrived: waits for one, then takes what else
+    /// is already there, up to [`BATCH_BYTES`]. Empty at the end.
+    async fn batch(&mut self) -> io::Result<Vec<Bytes>> {
+        let mut batch = Vec::new();
+        let mut size = 0;
+        if let Some(first) = self.next().await {
+            let first = first?;
+            size += first.len();
+            batch.push(first);
+        }
+        while size > 0 && size < BATCH_BYTES {
+            // A zero timeout polls the frame once: only what is already here.
+            match tokio::time::timeout(Duration::ZERO, self.next()).await {
+                Ok(Some(chunk)) => {
+                    let chunk = chunk?;
+                    size += chunk.len();
+                    batch.push(chunk);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok(batch)
     }
 }
 
-/// Runs `work` on a blocking thread with the request body streaming into it.
-/// If `work` stops reading early, the rest of the body is not read.
-pub async fn with_body<T, F>(mut body: Incoming, idle: Duration, work: F) -> T
-where
-    F: FnOnce(&mut BlockingBody) -> T + Send + 'static,
-    T: Send + 'static,
-{
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    let worker = tokio::task::spawn_blocking(move || work(&mut BlockingBody { rx }));
-    let pump = async move {
-        while let Some(frame) = next_frame(&mut body, idle).await {
-            let item = match frame {
-                Ok(frame) => match frame.into_data() {
-                    Ok(data) if data.is_empty() => continue,
-                    Ok(data) => Ok(data),
-                    Err(_trailers) => continue,
-                },
-                Err(e) => Err(e),
-            };
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                break;
-            }
+/// Feeds a request body into `appender`: each batch is written on a
+/// blocking thread while the next one arrives. A body that fails leaves the
+/// appender to give back what it wrote.
+pub async fn feed(mut frames: Frames, appender: Appender) -> store::Result<Appender> {
+    let mut idle = Some(appender);
+    let mut writing: Option<JoinHandle<(Appender, store::Result<()>)>> = None;
+    loop {
+        let batch = frames.batch().await;
+        if let Some(write) = writing.take() {
+            let (appender, written) = write
+                .await
+                .map_err(|e| store::Error::Internal(e.to_string()))?;
+            written?;
+            idle = Some(appender);
         }
-    };
-    let ((), result) = tokio::join!(pump, worker);
-    result.expect("store work does not panic")
-}
-
-/// The next frame of a request body, or an error once the client has sent
-/// nothing for `idle`: a stalled upload must not hold a thread for ever.
-async fn next_frame(body: &mut Incoming, idle: Duration) -> Option<io::Result<Frame<Bytes>>> {
-    match tokio::time::timeout(idle, body.frame()).await {
-        Ok(frame) => frame.map(|f| f.map_err(io::Error::other)),
-        Err(_) => Some(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("no body bytes for {idle:?}"),
-        ))),
+        let batch = batch.map_err(store::Error::BodyFailed)?;
+        let mut appender = idle.take().expect("the appender is back from its write");
+        if batch.is_empty() {
+            return Ok(appender);
+        }
+        writing = Some(tokio::task::spawn_blocking(move || {
+            let written = appender.write(&batch);
+            (appender, written)
+        }));
     }
 }
 
 /// Reads a whole small body, refusing it once it passes `limit` bytes.
-pub async fn collect_limited(
-    mut body: Incoming,
-    limit: usize,
-    idle: Duration,
-) -> Result<Vec<u8>, CollectError> {
+pub async fn collect_limited(mut frames: Frames, limit: usize) -> Result<Vec<u8>, CollectError> {
     let mut out = Vec::new();
-    while let Some(frame) = next_frame(&mut body, idle).await {
-        let frame = frame.map_err(CollectError::Failed)?;
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > limit {
-                return Err(CollectError::TooLarge);
-            }
-            out.extend_from_slice(&data);
+    while let Some(data) = frames.next().await {
+        let data = data.map_err(CollectError::Failed)?;
+        if out.len() + data.len() > limit {
+            return Err(CollectError::TooLarge);
         }
+        out.extend_from_slice(&data);
     }
     Ok(out)
 }

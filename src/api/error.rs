@@ -132,6 +132,9 @@ impl From<store::Error> for ApiError {
                     .with_detail(json!({ "digest": digest.as_str() }))
             }
             E::NameUnknown => ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", message),
+            E::TooManyUploads(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", message)
+            }
             _ if e.is_storage_full() => {
                 log::error!("{message}");
                 ApiError::new(

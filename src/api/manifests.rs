@@ -28,7 +28,7 @@ pub async fn put(
         return Err(too_large(limit));
     }
     let content_type = header_str(&req, header::CONTENT_TYPE).map(str::to_owned);
-    let bytes = collect_limited(req.into_body(), limit, api.body_idle_timeout)
+    let bytes = collect_limited(api.frames(req), limit)
         .await
         .map_err(|e| match e {
             CollectError::TooLarge => too_large(limit),

@@ -15,7 +15,6 @@ mod uploads;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -40,7 +39,7 @@ pub struct Api {
     /// Whether clients reach us over TLS, for the token realm's scheme.
     tls: bool,
     max_manifest_bytes: usize,
-    body_idle_timeout: Duration,
+    limits: crate::conn::Limits,
     next_request: AtomicU64,
 }
 
@@ -53,7 +52,7 @@ impl Api {
             authority: authority.map(Arc::new),
             tls: config.tls.is_some(),
             max_manifest_bytes: config.max_manifest_bytes,
-            body_idle_timeout: config.body_idle_timeout,
+            limits: config.conn_limits(),
             next_request: AtomicU64::new(1),
         }
     }
@@ -128,14 +127,34 @@ impl Api {
     /// Runs a store call on a blocking thread.
     async fn store<T, F>(&self, work: F) -> Result<T, ApiError>
     where
-        F: FnOnce(&Store) -> store::Result<T> + Send + 'static,
+        F: FnOnce(&Arc<Store>) -> store::Result<T> + Send + 'static,
         T: Send + 'static,
     {
         let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || store.recover(work(&store)))
+        self.blocking(move || work(&store)).await
+    }
+
+    /// Runs blocking store work on a blocking thread.
+    async fn blocking<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        F: FnOnce() -> store::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let result = tokio::task::spawn_blocking(work)
             .await
-            .unwrap_or_else(|panicked| Err(store::Error::Internal(panicked.to_string())))
-            .map_err(ApiError::from)
+            .unwrap_or_else(|panicked| Err(store::Error::Internal(panicked.to_string())));
+        self.recover(result)
+    }
+
+    /// Passes a store result on as the API's, reopening the database first
+    /// if it failed with a storage error (see `Store::recover`).
+    fn recover<T>(&self, result: store::Result<T>) -> Result<T, ApiError> {
+        self.store.recover(result).map_err(ApiError::from)
+    }
+
+    /// The request's body, read against the minimum rate.
+    fn frames(&self, req: Request<Incoming>) -> body::Frames {
+        body::Frames::new(req.into_body(), self.limits.window, self.limits.min_bytes)
     }
 }
 

@@ -4,12 +4,12 @@
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use super::body::{self, with_body};
+use super::body::{self, feed};
 use super::error::{ApiError, upload_range};
 use super::{Api, Handled, header_str, query, query_param};
 use crate::auth::Caller;
 use crate::oci::{Digest, RepoName};
-use crate::store::ChunkSpec;
+use crate::store::{Appender, ChunkSpec};
 
 fn location(name: &RepoName, id: &str) -> String {
     format!("/v2/{}/blobs/uploads/{id}", name.as_str())
@@ -107,13 +107,11 @@ pub async fn start(api: &Api, req: Request<Incoming>, name: RepoName, caller: &C
     if let Some(value) = query_param(&params, "digest") {
         let digest = required_digest(Some(value))?;
         let len = content_length(&req);
-        let store = api.store.clone();
-        let (n, d) = (name.clone(), digest.clone());
-        with_body(req.into_body(), api.body_idle_timeout, move |body| {
-            store.recover(store.put_blob(&n, &d, len, body))
-        })
-        .await
-        .map_err(ApiError::from)?;
+        let n = name.clone();
+        let appender = api.store(move |s| s.put_blob(&n, len)).await?;
+        let appender = api.recover(feed(api.frames(req), appender).await)?;
+        let d = digest.clone();
+        api.blocking(move || appender.finish(&d)).await?;
         return created(&name, &digest);
     }
     let n = name.clone();
@@ -131,13 +129,9 @@ pub async fn status(api: &Api, name: RepoName, id: String) -> Handled {
 pub async fn patch(api: &Api, req: Request<Incoming>, name: RepoName, id: String) -> Handled {
     let id = upload_id(&id)?;
     let spec = chunk_spec(&req)?;
-    let store = api.store.clone();
-    let (n, i) = (name.clone(), id.clone());
-    let offset = with_body(req.into_body(), api.body_idle_timeout, move |body| {
-        store.recover(store.append_upload(&n, &i, spec, body))
-    })
-    .await
-    .map_err(|e| with_location(e.into(), &name, &id))?;
+    let offset = append(api, req, &name, &id, spec, |appender| appender.commit())
+        .await
+        .map_err(|e| with_location(e, &name, &id))?;
     progress(&name, &id, offset, StatusCode::ACCEPTED)
 }
 
@@ -148,14 +142,29 @@ pub async fn finish(api: &Api, req: Request<Incoming>, name: RepoName, id: Strin
     if spec.len.is_none() {
         spec.len = content_length(&req);
     }
-    let store = api.store.clone();
-    let (n, i, d) = (name.clone(), id.clone(), digest.clone());
-    with_body(req.into_body(), api.body_idle_timeout, move |body| {
-        store.recover(store.finish_upload(&n, &i, &d, spec, body))
+    let d = digest.clone();
+    append(api, req, &name, &id, spec, move |appender| {
+        appender.finish(&d)
     })
     .await
-    .map_err(|e| with_location(e.into(), &name, &id))?;
+    .map_err(|e| with_location(e, &name, &id))?;
     created(&name, &digest)
+}
+
+/// Streams a request body onto an upload session, then ends the chunk
+/// with `end` (commit it, or finish the blob).
+async fn append<T: Send + 'static>(
+    api: &Api,
+    req: Request<Incoming>,
+    name: &RepoName,
+    id: &str,
+    spec: ChunkSpec,
+    end: impl FnOnce(Appender) -> crate::store::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (n, i) = (name.clone(), id.to_owned());
+    let appender = api.store(move |s| s.append_to(&n, &i, spec)).await?;
+    let appender = api.recover(feed(api.frames(req), appender).await)?;
+    api.blocking(move || end(appender)).await
 }
 
 pub async fn cancel(api: &Api, name: RepoName, id: String) -> Handled {

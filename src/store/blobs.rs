@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::links;
 use super::meta::{self, BlobRow};
 use super::{Error, Result, Store};
+use super::{links, sessions};
 use crate::oci::{Digest, RepoName};
 
 /// An open blob, ready to be read from any offset.
@@ -197,7 +197,7 @@ impl Store {
             repo.as_str().to_owned(),
             upload_id.to_owned(),
         );
-        self.write(sync_dir, move |txn| {
+        let session = self.write(sync_dir, move |txn| {
             if !touch_blob(txn, &d)? {
                 let row = BlobRow {
                     size,
@@ -207,9 +207,11 @@ impl Store {
                     .insert(d.as_str(), meta::encode(&row).as_slice())?;
             }
             links::link(txn, d.as_str(), &r)?;
-            txn.open_table(meta::UPLOADS)?.remove(id.as_str())?;
-            Ok(())
+            sessions::remove_row(txn, &id)
         })?;
+        if let Some(repo) = session {
+            self.release_session(&repo);
+        }
         remove_if_present(&upload_path)?;
         Ok(())
     }

@@ -9,6 +9,7 @@ mod links;
 mod manifests;
 pub mod meta;
 pub mod prune;
+mod sessions;
 mod uploads;
 mod writeback;
 
@@ -26,11 +27,7 @@ use crate::oci::Digest;
 
 pub use fsck::{Check, Finding};
 pub use manifests::{PutManifest, Referrer, StoredManifest};
-pub use uploads::{ChunkSpec, Upload};
-
-/// A streamed request body, as the store consumes it: chunks in order, or the
-/// error that cut the stream short.
-pub type Body<'a> = &'a mut dyn Iterator<Item = io::Result<bytes::Bytes>>;
+pub use uploads::{Appender, ChunkSpec, Upload};
 
 #[derive(Debug)]
 pub enum Error {
@@ -66,6 +63,8 @@ pub enum Error {
     Io(io::Error),
     Db(redb::Error),
     Corrupt(String),
+    /// Too many upload sessions are open; says which cap.
+    TooManyUploads(String),
     /// A bug: the request failed, the stored data did not.
     Internal(String),
 }
@@ -103,6 +102,7 @@ impl fmt::Display for Error {
             Error::Db(e) => write!(f, "database error: {e}"),
             Error::Corrupt(why) => write!(f, "stored data is corrupt: {why}"),
             Error::Internal(why) => write!(f, "internal error: {why}"),
+            Error::TooManyUploads(why) => f.write_str(why),
         }
     }
 }
@@ -157,7 +157,8 @@ pub struct Store {
     db: Arc<DbHandle>,
     committer: Committer,
     digest_locks: Vec<Mutex<()>>,
-    busy_uploads: Mutex<HashSet<String>>,
+    busy_uploads: Arc<Mutex<HashSet<String>>>,
+    sessions: Mutex<sessions::Sessions>,
 }
 
 impl Store {
@@ -180,9 +181,11 @@ impl Store {
             committer: Committer::start(Arc::clone(&db)),
             db,
             digest_locks: (0..DIGEST_STRIPES).map(|_| Mutex::new(())).collect(),
-            busy_uploads: Mutex::new(HashSet::new()),
+            busy_uploads: Arc::new(Mutex::new(HashSet::new())),
+            sessions: Mutex::new(sessions::Sessions::unlimited()),
         };
         store.create_tables()?;
+        store.count_sessions()?;
         Ok(store)
     }
 

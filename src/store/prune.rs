@@ -112,6 +112,14 @@ impl Store {
         }
     }
 
+    /// Removes upload sessions idle for longer than `expiration`: what a
+    /// live server does by itself, prune or no prune.
+    pub fn expire_stale_uploads(&self, expiration: Duration) -> Result<Report> {
+        let mut report = Report::default();
+        self.expire_uploads(None, meta::ago(meta::now(), expiration), &mut report)?;
+        Ok(report)
+    }
+
     fn expire_uploads(
         &self,
         dry: Option<&WriteTransaction>,
@@ -145,13 +153,14 @@ impl Store {
                     };
                     if row.updated <= cutoff {
                         table.remove(id)?;
-                        removed.push((id.to_owned(), row.offset));
+                        removed.push((id.to_owned(), row.offset, row.repo));
                     }
                 }
                 Ok(removed)
             })?;
-            for (id, bytes) in removed {
+            for (id, bytes, repo) in removed {
                 if dry.is_none() {
+                    self.release_session(&repo);
                     remove_if_present(&self.upload_path(&id))?;
                 }
                 report.uploads += 1;

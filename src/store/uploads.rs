@@ -2,9 +2,10 @@
 //! the new offset and the sha256 state after it are committed in one redb
 //! transaction, so an upload resumes after a restart without rereading a byte.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use redb::ReadableDatabase;
 use sha2::digest::common::hazmat::{SerializableState, SerializedState};
@@ -12,8 +13,9 @@ use sha2::{Digest as _, Sha256};
 
 use super::blobs::remove_if_present;
 use super::meta::{self, UploadRow};
-use super::writeback::StreamingWriter;
-use super::{Body, Error, Result, Store};
+use super::sessions;
+use super::writeback::Writeback;
+use super::{Error, Result, Store};
 use crate::oci::{Digest, RepoName};
 
 /// An upload session as the API reports it.
@@ -32,21 +34,20 @@ pub struct ChunkSpec {
 }
 
 /// Marks an upload as being written for as long as it lives.
-pub(super) struct Busy<'a> {
-    store: &'a Store,
+pub(super) struct Busy {
+    set: Arc<Mutex<HashSet<String>>>,
     id: String,
 }
 
-impl Busy<'_> {
+impl Busy {
     pub(super) fn id(&self) -> &str {
         &self.id
     }
 }
 
-impl Drop for Busy<'_> {
+impl Drop for Busy {
     fn drop(&mut self) {
-        self.store
-            .busy_uploads
+        self.set
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
@@ -73,80 +74,159 @@ fn new_row(repo: &RepoName) -> UploadRow {
     }
 }
 
-/// An upload file with a chunk written (not yet synced) onto its end.
-struct Written {
+/// From this many bytes in one batch, hashing runs on a second thread
+/// beside the write: alone, sha256 is slower than a fast disk, and small
+/// batches should not pay for a thread.
+const PARALLEL_HASH_FROM: usize = 256 << 10;
+
+/// One request's bytes going onto the end of an upload. The caller feeds
+/// it batches as they arrive from the network ([`Appender::write`] blocks
+/// only on the disk, never on a client), then ends it with
+/// [`Appender::commit`] or [`Appender::finish`]. Dropped without either,
+/// it gives back what it wrote: the committed part of a session stays, a
+/// whole-blob upload leaves nothing.
+pub struct Appender {
+    store: Arc<Store>,
+    repo: RepoName,
+    id: String,
+    row: UploadRow,
+    /// A session with a row; false for a whole blob in one request.
+    session: bool,
+    declared: Option<u64>,
     file: File,
+    writeback: Writeback,
     hasher: Sha256,
-    /// The file's length now.
-    size: u64,
-    /// Whether this chunk created the file: its name is not yet durable.
+    received: u64,
+    /// Whether this request created the file: its name is not yet durable.
     created: bool,
+    /// Set once the bytes belong to the upload or the blob.
+    kept: bool,
+    _busy: Option<Busy>,
 }
 
-/// Past this many bytes in one request, hashing moves to a thread of its
-/// own: alone, sha256 is slower than a fast disk, and small pushes should
-/// not pay for a thread.
-const PARALLEL_HASH_FROM: u64 = 4 << 20;
-
-/// Hashes and writes a request body; returns the hash and the byte count.
-fn stream_chunk(
-    body: Body,
-    writer: &mut StreamingWriter,
-    hasher: Sha256,
-    spec: ChunkSpec,
-) -> Result<(Sha256, u64)> {
-    std::thread::scope(|scope| {
-        let mut inline = Some(hasher);
-        let mut helper: Option<(SyncSender<bytes::Bytes>, _)> = None;
-        let mut received = 0u64;
-        for chunk in body {
-            let chunk = chunk.map_err(Error::BodyFailed)?;
-            match (&mut inline, &helper) {
-                (Some(hasher), _) => hasher.update(&chunk),
-                (None, Some((to_hasher, _))) => to_hasher
-                    .send(chunk.clone())
-                    .expect("the hashing thread lives until the sender drops"),
-                (None, None) => unreachable!("the hasher is inline or in its thread"),
-            }
-            writer.write_all(&chunk)?;
-            received += chunk.len() as u64;
-            if received >= PARALLEL_HASH_FROM
-                && let Some(mut hasher) = inline.take()
-            {
-                let (to_hasher, chunks) = sync_channel::<bytes::Bytes>(2);
-                let thread = scope.spawn(move || {
-                    for chunk in chunks {
-                        hasher.update(&chunk);
-                    }
-                    hasher
-                });
-                helper = Some((to_hasher, thread));
-            }
-        }
-        if let Some(declared) = spec.len.filter(|&d| d != received) {
-            return Err(Error::SizeMismatch { declared, received });
-        }
-        let hasher = match (inline, helper) {
-            (Some(hasher), _) => hasher,
-            (None, Some((to_hasher, thread))) => {
-                drop(to_hasher);
-                thread.join().expect("hashing does not panic")
-            }
-            (None, None) => unreachable!("the hasher is inline or in its thread"),
+impl Appender {
+    /// Writes a batch of body chunks and adds them to the hash.
+    pub fn write(&mut self, chunks: &[bytes::Bytes]) -> Result<()> {
+        let total: usize = chunks.iter().map(bytes::Bytes::len).sum();
+        let (file, writeback, hasher) = (&self.file, &mut self.writeback, &mut self.hasher);
+        let written = if total >= PARALLEL_HASH_FROM {
+            std::thread::scope(|scope| {
+                let hashing = scope.spawn(|| chunks.iter().for_each(|c| hasher.update(c)));
+                let written = chunks.iter().try_for_each(|c| writeback.write_all(file, c));
+                hashing.join().expect("hashing does not panic");
+                written
+            })
+        } else {
+            chunks.iter().try_for_each(|c| {
+                hasher.update(c);
+                writeback.write_all(file, c)
+            })
         };
-        Ok((hasher, received))
-    })
-}
+        written?;
+        self.received += total as u64;
+        Ok(())
+    }
 
-impl Store {
-    pub fn start_upload(&self, repo: &RepoName) -> Result<Upload> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let (key, row) = (id.clone(), meta::encode(&new_row(repo)));
-        self.write(None, move |txn| {
+    fn check_length(&self) -> Result<()> {
+        match self.declared {
+            Some(declared) if declared != self.received => Err(Error::SizeMismatch {
+                declared,
+                received: self.received,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes the chunk part of the session: synced, then the new offset and
+    /// hash state committed. Returns the upload's new size.
+    pub fn commit(mut self) -> Result<u64> {
+        self.check_length()?;
+        let offset = self.row.offset + self.received;
+        if self.received == 0 {
+            self.kept = true;
+            return Ok(offset);
+        }
+        self.file.sync_data()?;
+        // The chunk's 202 vouches for the file's name too.
+        let sync_dir = self.created.then(|| self.store.root.join("uploads"));
+        let updated = UploadRow {
+            offset,
+            hash_state: hash_state(&self.hasher),
+            updated: meta::now(),
+            ..self.row.clone()
+        };
+        let (key, row) = (self.id.clone(), meta::encode(&updated));
+        self.store.write(sync_dir, move |txn| {
             txn.open_table(meta::UPLOADS)?
                 .insert(key.as_str(), row.as_slice())?;
             Ok(())
         })?;
+        self.kept = true;
+        log::debug!("upload {}: {offset} bytes committed", self.id);
+        Ok(offset)
+    }
+
+    /// Checks the digest and makes the blob visible; a mismatch discards
+    /// the upload. Returns the blob's size.
+    pub fn finish(mut self, digest: &Digest) -> Result<u64> {
+        self.check_length()?;
+        let size = self.row.offset + self.received;
+        let actual = Digest::from_hash(&self.hasher.clone().finalize());
+        let store = Arc::clone(&self.store);
+        if &actual != digest {
+            // The session is over: nothing of it is kept.
+            self.kept = true;
+            store.discard_upload(&self.id)?;
+            log::info!(
+                "upload {}: digest mismatch, {actual} != {digest}; discarded",
+                self.id
+            );
+            return Err(Error::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        let file = self.file.try_clone()?;
+        store.commit_blob(&self.id, file, size, &self.repo, digest)?;
+        self.kept = true;
+        log::debug!("upload {}: finished as {digest} ({size} bytes)", self.id);
+        Ok(size)
+    }
+}
+
+impl Drop for Appender {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let path = self.store.upload_path(&self.id);
+        // Give back at once what the failed request took (it may have
+        // filled the disk); a session's committed part stays.
+        let given_back = if self.session {
+            self.file.set_len(self.row.offset)
+        } else {
+            remove_if_present(&path)
+        };
+        if let Err(e) = given_back {
+            log::warn!("upload {}: giving back a failed chunk: {e}", self.id);
+        }
+    }
+}
+
+impl Store {
+    pub fn start_upload(&self, repo: &RepoName) -> Result<Upload> {
+        self.reserve_session(repo.as_str())?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let (key, row) = (id.clone(), meta::encode(&new_row(repo)));
+        let written = self.write(None, move |txn| {
+            txn.open_table(meta::UPLOADS)?
+                .insert(key.as_str(), row.as_slice())?;
+            Ok(())
+        });
+        if let Err(e) = written {
+            self.release_session(repo.as_str());
+            return Err(e);
+        }
         log::debug!("upload {id}: started in {}", repo.as_str());
         Ok(Upload { id, offset: 0 })
     }
@@ -165,16 +245,16 @@ impl Store {
     }
 
     /// Marks an upload as being worked on; `None` if someone already is.
-    pub(super) fn try_claim(&self, id: &str) -> Option<Busy<'_>> {
+    pub(super) fn try_claim(&self, id: &str) -> Option<Busy> {
         let mut busy = self.busy_uploads.lock().unwrap_or_else(|p| p.into_inner());
         busy.insert(id.to_owned()).then(|| Busy {
-            store: self,
+            set: Arc::clone(&self.busy_uploads),
             id: id.to_owned(),
         })
     }
 
     /// Claims an upload for writing, then loads it; one writer at a time.
-    fn claim_upload(&self, repo: &RepoName, id: &str) -> Result<(UploadRow, Busy<'_>)> {
+    fn claim_upload(&self, repo: &RepoName, id: &str) -> Result<(UploadRow, Busy)> {
         let Some(guard) = self.try_claim(id) else {
             let offset = self.load_upload(repo, id)?.offset;
             return Err(Error::UploadBusy { offset });
@@ -201,17 +281,37 @@ impl Store {
         Ok(row.offset)
     }
 
-    /// Streams `body` onto the end of the committed part of an upload file.
-    fn write_chunk(
-        &self,
+    /// Opens a session for a chunk that starts at `start` (if the client
+    /// said) and is `len` bytes long (if it said).
+    pub fn append_to(
+        self: &Arc<Self>,
+        repo: &RepoName,
         id: &str,
-        row: &UploadRow,
         spec: ChunkSpec,
-        body: Body,
-    ) -> Result<Written> {
+    ) -> Result<Appender> {
+        let (row, busy) = self.claim_upload(repo, id)?;
         if spec.start.is_some_and(|s| s != row.offset) {
             return Err(Error::RangeMismatch { offset: row.offset });
         }
+        self.appender(repo, id, row, true, spec.len, Some(busy))
+    }
+
+    /// Opens a whole blob in one request, with no session row: a crash
+    /// leaves only an orphan file, which start-up removes.
+    pub fn put_blob(self: &Arc<Self>, repo: &RepoName, len: Option<u64>) -> Result<Appender> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.appender(repo, &id, new_row(repo), false, len, None)
+    }
+
+    fn appender(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        id: &str,
+        row: UploadRow,
+        session: bool,
+        declared: Option<u64>,
+        busy: Option<Busy>,
+    ) -> Result<Appender> {
         let hasher = restore_hash(&row.hash_state)?;
         let path = self.upload_path(id);
         let (mut file, created) = match OpenOptions::new().write(true).open(&path) {
@@ -239,115 +339,21 @@ impl Store {
         // Cuts back what a crash or a failed request left past the committed end.
         file.set_len(row.offset)?;
         file.seek(SeekFrom::Start(row.offset))?;
-        let mut writer = StreamingWriter::new(&mut file, row.offset);
-        match stream_chunk(body, &mut writer, hasher, spec) {
-            Ok((hasher, received)) => Ok(Written {
-                file,
-                hasher,
-                size: row.offset + received,
-                created,
-            }),
-            Err(e) => {
-                // Give back at once what the failed chunk took (it may have
-                // filled the disk); the committed part stays.
-                let _ = file.set_len(row.offset);
-                Err(e)
-            }
-        }
-    }
-
-    /// Appends a chunk; returns the upload's new size.
-    pub fn append_upload(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        spec: ChunkSpec,
-        body: Body,
-    ) -> Result<u64> {
-        let (row, _busy) = self.claim_upload(repo, id)?;
-        let Written {
+        Ok(Appender {
+            store: Arc::clone(self),
+            repo: repo.clone(),
+            id: id.to_owned(),
+            writeback: Writeback::new(row.offset),
+            row,
+            session,
+            declared,
             file,
             hasher,
-            size: offset,
+            received: 0,
             created,
-        } = self.write_chunk(id, &row, spec, body)?;
-        if offset == row.offset {
-            return Ok(offset);
-        }
-        file.sync_data()?;
-        // The chunk's 202 vouches for the file's name too.
-        let sync_dir = created.then(|| self.root.join("uploads"));
-        let updated = UploadRow {
-            offset,
-            hash_state: hash_state(&hasher),
-            updated: meta::now(),
-            ..row
-        };
-        let (key, row) = (id.to_owned(), meta::encode(&updated));
-        self.write(sync_dir, move |txn| {
-            txn.open_table(meta::UPLOADS)?
-                .insert(key.as_str(), row.as_slice())?;
-            Ok(())
-        })?;
-        log::debug!("upload {id}: {offset} bytes committed");
-        Ok(offset)
-    }
-
-    /// Takes an optional last chunk, checks the digest and makes the blob
-    /// visible. A digest mismatch discards the upload.
-    pub fn finish_upload(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        digest: &Digest,
-        spec: ChunkSpec,
-        body: Body,
-    ) -> Result<u64> {
-        let (row, _busy) = self.claim_upload(repo, id)?;
-        let result = self.write_chunk(id, &row, spec, body);
-        self.seal(repo, id, digest, result)
-    }
-
-    /// A whole blob in one request, with no session row: a crash leaves only
-    /// an orphan file, which start-up removes.
-    pub fn put_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        len: Option<u64>,
-        body: Body,
-    ) -> Result<u64> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let result = self.write_chunk(&id, &new_row(repo), ChunkSpec { start: None, len }, body);
-        if result.is_err() {
-            remove_if_present(&self.upload_path(&id))?;
-        }
-        self.seal(repo, &id, digest, result)
-    }
-
-    fn seal(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        digest: &Digest,
-        written: Result<Written>,
-    ) -> Result<u64> {
-        let Written {
-            file, hasher, size, ..
-        } = written?;
-        let actual = Digest::from_hash(&hasher.finalize());
-        if &actual != digest {
-            drop(file);
-            self.discard_upload(id)?;
-            log::info!("upload {id}: digest mismatch, {actual} != {digest}; discarded");
-            return Err(Error::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            });
-        }
-        self.commit_blob(id, file, size, repo, digest)?;
-        log::debug!("upload {id}: finished as {digest} ({size} bytes)");
-        Ok(size)
+            kept: false,
+            _busy: busy,
+        })
     }
 
     pub fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
@@ -361,9 +367,10 @@ impl Store {
         // The file first: on a full disk, that frees what the commit needs.
         remove_if_present(&self.upload_path(id))?;
         let key = id.to_owned();
-        self.write(None, move |txn| {
-            txn.open_table(meta::UPLOADS)?.remove(key.as_str())?;
-            Ok(())
-        })
+        let removed = self.write(None, move |txn| sessions::remove_row(txn, &key))?;
+        if let Some(repo) = removed {
+            self.release_session(&repo);
+        }
+        Ok(())
     }
 }

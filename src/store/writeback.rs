@@ -11,8 +11,8 @@ const WINDOW: u64 = 2 << 20;
 /// Windows in flight before the oldest is waited for.
 const IN_FLIGHT: u64 = 16;
 
-pub struct StreamingWriter<'a> {
-    file: &'a mut File,
+/// Where write-back stands in one file, across many writes.
+pub struct Writeback {
     /// Absolute offsets: written up to, write-back started up to, and
     /// known to be on disk up to.
     written: u64,
@@ -20,28 +20,27 @@ pub struct StreamingWriter<'a> {
     settled: u64,
 }
 
-impl<'a> StreamingWriter<'a> {
-    /// Writes at the file's current position, which is `offset`.
-    pub fn new(file: &'a mut File, offset: u64) -> StreamingWriter<'a> {
-        StreamingWriter {
-            file,
+impl Writeback {
+    /// For writes at the file's current position, which is `offset`.
+    pub fn new(offset: u64) -> Writeback {
+        Writeback {
             written: offset,
             started: offset,
             settled: offset,
         }
     }
 
-    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)?;
+    pub fn write_all(&mut self, mut file: &File, bytes: &[u8]) -> io::Result<()> {
+        file.write_all(bytes)?;
         self.written += bytes.len() as u64;
         while self.written - self.started >= WINDOW {
-            sync_range(self.file, self.started, WINDOW, libc::SYNC_FILE_RANGE_WRITE);
+            sync_range(file, self.started, WINDOW, libc::SYNC_FILE_RANGE_WRITE);
             self.started += WINDOW;
             if self.started - self.settled > IN_FLIGHT * WINDOW {
                 let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE
                     | libc::SYNC_FILE_RANGE_WRITE
                     | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-                sync_range(self.file, self.settled, WINDOW, wait);
+                sync_range(file, self.settled, WINDOW, wait);
                 self.settled += WINDOW;
             }
         }

@@ -1,0 +1,128 @@
+//! What one connection is doing, so it can be cut when it only holds
+//! resources: a connection with no request in flight for the idle timeout
+//! (a silent TLS session, an HTTP/2 preface and nothing more, an idle
+//! keep-alive), or one whose download has moved less than the minimum over
+//! a whole body timeout while the server waited on the client (a reader
+//! that stopped reading, an HTTP/2 stream with a zero window). Uploads
+//! enforce their own minimum rate where they read the body.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// The limits a connection is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// No request in flight for this long: the connection goes.
+    pub idle: Duration,
+    /// The window over which a transfer must move `min_bytes`.
+    pub window: Duration,
+    pub min_bytes: u64,
+}
+
+/// One connection's activity, shared by its requests and its watchdog.
+#[derive(Default)]
+pub struct Activity {
+    in_flight: AtomicUsize,
+    idle_since: Mutex<Option<Instant>>,
+    transfers: Mutex<Vec<Weak<Transfer>>>,
+}
+
+/// A download's progress: bytes the client has taken, and whether the
+/// server, not the client, is the one being waited on.
+#[derive(Default)]
+pub struct Transfer {
+    moved: AtomicU64,
+    server_busy: AtomicBool,
+}
+
+impl Transfer {
+    pub fn moved(&self, bytes: u64) {
+        self.moved.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn server_busy(&self, busy: bool) {
+        self.server_busy.store(busy, Ordering::Relaxed);
+    }
+}
+
+/// Held while a request is in flight: from its head to the end of its
+/// response body.
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
+    }
+}
+
+impl Activity {
+    pub fn new() -> Arc<Activity> {
+        let activity = Activity::default();
+        *activity
+            .idle_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        Arc::new(activity)
+    }
+
+    pub fn request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(self))
+    }
+
+    pub fn transfer(&self) -> Arc<Transfer> {
+        let transfer = Arc::new(Transfer::default());
+        let mut transfers = self.transfers.lock().unwrap_or_else(|p| p.into_inner());
+        transfers.retain(|t| t.strong_count() > 0);
+        transfers.push(Arc::downgrade(&transfer));
+        transfer
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = *self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+        since.map(|since| since.elapsed())
+    }
+}
+
+/// Resolves when the connection should be cut, saying why. Checks a few
+/// times per limit, so a cut comes at most a fraction of it late.
+pub async fn watch(activity: Arc<Activity>, limits: Limits) -> &'static str {
+    let tick = (limits.idle.min(limits.window) / 4).max(Duration::from_millis(50));
+    let mut window_start = Instant::now();
+    let mut moved_at_start: Vec<(Weak<Transfer>, u64)> = Vec::new();
+    loop {
+        tokio::time::sleep(tick).await;
+        if activity.idle_for().is_some_and(|idle| idle >= limits.idle) {
+            return "idle";
+        }
+        if window_start.elapsed() < limits.window {
+            continue;
+        }
+        // A whole window has passed: every transfer that was there at its
+        // start must have moved enough, unless the server held it up.
+        let stalled = moved_at_start.iter().any(|(transfer, before)| {
+            transfer.upgrade().is_some_and(|t| {
+                let moved = t.moved.load(Ordering::Relaxed) - before;
+                moved < limits.min_bytes && !t.server_busy.load(Ordering::Relaxed)
+            })
+        });
+        if stalled {
+            return "a download moved less than the minimum rate";
+        }
+        window_start = Instant::now();
+        let transfers = activity.transfers.lock().unwrap_or_else(|p| p.into_inner());
+        moved_at_start = transfers
+            .iter()
+            .filter_map(|t| {
+                let moved = t.upgrade()?.moved.load(Ordering::Relaxed);
+                Some((Weak::clone(t), moved))
+            })
+            .collect();
+    }
+}
