@@ -1691,6 +1691,77 @@ fn wrong_passwords_of_real_users_count_as_failures() {
     assert_error(&get(&v2, Who::User("bob")), 429, "TOOMANYREQUESTS");
 }
 
+/// Guesses sent all at once are counted as they come, not as their bcrypt
+/// checks end: with a limit of 3, twelve simultaneous wrong passwords from
+/// one address get three 401s and nine 429s, and then the right password
+/// gets 429 too. (Counted only at the end, all twelve were checked and the
+/// limit never applied to them.)
+#[test]
+fn simultaneous_guesses_are_counted_before_they_are_checked() {
+    let s = Secured::start(None, |auth| {
+        auth.max_failures = 3;
+        auth.failure_window = Duration::from_secs(120);
+    });
+    let v2 = format!("{}/v2/", s.url);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|n| {
+                let v2 = v2.as_str();
+                scope.spawn(move || {
+                    let guess = format!("guess-{n}");
+                    get(v2, Who::Basic("alice", &guess)).status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let count = |status| statuses.iter().filter(|&&s| s == status).count();
+    assert_eq!(
+        (count(401), count(429)),
+        (3, 9),
+        "twelve simultaneous guesses against a limit of 3: {statuses:?}"
+    );
+    assert_error(&get(&v2, Who::User("alice")), 429, "TOOMANYREQUESTS");
+}
+
+/// At most `max_concurrent_logins` bcrypt checks run at once, whatever the
+/// number of addresses guessing: with a bound of 1, four simultaneous bad
+/// logins from four addresses are answered one at a time, a bcrypt check
+/// apart. Unbounded, they share the CPUs and end together, and a burst of
+/// them starves every other request.
+#[test]
+fn bcrypt_checks_are_bounded_whatever_the_number_of_addresses() {
+    let s = Secured::start(None, |auth| auth.max_concurrent_logins = 1);
+    let v2 = format!("{}/v2/", s.url);
+    let alone = Instant::now();
+    assert_error(&get(&v2, Who::Basic("alice", "wrong")), 401, "UNAUTHORIZED");
+    let one_check = alone.elapsed();
+    let start = Instant::now();
+    let mut answers: Vec<(u16, Duration)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (2..6)
+            .map(|n| {
+                let v2 = v2.as_str();
+                scope.spawn(move || {
+                    let status = curl_from(&format!("127.0.0.{n}"), v2, "alice", "wrong");
+                    (status, start.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    answers.sort_by_key(|(_, at)| *at);
+    assert!(
+        answers.iter().all(|(status, _)| *status == 401),
+        "{answers:?}"
+    );
+    let gaps: Vec<Duration> = answers.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    assert!(
+        gaps.iter().all(|gap| *gap >= one_check / 3),
+        "with a bound of 1 the answers come a bcrypt check ({one_check:?} alone) \
+         apart, not together: {answers:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Start-up and the command line
 

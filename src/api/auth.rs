@@ -119,14 +119,7 @@ impl Api {
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
             .ok_or_else(|| self.unauthorized(req, "malformed Authorization header"))?;
-        let authority = Arc::clone(authority);
-        let checked_user = user.clone();
-        // bcrypt is slow on purpose: keep it off the async threads.
-        let result = tokio::task::spawn_blocking(move || {
-            authority.login(peer.ip(), &checked_user, &password)
-        })
-        .await
-        .expect("login does not panic");
+        let result = authority.login(peer.ip(), &user, &password).await;
         match result {
             Ok(()) => Ok(Caller::User(user)),
             Err(LoginError::BadCredentials) => {
