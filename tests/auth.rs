@@ -1762,6 +1762,47 @@ fn bcrypt_checks_are_bounded_whatever_the_number_of_addresses() {
     );
 }
 
+/// An htpasswd file written by `htpasswd -B -C 8` (no cost-12 hash in it):
+/// a login as an unknown user takes as long as a wrong password for a real
+/// one, so timing does not tell who exists. (A stand-in hash of a fixed
+/// cost 12 made unknown users many times slower than `htpasswd -B` users.)
+#[test]
+fn unknown_users_cost_what_the_files_own_hashes_cost() {
+    let s = Secured::start(None, |auth| {
+        let path = auth.htpasswd.with_file_name("htpasswd-cost-8");
+        std::fs::write(
+            &path,
+            "dave:$2y$08$34Vj02jaHY3kQA02AoJPTe42mr4UhC8Ssz52.gxRRffKt9vNckzT.\n\
+             erin:$2y$08$PO7WGXL7ieXht23SmNzoJ.eOJH8/nyVi1ru19k4hISXVcmHhS/h8C\n",
+        )
+        .unwrap();
+        auth.htpasswd = path;
+        auth.max_failures = 1000;
+    });
+    let v2 = format!("{}/v2/", s.url);
+    assert_eq!(
+        get(&v2, Who::Basic("dave", "Dave-pw-8c0st-plaintext")).status,
+        200,
+        "dave's cost-8 hash works"
+    );
+    let fastest = |user: &str| {
+        (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                let resp = get(&v2, Who::Basic(user, "not-the-password"));
+                assert_error(&resp, 401, "UNAUTHORIZED");
+                start.elapsed()
+            })
+            .min()
+            .unwrap()
+    };
+    let (known, unknown) = (fastest("erin"), fastest("zoe"));
+    assert!(
+        unknown <= known * 2 && known <= unknown * 2,
+        "a wrong password for a real user took {known:?}, an unknown user {unknown:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Start-up and the command line
 
