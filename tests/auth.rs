@@ -850,7 +850,14 @@ fn anonymous_pull_lets_anyone_read_and_nobody_anonymous_write() {
     assert_eq!(resp.body, image.layer);
     let resp = get(&format!("{base}/v2/lib/app/tags/list"), Who::Anonymous);
     assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(catalog(&base, Who::Anonymous), names(&["lib/app"]));
+    // The catalog is not a pull: anonymous callers are asked to log in.
+    let catalog_scope = Some("registry:catalog:*");
+    assert_challenge(
+        &get(&format!("{base}/v2/_catalog"), Who::Anonymous),
+        &base,
+        catalog_scope,
+    );
+    assert_eq!(catalog(&base, Who::User("bob")), names(&["lib/app"]));
     let push = Some("repository:lib/app:pull,push");
     assert_challenge(
         &put_manifest(&base, "lib/app", "v2", Who::Anonymous, &image.manifest),
@@ -887,7 +894,11 @@ fn anonymous_pull_lets_anyone_read_and_nobody_anonymous_write() {
         &base,
         Some("repository:lib/app:pull"),
     );
-    assert_eq!(catalog(&base, Who::Anonymous), Vec::<String>::new());
+    assert_challenge(
+        &get(&format!("{base}/v2/_catalog"), Who::Anonymous),
+        &base,
+        catalog_scope,
+    );
     let resp = get_manifest(&base, "lib/app", "v1", Who::User("alice"));
     assert_eq!(resp.status, 200, "{resp:?}");
 }
@@ -896,9 +907,11 @@ fn anonymous_pull_lets_anyone_read_and_nobody_anonymous_write() {
 // The catalog
 
 /// `_catalog` lists exactly the repositories the caller may pull by the
-/// rules, for Basic, Bearer and anonymous callers alike, also page by page
-/// (hidden names neither listed nor used as page marks); anonymous callers
-/// with no anonymous rule get an empty list; bad credentials get 401.
+/// rules, for Basic and Bearer callers alike, also page by page (hidden
+/// names neither listed nor used as page marks); anonymous callers, with a
+/// token or without, get a 401 challenge for `registry:catalog:*` (an empty
+/// list would tell a client there is nothing to log in for); bad
+/// credentials get 401.
 #[test]
 fn catalog_lists_only_repositories_the_caller_may_pull() {
     let s = Secured::start(Some(RULES), |_| {});
@@ -921,14 +934,19 @@ fn catalog_lists_only_repositories_the_caller_may_pull() {
         catalog(base, Who::User("carol")),
         names(&["public/x", "team/app"])
     );
-    assert_eq!(catalog(base, Who::Anonymous), names(&["public/x"]));
+    let catalog_url = format!("{base}/v2/_catalog");
+    let catalog_scope = Some("registry:catalog:*");
+    assert_challenge(&get(&catalog_url, Who::Anonymous), base, catalog_scope);
     // With tokens: the token's user decides, not its scopes.
     let bob_token = token(base, Who::User("bob"), &["repository:team/app:pull"]);
     assert_eq!(catalog(base, Who::Bearer(&bob_token)), bob_sees);
-    let anonymous_token = token(base, Who::Anonymous, &["repository:public/x:pull"]);
-    assert_eq!(
-        catalog(base, Who::Bearer(&anonymous_token)),
-        names(&["public/x"])
+    let bob_token = token(base, Who::User("bob"), &["registry:catalog:*"]);
+    assert_eq!(catalog(base, Who::Bearer(&bob_token)), bob_sees);
+    let anonymous_token = token(base, Who::Anonymous, &["registry:catalog:*"]);
+    assert_challenge(
+        &get(&catalog_url, Who::Bearer(&anonymous_token)),
+        base,
+        catalog_scope,
     );
     // Page by page, following Link.
     let mut seen = Vec::new();
@@ -966,10 +984,14 @@ fn catalog_lists_only_repositories_the_caller_may_pull() {
     );
     assert_error(&resp, 401, "UNAUTHORIZED");
 
-    // Default rules: users see everything, anonymous callers nothing.
+    // Default rules: users see everything, anonymous callers are challenged.
     let plain = Secured::start(None, |_| {});
     push_image(&plain.url, "a/b", "v1", Who::User("alice"), 450);
-    assert_eq!(catalog(&plain.url, Who::Anonymous), Vec::<String>::new());
+    assert_challenge(
+        &get(&format!("{}/v2/_catalog", plain.url), Who::Anonymous),
+        &plain.url,
+        catalog_scope,
+    );
     assert_eq!(catalog(&plain.url, Who::User("alice")), names(&["a/b"]));
 }
 

@@ -20,7 +20,8 @@ use crate::store::meta;
 const SERVICE: &str = "berth";
 
 /// What a route needs: nothing (the token endpoint), any identity
-/// (`/v2/`), or an action on a repository. The catalog filters instead.
+/// (`/v2/`), or an action on a repository. The catalog needs a user, and
+/// then filters.
 enum Need<'a> {
     Identity,
     Listing,
@@ -65,6 +66,12 @@ impl Api {
         };
         let caller = self.identify(authority, req, peer).await?;
         match need(route, req.method()) {
+            // Not a pull of any one repository, so anonymous pull does not
+            // cover it; an empty list would tell clients there is nothing to
+            // log in for, so they are asked to log in.
+            Need::Listing if caller.user().is_none() => {
+                Err(self.challenge(req, Some("registry:catalog:*")))
+            }
             Need::Listing => Ok(caller),
             Need::Identity if matches!(caller, Caller::Anonymous) => Err(self.challenge(req, None)),
             Need::Identity => Ok(caller),
