@@ -1500,6 +1500,52 @@ fn mounting_from_a_repository_the_caller_may_not_pull_starts_an_upload() {
     assert_eq!(head("bob/u", &shared.config_digest), 404);
 }
 
+/// The challenge for a mount asks for pull on the source as well as push on
+/// the target, in one space-separated `scope` as Distribution writes it, so
+/// a token client fetches a token that lets the mount happen (201) instead
+/// of falling back to an upload. A `from` that is no repository name is
+/// left out of the challenge, never echoed into it.
+#[test]
+fn a_mount_challenge_asks_for_pull_on_the_source_too() {
+    let s = Secured::start(Some(RULES), |_| {});
+    let base = s.url.as_str();
+    let shared = push_image(base, "team/app", "v1", Who::User("alice"), 1150);
+    let mount = |from: &str, who: Who<'_>| {
+        call(
+            "POST",
+            &with_query(
+                &uploads_url(base, "bob/t"),
+                &format!("mount={}&from={}", shared.layer_digest, encode(from)),
+            ),
+            who,
+            &[],
+            b"",
+        )
+    };
+    let resp = mount("team/app", Who::Anonymous);
+    let both = "repository:bob/t:pull,push repository:team/app:pull";
+    assert_challenge(&resp, base, Some(both));
+    let t = token(base, Who::User("bob"), &[both]);
+    let resp = mount("team/app", Who::Bearer(&t));
+    assert_eq!(
+        resp.status, 201,
+        "a token with both scopes mounts: {resp:?}"
+    );
+    let resp = call(
+        "HEAD",
+        &blob_url(base, "bob/t", &shared.layer_digest),
+        Who::User("bob"),
+        &[],
+        b"",
+    );
+    assert_eq!(resp.status, 200, "mounted: {resp:?}");
+
+    let target_only = Some("repository:bob/t:pull,push");
+    for from in ["bob/t", "Team/App", "x\",error=\"evil", ""] {
+        assert_challenge(&mount(from, Who::Anonymous), base, target_only);
+    }
+}
+
 /// An upload session is reached only through its own repository, with the
 /// rights on that repository: a user who may not push there is refused
 /// (403), and naming the session under a repository the user may push to

@@ -12,8 +12,9 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::route::Route;
-use super::{Api, Handled, header_str, json_response, query};
+use super::{Api, Handled, header_str, json_response, query, query_param};
 use crate::auth::{Action, Authority, Caller, LoginError, Scope};
+use crate::oci::RepoName;
 use crate::store::meta;
 
 /// Service name in challenges and tokens.
@@ -91,7 +92,13 @@ impl Api {
                     Action::Delete => "delete",
                     Action::Push => "pull,push",
                 };
-                Err(self.challenge(req, Some(&format!("repository:{repo}:{actions}"))))
+                let mut scope = format!("repository:{repo}:{actions}");
+                if let Some(from) = mount_source(req, route) {
+                    // A token without pull on the source cannot mount: ask
+                    // for both at once, in one scope as Distribution does.
+                    scope.push_str(&format!(" repository:{}:pull", from.as_str()));
+                }
+                Err(self.challenge(req, Some(&scope)))
             }
         }
     }
@@ -190,6 +197,18 @@ impl Api {
             }
         }
     }
+}
+
+/// The repository a `POST .../blobs/uploads/?mount=D&from=R` mounts from,
+/// when it names one other than the target (only a valid name may reach a
+/// header).
+fn mount_source<B>(req: &Request<B>, route: &Route) -> Option<RepoName> {
+    let (Route::Uploads(target), &Method::POST) = (route, req.method()) else {
+        return None;
+    };
+    let params = query(req);
+    query_param(&params, "mount")?;
+    RepoName::parse(&query_param(&params, "from")?).filter(|from| from != target)
 }
 
 fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
