@@ -1621,6 +1621,80 @@ fn upload_sessions_stay_with_their_repository_and_its_rights() {
     assert_eq!(resp.status, 404, "the blob leaked into bob/z: {resp:?}");
 }
 
+/// A request refused before its body is read (401 without credentials, 403
+/// for a user the rules refuse) leaves its keep-alive connection usable: a
+/// 64 KiB PATCH or PUT gets its answer whole, and the next request on the
+/// same connection gets its own, unless the refusal said `Connection:
+/// close` and the server then closed cleanly. (Closing without saying so
+/// made clients' next request fail, e.g. Python's SSLEOFError.) A client
+/// waiting for `100 Continue` before sending 1 MiB is told `Connection:
+/// close` and the connection closes cleanly, so its body is never taken
+/// for the next request.
+#[test]
+fn a_refusal_before_the_body_is_read_leaves_the_connection_usable() {
+    use std::io::Read;
+    let s = Secured::start(Some(RULES), |_| {});
+    let addr = s.registry.addr;
+    let body = http::random_bytes(64 * 1024, 1300);
+    let upload = "/v2/private/y/blobs/uploads/2d5c4a1e-8f47-4a8e-9a43-6c1f1d0f7b2a";
+    let bob = basic("bob", password("bob"));
+    let cases = [
+        ("PATCH", upload, None, false, 401),
+        ("PUT", "/v2/private/y/manifests/v1", None, false, 401),
+        ("PATCH", upload, Some(bob.as_str()), false, 403),
+        ("PATCH", upload, None, true, 401),
+    ];
+    for (method, path, auth, expect_continue, status) in cases {
+        let what = format!("{method} {path} ({status}, 100-continue: {expect_continue})");
+        let mut stream = http::connect_addr(addr).unwrap();
+        let auth = auth
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        let (expect, length) = match expect_continue {
+            true => ("Expect: 100-continue\r\n", 1 << 20),
+            false => ("", body.len()),
+        };
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{expect}\
+             Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n",
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        if !expect_continue {
+            stream.write_all(&body).unwrap();
+        }
+        let first = http::read_response(&mut stream, false)
+            .unwrap_or_else(|e| panic!("{what}: the refusal did not arrive whole: {e}"));
+        assert_eq!(first.status, status, "{what}: {first:?}");
+        let closing = first
+            .header("connection")
+            .is_some_and(|c| c.eq_ignore_ascii_case("close"));
+        assert!(
+            closing || !expect_continue,
+            "{what}: the unsent body must not be read as the next request: {first:?}"
+        );
+        if closing {
+            let mut rest = Vec::new();
+            let read = stream.read_to_end(&mut rest);
+            assert!(
+                matches!(read, Ok(0)),
+                "{what}: after Connection: close, a clean close: {read:?}"
+            );
+            continue;
+        }
+        let next = format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let second = stream
+            .write_all(next.as_bytes())
+            .and_then(|()| http::read_response(&mut stream, false))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{what}: the connection was dropped after {first:?}\n\
+                     without Connection: close; the next request failed: {e}"
+                )
+            });
+        assert_challenge(&second, &format!("http://{addr}"), None);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Failed logins
 

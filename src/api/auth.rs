@@ -4,10 +4,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use http::{Method, Request, StatusCode, header};
+use http::{Method, Request, StatusCode, Version, header};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
 use serde_json::json;
 
 use super::error::ApiError;
@@ -209,6 +213,49 @@ fn mount_source<B>(req: &Request<B>, route: &Route) -> Option<RepoName> {
     let params = query(req);
     query_param(&params, "mount")?;
     RepoName::parse(&query_param(&params, "from")?).filter(|from| from != target)
+}
+
+/// A refused request's body is read and dropped up to this size, within
+/// `DRAIN_TIME`, so its connection can carry the next request.
+const DRAIN_LIMIT: u64 = 64 << 10;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Readies a refusal sent before the request's body was read. hyper drops a
+/// connection whose request body is left unread, without saying so, and the
+/// client's next request on it fails: so a small body is read and dropped,
+/// and when that cannot be (too large, too slow, or waiting for a `100
+/// Continue` it should not get) the refusal says `Connection: close`.
+pub(super) async fn refuse_unread(req: Request<Incoming>, refusal: ApiError) -> ApiError {
+    let http1 = req.version() < Version::HTTP_2;
+    let waits_for_continue =
+        header_str(&req, header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let declared = header_str(&req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let mut body = req.into_body();
+    if body.is_end_stream() {
+        return refusal;
+    }
+    if !waits_for_continue && declared.is_none_or(|n| n <= DRAIN_LIMIT) {
+        let drain = async {
+            let mut read = 0;
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else { return false };
+                read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if read > DRAIN_LIMIT {
+                    return false;
+                }
+            }
+            true
+        };
+        if tokio::time::timeout(DRAIN_TIME, drain).await == Ok(true) {
+            return refusal;
+        }
+    }
+    // HTTP/2 has no such header: an unread body there costs only its stream.
+    if http1 {
+        refusal.with_header("connection", "close")
+    } else {
+        refusal
+    }
 }
 
 fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {

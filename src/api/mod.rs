@@ -89,7 +89,10 @@ impl Api {
         if route == Route::Token {
             return auth::token(self, &req, peer).await;
         }
-        let caller = self.authorize(&req, peer, &route).await?;
+        let caller = match self.authorize(&req, peer, &route).await {
+            Ok(caller) => caller,
+            Err(refusal) => return Err(auth::refuse_unread(req, refusal).await),
+        };
         let method = req.method().clone();
         match (route, method) {
             (Route::Base, Method::GET | Method::HEAD) => {
