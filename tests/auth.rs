@@ -1695,6 +1695,75 @@ fn a_refusal_before_the_body_is_read_leaves_the_connection_usable() {
     }
 }
 
+/// Sends `GET /v2/` with exactly this Host header (and no credentials).
+fn get_v2_with_host(addr: std::net::SocketAddr, host: &str) -> Response {
+    let mut stream = http::connect_addr(addr).unwrap();
+    let head = format!("GET /v2/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    http::read_response(&mut stream, false)
+        .unwrap_or_else(|e| panic!("GET /v2/ with Host {host:?}: {e}"))
+}
+
+/// The token realm is built from the Host header, so with auth on a Host
+/// that is not a host name, an IPv4 address or a bracketed IPv6 address
+/// (with an optional port) is refused with 400, never written into
+/// `WWW-Authenticate` (`Host: evil",error="x` was reflected as is).
+#[test]
+fn a_malformed_host_header_is_refused_never_reflected() {
+    let s = Secured::start(None, |_| {});
+    let addr = s.registry.addr;
+    for good in [
+        "registry.example:5000",
+        "127.0.0.1",
+        "[::1]:5000",
+        "my_registry",
+    ] {
+        let resp = get_v2_with_host(addr, good);
+        assert_challenge(&resp, &format!("http://{good}"), None);
+    }
+    for bad in [
+        "evil\",error=\"x",
+        "evil\\",
+        "a b",
+        "a/b",
+        "a:1:2",
+        "a:port",
+        "a:99999",
+        "[::1",
+        "[not-v6]:80",
+        "a@b",
+    ] {
+        let resp = get_v2_with_host(addr, bad);
+        assert_eq!(resp.status, 400, "Host {bad:?}: {resp:?}");
+        assert!(
+            !resp.error_codes().is_empty(),
+            "an OCI error body: {resp:?}"
+        );
+        assert!(
+            resp.header("www-authenticate").is_none(),
+            "Host {bad:?} reflected: {resp:?}"
+        );
+    }
+}
+
+/// Behind a proxy the Host header names the proxy's upstream, not what
+/// clients reach: with a public URL the realm is `<public URL>/token`
+/// whatever the Host says.
+#[test]
+fn a_public_url_names_the_token_realm() {
+    let files = tempfile::tempdir().unwrap();
+    let htpasswd = files.path().join("htpasswd");
+    std::fs::write(&htpasswd, htpasswd_text()).unwrap();
+    let registry = TestRegistry::start_with(tempfile::tempdir().unwrap(), |config| {
+        config.auth = Some(AuthConfig::new(&htpasswd));
+        config.public_url = Some("https://registry.example:8443/berth".to_owned());
+    });
+    for host in [registry.addr.to_string(), "internal:5000".to_owned()] {
+        let resp = get_v2_with_host(registry.addr, &host);
+        assert_challenge(&resp, "https://registry.example:8443/berth", None);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Failed logins
 
@@ -2011,7 +2080,8 @@ fn missing_or_malformed_auth_files_stop_the_start_with_the_file_named() {
 }
 
 /// `berth serve` refuses `--access` and `--anonymous-pull` without
-/// `--htpasswd` (they would silently do nothing), and a missing htpasswd file.
+/// `--htpasswd` (they would silently do nothing), a missing htpasswd file,
+/// and a `--public-url` that is no http(s) URL.
 #[test]
 fn berth_serve_refuses_auth_flags_that_cannot_work() {
     let data = tempfile::tempdir().unwrap();
@@ -2024,6 +2094,12 @@ fn berth_serve_refuses_auth_flags_that_cannot_work() {
         (vec!["--access", access], "--htpasswd"),
         (vec!["--anonymous-pull"], "--htpasswd"),
         (vec!["--htpasswd", missing_str], missing_str),
+        (vec!["--public-url", "registry.example"], "--public-url"),
+        (
+            vec!["--public-url", "ftp://registry.example"],
+            "--public-url",
+        ),
+        (vec!["--public-url", "https://a/b?c=d"], "--public-url"),
     ] {
         let mut child = Command::new(BERTH)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])

@@ -2,7 +2,7 @@
 //! (Basic, Bearer or nobody), whether they may do what the route does, the
 //! challenge that starts the Docker token flow, and the token endpoint.
 
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,6 +113,14 @@ impl Api {
         req: &Request<B>,
         peer: SocketAddr,
     ) -> Result<Caller, ApiError> {
+        if self.public_url.is_none() && !host(req).is_none_or(valid_host) {
+            // It would go into the realm of a challenge: refused before any.
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "UNSUPPORTED",
+                "invalid Host header",
+            ));
+        }
         let Some(value) = header_str(req, header::AUTHORIZATION) else {
             return Ok(Caller::Anonymous);
         };
@@ -167,11 +175,16 @@ impl Api {
         scope: Option<&str>,
         error: Option<&str>,
     ) -> String {
-        let host = header_str(req, header::HOST)
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("localhost");
-        let scheme = if self.tls { "https" } else { "http" };
-        let mut value = format!("Bearer realm=\"{scheme}://{host}/token\",service=\"{SERVICE}\"");
+        let realm = match &self.public_url {
+            Some(url) => format!("{url}/token"),
+            None => {
+                let scheme = if self.tls { "https" } else { "http" };
+                format!("{scheme}://{}/token", host(req).unwrap_or("localhost"))
+            }
+        };
+        // Escaped even though checked: a Config built in code is not parsed.
+        let realm = realm.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut value = format!("Bearer realm=\"{realm}\",service=\"{SERVICE}\"");
         if let Some(scope) = scope {
             value.push_str(&format!(",scope=\"{scope}\""));
         }
@@ -201,6 +214,37 @@ impl Api {
             }
         }
     }
+}
+
+/// The host the client asked for: the Host header, or the URI's authority
+/// (HTTP/2).
+fn host<B>(req: &Request<B>) -> Option<&str> {
+    header_str(req, header::HOST).or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// A host name, an IPv4 address or a bracketed IPv6 address, with an
+/// optional port: nothing that could break out of a quoted header value.
+fn valid_host(host: &str) -> bool {
+    let (name_ok, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) => (v6.parse::<Ipv6Addr>().is_ok(), port),
+            None => return false,
+        },
+        None => {
+            let (name, port) = host.split_at(host.find(':').unwrap_or(host.len()));
+            let name_ok = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+            (name_ok, port)
+        }
+    };
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|p| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+        });
+    name_ok && port_ok
 }
 
 /// The repository a `POST .../blobs/uploads/?mount=D&from=R` mounts from,

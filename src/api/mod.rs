@@ -39,6 +39,8 @@ pub struct Api {
     authority: Option<Arc<Authority>>,
     /// Whether clients reach us over TLS, for the token realm's scheme.
     tls: bool,
+    /// Where clients reach us through a proxy, for the token realm.
+    public_url: Option<String>,
     max_manifest_bytes: usize,
     body_idle_timeout: Duration,
     next_request: AtomicU64,
@@ -52,6 +54,7 @@ impl Api {
             store,
             authority: authority.map(Arc::new),
             tls: config.tls.is_some(),
+            public_url: config.public_url.clone(),
             max_manifest_bytes: config.max_manifest_bytes,
             body_idle_timeout: config.body_idle_timeout,
             next_request: AtomicU64::new(1),
