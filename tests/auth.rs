@@ -1546,6 +1546,34 @@ fn a_mount_challenge_asks_for_pull_on_the_source_too() {
     }
 }
 
+/// A token grants nothing on a scope whose name is no repository name:
+/// `bob/../secret/app` matches the rule `bob push bob/*` as text but names
+/// nothing berth would serve, so it is left out of the token (as
+/// Distribution ignores scopes it cannot parse); the valid scopes asked for
+/// alongside are granted as usual.
+#[test]
+fn scopes_naming_no_valid_repository_are_not_granted() {
+    let s = Secured::start(Some(RULES), |_| {});
+    let base = s.url.as_str();
+    let t = token(
+        base,
+        Who::User("bob"),
+        &[
+            "repository:bob/../secret/app:pull,push",
+            "repository:bob/Upper:pull,push",
+            "repository:bob//x:pull",
+            "repository:bob/ok:pull,push",
+        ],
+    );
+    let payload = t.split_once('.').map(|(p, _)| p).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(
+        claims["access"],
+        json!([{"type": "repository", "name": "bob/ok", "actions": ["pull", "push"]}]),
+        "{claims}"
+    );
+}
+
 /// An upload session is reached only through its own repository, with the
 /// rights on that repository: a user who may not push there is refused
 /// (403), and naming the session under a repository the user may push to

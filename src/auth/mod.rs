@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 
+use crate::oci::RepoName;
 pub use access::Action;
 use access::Rules;
 use htpasswd::Users;
@@ -237,7 +238,12 @@ impl Authority {
     /// allowed; returns the token and its lifetime in seconds.
     pub fn issue(&self, user: Option<&str>, scopes: &[Scope], now: u64) -> (String, u64) {
         let mut access = Vec::new();
-        for scope in scopes.iter().filter(|s| s.kind == "repository") {
+        // A name that is no repository name (`bob/../x`) may still match a
+        // rule's pattern as text; it is ignored, as Distribution does.
+        let repositories = scopes
+            .iter()
+            .filter(|s| s.kind == "repository" && RepoName::parse(&s.name).is_some());
+        for scope in repositories {
             let may = |action| self.rules.allows(user, &scope.name, action);
             let mut actions: Vec<String> = Vec::new();
             for asked in &scope.actions {
