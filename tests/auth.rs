@@ -512,7 +512,7 @@ fn requests_without_credentials_get_a_bearer_challenge_with_the_needed_scope() {
             format!("{base}/v2/team/app/referrers/{digest}"),
             pull,
         ),
-        ("GET", upload.clone(), pull),
+        ("GET", upload.clone(), push),
         ("POST", uploads_url(base, "team/app"), push),
         ("PATCH", upload.clone(), push),
         (
@@ -1790,6 +1790,32 @@ fn a_public_url_names_the_token_realm() {
         let resp = get_v2_with_host(registry.addr, &host);
         assert_challenge(&resp, "https://registry.example:8443/berth", None);
     }
+}
+
+/// An upload's status (`GET .../blobs/uploads/<id>`) is part of pushing:
+/// a user who may only pull the repository is refused (403); an anonymous
+/// caller with `--anonymous-pull`, and a pushing user's token with pull
+/// only, are challenged for pull,push; the uploader reads it.
+#[test]
+fn upload_status_needs_push_rights() {
+    let s = Secured::start(Some(RULES), |auth| auth.anonymous_pull = true);
+    let base = s.url.as_str();
+    let resp = call(
+        "POST",
+        &uploads_url(base, "team/app"),
+        Who::User("alice"),
+        &[],
+        b"",
+    );
+    assert_eq!(resp.status, 202, "{resp:?}");
+    let status_url = resolve(base, resp.location());
+    let resp = get(&status_url, Who::User("alice"));
+    assert_eq!(resp.status, 204, "the uploader reads the status: {resp:?}");
+    assert_denied(&get(&status_url, Who::User("carol")));
+    let push = Some("repository:team/app:pull,push");
+    assert_challenge(&get(&status_url, Who::Anonymous), base, push);
+    let t = token(base, Who::User("alice"), &["repository:team/app:pull"]);
+    assert_challenge(&get(&status_url, Who::Bearer(&t)), base, push);
 }
 
 // ---------------------------------------------------------------------------

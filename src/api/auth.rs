@@ -35,9 +35,10 @@ enum Need<'a> {
 
 fn need<'a>(route: &'a Route, method: &Method) -> Need<'a> {
     let action = match (method, route) {
+        // An upload's status is part of pushing it, not content to pull.
+        (_, Route::Upload(..)) => Action::Push,
         (&Method::GET | &Method::HEAD, _) => Action::Pull,
-        // Deleting content is its own action in Docker's token scopes;
-        // cancelling an upload is part of pushing.
+        // Deleting content is its own action in Docker's token scopes.
         (
             &Method::DELETE,
             Route::Manifest(..) | Route::BadManifestReference(..) | Route::Blob(..),
