@@ -1414,6 +1414,34 @@ fn token_keys_are_per_registry_private_and_kept_across_restarts() {
     assert_error(&resp, 401, "UNAUTHORIZED");
 }
 
+/// A data directory berth creates is its owner's only (0700): blobs,
+/// manifests and the token key are nobody else's business. One that
+/// exists keeps the mode its owner gave it.
+#[test]
+fn a_new_data_directory_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let files = tempfile::tempdir().unwrap();
+    let htpasswd = files.path().join("htpasswd");
+    std::fs::write(&htpasswd, htpasswd_text()).unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let fresh = parent.path().join("registry");
+    let existing = parent.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o750)).unwrap();
+    for dir in [&fresh, &existing] {
+        let registry = TestRegistry::start_with(tempfile::tempdir().unwrap(), |config| {
+            config.data_dir = dir.clone();
+            config.auth = Some(AuthConfig::new(&htpasswd));
+        });
+        push_image(&registry.url(), "a/b", "v1", Who::User("alice"), 1500);
+        drop(registry);
+        assert_eq!(mode(&dir.join("token.key")), 0o600, "{}", dir.display());
+    }
+    let (fresh, existing) = (mode(&fresh), mode(&existing));
+    assert_eq!(fresh, 0o700, "a data directory berth created: {fresh:o}");
+    assert_eq!(existing, 0o750, "an existing data directory: {existing:o}");
+}
+
 // ---------------------------------------------------------------------------
 // Cross-repository mounts
 

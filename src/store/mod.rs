@@ -156,6 +156,15 @@ impl Store {
     /// Opens without touching anything a crash may have left behind, for
     /// checks that must report it first.
     pub fn open_unrepaired(root: &Path) -> Result<Store> {
+        {
+            // Blobs and the token key are nobody else's business; a
+            // directory that exists keeps the mode its owner chose.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root)?;
+        }
         std::fs::create_dir_all(root.join("uploads"))?;
         std::fs::create_dir_all(root.join("blobs").join("sha256"))?;
         let db = Arc::new(DbHandle::open(root)?);
