@@ -29,6 +29,21 @@ pub fn acceptor(config: &TlsConfig) -> io::Result<TlsAcceptor> {
     let key = PrivateKeyDer::from_pem_file(&config.key)
         .map_err(|e| bad(&format!("cannot read TLS key {}", config.key.display()), &e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Loaded on its own first: a key rustls cannot use at all (an RSA key
+    // under 2048 bits, say) must not be reported as a mismatch.
+    provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| {
+            bad(
+                &format!(
+                    "TLS key {} is too small or of an unsupported kind \
+                     (use RSA of 2048 bits or more, ECDSA P-256/P-384 or Ed25519)",
+                    config.key.display()
+                ),
+                &e,
+            )
+        })?;
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| bad("TLS setup", &e))?

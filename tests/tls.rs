@@ -627,6 +627,49 @@ fn bad_certificate_or_key_files_stop_the_start_naming_the_file() {
     }
 }
 
+/// A 1024-bit RSA key, which rustls refuses (RSA keys need 2048 bits or
+/// more), stops the start with a message that names the key file and says
+/// why, not one claiming that certificate and key do not match.
+#[test]
+fn a_1024_bit_rsa_key_is_refused_as_too_small_naming_the_file() {
+    let certs = make_certs();
+    let d = certs.dir.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-nodes",
+            "-newkey",
+            "rsa:1024",
+            "-keyout",
+            "rsa1024.key",
+            "-out",
+            "rsa1024.pem",
+            "-days",
+            "7",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+    );
+    let key = d.join("rsa1024.key");
+    let error = start_error(TlsConfig {
+        cert: d.join("rsa1024.pem"),
+        key: key.clone(),
+    });
+    assert!(
+        error.contains(&key.display().to_string()),
+        "the error does not name {}: {error}",
+        key.display()
+    );
+    assert!(
+        error.contains("2048") && !error.contains("do not go together"),
+        "the error does not say the key is too small: {error}"
+    );
+}
+
 /// `berth serve` with bad TLS files exits non-zero at once with a message
 /// naming the file, and never says it is listening; `--tls-cert` without
 /// `--tls-key` is refused.
