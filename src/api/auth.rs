@@ -4,7 +4,7 @@
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -19,7 +19,6 @@ use super::route::Route;
 use super::{Api, Handled, header_str, json_response, query, query_param};
 use crate::auth::{Action, Authority, Caller, LoginError, Scope};
 use crate::oci::RepoName;
-use crate::store::meta;
 
 /// Service name in challenges and tokens.
 const SERVICE: &str = "berth";
@@ -127,7 +126,7 @@ impl Api {
         };
         if let Some(token) = strip_scheme(value, "bearer") {
             return authority
-                .verify_token(token.trim(), meta::now() / 1000)
+                .verify_token(token.trim(), unix_now())
                 .map(Caller::Token)
                 .ok_or_else(|| {
                     ApiError::new(
@@ -334,7 +333,7 @@ pub async fn token<B>(api: &Api, req: &Request<B>, peer: SocketAddr) -> Handled 
         .filter(|(k, _)| k == "scope")
         .flat_map(|(_, v)| v.split(' ').filter_map(Scope::parse).collect::<Vec<_>>())
         .collect();
-    let now = meta::now() / 1000;
+    let now = unix_now();
     let (token, ttl) = authority.issue(caller.user(), &scopes, now);
     let body = json!({
         "token": token,
@@ -347,6 +346,14 @@ pub async fn token<B>(api: &Api, req: &Request<B>, peer: SocketAddr) -> Handled 
         .headers_mut()
         .insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
     Ok(response)
+}
+
+/// Seconds since the Unix epoch, the unit of token times. Read here rather
+/// than from the store's clock: tokens have nothing to do with storage.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Seconds since the epoch as an RFC 3339 UTC time.
