@@ -39,6 +39,10 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// Serve HTTPS (HTTP/1.1 and HTTP/2) with this certificate and key.
     pub tls: Option<TlsConfig>,
+    /// How clients reach the registry (`https://host[:port][/path]`, as
+    /// [`parse_public_url`] gives it) when a proxy stands in front: the token
+    /// realm is `<public_url>/token`. `None`: built from each request's Host.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +81,7 @@ impl Config {
             prune: Policy::default(),
             auth: None,
             tls: None,
+            public_url: None,
         }
     }
 }
@@ -97,6 +102,21 @@ impl Default for Config {
     fn default() -> Config {
         Config::new(DEFAULT_DATA_DIR)
     }
+}
+
+/// Parses a public URL: http or https, a host, maybe a port and a path, no
+/// query and nothing that would need escaping in a header. Given back
+/// without a trailing slash.
+pub fn parse_public_url(s: &str) -> Result<String, String> {
+    let bad = || format!("{s:?} is not an http(s) URL like https://registry.example.com");
+    let uri: http::Uri = s.parse().map_err(|_| bad())?;
+    let usable = matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.authority().is_some()
+        && uri.query().is_none()
+        && !s.contains(['"', '\\', '#', '@']);
+    usable
+        .then(|| uri.to_string().trim_end_matches('/').to_owned())
+        .ok_or_else(bad)
 }
 
 /// Parses a duration written as a number and a unit: `90s`, `15m`, `1h`, `7d`.
@@ -122,6 +142,28 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_urls() {
+        for (given, url) in [
+            ("https://r.example", "https://r.example"),
+            ("http://10.0.0.1:5000/", "http://10.0.0.1:5000"),
+            ("https://r.example/berth/", "https://r.example/berth"),
+        ] {
+            assert_eq!(parse_public_url(given).as_deref(), Ok(url));
+        }
+        for bad in [
+            "r.example",
+            "ftp://r.example",
+            "https://",
+            "https://r.example/?a=b",
+            "https://r.example/\"x",
+            "https://r.example/\\x",
+            "https://u@r.example",
+        ] {
+            assert!(parse_public_url(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

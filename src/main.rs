@@ -93,6 +93,11 @@ struct Serve {
         default = "Duration::from_secs(300)"
     )]
     token_ttl: Duration,
+    /// the URL clients reach berth at through a proxy, e.g.
+    /// https://registry.example.com: the token realm is URL/token (default:
+    /// from each request's Host header)
+    #[argh(option, from_str_fn(parse_public_url))]
+    public_url: Option<String>,
     /// serve HTTPS with this PEM certificate chain (needs --tls-key)
     #[argh(option)]
     tls_cert: Option<PathBuf>,
@@ -147,6 +152,10 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     berth::config::parse_duration(s)
+}
+
+fn parse_public_url(s: &str) -> Result<String, String> {
+    berth::config::parse_public_url(s)
 }
 
 /// Check a stopped registry's data directory: re-hash every blob, find
@@ -215,6 +224,7 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
             }
             None => None,
         };
+        config.public_url = args.public_url;
         config.tls = match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
             (None, None) => None,

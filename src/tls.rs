@@ -2,10 +2,11 @@
 //! HTTP/1.1 offered by ALPN.
 
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
@@ -26,9 +27,25 @@ pub fn acceptor(config: &TlsConfig) -> io::Result<TlsAcceptor> {
             &"no certificate in the file",
         ));
     }
+    warn_if_out_of_date(&config.cert, &certs[0]);
     let key = PrivateKeyDer::from_pem_file(&config.key)
         .map_err(|e| bad(&format!("cannot read TLS key {}", config.key.display()), &e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Loaded on its own first: a key rustls cannot use at all (an RSA key
+    // under 2048 bits, say) must not be reported as a mismatch.
+    provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| {
+            bad(
+                &format!(
+                    "TLS key {} is too small or of an unsupported kind \
+                     (use RSA of 2048 bits or more, ECDSA P-256/P-384 or Ed25519)",
+                    config.key.display()
+                ),
+                &e,
+            )
+        })?;
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| bad("TLS setup", &e))?
@@ -45,4 +62,40 @@ pub fn acceptor(config: &TlsConfig) -> io::Result<TlsAcceptor> {
         })?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// Warns when the certificate is expired or not yet valid. Not an error:
+/// the start must not fail while a renewal is on its way, but clients will
+/// refuse the certificate until then, and the log should say why.
+fn warn_if_out_of_date(path: &Path, leaf: &CertificateDer<'_>) {
+    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
+        return;
+    };
+    let now = UnixTime::now();
+    // webpki checks a certificate's own dates before it looks for an
+    // issuer, so a chain built against no trust anchor fails with the
+    // dates when they are wrong, and with UnknownIssuer when they are fine.
+    let checked = cert.verify_for_usage(
+        &[],
+        &[],
+        &[],
+        now,
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    );
+    let days = |a: UnixTime, b: UnixTime| a.as_secs().saturating_sub(b.as_secs()) / 86_400;
+    match checked {
+        Err(webpki::Error::CertExpired { not_after, .. }) => log::warn!(
+            "TLS certificate {} expired {} days ago; clients will refuse it",
+            path.display(),
+            days(now, not_after)
+        ),
+        Err(webpki::Error::CertNotValidYet { not_before, .. }) => log::warn!(
+            "TLS certificate {} is not valid for another {} days; clients will refuse it",
+            path.display(),
+            days(not_before, now)
+        ),
+        _ => {}
+    }
 }

@@ -512,7 +512,7 @@ fn requests_without_credentials_get_a_bearer_challenge_with_the_needed_scope() {
             format!("{base}/v2/team/app/referrers/{digest}"),
             pull,
         ),
-        ("GET", upload.clone(), pull),
+        ("GET", upload.clone(), push),
         ("POST", uploads_url(base, "team/app"), push),
         ("PATCH", upload.clone(), push),
         (
@@ -850,7 +850,14 @@ fn anonymous_pull_lets_anyone_read_and_nobody_anonymous_write() {
     assert_eq!(resp.body, image.layer);
     let resp = get(&format!("{base}/v2/lib/app/tags/list"), Who::Anonymous);
     assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(catalog(&base, Who::Anonymous), names(&["lib/app"]));
+    // The catalog is not a pull: anonymous callers are asked to log in.
+    let catalog_scope = Some("registry:catalog:*");
+    assert_challenge(
+        &get(&format!("{base}/v2/_catalog"), Who::Anonymous),
+        &base,
+        catalog_scope,
+    );
+    assert_eq!(catalog(&base, Who::User("bob")), names(&["lib/app"]));
     let push = Some("repository:lib/app:pull,push");
     assert_challenge(
         &put_manifest(&base, "lib/app", "v2", Who::Anonymous, &image.manifest),
@@ -887,7 +894,11 @@ fn anonymous_pull_lets_anyone_read_and_nobody_anonymous_write() {
         &base,
         Some("repository:lib/app:pull"),
     );
-    assert_eq!(catalog(&base, Who::Anonymous), Vec::<String>::new());
+    assert_challenge(
+        &get(&format!("{base}/v2/_catalog"), Who::Anonymous),
+        &base,
+        catalog_scope,
+    );
     let resp = get_manifest(&base, "lib/app", "v1", Who::User("alice"));
     assert_eq!(resp.status, 200, "{resp:?}");
 }
@@ -896,9 +907,11 @@ fn anonymous_pull_lets_anyone_read_and_nobody_anonymous_write() {
 // The catalog
 
 /// `_catalog` lists exactly the repositories the caller may pull by the
-/// rules, for Basic, Bearer and anonymous callers alike, also page by page
-/// (hidden names neither listed nor used as page marks); anonymous callers
-/// with no anonymous rule get an empty list; bad credentials get 401.
+/// rules, for Basic and Bearer callers alike, also page by page (hidden
+/// names neither listed nor used as page marks); anonymous callers, with a
+/// token or without, get a 401 challenge for `registry:catalog:*` (an empty
+/// list would tell a client there is nothing to log in for); bad
+/// credentials get 401.
 #[test]
 fn catalog_lists_only_repositories_the_caller_may_pull() {
     let s = Secured::start(Some(RULES), |_| {});
@@ -921,14 +934,19 @@ fn catalog_lists_only_repositories_the_caller_may_pull() {
         catalog(base, Who::User("carol")),
         names(&["public/x", "team/app"])
     );
-    assert_eq!(catalog(base, Who::Anonymous), names(&["public/x"]));
+    let catalog_url = format!("{base}/v2/_catalog");
+    let catalog_scope = Some("registry:catalog:*");
+    assert_challenge(&get(&catalog_url, Who::Anonymous), base, catalog_scope);
     // With tokens: the token's user decides, not its scopes.
     let bob_token = token(base, Who::User("bob"), &["repository:team/app:pull"]);
     assert_eq!(catalog(base, Who::Bearer(&bob_token)), bob_sees);
-    let anonymous_token = token(base, Who::Anonymous, &["repository:public/x:pull"]);
-    assert_eq!(
-        catalog(base, Who::Bearer(&anonymous_token)),
-        names(&["public/x"])
+    let bob_token = token(base, Who::User("bob"), &["registry:catalog:*"]);
+    assert_eq!(catalog(base, Who::Bearer(&bob_token)), bob_sees);
+    let anonymous_token = token(base, Who::Anonymous, &["registry:catalog:*"]);
+    assert_challenge(
+        &get(&catalog_url, Who::Bearer(&anonymous_token)),
+        base,
+        catalog_scope,
     );
     // Page by page, following Link.
     let mut seen = Vec::new();
@@ -966,10 +984,14 @@ fn catalog_lists_only_repositories_the_caller_may_pull() {
     );
     assert_error(&resp, 401, "UNAUTHORIZED");
 
-    // Default rules: users see everything, anonymous callers nothing.
+    // Default rules: users see everything, anonymous callers are challenged.
     let plain = Secured::start(None, |_| {});
     push_image(&plain.url, "a/b", "v1", Who::User("alice"), 450);
-    assert_eq!(catalog(&plain.url, Who::Anonymous), Vec::<String>::new());
+    assert_challenge(
+        &get(&format!("{}/v2/_catalog", plain.url), Who::Anonymous),
+        &plain.url,
+        catalog_scope,
+    );
     assert_eq!(catalog(&plain.url, Who::User("alice")), names(&["a/b"]));
 }
 
@@ -1392,6 +1414,34 @@ fn token_keys_are_per_registry_private_and_kept_across_restarts() {
     assert_error(&resp, 401, "UNAUTHORIZED");
 }
 
+/// A data directory berth creates is its owner's only (0700): blobs,
+/// manifests and the token key are nobody else's business. One that
+/// exists keeps the mode its owner gave it.
+#[test]
+fn a_new_data_directory_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let files = tempfile::tempdir().unwrap();
+    let htpasswd = files.path().join("htpasswd");
+    std::fs::write(&htpasswd, htpasswd_text()).unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let fresh = parent.path().join("registry");
+    let existing = parent.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o750)).unwrap();
+    for dir in [&fresh, &existing] {
+        let registry = TestRegistry::start_with(tempfile::tempdir().unwrap(), |config| {
+            config.data_dir = dir.clone();
+            config.auth = Some(AuthConfig::new(&htpasswd));
+        });
+        push_image(&registry.url(), "a/b", "v1", Who::User("alice"), 1500);
+        drop(registry);
+        assert_eq!(mode(&dir.join("token.key")), 0o600, "{}", dir.display());
+    }
+    let (fresh, existing) = (mode(&fresh), mode(&existing));
+    assert_eq!(fresh, 0o700, "a data directory berth created: {fresh:o}");
+    assert_eq!(existing, 0o750, "an existing data directory: {existing:o}");
+}
+
 // ---------------------------------------------------------------------------
 // Cross-repository mounts
 
@@ -1478,6 +1528,80 @@ fn mounting_from_a_repository_the_caller_may_not_pull_starts_an_upload() {
     assert_eq!(head("bob/u", &shared.config_digest), 404);
 }
 
+/// The challenge for a mount asks for pull on the source as well as push on
+/// the target, in one space-separated `scope` as Distribution writes it, so
+/// a token client fetches a token that lets the mount happen (201) instead
+/// of falling back to an upload. A `from` that is no repository name is
+/// left out of the challenge, never echoed into it.
+#[test]
+fn a_mount_challenge_asks_for_pull_on_the_source_too() {
+    let s = Secured::start(Some(RULES), |_| {});
+    let base = s.url.as_str();
+    let shared = push_image(base, "team/app", "v1", Who::User("alice"), 1150);
+    let mount = |from: &str, who: Who<'_>| {
+        call(
+            "POST",
+            &with_query(
+                &uploads_url(base, "bob/t"),
+                &format!("mount={}&from={}", shared.layer_digest, encode(from)),
+            ),
+            who,
+            &[],
+            b"",
+        )
+    };
+    let resp = mount("team/app", Who::Anonymous);
+    let both = "repository:bob/t:pull,push repository:team/app:pull";
+    assert_challenge(&resp, base, Some(both));
+    let t = token(base, Who::User("bob"), &[both]);
+    let resp = mount("team/app", Who::Bearer(&t));
+    assert_eq!(
+        resp.status, 201,
+        "a token with both scopes mounts: {resp:?}"
+    );
+    let resp = call(
+        "HEAD",
+        &blob_url(base, "bob/t", &shared.layer_digest),
+        Who::User("bob"),
+        &[],
+        b"",
+    );
+    assert_eq!(resp.status, 200, "mounted: {resp:?}");
+
+    let target_only = Some("repository:bob/t:pull,push");
+    for from in ["bob/t", "Team/App", "x\",error=\"evil", ""] {
+        assert_challenge(&mount(from, Who::Anonymous), base, target_only);
+    }
+}
+
+/// A token grants nothing on a scope whose name is no repository name:
+/// `bob/../secret/app` matches the rule `bob push bob/*` as text but names
+/// nothing berth would serve, so it is left out of the token (as
+/// Distribution ignores scopes it cannot parse); the valid scopes asked for
+/// alongside are granted as usual.
+#[test]
+fn scopes_naming_no_valid_repository_are_not_granted() {
+    let s = Secured::start(Some(RULES), |_| {});
+    let base = s.url.as_str();
+    let t = token(
+        base,
+        Who::User("bob"),
+        &[
+            "repository:bob/../secret/app:pull,push",
+            "repository:bob/Upper:pull,push",
+            "repository:bob//x:pull",
+            "repository:bob/ok:pull,push",
+        ],
+    );
+    let payload = t.split_once('.').map(|(p, _)| p).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(
+        claims["access"],
+        json!([{"type": "repository", "name": "bob/ok", "actions": ["pull", "push"]}]),
+        "{claims}"
+    );
+}
+
 /// An upload session is reached only through its own repository, with the
 /// rights on that repository: a user who may not push there is refused
 /// (403), and naming the session under a repository the user may push to
@@ -1551,6 +1675,175 @@ fn upload_sessions_stay_with_their_repository_and_its_rights() {
     assert_eq!(resp.body, data);
     let resp = call("HEAD", &blob_url(base, "bob/z", &digest), bob, &[], b"");
     assert_eq!(resp.status, 404, "the blob leaked into bob/z: {resp:?}");
+}
+
+/// A request refused before its body is read (401 without credentials, 403
+/// for a user the rules refuse) leaves its keep-alive connection usable: a
+/// 64 KiB PATCH or PUT gets its answer whole, and the next request on the
+/// same connection gets its own, unless the refusal said `Connection:
+/// close` and the server then closed cleanly. (Closing without saying so
+/// made clients' next request fail, e.g. Python's SSLEOFError.) A client
+/// waiting for `100 Continue` before sending 1 MiB is told `Connection:
+/// close` and the connection closes cleanly, so its body is never taken
+/// for the next request.
+#[test]
+fn a_refusal_before_the_body_is_read_leaves_the_connection_usable() {
+    use std::io::Read;
+    let s = Secured::start(Some(RULES), |_| {});
+    let addr = s.registry.addr;
+    let body = http::random_bytes(64 * 1024, 1300);
+    let upload = "/v2/private/y/blobs/uploads/2d5c4a1e-8f47-4a8e-9a43-6c1f1d0f7b2a";
+    let bob = basic("bob", password("bob"));
+    let cases = [
+        ("PATCH", upload, None, false, 401),
+        ("PUT", "/v2/private/y/manifests/v1", None, false, 401),
+        ("PATCH", upload, Some(bob.as_str()), false, 403),
+        ("PATCH", upload, None, true, 401),
+    ];
+    for (method, path, auth, expect_continue, status) in cases {
+        let what = format!("{method} {path} ({status}, 100-continue: {expect_continue})");
+        let mut stream = http::connect_addr(addr).unwrap();
+        let auth = auth
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        let (expect, length) = match expect_continue {
+            true => ("Expect: 100-continue\r\n", 1 << 20),
+            false => ("", body.len()),
+        };
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{expect}\
+             Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n",
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        if !expect_continue {
+            stream.write_all(&body).unwrap();
+        }
+        let first = http::read_response(&mut stream, false)
+            .unwrap_or_else(|e| panic!("{what}: the refusal did not arrive whole: {e}"));
+        assert_eq!(first.status, status, "{what}: {first:?}");
+        let closing = first
+            .header("connection")
+            .is_some_and(|c| c.eq_ignore_ascii_case("close"));
+        assert!(
+            closing || !expect_continue,
+            "{what}: the unsent body must not be read as the next request: {first:?}"
+        );
+        if closing {
+            let mut rest = Vec::new();
+            let read = stream.read_to_end(&mut rest);
+            assert!(
+                matches!(read, Ok(0)),
+                "{what}: after Connection: close, a clean close: {read:?}"
+            );
+            continue;
+        }
+        let next = format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let second = stream
+            .write_all(next.as_bytes())
+            .and_then(|()| http::read_response(&mut stream, false))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{what}: the connection was dropped after {first:?}\n\
+                     without Connection: close; the next request failed: {e}"
+                )
+            });
+        assert_challenge(&second, &format!("http://{addr}"), None);
+    }
+}
+
+/// Sends `GET /v2/` with exactly this Host header (and no credentials).
+fn get_v2_with_host(addr: std::net::SocketAddr, host: &str) -> Response {
+    let mut stream = http::connect_addr(addr).unwrap();
+    let head = format!("GET /v2/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    http::read_response(&mut stream, false)
+        .unwrap_or_else(|e| panic!("GET /v2/ with Host {host:?}: {e}"))
+}
+
+/// The token realm is built from the Host header, so with auth on a Host
+/// that is not a host name, an IPv4 address or a bracketed IPv6 address
+/// (with an optional port) is refused with 400, never written into
+/// `WWW-Authenticate` (`Host: evil",error="x` was reflected as is).
+#[test]
+fn a_malformed_host_header_is_refused_never_reflected() {
+    let s = Secured::start(None, |_| {});
+    let addr = s.registry.addr;
+    for good in [
+        "registry.example:5000",
+        "127.0.0.1",
+        "[::1]:5000",
+        "my_registry",
+    ] {
+        let resp = get_v2_with_host(addr, good);
+        assert_challenge(&resp, &format!("http://{good}"), None);
+    }
+    for bad in [
+        "evil\",error=\"x",
+        "evil\\",
+        "a b",
+        "a/b",
+        "a:1:2",
+        "a:port",
+        "a:99999",
+        "[::1",
+        "[not-v6]:80",
+        "a@b",
+    ] {
+        let resp = get_v2_with_host(addr, bad);
+        assert_eq!(resp.status, 400, "Host {bad:?}: {resp:?}");
+        assert!(
+            !resp.error_codes().is_empty(),
+            "an OCI error body: {resp:?}"
+        );
+        assert!(
+            resp.header("www-authenticate").is_none(),
+            "Host {bad:?} reflected: {resp:?}"
+        );
+    }
+}
+
+/// Behind a proxy the Host header names the proxy's upstream, not what
+/// clients reach: with a public URL the realm is `<public URL>/token`
+/// whatever the Host says.
+#[test]
+fn a_public_url_names_the_token_realm() {
+    let files = tempfile::tempdir().unwrap();
+    let htpasswd = files.path().join("htpasswd");
+    std::fs::write(&htpasswd, htpasswd_text()).unwrap();
+    let registry = TestRegistry::start_with(tempfile::tempdir().unwrap(), |config| {
+        config.auth = Some(AuthConfig::new(&htpasswd));
+        config.public_url = Some("https://registry.example:8443/berth".to_owned());
+    });
+    for host in [registry.addr.to_string(), "internal:5000".to_owned()] {
+        let resp = get_v2_with_host(registry.addr, &host);
+        assert_challenge(&resp, "https://registry.example:8443/berth", None);
+    }
+}
+
+/// An upload's status (`GET .../blobs/uploads/<id>`) is part of pushing:
+/// a user who may only pull the repository is refused (403); an anonymous
+/// caller with `--anonymous-pull`, and a pushing user's token with pull
+/// only, are challenged for pull,push; the uploader reads it.
+#[test]
+fn upload_status_needs_push_rights() {
+    let s = Secured::start(Some(RULES), |auth| auth.anonymous_pull = true);
+    let base = s.url.as_str();
+    let resp = call(
+        "POST",
+        &uploads_url(base, "team/app"),
+        Who::User("alice"),
+        &[],
+        b"",
+    );
+    assert_eq!(resp.status, 202, "{resp:?}");
+    let status_url = resolve(base, resp.location());
+    let resp = get(&status_url, Who::User("alice"));
+    assert_eq!(resp.status, 204, "the uploader reads the status: {resp:?}");
+    assert_denied(&get(&status_url, Who::User("carol")));
+    let push = Some("repository:team/app:pull,push");
+    assert_challenge(&get(&status_url, Who::Anonymous), base, push);
+    let t = token(base, Who::User("alice"), &["repository:team/app:pull"]);
+    assert_challenge(&get(&status_url, Who::Bearer(&t)), base, push);
 }
 
 // ---------------------------------------------------------------------------
@@ -1691,6 +1984,118 @@ fn wrong_passwords_of_real_users_count_as_failures() {
     assert_error(&get(&v2, Who::User("bob")), 429, "TOOMANYREQUESTS");
 }
 
+/// Guesses sent all at once are counted as they come, not as their bcrypt
+/// checks end: with a limit of 3, twelve simultaneous wrong passwords from
+/// one address get three 401s and nine 429s, and then the right password
+/// gets 429 too. (Counted only at the end, all twelve were checked and the
+/// limit never applied to them.)
+#[test]
+fn simultaneous_guesses_are_counted_before_they_are_checked() {
+    let s = Secured::start(None, |auth| {
+        auth.max_failures = 3;
+        auth.failure_window = Duration::from_secs(120);
+    });
+    let v2 = format!("{}/v2/", s.url);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|n| {
+                let v2 = v2.as_str();
+                scope.spawn(move || {
+                    let guess = format!("guess-{n}");
+                    get(v2, Who::Basic("alice", &guess)).status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let count = |status| statuses.iter().filter(|&&s| s == status).count();
+    assert_eq!(
+        (count(401), count(429)),
+        (3, 9),
+        "twelve simultaneous guesses against a limit of 3: {statuses:?}"
+    );
+    assert_error(&get(&v2, Who::User("alice")), 429, "TOOMANYREQUESTS");
+}
+
+/// At most `max_concurrent_logins` bcrypt checks run at once, whatever the
+/// number of addresses guessing: with a bound of 1, four simultaneous bad
+/// logins from four addresses are answered one at a time, a bcrypt check
+/// apart. Unbounded, they share the CPUs and end together, and a burst of
+/// them starves every other request.
+#[test]
+fn bcrypt_checks_are_bounded_whatever_the_number_of_addresses() {
+    let s = Secured::start(None, |auth| auth.max_concurrent_logins = 1);
+    let v2 = format!("{}/v2/", s.url);
+    let alone = Instant::now();
+    assert_error(&get(&v2, Who::Basic("alice", "wrong")), 401, "UNAUTHORIZED");
+    let one_check = alone.elapsed();
+    let start = Instant::now();
+    let mut answers: Vec<(u16, Duration)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (2..6)
+            .map(|n| {
+                let v2 = v2.as_str();
+                scope.spawn(move || {
+                    let status = curl_from(&format!("127.0.0.{n}"), v2, "alice", "wrong");
+                    (status, start.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    answers.sort_by_key(|(_, at)| *at);
+    assert!(
+        answers.iter().all(|(status, _)| *status == 401),
+        "{answers:?}"
+    );
+    let gaps: Vec<Duration> = answers.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    assert!(
+        gaps.iter().all(|gap| *gap >= one_check / 3),
+        "with a bound of 1 the answers come a bcrypt check ({one_check:?} alone) \
+         apart, not together: {answers:?}"
+    );
+}
+
+/// An htpasswd file written by `htpasswd -B -C 8` (no cost-12 hash in it):
+/// a login as an unknown user takes as long as a wrong password for a real
+/// one, so timing does not tell who exists. (A stand-in hash of a fixed
+/// cost 12 made unknown users many times slower than `htpasswd -B` users.)
+#[test]
+fn unknown_users_cost_what_the_files_own_hashes_cost() {
+    let s = Secured::start(None, |auth| {
+        let path = auth.htpasswd.with_file_name("htpasswd-cost-8");
+        std::fs::write(
+            &path,
+            "dave:$2y$08$34Vj02jaHY3kQA02AoJPTe42mr4UhC8Ssz52.gxRRffKt9vNckzT.\n\
+             erin:$2y$08$PO7WGXL7ieXht23SmNzoJ.eOJH8/nyVi1ru19k4hISXVcmHhS/h8C\n",
+        )
+        .unwrap();
+        auth.htpasswd = path;
+        auth.max_failures = 1000;
+    });
+    let v2 = format!("{}/v2/", s.url);
+    assert_eq!(
+        get(&v2, Who::Basic("dave", "Dave-pw-8c0st-plaintext")).status,
+        200,
+        "dave's cost-8 hash works"
+    );
+    let fastest = |user: &str| {
+        (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                let resp = get(&v2, Who::Basic(user, "not-the-password"));
+                assert_error(&resp, 401, "UNAUTHORIZED");
+                start.elapsed()
+            })
+            .min()
+            .unwrap()
+    };
+    let (known, unknown) = (fastest("erin"), fastest("zoe"));
+    assert!(
+        unknown <= known * 2 && known <= unknown * 2,
+        "a wrong password for a real user took {known:?}, an unknown user {unknown:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Start-up and the command line
 
@@ -1757,7 +2162,8 @@ fn missing_or_malformed_auth_files_stop_the_start_with_the_file_named() {
 }
 
 /// `berth serve` refuses `--access` and `--anonymous-pull` without
-/// `--htpasswd` (they would silently do nothing), and a missing htpasswd file.
+/// `--htpasswd` (they would silently do nothing), a missing htpasswd file,
+/// and a `--public-url` that is no http(s) URL.
 #[test]
 fn berth_serve_refuses_auth_flags_that_cannot_work() {
     let data = tempfile::tempdir().unwrap();
@@ -1770,6 +2176,12 @@ fn berth_serve_refuses_auth_flags_that_cannot_work() {
         (vec!["--access", access], "--htpasswd"),
         (vec!["--anonymous-pull"], "--htpasswd"),
         (vec!["--htpasswd", missing_str], missing_str),
+        (vec!["--public-url", "registry.example"], "--public-url"),
+        (
+            vec!["--public-url", "ftp://registry.example"],
+            "--public-url",
+        ),
+        (vec!["--public-url", "https://a/b?c=d"], "--public-url"),
     ] {
         let mut child = Command::new(BERTH)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])

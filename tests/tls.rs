@@ -627,6 +627,49 @@ fn bad_certificate_or_key_files_stop_the_start_naming_the_file() {
     }
 }
 
+/// A 1024-bit RSA key, which rustls refuses (RSA keys need 2048 bits or
+/// more), stops the start with a message that names the key file and says
+/// why, not one claiming that certificate and key do not match.
+#[test]
+fn a_1024_bit_rsa_key_is_refused_as_too_small_naming_the_file() {
+    let certs = make_certs();
+    let d = certs.dir.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-nodes",
+            "-newkey",
+            "rsa:1024",
+            "-keyout",
+            "rsa1024.key",
+            "-out",
+            "rsa1024.pem",
+            "-days",
+            "7",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+    );
+    let key = d.join("rsa1024.key");
+    let error = start_error(TlsConfig {
+        cert: d.join("rsa1024.pem"),
+        key: key.clone(),
+    });
+    assert!(
+        error.contains(&key.display().to_string()),
+        "the error does not name {}: {error}",
+        key.display()
+    );
+    assert!(
+        error.contains("2048") && !error.contains("do not go together"),
+        "the error does not say the key is too small: {error}"
+    );
+}
+
 /// `berth serve` with bad TLS files exits non-zero at once with a message
 /// naming the file, and never says it is listening; `--tls-cert` without
 /// `--tls-key` is refused.
@@ -721,6 +764,104 @@ impl Drop for Served {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// A certificate and key valid from `not_before` to `not_after`
+/// (`YYYYMMDDHHMMSSZ`), self-signed for `IP:127.0.0.1` by `openssl ca`
+/// (`openssl req` cannot date a certificate in the past), in files named
+/// after `name`.
+fn dated_cert(certs: &Certs, name: &str, not_before: &str, not_after: &str) -> TlsConfig {
+    let d = certs.dir.path();
+    let file = |ext: &str| format!("{name}.{ext}");
+    std::fs::write(
+        d.join(file("cnf")),
+        format!(
+            "[ca]\ndefault_ca = dated\n[dated]\ndatabase = {}\n\
+             new_certs_dir = .\nserial = {}\ndefault_md = sha256\n\
+             policy = policy\nx509_extensions = ext\n[policy]\ncommonName = supplied\n\
+             [ext]\nsubjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n",
+            file("index"),
+            file("serial")
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join(file("index")), "").unwrap();
+    std::fs::write(d.join(file("serial")), "01\n").unwrap();
+    let (cnf, key, csr, pem) = (file("cnf"), file("key"), file("csr"), file("pem"));
+    let mut req = vec!["req", "-new", "-nodes"];
+    req.extend(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]);
+    req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
+    openssl(d, &req);
+    openssl(
+        d,
+        &[
+            "ca",
+            "-batch",
+            "-config",
+            &cnf,
+            "-selfsign",
+            "-keyfile",
+            &key,
+            "-in",
+            &csr,
+            "-out",
+            &pem,
+            "-notext",
+            "-startdate",
+            not_before,
+            "-enddate",
+            not_after,
+        ],
+    );
+    TlsConfig {
+        cert: d.join(pem),
+        key: d.join(key),
+    }
+}
+
+/// An expired certificate, or one not valid yet, does not stop the start
+/// (it may be being renewed), but `berth serve` warns about it in its log,
+/// naming the file; a current one draws no warning.
+#[test]
+fn an_out_of_date_certificate_is_served_with_a_warning() {
+    let certs = make_certs();
+    let expired = dated_cert(&certs, "expired", "20200101000000Z", "20200201000000Z");
+    let early = dated_cert(&certs, "early", "20900101000000Z", "20900201000000Z");
+    let logs = tempfile::tempdir().unwrap();
+    let cases = [
+        (&expired, Some("expired")),
+        (&early, Some("not valid")),
+        (&certs.tls(), None),
+    ];
+    for (n, (tls, warning)) in cases.into_iter().enumerate() {
+        let log = logs.path().join(format!("berth-{n}.log"));
+        let (cert, key) = (tls.cert.to_str().unwrap(), tls.key.to_str().unwrap());
+        let data = logs.path().join(format!("data-{n}"));
+        let served = Served::start(
+            &[
+                "--data",
+                data.to_str().unwrap(),
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+            ],
+            &log,
+        );
+        // The warning comes before the address line; nothing to wait for.
+        drop(served);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let warned = text
+            .lines()
+            .find(|l| l.contains("WARN") && l.contains(cert));
+        match warning {
+            Some(word) => assert!(
+                warned.is_some_and(|l| l.contains(word)),
+                "no warning that {cert} is {word} in the log:\n{text}"
+            ),
+            None => assert!(warned.is_none(), "a current certificate:\n{text}"),
         }
     }
 }

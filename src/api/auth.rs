@@ -2,25 +2,30 @@
 //! (Basic, Bearer or nobody), whether they may do what the route does, the
 //! challenge that starts the Docker token flow, and the token endpoint.
 
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use http::{Method, Request, StatusCode, header};
+use http::{Method, Request, StatusCode, Version, header};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
 use serde_json::json;
 
 use super::error::ApiError;
 use super::route::Route;
-use super::{Api, Handled, header_str, json_response, query};
+use super::{Api, Handled, header_str, json_response, query, query_param};
 use crate::auth::{Action, Authority, Caller, LoginError, Scope};
-use crate::store::meta;
+use crate::oci::RepoName;
 
 /// Service name in challenges and tokens.
 const SERVICE: &str = "berth";
 
 /// What a route needs: nothing (the token endpoint), any identity
-/// (`/v2/`), or an action on a repository. The catalog filters instead.
+/// (`/v2/`), or an action on a repository. The catalog needs a user, and
+/// then filters.
 enum Need<'a> {
     Identity,
     Listing,
@@ -29,9 +34,10 @@ enum Need<'a> {
 
 fn need<'a>(route: &'a Route, method: &Method) -> Need<'a> {
     let action = match (method, route) {
+        // An upload's status is part of pushing it, not content to pull.
+        (_, Route::Upload(..)) => Action::Push,
         (&Method::GET | &Method::HEAD, _) => Action::Pull,
-        // Deleting content is its own action in Docker's token scopes;
-        // cancelling an upload is part of pushing.
+        // Deleting content is its own action in Docker's token scopes.
         (
             &Method::DELETE,
             Route::Manifest(..) | Route::BadManifestReference(..) | Route::Blob(..),
@@ -65,6 +71,12 @@ impl Api {
         };
         let caller = self.identify(authority, req, peer).await?;
         match need(route, req.method()) {
+            // Not a pull of any one repository, so anonymous pull does not
+            // cover it; an empty list would tell clients there is nothing to
+            // log in for, so they are asked to log in.
+            Need::Listing if caller.user().is_none() => {
+                Err(self.challenge(req, Some("registry:catalog:*")))
+            }
             Need::Listing => Ok(caller),
             Need::Identity if matches!(caller, Caller::Anonymous) => Err(self.challenge(req, None)),
             Need::Identity => Ok(caller),
@@ -84,7 +96,13 @@ impl Api {
                     Action::Delete => "delete",
                     Action::Push => "pull,push",
                 };
-                Err(self.challenge(req, Some(&format!("repository:{repo}:{actions}"))))
+                let mut scope = format!("repository:{repo}:{actions}");
+                if let Some(from) = mount_source(req, route) {
+                    // A token without pull on the source cannot mount: ask
+                    // for both at once, in one scope as Distribution does.
+                    scope.push_str(&format!(" repository:{}:pull", from.as_str()));
+                }
+                Err(self.challenge(req, Some(&scope)))
             }
         }
     }
@@ -95,12 +113,20 @@ impl Api {
         req: &Request<B>,
         peer: SocketAddr,
     ) -> Result<Caller, ApiError> {
+        if self.public_url.is_none() && !host(req).is_none_or(valid_host) {
+            // It would go into the realm of a challenge: refused before any.
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "UNSUPPORTED",
+                "invalid Host header",
+            ));
+        }
         let Some(value) = header_str(req, header::AUTHORIZATION) else {
             return Ok(Caller::Anonymous);
         };
         if let Some(token) = strip_scheme(value, "bearer") {
             return authority
-                .verify_token(token.trim(), meta::now() / 1000)
+                .verify_token(token.trim(), unix_now())
                 .map(Caller::Token)
                 .ok_or_else(|| {
                     ApiError::new(
@@ -119,14 +145,7 @@ impl Api {
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
             .ok_or_else(|| self.unauthorized(req, "malformed Authorization header"))?;
-        let authority = Arc::clone(authority);
-        let checked_user = user.clone();
-        // bcrypt is slow on purpose: keep it off the async threads.
-        let result = tokio::task::spawn_blocking(move || {
-            authority.login(peer.ip(), &checked_user, &password)
-        })
-        .await
-        .expect("login does not panic");
+        let result = authority.login(peer.ip(), &user, &password).await;
         match result {
             Ok(()) => Ok(Caller::User(user)),
             Err(LoginError::BadCredentials) => {
@@ -156,11 +175,16 @@ impl Api {
         scope: Option<&str>,
         error: Option<&str>,
     ) -> String {
-        let host = header_str(req, header::HOST)
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("localhost");
-        let scheme = if self.tls { "https" } else { "http" };
-        let mut value = format!("Bearer realm=\"{scheme}://{host}/token\",service=\"{SERVICE}\"");
+        let realm = match &self.public_url {
+            Some(url) => format!("{url}/token"),
+            None => {
+                let scheme = if self.tls { "https" } else { "http" };
+                format!("{scheme}://{}/token", host(req).unwrap_or("localhost"))
+            }
+        };
+        // Escaped even though checked: a Config built in code is not parsed.
+        let realm = realm.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut value = format!("Bearer realm=\"{realm}\",service=\"{SERVICE}\"");
         if let Some(scope) = scope {
             value.push_str(&format!(",scope=\"{scope}\""));
         }
@@ -189,6 +213,92 @@ impl Api {
                 Box::new(move |repo| authority.rules_allow(user.as_deref(), repo, Action::Pull))
             }
         }
+    }
+}
+
+/// The host the client asked for: the Host header, or the URI's authority
+/// (HTTP/2).
+fn host<B>(req: &Request<B>) -> Option<&str> {
+    header_str(req, header::HOST).or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// A host name, an IPv4 address or a bracketed IPv6 address, with an
+/// optional port: nothing that could break out of a quoted header value.
+fn valid_host(host: &str) -> bool {
+    let (name_ok, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) => (v6.parse::<Ipv6Addr>().is_ok(), port),
+            None => return false,
+        },
+        None => {
+            let (name, port) = host.split_at(host.find(':').unwrap_or(host.len()));
+            let name_ok = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+            (name_ok, port)
+        }
+    };
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|p| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+        });
+    name_ok && port_ok
+}
+
+/// The repository a `POST .../blobs/uploads/?mount=D&from=R` mounts from,
+/// when it names one other than the target (only a valid name may reach a
+/// header).
+fn mount_source<B>(req: &Request<B>, route: &Route) -> Option<RepoName> {
+    let (Route::Uploads(target), &Method::POST) = (route, req.method()) else {
+        return None;
+    };
+    let params = query(req);
+    query_param(&params, "mount")?;
+    RepoName::parse(&query_param(&params, "from")?).filter(|from| from != target)
+}
+
+/// A refused request's body is read and dropped up to this size, within
+/// `DRAIN_TIME`, so its connection can carry the next request.
+const DRAIN_LIMIT: u64 = 64 << 10;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Readies a refusal sent before the request's body was read. hyper drops a
+/// connection whose request body is left unread, without saying so, and the
+/// client's next request on it fails: so a small body is read and dropped,
+/// and when that cannot be (too large, too slow, or waiting for a `100
+/// Continue` it should not get) the refusal says `Connection: close`.
+pub(super) async fn refuse_unread(req: Request<Incoming>, refusal: ApiError) -> ApiError {
+    let http1 = req.version() < Version::HTTP_2;
+    let waits_for_continue =
+        header_str(&req, header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let declared = header_str(&req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let mut body = req.into_body();
+    if body.is_end_stream() {
+        return refusal;
+    }
+    if !waits_for_continue && declared.is_none_or(|n| n <= DRAIN_LIMIT) {
+        let drain = async {
+            let mut read = 0;
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else { return false };
+                read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if read > DRAIN_LIMIT {
+                    return false;
+                }
+            }
+            true
+        };
+        if tokio::time::timeout(DRAIN_TIME, drain).await == Ok(true) {
+            return refusal;
+        }
+    }
+    // HTTP/2 has no such header: an unread body there costs only its stream.
+    if http1 {
+        refusal.with_header("connection", "close")
+    } else {
+        refusal
     }
 }
 
@@ -223,7 +333,7 @@ pub async fn token<B>(api: &Api, req: &Request<B>, peer: SocketAddr) -> Handled 
         .filter(|(k, _)| k == "scope")
         .flat_map(|(_, v)| v.split(' ').filter_map(Scope::parse).collect::<Vec<_>>())
         .collect();
-    let now = meta::now() / 1000;
+    let now = unix_now();
     let (token, ttl) = authority.issue(caller.user(), &scopes, now);
     let body = json!({
         "token": token,
@@ -236,6 +346,14 @@ pub async fn token<B>(api: &Api, req: &Request<B>, peer: SocketAddr) -> Handled 
         .headers_mut()
         .insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
     Ok(response)
+}
+
+/// Seconds since the Unix epoch, the unit of token times. Read here rather
+/// than from the store's clock: tokens have nothing to do with storage.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Seconds since the epoch as an RFC 3339 UTC time.

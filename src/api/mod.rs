@@ -38,6 +38,8 @@ pub struct Api {
     authority: Option<Arc<Authority>>,
     /// Whether clients reach us over TLS, for the token realm's scheme.
     tls: bool,
+    /// Where clients reach us through a proxy, for the token realm.
+    public_url: Option<String>,
     max_manifest_bytes: usize,
     limits: crate::conn::Limits,
     next_request: AtomicU64,
@@ -51,6 +53,7 @@ impl Api {
             store,
             authority: authority.map(Arc::new),
             tls: config.tls.is_some(),
+            public_url: config.public_url.clone(),
             max_manifest_bytes: config.max_manifest_bytes,
             limits: config.conn_limits(),
             next_request: AtomicU64::new(1),
@@ -88,7 +91,10 @@ impl Api {
         if route == Route::Token {
             return auth::token(self, &req, peer).await;
         }
-        let caller = self.authorize(&req, peer, &route).await?;
+        let caller = match self.authorize(&req, peer, &route).await {
+            Ok(caller) => caller,
+            Err(refusal) => return Err(auth::refuse_unread(req, refusal).await),
+        };
         let method = req.method().clone();
         match (route, method) {
             (Route::Base, Method::GET | Method::HEAD) => {

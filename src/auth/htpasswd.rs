@@ -7,13 +7,25 @@ use std::collections::HashMap;
 /// default, Distribution's docs suggest 10+.
 pub const BCRYPT_COST: u32 = 12;
 
-/// A bcrypt hash at `BCRYPT_COST` of a throwaway string, checked against
-/// when the user is unknown.
-const UNKNOWN_USER_HASH: &str = "$2b$12$qOlir6SE2oHgveD5FySgrOs5bPctfq.s0BY9Fik/GX8DtBIyX6Otq";
+/// Salt and hash of a bcrypt hash of a throwaway string, checked against
+/// when the user is unknown, under the cost of the file's own hashes.
+const UNKNOWN_USER_SALT_AND_HASH: &str = "qOlir6SE2oHgveD5FySgrOs5bPctfq.s0BY9Fik/GX8DtBIyX6Otq";
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Users {
     hashes: HashMap<String, String>,
+    /// What an unknown user is checked against: bcrypt's time depends only
+    /// on the cost written in the hash, and this one carries the highest
+    /// cost in the file, so an unknown user is never quicker to refuse than
+    /// a known one (`htpasswd -B` writes cost 5, `berth passwd` 12).
+    unknown_user_hash: String,
+}
+
+/// The cost field of a bcrypt hash (`$2b$NN$...`), if it has a usable one.
+fn cost(hash: &str) -> Option<u32> {
+    hash.get(4..6)
+        .and_then(|c| c.parse().ok())
+        .filter(|c| (4..=31).contains(c))
 }
 
 impl Users {
@@ -38,7 +50,15 @@ impl Users {
             }
             hashes.insert(user.to_owned(), hash.to_owned());
         }
-        Ok(Users { hashes })
+        let cost = hashes
+            .values()
+            .filter_map(|h| cost(h))
+            .max()
+            .unwrap_or(BCRYPT_COST);
+        Ok(Users {
+            hashes,
+            unknown_user_hash: format!("$2b${cost:02}${UNKNOWN_USER_SALT_AND_HASH}"),
+        })
     }
 
     pub fn contains(&self, user: &str) -> bool {
@@ -51,7 +71,7 @@ impl Users {
         match self.hashes.get(user) {
             Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
             None => {
-                let _ = bcrypt::verify(password, UNKNOWN_USER_HASH);
+                let _ = bcrypt::verify(password, &self.unknown_user_hash);
                 false
             }
         }
@@ -86,8 +106,27 @@ mod tests {
         assert!(!users.verify("bob", "s3cret"));
         assert!(Users::parse("bob:{SHA}abc").is_err());
         assert!(Users::parse("nocolon").is_err());
+        assert!(users.unknown_user_hash.starts_with("$2b$12$"));
         let replaced = set_password(&text, "alice", "new").unwrap();
         assert_eq!(replaced.matches("alice:").count(), 1);
         assert!(replaced.starts_with("# users\n"));
+    }
+
+    #[test]
+    fn unknown_users_are_checked_at_the_highest_cost_in_the_file() {
+        // Hashes as `htpasswd -B` writes them (cost 5), and one of cost 7.
+        let five = "$2y$05$abcdefghijklmnopqrstuu5Jg0Y2bJ5x0H3tO2O9b8Wl6h8r6m1uG";
+        let seven = "$2y$07$abcdefghijklmnopqrstuu5Jg0Y2bJ5x0H3tO2O9b8Wl6h8r6m1uG";
+        let users = Users::parse(&format!("a:{five}\n")).unwrap();
+        assert!(users.unknown_user_hash.starts_with("$2b$05$"));
+        assert_eq!(
+            bcrypt::verify("x", &users.unknown_user_hash).ok(),
+            Some(false),
+            "the stand-in is a well-formed hash"
+        );
+        let users = Users::parse(&format!("a:{five}\nb:{seven}\n")).unwrap();
+        assert!(users.unknown_user_hash.starts_with("$2b$07$"));
+        let users = Users::parse("# nobody yet\n").unwrap();
+        assert!(users.unknown_user_hash.starts_with("$2b$12$"));
     }
 }

@@ -12,11 +12,13 @@ use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
+use tokio::sync::Semaphore;
 
+use crate::oci::RepoName;
 pub use access::Action;
 use access::Rules;
 use htpasswd::Users;
@@ -32,6 +34,9 @@ pub struct AuthConfig {
     /// Failed logins from one address before it gets 429 for `failure_window`.
     pub max_failures: u32,
     pub failure_window: Duration,
+    /// bcrypt checks running at once; more logins wait their turn, so a
+    /// burst of guesses cannot take every CPU from the other requests.
+    pub max_concurrent_logins: usize,
 }
 
 impl AuthConfig {
@@ -43,6 +48,8 @@ impl AuthConfig {
             token_ttl: Duration::from_secs(300),
             max_failures: 10,
             failure_window: Duration::from_secs(60),
+            max_concurrent_logins: std::thread::available_parallelism()
+                .map_or(1, std::num::NonZero::get),
         }
     }
 }
@@ -122,6 +129,7 @@ pub struct Authority {
     signer: Signer,
     token_ttl: Duration,
     limiter: FailureLimiter,
+    bcrypt_slots: Arc<Semaphore>,
     verified: Mutex<HashMap<String, ([u8; 32], Instant)>>,
 }
 
@@ -141,33 +149,60 @@ impl Authority {
             signer: Signer::load_or_create(&data_dir.join("token.key"))?,
             token_ttl: config.token_ttl,
             limiter: FailureLimiter::new(config.max_failures, config.failure_window),
+            bcrypt_slots: Arc::new(Semaphore::new(config.max_concurrent_logins.max(1))),
             verified: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Checks a user's password (bcrypt, cached), counting failures per address.
-    pub fn login(&self, ip: IpAddr, user: &str, password: &str) -> Result<(), LoginError> {
+    /// Checks a user's password (bcrypt, cached), counting attempts per
+    /// address. bcrypt runs on a blocking thread, at most
+    /// `max_concurrent_logins` at once.
+    pub async fn login(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        user: &str,
+        password: &str,
+    ) -> Result<(), LoginError> {
         if self.limiter.blocked(ip) {
             return Err(LoginError::TooManyFailures);
         }
         let fingerprint: [u8; 32] = Sha256::digest(password.as_bytes()).into();
-        let cached = {
+        {
             let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            verified
+            if verified
                 .get(user)
                 .is_some_and(|(f, at)| *f == fingerprint && at.elapsed() < VERIFIED_TTL)
-        };
-        if cached || self.users.verify(user, password) {
-            let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            if !cached {
-                verified.retain(|_, (_, at)| at.elapsed() < VERIFIED_TTL);
-                verified.insert(user.to_owned(), (fingerprint, Instant::now()));
+            {
+                return Ok(());
             }
-            // Success does not clear the address's failures: one valid
-            // account must not buy unlimited guesses at the others.
+        }
+        if !self.limiter.reserve(ip) {
+            return Err(LoginError::TooManyFailures);
+        }
+        // The permit travels with the check: a client that hangs up does not
+        // stop bcrypt, so it must not give the slot back early either.
+        let permit = Arc::clone(&self.bcrypt_slots)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let (this, checked_user, password) =
+            (Arc::clone(self), user.to_owned(), password.to_owned());
+        let correct = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            this.users.verify(&checked_user, &password)
+        })
+        .await
+        .expect("bcrypt does not panic");
+        if correct {
+            let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            verified.retain(|_, (_, at)| at.elapsed() < VERIFIED_TTL);
+            verified.insert(user.to_owned(), (fingerprint, Instant::now()));
+            // Success gives back this attempt only, never the address's
+            // earlier failures: one valid account must not buy unlimited
+            // guesses at the others.
+            self.limiter.forgive(ip);
             Ok(())
         } else {
-            self.limiter.failed(ip);
             log::warn!("failed login for user {user:?} from {ip}");
             Err(LoginError::BadCredentials)
         }
@@ -203,7 +238,12 @@ impl Authority {
     /// allowed; returns the token and its lifetime in seconds.
     pub fn issue(&self, user: Option<&str>, scopes: &[Scope], now: u64) -> (String, u64) {
         let mut access = Vec::new();
-        for scope in scopes.iter().filter(|s| s.kind == "repository") {
+        // A name that is no repository name (`bob/../x`) may still match a
+        // rule's pattern as text; it is ignored, as Distribution does.
+        let repositories = scopes
+            .iter()
+            .filter(|s| s.kind == "repository" && RepoName::parse(&s.name).is_some());
+        for scope in repositories {
             let may = |action| self.rules.allows(user, &scope.name, action);
             let mut actions: Vec<String> = Vec::new();
             for asked in &scope.actions {

@@ -173,6 +173,7 @@ impl Store {
     /// Opens without touching anything a crash may have left behind, for
     /// checks that must report it first.
     pub fn open_unrepaired(root: &Path) -> Result<Store> {
+        blobs::create_private_dir_durable(root)?;
         blobs::create_dirs_durable(&root.join("uploads"))?;
         blobs::create_dirs_durable(&root.join("blobs").join("sha256"))?;
         let db = Arc::new(DbHandle::open(root)?);
