@@ -11,6 +11,7 @@ use berth::auth::AuthConfig;
 use berth::config::TlsConfig;
 use berth::store::Store;
 use berth::store::prune::Policy;
+use tokio::signal::unix::{SignalKind, signal};
 
 /// berth: a container image registry in one binary.
 #[derive(FromArgs)]
@@ -235,24 +236,22 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
             }
         };
         let registry = berth::Registry::start(config).await?;
+        // Handlers first: a harness may send SIGTERM the moment it reads
+        // the line below, and that must be a clean stop.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
         // One line on stdout with the real address, for harnesses to read.
         let mut stdout = std::io::stdout();
         writeln!(stdout, "berth listening on {}", registry.url())?;
         stdout.flush()?;
-        wait_for_signal().await?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
         log::info!("shutting down");
         registry.shutdown().await;
         Ok(())
     })
-}
-
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
 }
 
 fn prune_policy(
