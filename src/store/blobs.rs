@@ -25,21 +25,19 @@ pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// (blobs and the token key are nobody else's business; one that exists
 /// keeps the mode its owner chose), durably like [`create_dirs_durable`].
 pub(super) fn create_private_dir_durable(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
-    if let Some(parent) = parent {
-        create_dirs_durable(parent)?;
-    }
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => fsync_dir(parent.unwrap_or(Path::new("."))),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
+    create_durable(dir, 0o700)
 }
 
 /// Creates `dir` and any missing parents, syncing the parent of each one it
 /// creates, so that once this returns a power cut cannot take them away.
 pub(super) fn create_dirs_durable(dir: &Path) -> io::Result<()> {
+    create_durable(dir, 0o777)
+}
+
+/// As [`create_dirs_durable`], with `mode` (less the umask) for `dir`
+/// itself; parents it creates get the usual 0777.
+fn create_durable(dir: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());
     }
@@ -47,7 +45,7 @@ pub(super) fn create_dirs_durable(dir: &Path) -> io::Result<()> {
     if let Some(parent) = parent {
         create_dirs_durable(parent)?;
     }
-    match std::fs::create_dir(dir) {
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
         Ok(()) => fsync_dir(parent.unwrap_or(Path::new("."))),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
