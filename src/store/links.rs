@@ -3,7 +3,7 @@
 //! transaction, so that LINKS, its mirror REPO_BLOBS and REPOS never
 //! disagree: a repository is listed while it holds a manifest or a blob.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::Result;
 use super::meta;
@@ -42,23 +42,21 @@ pub(super) fn remember(txn: &WriteTransaction, repo: &str) -> Result<()> {
 
 /// Drops `repo` from the list once it holds no manifest and no blob.
 pub(super) fn forget_if_empty(txn: &WriteTransaction, repo: &str) -> Result<bool> {
-    let manifests = txn.open_table(meta::MANIFESTS)?;
-    if manifests
-        .range((repo, "")..=(repo, meta::MAX_STR))?
-        .next()
-        .is_some()
-    {
-        return Ok(false);
-    }
-    let blobs = txn.open_table(meta::REPO_BLOBS)?;
-    if blobs
-        .range((repo, "")..=(repo, meta::MAX_STR))?
-        .next()
-        .is_some()
-    {
+    if holds_any(txn, meta::MANIFESTS, repo)? || holds_any(txn, meta::REPO_BLOBS, repo)? {
         return Ok(false);
     }
     Ok(txn.open_table(meta::REPOS)?.remove(repo)?.is_some())
+}
+
+/// Whether a table keyed (repository, ...) has any row for `repo`.
+fn holds_any<V: redb::Value + 'static>(
+    txn: &WriteTransaction,
+    table: TableDefinition<(&'static str, &'static str), V>,
+    repo: &str,
+) -> Result<bool> {
+    let table = txn.open_table(table)?;
+    let mut rows = table.range((repo, "")..=(repo, meta::MAX_STR))?;
+    Ok(rows.next().is_some())
 }
 
 /// Fills REPO_BLOBS from LINKS in a database written before it existed.
