@@ -21,10 +21,10 @@ pub struct Limits {
 }
 
 /// One connection's activity, shared by its requests and its watchdog.
-#[derive(Default)]
 pub struct Activity {
     in_flight: AtomicUsize,
-    idle_since: Mutex<Option<Instant>>,
+    /// When the last request ended (or the connection began).
+    idle_since: Mutex<Instant>,
     transfers: Mutex<Vec<Weak<Transfer>>>,
 }
 
@@ -53,19 +53,18 @@ pub struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         }
     }
 }
 
 impl Activity {
     pub fn new() -> Arc<Activity> {
-        let activity = Activity::default();
-        *activity
-            .idle_since
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        Arc::new(activity)
+        Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            transfers: Mutex::new(Vec::new()),
+        })
     }
 
     pub fn request(self: &Arc<Self>) -> InFlight {
@@ -86,7 +85,7 @@ impl Activity {
             return None;
         }
         let since = *self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
-        since.map(|since| since.elapsed())
+        Some(since.elapsed())
     }
 }
 
