@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 /// The limits a connection is held to.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -25,6 +27,8 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// When the last request ended (or the connection began).
     idle_since: Mutex<Instant>,
+    /// Told when the last request in flight ends: the idle clock restarts.
+    went_idle: Notify,
     transfers: Mutex<Vec<Weak<Transfer>>>,
 }
 
@@ -54,6 +58,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            self.0.went_idle.notify_one();
         }
     }
 }
@@ -63,6 +68,7 @@ impl Activity {
         Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
+            went_idle: Notify::new(),
             transfers: Mutex::new(Vec::new()),
         })
     }
@@ -80,27 +86,37 @@ impl Activity {
         transfer
     }
 
-    fn idle_for(&self) -> Option<Duration> {
+    /// Since when no request has been in flight; `None` while one is.
+    fn idle_since(&self) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let since = *self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
-        Some(since.elapsed())
+        Some(*self.idle_since.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
-/// Resolves when the connection should be cut, saying why. Checks a few
-/// times per limit, so a cut comes at most a fraction of it late.
+/// Resolves when the connection should be cut, saying why: it sleeps until
+/// the idle limit or the end of the rate window, whichever comes first, and
+/// wakes early when the last request ends, so a cut comes on time.
 pub async fn watch(activity: Arc<Activity>, limits: Limits) -> &'static str {
-    let tick = (limits.idle.min(limits.window) / 4).max(Duration::from_millis(50));
     let mut window_start = Instant::now();
     let mut moved_at_start: Vec<(Weak<Transfer>, u64)> = Vec::new();
     loop {
-        tokio::time::sleep(tick).await;
-        if activity.idle_for().is_some_and(|idle| idle >= limits.idle) {
+        let window_end = window_start + limits.window;
+        let idle_end = activity.idle_since().map(|since| since + limits.idle);
+        let wake = idle_end.map_or(window_end, |idle_end| idle_end.min(window_end));
+        tokio::select! {
+            () = tokio::time::sleep_until(wake.into()) => {}
+            () = activity.went_idle.notified() => continue,
+        }
+        let now = Instant::now();
+        if activity
+            .idle_since()
+            .is_some_and(|since| now >= since + limits.idle)
+        {
             return "idle";
         }
-        if window_start.elapsed() < limits.window {
+        if now < window_end {
             continue;
         }
         // A whole window has passed: every transfer that was there at its

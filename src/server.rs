@@ -46,7 +46,6 @@ struct Shared {
     api: Arc<Api>,
     builder: auto::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
-    header_timeout: Duration,
     limits: Limits,
 }
 
@@ -98,7 +97,6 @@ impl Registry {
             api: Arc::new(Api::new(Arc::clone(&store), authority, &config)),
             builder,
             tls,
-            header_timeout: config.header_timeout,
             limits: config.conn_limits(),
         });
         let max_connections = config.max_connections;
@@ -181,24 +179,13 @@ async fn serve(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _slot = slot;
+            // A client that never sends a request is cut by the
+            // connection's watchdog (see conn), which also covers the time
+            // before hyper's own header timeout starts at the first byte.
             let result = match &shared.tls {
-                None => {
-                    // hyper starts its header timeout at the first byte; a
-                    // client that never sends one must not keep its slot.
-                    let mut first = [0u8; 1];
-                    match tokio::time::timeout(shared.header_timeout, stream.peek(&mut first)).await
-                    {
-                        Ok(Ok(n)) if n > 0 => {
-                            serve_connection(&shared, stream, peer, watcher).await
-                        }
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err(e)) => Err(e.into()),
-                        Err(_) => Err("no request within the header timeout".into()),
-                    }
-                }
+                None => serve_connection(&shared, stream, peer, watcher).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(shared.header_timeout, acceptor.accept(stream)).await
-                    {
+                    match tokio::time::timeout(shared.limits.idle, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => serve_connection(&shared, tls, peer, watcher).await,
                         Ok(Err(e)) => Err(e.into()),
                         Err(_) => Err("TLS handshake timed out".into()),
