@@ -23,7 +23,7 @@ use crate::auth::Authority;
 use crate::config::Config;
 use crate::conn::{self, Activity, Limits};
 use crate::store::Store;
-use crate::store::prune::Policy;
+use crate::store::prune::Report;
 
 const HTTP1_BUFFER: usize = 128 << 10;
 /// HTTP/2 streams one connection may have open at once.
@@ -101,12 +101,29 @@ impl Registry {
         });
         let max_connections = config.max_connections;
         let (stop, stopped) = oneshot::channel();
-        let pruner = config
-            .prune_interval
-            .map(|every| tokio::spawn(prune_loop(Arc::clone(&store), every, config.prune.clone())));
-        let expirer = tokio::spawn(expire_loop(
+        let pruner = config.prune_interval.map(|period| {
+            let policy = config.prune.clone();
+            tokio::spawn(every(
+                Arc::clone(&store),
+                period,
+                "prune",
+                move |store| store.prune(&policy, false),
+                |report| log::info!("{}", report.summary()),
+            ))
+        });
+        // Stale upload sessions expire on every server, prune or not: each
+        // holds a place under the session caps and maybe a file.
+        let expiration = config.prune.upload_expiration;
+        let expirer = tokio::spawn(every(
             Arc::clone(&store),
-            config.prune.upload_expiration,
+            (expiration / 4).clamp(Duration::from_millis(250), Duration::from_secs(300)),
+            "expiring uploads",
+            move |store| store.expire_stale_uploads(expiration),
+            |report| {
+                if report.uploads > 0 {
+                    log::info!("expired {} stale upload sessions", report.uploads);
+                }
+            },
         ));
         let task = tokio::spawn(async move {
             serve(listener, shared, max_connections, stopped).await;
@@ -259,42 +276,26 @@ async fn close(store: Arc<Store>) {
     drop(store);
 }
 
-/// Stale upload sessions expire on every server, prune or not: each holds
-/// a place under the session caps and maybe a file.
-async fn expire_loop(store: Arc<Store>, expiration: Duration) {
-    let every = (expiration / 4).clamp(Duration::from_millis(250), Duration::from_secs(300));
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+/// Runs `job` on a blocking thread every `period` and hands what it did to
+/// `done` (or logs its failure as "`what` failed").
+async fn every<J>(
+    store: Arc<Store>,
+    period: Duration,
+    what: &'static str,
+    job: J,
+    done: fn(&Report),
+) where
+    J: Fn(&Store) -> crate::store::Result<Report> + Clone + Send + 'static,
+{
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let store = Arc::clone(&store);
-        let expired = tokio::task::spawn_blocking(move || {
-            store.recover(store.expire_stale_uploads(expiration))
-        })
-        .await;
-        match expired {
-            Ok(Ok(report)) if report.uploads > 0 => {
-                log::info!("expired {} stale upload sessions", report.uploads)
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => log::error!("expiring uploads failed: {e}"),
-            Err(e) => log::error!("expiring uploads failed: {e}"),
-        }
-    }
-}
-
-/// The background prune: one run every `every`, reported in the log.
-async fn prune_loop(store: Arc<Store>, every: Duration, policy: Policy) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let (store, policy) = (Arc::clone(&store), policy.clone());
-        match tokio::task::spawn_blocking(move || store.recover(store.prune(&policy, false))).await
-        {
-            Ok(Ok(report)) => log::info!("{}", report.summary()),
-            Ok(Err(e)) => log::error!("prune failed: {e}"),
-            Err(e) => log::error!("prune task failed: {e}"),
+        let (store, job) = (Arc::clone(&store), job.clone());
+        match tokio::task::spawn_blocking(move || store.recover(job(&store))).await {
+            Ok(Ok(report)) => done(&report),
+            Ok(Err(e)) => log::error!("{what} failed: {e}"),
+            Err(e) => log::error!("{what} failed: {e}"),
         }
     }
 }
