@@ -165,7 +165,7 @@ impl Store {
     pub(super) fn commit_blob(
         &self,
         upload_id: &str,
-        upload_file: File,
+        upload_file: &File,
         size: u64,
         repo: &RepoName,
         digest: &Digest,
@@ -185,13 +185,10 @@ impl Store {
         let _guard = self.lock_digest(digest);
         let upload_path = self.upload_path(upload_id);
         let mut sync_dir = None;
-        if exists()? {
-            drop(upload_file);
-        } else {
+        if !exists()? {
             if !synced {
                 upload_file.sync_all()?;
             }
-            drop(upload_file);
             // Every digest of a shard takes the same stripe lock, so a
             // shard directory is synced before any link into it is trusted.
             let dir = self.blob_dir(digest);

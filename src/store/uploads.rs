@@ -172,11 +172,10 @@ impl Appender {
         self.check_length()?;
         let size = self.row.offset + self.received;
         let actual = Digest::from_hash(&self.hasher.clone().finalize());
-        let store = Arc::clone(&self.store);
         if &actual != digest {
             // The session is over: nothing of it is kept.
             self.kept = true;
-            store.discard_upload(&self.id)?;
+            self.store.discard_upload(&self.id)?;
             log::info!(
                 "upload {}: digest mismatch, {actual} != {digest}; discarded",
                 self.id
@@ -186,8 +185,8 @@ impl Appender {
                 actual,
             });
         }
-        let file = self.file.try_clone()?;
-        store.commit_blob(&self.id, file, size, &self.repo, digest)?;
+        self.store
+            .commit_blob(&self.id, &self.file, size, &self.repo, digest)?;
         self.kept = true;
         log::debug!("upload {}: finished as {digest} ({size} bytes)", self.id);
         Ok(size)
