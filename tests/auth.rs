@@ -220,6 +220,10 @@ fn get(url: &str, who: Who<'_>) -> Response {
     call("GET", url, who, &[], b"")
 }
 
+fn head(url: &str, who: Who<'_>) -> Response {
+    call("HEAD", url, who, &[], b"")
+}
+
 fn get_manifest(base: &str, name: &str, reference: &str, who: Who<'_>) -> Response {
     call(
         "GET",
@@ -496,7 +500,7 @@ fn requests_without_credentials_get_a_bearer_challenge_with_the_needed_scope() {
         Some("registry/2.0"),
         "clients check the API version on the 401 of /v2/: {resp:?}"
     );
-    let resp = call("HEAD", &format!("{base}/v2/"), Who::Anonymous, &[], b"");
+    let resp = head(&format!("{base}/v2/"), Who::Anonymous);
     assert_challenge_of(&resp, base, None, true);
 
     let pull = Some("repository:team/app:pull");
@@ -544,18 +548,15 @@ fn requests_without_credentials_get_a_bearer_challenge_with_the_needed_scope() {
         manifest_url(base, "team/app", "latest"),
         blob_url(base, "team/app", &digest),
     ] {
-        let resp = call("HEAD", &url, Who::Anonymous, &[], b"");
+        let resp = head(&url, Who::Anonymous);
         assert_challenge_of(&resp, base, pull, true);
     }
     // A monolithic blob push without credentials stores nothing.
     let resp = post_blob(base, "team/app", &image.layer, Who::Anonymous);
     assert_challenge(&resp, base, push);
-    let resp = call(
-        "HEAD",
+    let resp = head(
         &blob_url(base, "team/app", &image.layer_digest),
         Who::User("alice"),
-        &[],
-        b"",
     );
     assert_eq!(resp.status, 404, "a refused push stored the blob: {resp:?}");
     let resp = get(&format!("{base}/v2/team/app/tags/list"), Who::User("alice"));
@@ -623,13 +624,7 @@ fn basic_credentials_work_on_every_request_and_wrong_ones_are_401() {
     let resp = get_manifest(base, "team/app", "v1", alice);
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(resp.body, image.manifest);
-    let resp = call(
-        "HEAD",
-        &manifest_url(base, "team/app", &image.digest),
-        alice,
-        &[],
-        b"",
-    );
+    let resp = head(&manifest_url(base, "team/app", &image.digest), alice);
     assert_eq!(resp.status, 200, "{resp:?}");
     let resp = get(&blob_url(base, "team/app", &image.layer_digest), alice);
     assert_eq!(resp.status, 200, "{resp:?}");
@@ -737,7 +732,7 @@ fn access_rules_decide_who_may_pull_and_push_what() {
     for repo in ["teamx/app", "team", "private/y"] {
         assert_denied(&get_manifest(base, repo, "v1", bob));
         assert_denied(&get(&format!("{base}/v2/{repo}/tags/list"), bob));
-        let resp = call("HEAD", &manifest_url(base, repo, "v1"), bob, &[], b"");
+        let resp = head(&manifest_url(base, repo, "v1"), bob);
         assert_eq!(resp.status, 403, "bob HEADs {repo}: {resp:?}");
     }
     let other = build_image(999);
@@ -762,13 +757,7 @@ fn access_rules_decide_who_may_pull_and_push_what() {
         // Nothing changed.
         let resp = get_manifest(base, repo, "v1", alice);
         assert_eq!(resp.body, images[repo].manifest, "{repo} after bob's tries");
-        let resp = call(
-            "HEAD",
-            &blob_url(base, repo, &other.layer_digest),
-            alice,
-            &[],
-            b"",
-        );
+        let resp = head(&blob_url(base, repo, &other.layer_digest), alice);
         assert_eq!(resp.status, 404, "bob's refused blob landed in {repo}");
     }
     // push implies pull and delete, in bob's own space.
@@ -1028,13 +1017,7 @@ fn tokens_grant_what_was_asked_and_allowed_and_nothing_else() {
     let resp = get_manifest(base, "team/app", "v1", t);
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(resp.body, app.manifest);
-    let resp = call(
-        "HEAD",
-        &blob_url(base, "team/app", &app.layer_digest),
-        t,
-        &[],
-        b"",
-    );
+    let resp = head(&blob_url(base, "team/app", &app.layer_digest), t);
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(get(&format!("{base}/v2/"), t).status, 200);
     // Asked for push, not allowed it: the token has pull only, and bob is
@@ -1468,16 +1451,8 @@ fn mounting_from_a_repository_the_caller_may_not_pull_starts_an_upload() {
             b"",
         )
     };
-    let head = |repo: &str, digest: &str| {
-        call(
-            "HEAD",
-            &blob_url(base, repo, digest),
-            Who::User("alice"),
-            &[],
-            b"",
-        )
-        .status
-    };
+    let head =
+        |repo: &str, digest: &str| head(&blob_url(base, repo, digest), Who::User("alice")).status;
 
     let resp = mount("bob/m", &secret.layer_digest, "private/y", bob);
     assert_eq!(
@@ -1559,12 +1534,9 @@ fn a_mount_challenge_asks_for_pull_on_the_source_too() {
         resp.status, 201,
         "a token with both scopes mounts: {resp:?}"
     );
-    let resp = call(
-        "HEAD",
+    let resp = head(
         &blob_url(base, "bob/t", &shared.layer_digest),
         Who::User("bob"),
-        &[],
-        b"",
     );
     assert_eq!(resp.status, 200, "mounted: {resp:?}");
 
@@ -1673,7 +1645,7 @@ fn upload_sessions_stay_with_their_repository_and_its_rights() {
     let resp = get(&blob_url(base, "private/y", &digest), alice);
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(resp.body, data);
-    let resp = call("HEAD", &blob_url(base, "bob/z", &digest), bob, &[], b"");
+    let resp = head(&blob_url(base, "bob/z", &digest), bob);
     assert_eq!(resp.status, 404, "the blob leaked into bob/z: {resp:?}");
 }
 
