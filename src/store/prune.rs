@@ -263,7 +263,8 @@ impl Changes for bool {
 /// Decides, inside one repository's write transaction, which manifests stay.
 /// Kept: every manifest younger than the grace period; every manifest that
 /// has not expired and is tagged (or any, without the untagged policy); the
-/// children of a kept index; the unexpired referrers of a kept manifest. Everything else goes, with its tags and edges.
+/// children of a kept index; the unexpired referrers of a kept manifest.
+/// Everything else goes, with its tags and edges.
 fn prune_repo_manifests(
     txn: &WriteTransaction,
     repo: &str,
