@@ -84,9 +84,7 @@ impl Config {
             public_url: None,
         }
     }
-}
 
-impl Config {
     /// What every connection is held to.
     pub(crate) fn conn_limits(&self) -> Limits {
         let window_secs = self.body_idle_timeout.as_secs_f64();

@@ -1,6 +1,8 @@
 //! Upload sessions: start (or mount, or a whole blob at once), append
 //! chunks, report progress, finish, cancel.
 
+use std::sync::Arc;
+
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
@@ -9,7 +11,7 @@ use super::error::{ApiError, upload_range};
 use super::{Api, Handled, header_str, query, query_param};
 use crate::auth::Caller;
 use crate::oci::{Digest, RepoName};
-use crate::store::{Appender, ChunkSpec};
+use crate::store::{self, Appender, ChunkSpec, Store};
 
 fn location(name: &RepoName, id: &str) -> String {
     format!("/v2/{}/blobs/uploads/{id}", name.as_str())
@@ -107,11 +109,14 @@ pub async fn start(api: &Api, req: Request<Incoming>, name: RepoName, caller: &C
     if let Some(value) = query_param(&params, "digest") {
         let digest = required_digest(Some(value))?;
         let len = content_length(&req);
-        let n = name.clone();
-        let appender = api.store(move |s| s.put_blob(&n, len)).await?;
-        let appender = api.recover(feed(api.frames(req), appender).await)?;
-        let d = digest.clone();
-        api.blocking(move || appender.finish(&d)).await?;
+        let (n, d) = (name.clone(), digest.clone());
+        append(
+            api,
+            req,
+            move |store| store.put_blob(&n, len),
+            move |appender| appender.finish(&d),
+        )
+        .await?;
         return created(&name, &digest);
     }
     let n = name.clone();
@@ -129,9 +134,15 @@ pub async fn status(api: &Api, name: RepoName, id: String) -> Handled {
 pub async fn patch(api: &Api, req: Request<Incoming>, name: RepoName, id: String) -> Handled {
     let id = upload_id(&id)?;
     let spec = chunk_spec(&req)?;
-    let offset = append(api, req, &name, &id, spec, |appender| appender.commit())
-        .await
-        .map_err(|e| with_location(e, &name, &id))?;
+    let (n, i) = (name.clone(), id.clone());
+    let offset = append(
+        api,
+        req,
+        move |store| store.append_to(&n, &i, spec),
+        |appender| appender.commit(),
+    )
+    .await
+    .map_err(|e| with_location(e, &name, &id))?;
     progress(&name, &id, offset, StatusCode::ACCEPTED)
 }
 
@@ -142,27 +153,28 @@ pub async fn finish(api: &Api, req: Request<Incoming>, name: RepoName, id: Strin
     if spec.len.is_none() {
         spec.len = content_length(&req);
     }
-    let d = digest.clone();
-    append(api, req, &name, &id, spec, move |appender| {
-        appender.finish(&d)
-    })
+    let (n, i, d) = (name.clone(), id.clone(), digest.clone());
+    append(
+        api,
+        req,
+        move |store| store.append_to(&n, &i, spec),
+        move |appender| appender.finish(&d),
+    )
     .await
     .map_err(|e| with_location(e, &name, &id))?;
     created(&name, &digest)
 }
 
-/// Streams a request body onto an upload session, then ends the chunk
-/// with `end` (commit it, or finish the blob).
+/// Streams a request body into the appender `open` gives (a session's next
+/// chunk, or a whole blob), then ends it with `end` (commit the chunk, or
+/// finish the blob).
 async fn append<T: Send + 'static>(
     api: &Api,
     req: Request<Incoming>,
-    name: &RepoName,
-    id: &str,
-    spec: ChunkSpec,
-    end: impl FnOnce(Appender) -> crate::store::Result<T> + Send + 'static,
+    open: impl FnOnce(&Arc<Store>) -> store::Result<Appender> + Send + 'static,
+    end: impl FnOnce(Appender) -> store::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let (n, i) = (name.clone(), id.to_owned());
-    let appender = api.store(move |s| s.append_to(&n, &i, spec)).await?;
+    let appender = api.store(open).await?;
     let appender = api.recover(feed(api.frames(req), appender).await)?;
     api.blocking(move || end(appender)).await
 }
