@@ -29,7 +29,7 @@ pub struct Config {
     pub max_uploads: usize,
     pub max_uploads_per_repo: usize,
     /// Bytes a second a transfer must average over `body_idle_timeout`.
-    /// Downloads are counted in 256 KiB chunks as the client takes them.
+    /// Downloads are counted in 384 KiB chunks as the client takes them.
     pub min_transfer_rate: u64,
     /// Run a prune this often in the background; `None`: never.
     pub prune_interval: Option<Duration>,

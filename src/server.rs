@@ -81,7 +81,7 @@ impl Registry {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // hyper queues body chunks until its buffer passes max_buf_size
         // (400 KiB by default): kept small, a stalled download holds one
-        // chunk in hyper and one read ahead. Request heads still fit.
+        // chunk in hyper and less than this beside it. Request heads fit.
         builder
             .http1()
             .timer(TokioTimer::new())

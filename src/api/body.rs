@@ -1,7 +1,7 @@
 //! Request and response bodies. No thread ever waits on a client: a
-//! download reads its next chunk on a blocking thread only once the client
-//! has taken the last one, and an upload hands the store each batch of
-//! bytes only once it has arrived. Memory per transfer stays a chunk or two
+//! download reads its next chunk only once the client has taken the last
+//! one, and an upload hands the store each batch of bytes only once it has
+//! arrived. Memory per transfer stays a chunk or two
 //! whatever the blob size, and a client that stops moving holds no thread.
 
 use std::fs::File;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
@@ -25,10 +25,10 @@ use crate::store::{self, Appender};
 
 pub type ResBody = BoxBody<Bytes, io::Error>;
 
-/// Read size for blob downloads. Large reads are what lets a pull go at
-/// loopback speed; with the one read ahead and the one hyper holds, a
-/// stalled download keeps at most two of these.
-const READ_SIZE: usize = 256 << 10;
+/// Read size for blob downloads. Large chunks are what lets a pull go at
+/// loopback speed; a stalled download holds one in hyper, beside less than
+/// hyper's 128 KiB buffer (see server.rs): under 512 KiB in all.
+const READ_SIZE: usize = 384 << 10;
 /// An upload hands the store at most this much at once.
 const BATCH_BYTES: usize = 1 << 20;
 
@@ -42,14 +42,16 @@ pub fn empty() -> ResBody {
     full(Bytes::new())
 }
 
-/// `len` bytes of a blob file from `offset`, read a chunk at a time.
+/// `len` bytes of a blob file from `offset`, read a chunk at a time as
+/// hyper asks for it: straight from the page cache when the bytes are
+/// there, else on a blocking thread, so no thread ever waits on the client
+/// and an async thread never waits on the disk.
 struct FileBody {
     file: Arc<File>,
-    /// Where the next read starts, and where the range ends.
+    /// Where the next chunk starts, and where the range ends.
     next: u64,
     end: u64,
-    /// Bytes not yet handed to hyper.
-    remaining: u64,
+    /// A read the page cache could not serve, on a blocking thread.
     reading: Option<JoinHandle<io::Result<Bytes>>>,
     /// The chunk last handed out: the client has taken it once hyper asks
     /// for the next.
@@ -58,27 +60,16 @@ struct FileBody {
 }
 
 impl FileBody {
-    fn start_read(&mut self) {
-        if self.reading.is_some() || self.next >= self.end {
-            return;
+    fn hand(&mut self, chunk: Bytes) -> Frame<Bytes> {
+        self.next += chunk.len() as u64;
+        self.handed = chunk.len() as u64;
+        Frame::data(chunk)
+    }
+
+    fn server_busy(&self, busy: bool) {
+        if let Some(transfer) = &self.transfer {
+            transfer.server_busy(busy);
         }
-        let want = usize::try_from(self.end - self.next)
-            .unwrap_or(usize::MAX)
-            .min(READ_SIZE);
-        let (file, at) = (Arc::clone(&self.file), self.next);
-        self.next += want as u64;
-        self.reading = Some(tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
-            let mut buf = BytesMut::zeroed(want);
-            file.read_exact_at(&mut buf, at).map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    io::Error::new(io::ErrorKind::UnexpectedEof, "blob file is short")
-                } else {
-                    e
-                }
-            })?;
-            Ok(buf.freeze())
-        }));
     }
 }
 
@@ -94,33 +85,44 @@ impl HttpBody for FileBody {
         if let Some(transfer) = &this.transfer {
             transfer.moved(std::mem::take(&mut this.handed));
         }
-        this.start_read();
-        let Some(reading) = this.reading.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let polled = Pin::new(reading).poll(cx);
-        if let Some(transfer) = &this.transfer {
-            transfer.server_busy(polled.is_pending());
+        if this.reading.is_none() {
+            if this.next >= this.end {
+                return Poll::Ready(None);
+            }
+            let want = usize::try_from(this.end - this.next)
+                .unwrap_or(usize::MAX)
+                .min(READ_SIZE);
+            match store::read_chunk(&this.file, this.next, want, true) {
+                Ok(chunk) => {
+                    this.server_busy(false);
+                    return Poll::Ready(Some(Ok(this.hand(chunk))));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let (file, at) = (Arc::clone(&this.file), this.next);
+                    this.reading = Some(tokio::task::spawn_blocking(move || {
+                        store::read_chunk(&file, at, want, false)
+                    }));
+                }
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
         }
+        let reading = this.reading.as_mut().expect("a read is under way");
+        let polled = Pin::new(reading).poll(cx);
+        this.server_busy(polled.is_pending());
         let chunk = match polled {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(joined) => joined.unwrap_or_else(|e| Err(io::Error::other(e))),
         };
         this.reading = None;
-        let chunk = chunk?;
-        this.remaining -= chunk.len() as u64;
-        this.handed = chunk.len() as u64;
-        // The next chunk is read while hyper sends this one.
-        this.start_read();
-        Poll::Ready(Some(Ok(Frame::data(chunk))))
+        Poll::Ready(Some(chunk.map(|chunk| this.hand(chunk))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.remaining == 0
+        self.next >= self.end
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
+        SizeHint::with_exact(self.end.saturating_sub(self.next))
     }
 }
 
@@ -131,7 +133,6 @@ pub fn file_range(file: File, offset: u64, len: u64, transfer: Option<Arc<Transf
         file: Arc::new(file),
         next: offset,
         end: offset + len,
-        remaining: len,
         reading: None,
         handed: 0,
         transfer,

@@ -17,6 +17,50 @@ pub struct BlobFile {
     pub size: u64,
 }
 
+/// Reads up to `len` bytes of `file` at `at` into a fresh buffer (not
+/// zeroed first: it is about to be overwritten). With `cached_only`, reads
+/// only what the page cache holds, never waiting on the disk, so it may run
+/// on an async thread, and fails with `WouldBlock` when nothing is cached
+/// or the file system cannot say. A read past the end of the file is an
+/// error: blob files are never shorter than their rows say.
+pub fn read_chunk(file: &File, at: u64, len: usize, cached_only: bool) -> io::Result<bytes::Bytes> {
+    use std::os::fd::AsRawFd;
+    let offset = libc::off_t::try_from(at).map_err(io::Error::other)?;
+    let mut buf = bytes::BytesMut::with_capacity(len);
+    let spare = buf.spare_capacity_mut();
+    let iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: spare.len().min(len),
+    };
+    let flags = if cached_only { libc::RWF_NOWAIT } else { 0 };
+    let read = loop {
+        // SAFETY: the iovec points into `buf`'s spare capacity, which is
+        // valid for writes of iov_len bytes and outlives the call.
+        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, flags) };
+        if n >= 0 {
+            break n.unsigned_abs();
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN | libc::EOPNOTSUPP) if cached_only => {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            _ => return Err(e),
+        }
+    };
+    if read == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "blob file is short",
+        ));
+    }
+    // SAFETY: preadv2 initialised the first `read` bytes of the spare
+    // capacity.
+    unsafe { buf.set_len(read) };
+    Ok(buf.freeze())
+}
+
 pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

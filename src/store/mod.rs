@@ -25,6 +25,7 @@ use commit::{Committer, DbHandle};
 
 use crate::oci::Digest;
 
+pub use blobs::read_chunk;
 pub use fsck::{Check, Finding};
 pub use manifests::{PutManifest, Referrer, StoredManifest};
 pub use uploads::{Appender, ChunkSpec, Upload};
