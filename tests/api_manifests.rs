@@ -411,26 +411,51 @@ fn index_over_present_manifests_is_201_and_served_as_an_index() {
 }
 
 #[test]
-fn index_with_a_missing_child_manifest_is_400_manifest_blob_unknown() {
+fn a_sparse_index_is_accepted_and_served_and_its_absent_child_is_404() {
     let reg = TestRegistry::start();
     let base = reg.url();
     let present = http::push_image(&base, "lib/app", None, 32);
     let absent = push_blobs_of(&base, "lib/app", 33); // blobs, but no manifest
     let index = http::image_index(&[present.descriptor(), absent.descriptor()]);
     let resp = http::put_manifest(&base, "lib/app", "multi", OCI_INDEX, &index);
-    assert_error(&resp, 400, "MANIFEST_BLOB_UNKNOWN");
-    assert_manifest_unknown(&base, "lib/app", "multi");
+    assert_eq!(resp.status, 201, "{resp:?}");
+    assert_manifest(
+        &http::get(&http::manifest_url(&base, "lib/app", "multi")),
+        &index,
+        OCI_INDEX,
+    );
+    assert_manifest_unknown(&base, "lib/app", &absent.digest);
+
+    // The child pushed later is served like any other manifest.
+    let resp = http::put_manifest(
+        &base,
+        "lib/app",
+        &absent.digest,
+        OCI_MANIFEST,
+        &absent.manifest,
+    );
+    assert_eq!(resp.status, 201, "{resp:?}");
+    assert_manifest(
+        &http::get(&http::manifest_url(&base, "lib/app", &absent.digest)),
+        &absent.manifest,
+        OCI_MANIFEST,
+    );
 }
 
 #[test]
-fn index_child_must_be_in_the_same_repository() {
+fn a_sparse_index_does_not_reach_into_another_repository() {
     let reg = TestRegistry::start();
     let base = reg.url();
     let elsewhere = http::push_image(&base, "team/a", None, 34);
-    http::push_blob(&base, "team/b", b"make team/b exist");
-    let index = http::image_index(&[elsewhere.descriptor()]);
-    let resp = http::put_manifest(&base, "team/b", "multi", OCI_INDEX, &index);
-    assert_error(&resp, 400, "MANIFEST_BLOB_UNKNOWN");
+    let list = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_LIST,
+        "manifests": [elsewhere.descriptor()],
+    }))
+    .unwrap();
+    let resp = http::put_manifest(&base, "team/b", "multi", DOCKER_LIST, &list);
+    assert_eq!(resp.status, 201, "{resp:?}");
+    assert_manifest_unknown(&base, "team/b", &elsewhere.digest);
 }
 
 #[test]

@@ -179,6 +179,28 @@ fn expired_manifests_go_with_their_tags_unless_a_kept_index_needs_them() {
     assert_blob(&base, "app", &child.layer);
 }
 
+#[test]
+fn a_sparse_index_keeps_the_children_that_arrive_after_it() {
+    let (reg, (late, never), output) =
+        pushed_then_pruned(&["--untagged", "--grace", "0s"], |base| {
+            let late = build_image(40);
+            let never = build_image(41);
+            let index = image_index(&[late.descriptor(), never.descriptor()]);
+            push_manifest(base, "sparse", "multi", OCI_INDEX, &index);
+            // The child the index lists comes after it, untagged.
+            push_blob(base, "sparse", &late.config);
+            push_blob(base, "sparse", &late.layer);
+            push_manifest(base, "sparse", &late.digest, OCI_MANIFEST, &late.manifest);
+            (late, never)
+        });
+    let base = reg.url();
+    assert!(output.contains("0 manifests, 0 tags, 0 blobs"), "{output}");
+    assert_eq!(manifest_status(&base, "sparse", "multi"), 200);
+    assert_eq!(manifest_status(&base, "sparse", &late.digest), 200);
+    assert_blob(&base, "sparse", &late.layer);
+    assert_eq!(manifest_status(&base, "sparse", &never.digest), 404);
+}
+
 /// A manifest of `media_type` over fresh blobs of those media types.
 fn docker_image(base: &str, repo: &str, seed: u64) -> (Vec<u8>, Vec<u8>) {
     let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes();

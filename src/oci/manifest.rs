@@ -58,7 +58,7 @@ pub struct ParsedManifest {
     pub media_type: MediaType,
     /// Config and layers: blobs that must be in the repository.
     pub blobs: Vec<Digest>,
-    /// Children of an index: manifests that must be in the repository.
+    /// Children of an index: manifests it names, present or not (sparse).
     pub manifests: Vec<Digest>,
     pub subject: Option<Digest>,
     /// `artifactType`, or else the config's media type, as the referrers API reports it.

@@ -56,9 +56,9 @@ fn page(
 }
 
 impl Store {
-    /// Stores a manifest byte for byte. Its references are checked in the
-    /// same write transaction that stores it, so it never lands pointing at a
-    /// blob or child manifest that is not there.
+    /// Stores a manifest byte for byte. Its blobs are checked in the same
+    /// write transaction that stores it, so it never lands pointing at a
+    /// blob that is not there.
     pub fn put_manifest(
         &self,
         repo: &RepoName,
@@ -92,10 +92,13 @@ impl Store {
             digest.to_string(),
             reference.tag().map(str::to_owned),
         );
-        let (blobs, children) = (parsed.blobs.clone(), parsed.manifests.clone());
+        let blobs = parsed.blobs.clone();
         self.write(None, move |txn| {
             let (r, d) = (r.as_str(), d.as_str());
-            // Every check before any write: the transaction is shared.
+            // Every check before any write: the transaction is shared. An
+            // index's children are not checked: a sparse index (one platform
+            // copied, or children still to come) is valid, and prune keeps
+            // whichever children are present.
             {
                 let links = txn.open_table(meta::LINKS)?;
                 let rows = txn.open_table(meta::BLOBS)?;
@@ -103,12 +106,6 @@ impl Store {
                     let b = blob.as_str();
                     if links.get((b, r))?.is_none() || rows.get(b)?.is_none() {
                         return Err(Error::ManifestBlobUnknown(blob.clone()));
-                    }
-                }
-                let manifests = txn.open_table(meta::MANIFESTS)?;
-                for child in &children {
-                    if manifests.get((r, child.as_str()))?.is_none() {
-                        return Err(Error::ManifestBlobUnknown(child.clone()));
                     }
                 }
             }
