@@ -129,7 +129,8 @@ fn bad_digests() -> Vec<String> {
         format!("sha256:{}", "a".repeat(65)),
         "sha256:".into(),
         "md5:d41d8cd98f00b204e9800998ecf8427e".into(),
-        format!("sha512:{}", "a".repeat(128)),
+        format!("sha512:{}", "a".repeat(64)),
+        format!("sha384:{}", "a".repeat(96)),
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
         "sha256-e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
     ]

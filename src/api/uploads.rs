@@ -10,7 +10,7 @@ use super::body::{self, feed};
 use super::error::{ApiError, upload_range};
 use super::{Api, Handled, header_str, query, query_param};
 use crate::auth::Caller;
-use crate::oci::{Digest, RepoName};
+use crate::oci::{Algorithm, Digest, RepoName};
 use crate::store::{self, Appender, ChunkSpec, Store};
 
 fn location(name: &RepoName, id: &str) -> String {
@@ -109,18 +109,26 @@ pub async fn start(api: &Api, req: Request<Incoming>, name: RepoName, caller: &C
     if let Some(value) = query_param(&params, "digest") {
         let digest = required_digest(Some(value))?;
         let len = content_length(&req);
-        let (n, d) = (name.clone(), digest.clone());
+        let (n, d, algorithm) = (name.clone(), digest.clone(), digest.algorithm());
         append(
             api,
             req,
-            move |store| store.put_blob(&n, len),
+            move |store| store.put_blob(&n, len, algorithm),
             move |appender| appender.finish(&d),
         )
         .await?;
         return created(&name, &digest);
     }
+    let algorithm = match query_param(&params, "digest-algorithm") {
+        None => Algorithm::Sha256,
+        Some(name) => Algorithm::parse(&name).ok_or_else(|| {
+            ApiError::digest_invalid(format!(
+                "unsupported digest-algorithm {name:?}; this registry supports sha256 and sha512"
+            ))
+        })?,
+    };
     let n = name.clone();
-    let upload = api.store(move |s| s.start_upload(&n)).await?;
+    let upload = api.store(move |s| s.start_upload(&n, algorithm)).await?;
     progress(&name, &upload.id, upload.offset, StatusCode::ACCEPTED)
 }
 
@@ -154,10 +162,15 @@ pub async fn finish(api: &Api, req: Request<Incoming>, name: RepoName, id: Strin
         spec.len = content_length(&req);
     }
     let (n, i, d) = (name.clone(), id.clone(), digest.clone());
+    let algorithm = digest.algorithm();
     append(
         api,
         req,
-        move |store| store.append_to(&n, &i, spec),
+        move |store| {
+            let mut appender = store.append_to(&n, &i, spec)?;
+            appender.hash_as(algorithm);
+            Ok(appender)
+        },
         move |appender| appender.finish(&d),
     )
     .await

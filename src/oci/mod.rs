@@ -4,6 +4,6 @@ pub mod digest;
 pub mod manifest;
 pub mod name;
 
-pub use digest::Digest;
+pub use digest::{Algorithm, Digest, Hasher};
 pub use manifest::{MediaType, ParsedManifest};
 pub use name::{Reference, RepoName, Tag};

@@ -1,7 +1,7 @@
 //! Content-addressed blob files and their index rows.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use redb::{ReadableDatabase, ReadableTable};
@@ -9,7 +9,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use super::meta::{self, BlobRow};
 use super::{Error, Result, Store};
 use super::{links, sessions};
-use crate::oci::{Digest, RepoName};
+use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 
 /// An open blob, ready to be read from any offset.
 pub struct BlobFile {
@@ -180,23 +180,26 @@ impl Store {
         Ok(removed)
     }
 
-    /// Every file under `blobs/sha256/`, with the digest its name spells;
-    /// `None` for anything that is not a blob file in a shard directory.
+    /// Every file under `blobs/<algorithm>/`, with the digest its name
+    /// spells; `None` for anything that is not a blob file in a shard
+    /// directory.
     pub(super) fn blob_files(&self) -> Result<Vec<(PathBuf, Option<Digest>)>> {
         let mut files = Vec::new();
-        for shard in std::fs::read_dir(self.root.join("blobs").join("sha256"))? {
-            let shard = shard?;
-            if !shard.file_type()?.is_dir() {
-                files.push((shard.path(), None));
-                continue;
-            }
-            for file in std::fs::read_dir(shard.path())? {
-                let file = file?;
-                let digest = file
-                    .file_name()
-                    .to_str()
-                    .and_then(|hex| Digest::parse(&format!("sha256:{hex}")));
-                files.push((file.path(), digest));
+        for algorithm in Algorithm::ALL {
+            for shard in std::fs::read_dir(self.root.join("blobs").join(algorithm.name()))? {
+                let shard = shard?;
+                if !shard.file_type()?.is_dir() {
+                    files.push((shard.path(), None));
+                    continue;
+                }
+                for file in std::fs::read_dir(shard.path())? {
+                    let file = file?;
+                    let digest = file
+                        .file_name()
+                        .to_str()
+                        .and_then(|hex| Digest::parse(&format!("{}:{hex}", algorithm.name())));
+                    files.push((file.path(), digest));
+                }
             }
         }
         Ok(files)
@@ -285,6 +288,23 @@ fn touch_blob(txn: &redb::WriteTransaction, digest: &Digest) -> Result<bool> {
     };
     blobs.insert(digest.as_str(), meta::encode(&row).as_slice())?;
     Ok(true)
+}
+
+/// Size and `algorithm` digest of a file, read in large blocks.
+pub(super) fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<(u64, Digest)> {
+    let mut file = File::open(path)?;
+    let mut hasher = Hasher::new(algorithm);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hasher.digest()))
 }
 
 pub(super) fn remove_if_present(path: &Path) -> io::Result<()> {

@@ -2,14 +2,12 @@
 //! re-hashed, files nobody owns found, and with `repair` set right.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 
 use redb::{ReadableDatabase, ReadableTable};
-use sha2::{Digest as _, Sha256};
 
-use super::blobs::{create_dirs_durable, fsync_dir, remove_if_present};
+use super::blobs::{create_dirs_durable, fsync_dir, hash_file, remove_if_present};
 use super::meta::{self, BlobRow, ManifestRow};
 use super::{Result, Store};
 use crate::oci::Digest;
@@ -95,7 +93,7 @@ impl Store {
                     "blob row with bad key {key:?}"
                 )));
             };
-            match hash_file(&self.blob_path(&digest)) {
+            match hash_file(&self.blob_path(&digest), digest.algorithm()) {
                 Ok((size, _)) if size != row.size => check.findings.push(Finding::CorruptBlob {
                     why: format!("{size} bytes on disk, {} indexed", row.size),
                     digest,
@@ -200,21 +198,4 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// Size and digest of a file, read in large blocks.
-fn hash_file(path: &std::path::Path) -> io::Result<(u64, Digest)> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((size, Digest::from_hash(&hasher.finalize())))
 }

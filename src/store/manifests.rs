@@ -66,7 +66,11 @@ impl Store {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<PutManifest> {
-        let digest = Digest::of(&body);
+        // By digest, the client's algorithm names the manifest; by tag, sha256.
+        let digest = match reference {
+            Reference::Digest(expected) => Digest::with(expected.algorithm(), &body),
+            Reference::Tag(_) => Digest::of(&body),
+        };
         if let Reference::Digest(expected) = reference
             && expected != &digest
         {

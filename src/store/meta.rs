@@ -39,7 +39,9 @@ pub struct UploadRow {
     pub repo: String,
     /// Bytes committed so far; the file may be longer after a crash.
     pub offset: u64,
-    /// The serialized sha256 state over the first `offset` bytes.
+    /// The serialized hash state over the first `offset` bytes (sha256,
+    /// or sha512 for a session started with `digest-algorithm=sha512`; the
+    /// length tells which).
     pub hash_state: Vec<u8>,
     pub started: u64,
     /// Last chunk committed: what upload expiry measures from.

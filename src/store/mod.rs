@@ -23,7 +23,7 @@ use redb::{Database, ReadableDatabase};
 
 use commit::{Committer, DbHandle};
 
-use crate::oci::Digest;
+use crate::oci::{Algorithm, Digest};
 
 pub use blobs::read_chunk;
 pub use fsck::{Check, Finding};
@@ -176,7 +176,9 @@ impl Store {
     pub fn open_unrepaired(root: &Path) -> Result<Store> {
         blobs::create_private_dir_durable(root)?;
         blobs::create_dirs_durable(&root.join("uploads"))?;
-        blobs::create_dirs_durable(&root.join("blobs").join("sha256"))?;
+        for algorithm in Algorithm::ALL {
+            blobs::create_dirs_durable(&root.join("blobs").join(algorithm.name()))?;
+        }
         let db = Arc::new(DbHandle::open(root)?);
         let store = Store {
             root: root.to_path_buf(),
@@ -271,7 +273,7 @@ impl Store {
     fn blob_dir(&self, digest: &Digest) -> PathBuf {
         self.root
             .join("blobs")
-            .join("sha256")
+            .join(digest.algorithm().name())
             .join(&digest.hex()[..2])
     }
 

@@ -1,5 +1,5 @@
 //! Upload sessions. Each chunk is written to `uploads/<id>`, synced, and then
-//! the new offset and the sha256 state after it are committed in one redb
+//! the new offset and the hash state after it are committed in one redb
 //! transaction, so an upload resumes after a restart without rereading a byte.
 
 use std::collections::HashSet;
@@ -8,15 +8,13 @@ use std::io::{Seek, SeekFrom};
 use std::sync::{Arc, Mutex};
 
 use redb::ReadableDatabase;
-use sha2::digest::common::hazmat::{SerializableState, SerializedState};
-use sha2::{Digest as _, Sha256};
 
-use super::blobs::remove_if_present;
+use super::blobs::{hash_file, remove_if_present};
 use super::meta::{self, UploadRow};
 use super::sessions;
 use super::writeback::Writeback;
 use super::{Error, Result, Store};
-use crate::oci::{Digest, RepoName};
+use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 
 /// An upload session as the API reports it.
 #[derive(Debug, Clone)]
@@ -54,28 +52,22 @@ impl Drop for Busy {
     }
 }
 
-fn hash_state(hasher: &Sha256) -> Vec<u8> {
-    hasher.serialize().to_vec()
+fn restore_hash(state: &[u8]) -> Result<Hasher> {
+    Hasher::restore(state).ok_or_else(|| Error::Corrupt("upload hash state is invalid".into()))
 }
 
-fn restore_hash(state: &[u8]) -> Result<Sha256> {
-    let state = SerializedState::<Sha256>::try_from(state)
-        .map_err(|_| Error::Corrupt("upload hash state has the wrong length".into()))?;
-    Sha256::deserialize(&state).map_err(|_| Error::Corrupt("upload hash state is invalid".into()))
-}
-
-fn new_row(repo: &RepoName) -> UploadRow {
+fn new_row(repo: &RepoName, algorithm: Algorithm) -> UploadRow {
     UploadRow {
         repo: repo.as_str().to_owned(),
         offset: 0,
-        hash_state: hash_state(&Sha256::new()),
+        hash_state: Hasher::new(algorithm).state(),
         started: meta::now(),
         updated: meta::now(),
     }
 }
 
 /// From this many bytes in one batch, hashing runs on a second thread
-/// beside the write: alone, sha256 is slower than a fast disk, and small
+/// beside the write: alone, a sha2 hash is slower than a fast disk, and small
 /// batches should not pay for a thread.
 const PARALLEL_HASH_FROM: usize = 256 << 10;
 
@@ -95,7 +87,7 @@ pub struct Appender {
     declared: Option<u64>,
     file: File,
     writeback: Writeback,
-    hasher: Sha256,
+    hasher: Hasher,
     received: u64,
     /// Whether this request created the file: its name is not yet durable.
     created: bool,
@@ -151,7 +143,7 @@ impl Appender {
         let sync_dir = self.created.then(|| self.store.root.join("uploads"));
         let updated = UploadRow {
             offset,
-            hash_state: hash_state(&self.hasher),
+            hash_state: self.hasher.state(),
             updated: meta::now(),
             ..self.row.clone()
         };
@@ -166,12 +158,34 @@ impl Appender {
         Ok(offset)
     }
 
+    /// Hashes with `algorithm` from here on, if nothing has been hashed
+    /// yet: a PUT that names a sha512 digest on a session started without
+    /// `digest-algorithm` then needs no second pass over the file.
+    pub fn hash_as(&mut self, algorithm: Algorithm) {
+        if self.row.offset == 0 && self.received == 0 {
+            self.hasher = Hasher::new(algorithm);
+        }
+    }
+
     /// Checks the digest and makes the blob visible; a mismatch discards
     /// the upload. Returns the blob's size.
     pub fn finish(mut self, digest: &Digest) -> Result<u64> {
         self.check_length()?;
         let size = self.row.offset + self.received;
-        let actual = Digest::from_hash(&self.hasher.clone().finalize());
+        let actual = if self.hasher.algorithm() == digest.algorithm() {
+            self.hasher.digest()
+        } else {
+            // The session hashed with another algorithm than the one the
+            // client finishes with: only a second pass over the file can say.
+            let (read, actual) = hash_file(&self.store.upload_path(&self.id), digest.algorithm())?;
+            if read != size {
+                return Err(Error::Corrupt(format!(
+                    "upload {} holds {read} bytes, not {size}",
+                    self.id
+                )));
+            }
+            actual
+        };
         if &actual != digest {
             // The session is over: nothing of it is kept.
             self.kept = true;
@@ -213,10 +227,12 @@ impl Drop for Appender {
 }
 
 impl Store {
-    pub fn start_upload(&self, repo: &RepoName) -> Result<Upload> {
+    /// Starts a session whose bytes are hashed with `algorithm`, the one
+    /// the client expects to finish with.
+    pub fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<Upload> {
         self.reserve_session(repo.as_str())?;
         let id = uuid::Uuid::new_v4().to_string();
-        let (key, row) = (id.clone(), meta::encode(&new_row(repo)));
+        let (key, row) = (id.clone(), meta::encode(&new_row(repo, algorithm)));
         let written = self.write(None, move |txn| {
             txn.open_table(meta::UPLOADS)?
                 .insert(key.as_str(), row.as_slice())?;
@@ -297,9 +313,14 @@ impl Store {
 
     /// Opens a whole blob in one request, with no session row: a crash
     /// leaves only an orphan file, which start-up removes.
-    pub fn put_blob(self: &Arc<Self>, repo: &RepoName, len: Option<u64>) -> Result<Appender> {
+    pub fn put_blob(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        len: Option<u64>,
+        algorithm: Algorithm,
+    ) -> Result<Appender> {
         let id = uuid::Uuid::new_v4().to_string();
-        self.appender(repo, &id, new_row(repo), false, len, None)
+        self.appender(repo, &id, new_row(repo, algorithm), false, len, None)
     }
 
     fn appender(
