@@ -31,7 +31,7 @@ pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, digest: Digest)
             Some(RangeSpec::Unsatisfiable) => {
                 return Err(ApiError::new(
                     StatusCode::RANGE_NOT_SATISFIABLE,
-                    "BLOB_UNKNOWN",
+                    "RANGE_INVALID",
                     format!("range not satisfiable: the blob has {size} bytes"),
                 )
                 .with_header("content-range", &format!("bytes */{size}")));
