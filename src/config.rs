@@ -85,6 +85,28 @@ impl Config {
         }
     }
 
+    /// Refuses settings under which the server would serve nobody: a
+    /// zero limit or timeout is a mistake, never a way to say "unlimited".
+    pub fn validate(&self) -> Result<(), String> {
+        let counts = [
+            ("max_connections", self.max_connections),
+            ("max_uploads", self.max_uploads),
+            ("max_uploads_per_repo", self.max_uploads_per_repo),
+            ("max_manifest_bytes", self.max_manifest_bytes),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            return Err(format!("{name} must be at least 1"));
+        }
+        let times = [
+            ("header_timeout", self.header_timeout),
+            ("body_idle_timeout", self.body_idle_timeout),
+        ];
+        if let Some((name, _)) = times.iter().find(|(_, t)| t.is_zero()) {
+            return Err(format!("{name} must be longer than zero"));
+        }
+        Ok(())
+    }
+
     /// What every connection is held to.
     pub(crate) fn conn_limits(&self) -> Limits {
         let window_secs = self.body_idle_timeout.as_secs_f64();

@@ -198,7 +198,7 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
         let mut config = berth::Config::new(args.data);
         config.listen = args.listen;
         config.max_manifest_bytes = args.max_manifest_bytes;
-        config.max_connections = args.max_connections.max(1);
+        config.max_connections = args.max_connections;
         config.max_uploads = args.max_uploads;
         config.max_uploads_per_repo = args.max_uploads_per_repo;
         config.body_idle_timeout = args.body_timeout;

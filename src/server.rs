@@ -53,6 +53,9 @@ impl Registry {
     /// Checks the TLS and auth files, opens the data directory, binds, and
     /// starts serving.
     pub async fn start(config: Config) -> io::Result<Registry> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let dir = config.data_dir.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&dir))

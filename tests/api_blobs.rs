@@ -154,7 +154,11 @@ fn unsatisfiable_range_is_416() {
         // Not BLOB_UNKNOWN: the blob is there, and a client told so may
         // push it again or give up on it.
         assert_error(&resp, 416, "RANGE_INVALID");
-        assert_eq!(resp.header("content-range"), Some("bytes */100"), "{resp:?}");
+        assert_eq!(
+            resp.header("content-range"),
+            Some("bytes */100"),
+            "{resp:?}"
+        );
     }
 }
 
