@@ -480,6 +480,56 @@ fn lying_lengths_are_refused_or_cut_at_content_length() {
     sentinel.check(&base);
 }
 
+/// A request that carries both Transfer-Encoding and Content-Length frames
+/// its body two ways, and a proxy in front may read it the other way
+/// (request smuggling). RFC 9112 section 6.3: Transfer-Encoding wins and the
+/// connection closes after the response, so whatever follows the chunked
+/// body is never read as a request. (hyper drops the Content-Length before
+/// a service could see it, so refusing with 400, the RFC's other choice,
+/// is not open to us.)
+#[test]
+fn transfer_encoding_with_content_length_is_framed_by_chunks_and_closes() {
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    let upload = http::start_upload(&base, "hostile/te");
+    let path = http::path_of(&upload).to_owned();
+    let head = raw_head(
+        reg.addr,
+        "PATCH",
+        &path,
+        &[
+            OCTETS,
+            ("Transfer-Encoding", "chunked"),
+            ("Content-Length", "3"),
+        ],
+    );
+    let smuggled = format!("GET /v2/ HTTP/1.1\r\nHost: {}\r\n\r\n", reg.addr);
+    let reply = http::raw(
+        reg.addr,
+        &concat(&[&head, b"5\r\nhello\r\n0\r\n\r\n", smuggled.as_bytes()]),
+        false,
+        Duration::from_secs(10),
+    );
+    assert!(!reply.timed_out(), "the connection stayed open");
+    let text = String::from_utf8_lossy(&reply.bytes);
+    assert_eq!(
+        statuses(&reply.bytes),
+        [202],
+        "only the PATCH is answered: {text}"
+    );
+    assert_offset(&upload, 5, "after a request framed two ways");
+    let digest = http::sha256_digest(b"hello");
+    let resp = http::put(
+        &http::with_query(&upload, &format!("digest={digest}")),
+        &[OCTETS],
+        b"",
+    );
+    assert_eq!(
+        resp.status, 201,
+        "the five chunked bytes were taken: {resp:?}"
+    );
+}
+
 /// A PATCH whose Content-Range overlaps the committed range or skips past its end is 416
 /// BLOB_UPLOAD_INVALID with `Range: 0-<last committed>` and the session's Location; a
 /// malformed Content-Range is 416 BLOB_UPLOAD_INVALID. None moves the offset; the session
