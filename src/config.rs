@@ -139,24 +139,11 @@ pub fn parse_public_url(s: &str) -> Result<String, String> {
         .ok_or_else(bad)
 }
 
-/// Parses a duration written as a number and a unit: `90s`, `15m`, `1h`, `7d`.
+/// Parses a duration as humantime writes them: `90s`, `15m`, `1h`, `7d`,
+/// `1h 30m`. A bare number is refused: its unit would be a guess.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 1h or 7d"))?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{s:?} has no unit: write 90s, 15m, 1h or 7d")),
-    };
-    number
-        .checked_mul(scale)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is too long"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 90s, 15m, 1h or 7d: {e}"))
 }
 
 #[cfg(test)]
@@ -192,16 +179,8 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        for bad in [
-            "",
-            "1",
-            "h",
-            "1x",
-            "-1h",
-            "1.5h",
-            "1 h",
-            "99999999999999999999d",
-        ] {
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        for bad in ["", "1", "h", "1x", "-1h", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -723,11 +723,11 @@ impl Checker<'_> {
             let mut owned = false;
             for repo in repos {
                 let path = format!("/v2/{repo}/blobs/uploads/{name}");
-                if let Some(resp) = self.get("GET", &path) {
-                    if resp.status == 204 {
-                        owned = true;
-                        break;
-                    }
+                if let Some(resp) = self.get("GET", &path)
+                    && resp.status == 204
+                {
+                    owned = true;
+                    break;
                 }
             }
             if !owned {
@@ -799,12 +799,12 @@ impl Checker<'_> {
         }
         c.uploads = keep;
         for path in std::mem::take(&mut c.cancelled) {
-            if let Some(resp) = self.get("GET", &path) {
-                if resp.status != 404 {
-                    self.problem(format!(
-                        "upload {path} was cancelled (204) but after a restart: {resp:?}"
-                    ));
-                }
+            if let Some(resp) = self.get("GET", &path)
+                && resp.status != 404
+            {
+                self.problem(format!(
+                    "upload {path} was cancelled (204) but after a restart: {resp:?}"
+                ));
             }
         }
     }

@@ -166,13 +166,13 @@ fn concat(parts: &[&[u8]]) -> Vec<u8> {
 fn statuses(bytes: &[u8]) -> Vec<u16> {
     let mut out = Vec::new();
     for i in 0..bytes.len().saturating_sub(12) {
-        if &bytes[i..i + 7] == b"HTTP/1." && bytes[i + 8] == b' ' {
-            if let Some(code) = std::str::from_utf8(&bytes[i + 9..i + 12])
+        if &bytes[i..i + 7] == b"HTTP/1."
+            && bytes[i + 8] == b' '
+            && let Some(code) = std::str::from_utf8(&bytes[i + 9..i + 12])
                 .ok()
                 .and_then(|c| c.parse().ok())
-            {
-                out.push(code);
-            }
+        {
+            out.push(code);
         }
     }
     out

@@ -305,10 +305,10 @@ fn main() {
         }
     }
     drop(berth);
-    if let Some(bt) = (!args.no_berth).then(|| targets[0].clone()) {
-        if only('h') || only('j') {
-            startup_and_prune(&args, &bt, &mut record, only('j'));
-        }
+    if let Some(bt) = (!args.no_berth).then(|| targets[0].clone())
+        && (only('h') || only('j'))
+    {
+        startup_and_prune(&args, &bt, &mut record, only('j'));
     }
 
     let table = render(&targets, &results, &limits);

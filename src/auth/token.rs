@@ -2,7 +2,7 @@
 //! is generated into the data directory on first start. Opaque to clients,
 //! as the Docker token flow allows.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
 use base64::Engine;
@@ -62,7 +62,7 @@ impl Signer {
             Err(_) => {}
         }
         let mut key = [0u8; KEY_LEN];
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+        getrandom::fill(&mut key).map_err(io::Error::other)?;
         let temp = path.with_extension("tmp");
         {
             use std::os::unix::fs::OpenOptionsExt;

@@ -14,7 +14,6 @@ mod uploads;
 mod writeback;
 
 use std::collections::HashSet;
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,85 +29,56 @@ pub use fsck::{Check, Finding};
 pub use manifests::{PutManifest, Referrer, StoredManifest};
 pub use uploads::{Appender, ChunkSpec, Upload};
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("blob unknown to registry")]
     BlobUnknown,
+    #[error("blob upload unknown to registry")]
     UploadUnknown,
     /// The upload's committed bytes are gone from disk; it was discarded.
+    #[error("the upload's data was lost; start the upload again")]
     UploadLost,
     /// A chunk did not start where the upload ends; carries the committed size.
-    RangeMismatch {
-        offset: u64,
-    },
+    #[error("chunk does not start at the upload's end ({offset} bytes)")]
+    RangeMismatch { offset: u64 },
     /// Another request is writing to the same upload right now.
-    UploadBusy {
-        offset: u64,
-    },
+    #[error("another request is writing to this upload")]
+    UploadBusy { offset: u64 },
     /// The body's length differs from what the request declared.
-    SizeMismatch {
-        declared: u64,
-        received: u64,
-    },
+    #[error("declared {declared} bytes but received {received}")]
+    SizeMismatch { declared: u64, received: u64 },
     /// The client's body stream failed (disconnect, bad framing).
+    #[error("request body failed: {0}")]
     BodyFailed(io::Error),
-    DigestMismatch {
-        expected: Digest,
-        actual: Digest,
-    },
+    #[error("content hashes to {actual}, not {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("manifest unknown to registry")]
     ManifestUnknown,
+    #[error("manifest invalid: {0}")]
     ManifestInvalid(String),
+    #[error("manifest references unknown {0}")]
     ManifestBlobUnknown(Digest),
+    #[error("repository name not known to registry")]
     NameUnknown,
     /// Another process (a running server) holds the database.
+    #[error(
+        "{} is in use by another process, most likely a running berth server; stop it first",
+        .0.display()
+    )]
     InUse(PathBuf),
-    Io(io::Error),
-    Db(redb::Error),
+    #[error("storage I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("database error: {0}")]
+    Db(#[from] redb::Error),
+    #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// Too many upload sessions are open; says which cap.
+    #[error("{0}")]
     TooManyUploads(String),
     /// A bug: the request failed, the stored data did not.
+    #[error("internal error: {0}")]
     Internal(String),
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::BlobUnknown => f.write_str("blob unknown to registry"),
-            Error::UploadUnknown => f.write_str("blob upload unknown to registry"),
-            Error::UploadLost => f.write_str("the upload's data was lost; start the upload again"),
-            Error::RangeMismatch { offset } => {
-                write!(
-                    f,
-                    "chunk does not start at the upload's end ({offset} bytes)"
-                )
-            }
-            Error::UploadBusy { .. } => f.write_str("another request is writing to this upload"),
-            Error::SizeMismatch { declared, received } => {
-                write!(f, "declared {declared} bytes but received {received}")
-            }
-            Error::BodyFailed(e) => write!(f, "request body failed: {e}"),
-            Error::DigestMismatch { expected, actual } => {
-                write!(f, "content hashes to {actual}, not {expected}")
-            }
-            Error::ManifestUnknown => f.write_str("manifest unknown to registry"),
-            Error::ManifestInvalid(why) => write!(f, "manifest invalid: {why}"),
-            Error::ManifestBlobUnknown(d) => write!(f, "manifest references unknown {d}"),
-            Error::NameUnknown => f.write_str("repository name not known to registry"),
-            Error::InUse(path) => write!(
-                f,
-                "{} is in use by another process, most likely a running berth server; stop it first",
-                path.display()
-            ),
-            Error::Io(e) => write!(f, "storage I/O error: {e}"),
-            Error::Db(e) => write!(f, "database error: {e}"),
-            Error::Corrupt(why) => write!(f, "stored data is corrupt: {why}"),
-            Error::Internal(why) => write!(f, "internal error: {why}"),
-            Error::TooManyUploads(why) => f.write_str(why),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 impl Error {
     /// The disk (or the file system's quota) is full: the client can be
@@ -122,12 +92,6 @@ impl Error {
     }
 }
 
-impl From<io::Error> for Error {
-    fn from(e: io::Error) -> Self {
-        Error::Io(e)
-    }
-}
-
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
@@ -137,8 +101,8 @@ macro_rules! from_redb {
         }
     )*};
 }
+// redb's specific errors all convert to redb::Error.
 from_redb!(
-    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
