@@ -232,3 +232,106 @@ fn connections_silent_after_the_http2_preface_are_closed() {
     );
     assert_eq!(http::get(&format!("{}/v2/", reg.url())).status, 200);
 }
+
+/// Opens `connections` h2c connections, each asking for `streams` GETs of
+/// `path` with a flow-control window of zero, so no body byte can be sent.
+/// Returns once every answer's head came (or `within` passed) with the
+/// streams still open, and how many heads came.
+async fn h2_zero_window(
+    addr: SocketAddr,
+    path: &str,
+    connections: usize,
+    streams: usize,
+    within: Duration,
+) -> (Vec<h2::client::ResponseFuture>, Vec<h2::RecvStream>, usize) {
+    let mut pending = Vec::new();
+    for _ in 0..connections {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, connection) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        for _ in 0..streams {
+            let request = ::http::Request::get(format!("http://{addr}{path}"))
+                .body(())
+                .unwrap();
+            let mut client = client.clone().ready().await.unwrap();
+            let (response, _) = client.send_request(request, true).unwrap();
+            pending.push(response);
+        }
+    }
+    let mut bodies = Vec::new();
+    let mut waiting = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    for mut response in pending {
+        match tokio::time::timeout_at(deadline, &mut response).await {
+            Ok(Ok(response)) => bodies.push(response.into_body()),
+            // Opened before the server's SETTINGS came, over its limit.
+            Ok(Err(e)) if e.reason() == Some(h2::Reason::REFUSED_STREAM) => {}
+            Ok(Err(e)) => panic!("an h2 stream failed before its head: {e}"),
+            // Past the server's stream limit: queued, still a stall.
+            Err(_) => waiting.push(response),
+        }
+    }
+    let heads = bodies.len();
+    (waiting, bodies, heads)
+}
+
+#[test]
+fn http2_downloads_held_at_a_zero_window_hold_no_thread_and_little_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = random_bytes(16 << 20, 4);
+    let (server, image, digest) = start_with_blob(dir.path(), &blob);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let path = format!("/v2/app/blobs/{digest}");
+    let (_queued, _stalled, heads) = runtime.block_on(h2_zero_window(
+        server.addr,
+        &path,
+        3,
+        200,
+        Duration::from_secs(4),
+    ));
+    // The server answers at most its stream limit (100) per connection at
+    // once; the rest wait in the client or are refused, as the protocol has it.
+    assert!(
+        heads >= 3 * 100,
+        "only {heads} heads came over 3 connections"
+    );
+    assert!(heads <= 3 * 100, "{heads} streams open over 3 connections");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_others_served(
+        &server,
+        &image,
+        "3 h2c connections x 200 streams at a zero window",
+    );
+}
+
+#[test]
+fn an_http2_download_held_at_a_zero_window_is_cut_after_the_body_timeout() {
+    let reg = TestRegistry::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.body_idle_timeout = Duration::from_secs(2);
+    });
+    let blob = random_bytes(4 << 20, 5);
+    let digest = push_blob(&reg.url(), "app", &blob);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let path = format!("/v2/app/blobs/{digest}");
+        let (_, mut bodies, heads) =
+            h2_zero_window(reg.addr, &path, 1, 1, Duration::from_secs(5)).await;
+        assert_eq!(heads, 1);
+        let mut body = bodies.pop().unwrap();
+        // Nothing can come while the window is zero; the stream must end
+        // in an error (a reset, or the connection cut) within the timeout
+        // and a margin, never hang.
+        let outcome = tokio::time::timeout(Duration::from_secs(10), body.data()).await;
+        match outcome {
+            Ok(Some(Err(_))) => {}
+            Ok(None) => panic!("the stream ended cleanly with no body"),
+            Ok(Some(Ok(data))) => panic!("{} bytes came through a zero window", data.len()),
+            Err(_) => panic!("a zero-window stream was not cut 10 s into a 2 s body timeout"),
+        }
+    });
+    assert_eq!(http::get(&blob_url(&reg.url(), "app", &digest)).body, blob);
+}
