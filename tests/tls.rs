@@ -1071,3 +1071,66 @@ fn skopeo_pushes_pulls_and_deletes_through_auth_and_tls() {
     );
     server.stop();
 }
+
+/// Opens a TLS connection to `addr` trusting `ca`, finishes the handshake,
+/// and then says nothing.
+fn silent_tls(addr: std::net::SocketAddr, ca: &Path) -> std::net::TcpStream {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    while tls.is_handshaking() {
+        tls.complete_io(&mut tcp).expect("TLS handshake");
+    }
+    tcp
+}
+
+/// Connections that finish the TLS handshake and then stay silent are
+/// closed after the header timeout, like silent plain ones: enough of them
+/// to take every connection slot lock nobody out for long.
+#[test]
+fn silent_connections_after_the_tls_handshake_are_closed() {
+    let certs = make_certs();
+    let reg = TlsRegistry::start(|config| {
+        config.tls = Some(certs.tls());
+        config.header_timeout = Duration::from_secs(1);
+        config.max_connections = 20;
+    });
+    let addr: std::net::SocketAddr = reg.url.trim_start_matches("https://").parse().unwrap();
+    let mut silent: Vec<_> = (0..20).map(|_| silent_tls(addr, &certs.ca)).collect();
+
+    // Every slot is held: a new client waits until the silent ones go.
+    let started = std::time::Instant::now();
+    let ca = certs.ca.to_str().unwrap();
+    let resp = curl(
+        &["--cacert", ca, "--max-time", "20"],
+        &format!("{}/v2/", reg.url),
+    );
+    let took = started.elapsed();
+    assert_eq!(resp.exit, Some(0), "{resp:?}");
+    assert!(resp.status_line.contains(" 200"), "{resp:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "with a 1 s header timeout, a client waited {took:?} behind 20 silent TLS connections"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let closed = silent
+        .iter_mut()
+        .map(|s| common::http::read_until_closed(s, deadline).1)
+        .filter(|closed| *closed)
+        .count();
+    assert_eq!(
+        closed, 20,
+        "{closed} of 20 silent TLS connections were closed"
+    );
+}
