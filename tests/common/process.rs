@@ -328,14 +328,23 @@ pub fn names_in(dir: &Path) -> Vec<String> {
     out
 }
 
-/// True when running as root (uid 0), read from /proc without libc.
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
+/// Fails the test unless it runs as root, for the same reason as
+/// `clients::require_programs`: `what` is what needs root, `skip` the
+/// `cargo test -- --skip` filter that leaves out the tests needing it.
+#[track_caller]
+pub fn require_root(what: &str, skip: &str) {
+    // Permission checks go by the effective uid: `Uid:` lists real, effective, ...
+    let root = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
         })
-        .unwrap_or(false)
+        .unwrap_or(false);
+    assert!(
+        root,
+        "{what} needs root: run the tests as root, as .ci/run does, or leave out the \
+         tests that need it with `cargo test -- --skip {skip}`"
+    );
 }
