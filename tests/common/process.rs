@@ -184,6 +184,21 @@ pub fn spawn_serve_under<A: AsRef<OsStr>>(
     }
 }
 
+/// The process strace started: the one whose parent is strace.
+pub fn tracee(strace: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // The parent pid is the second field after the parenthesised name.
+            let after_name = stat.rsplit_once(')')?.1;
+            let ppid: u32 = after_name.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == strace).then_some(pid)
+        })
+}
+
 /// Polls a child until it exits or `timeout` passes.
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
