@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use berth::auth::AuthConfig;
+use berth::auth::token::{Claims, Grant};
 use common::TestRegistry;
 use common::http::{
     self, OCI_MANIFEST, Response, assert_error, blob_url, build_image, manifest_url, resolve,
@@ -1281,35 +1282,43 @@ fn forged_and_tampered_tokens_are_refused() {
     forged.push(payload.to_owned());
     forged.push(format!("{payload}.{signature}x"));
     // The claims changed, the signature kept: more actions, another user,
-    // another repository, a later expiry.
-    if let Some(claims) = URL_SAFE_NO_PAD
+    // another repository, a later expiry. Each is a claims set the server
+    // would honour but for its signature; a token whose claims cannot be
+    // read fails here, for a test that forges none would still pass.
+    let genuine: Claims = URL_SAFE_NO_PAD
         .decode(payload)
         .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-    {
-        let mut edits: Vec<Value> = Vec::new();
-        let mut c = claims.clone();
-        c["access"] = json!([{"type": "repository", "name": "team/app", "actions": ["pull", "push", "delete"]}]);
-        edits.push(c);
-        let mut c = claims.clone();
-        c["sub"] = json!("alice");
-        c["access"] =
-            json!([{"type": "repository", "name": "private/y", "actions": ["pull", "push"]}]);
-        edits.push(c);
-        let mut c = claims.clone();
-        c["exp"] = json!(now_secs() + 86_400 * 365);
-        edits.push(c);
-        for edit in edits {
-            let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&edit).unwrap());
-            forged.push(format!("{p}.{signature}"));
-            // Signed with keys an attacker might guess.
-            for key in [&b""[..], &[0u8; 32][..], b"berth", b"secret"] {
-                let sig = URL_SAFE_NO_PAD.encode(hmac_sha256(key, p.as_bytes()));
-                forged.push(format!("{p}.{sig}"));
-            }
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_else(|| panic!("the token's payload {payload:?} is not base64url claims JSON"));
+    let grant = |name: &str, actions: &[&str]| Grant {
+        kind: "repository".to_owned(),
+        name: name.to_owned(),
+        actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+    };
+    let edits = [
+        Claims {
+            access: vec![grant("team/app", &["pull", "push", "delete"])],
+            ..genuine.clone()
+        },
+        Claims {
+            sub: Some("alice".to_owned()),
+            access: vec![grant("private/y", &["pull", "push"])],
+            ..genuine.clone()
+        },
+        Claims {
+            exp: now_secs() + 86_400 * 365,
+            ..genuine.clone()
+        },
+    ];
+    for edit in &edits {
+        assert_ne!(edit, &genuine, "a claims edit that changes nothing");
+        let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(edit).unwrap());
+        forged.push(format!("{p}.{signature}"));
+        // Signed with keys an attacker might guess.
+        for key in [&b""[..], &[0u8; 32][..], b"berth", b"secret"] {
+            let sig = URL_SAFE_NO_PAD.encode(hmac_sha256(key, p.as_bytes()));
+            forged.push(format!("{p}.{sig}"));
         }
-    } else {
-        println!("the token's payload is not base64url JSON; claim edits skipped");
     }
     forged.push("not-a-token".to_owned());
     forged.push(String::new());

@@ -8,8 +8,7 @@
 //! panic afterwards, so a failure never leaves the others stuck. Every HTTP request has the
 //! client's 30 s timeout; every skopeo run is killed after 120 s; every loop has a fixed count.
 //!
-//! The skopeo test needs `skopeo` on PATH, as `tests/skopeo.rs` does: without it it fails,
-//! unless `BERTH_SKIP_CLIENT_TESTS=1` is set, in which case it says so and passes.
+//! The skopeo test needs `skopeo` on PATH, as `tests/skopeo.rs` does: without it it fails.
 
 mod common;
 
@@ -539,9 +538,7 @@ fn all_at_once(n: usize, work: impl Fn(usize) + Sync) {
 #[test]
 fn skopeo_pushes_images_sharing_layers_concurrently() {
     const IMAGES: usize = 5;
-    let Some(skopeo) = Skopeo::new("skopeo_pushes_images_sharing_layers_concurrently") else {
-        return;
-    };
+    let skopeo = Skopeo::new();
     let reg = TestRegistry::start();
     let host = reg.host();
     let work = tempfile::tempdir().expect("temp dir");

@@ -15,10 +15,13 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::clients::require_programs;
 use common::http::{self, Response};
 use common::process::{self, ServerProcess};
 use serde_json::json;
@@ -1167,24 +1170,112 @@ fn check(
     );
 }
 
-/// The moment between a finishing PUT's rename (upload file -> blob file)
-/// and the commit that ends the session, reproduced by hand: the server is
-/// killed with chunks committed, and the directory is put in the state a
-/// kill inside that window leaves (the upload file renamed to the blob path,
-/// the session row still there). After a restart the session reports its
-/// old offset; a client that resumes it must never get a blob that is not
-/// its bytes.
+/// The calls that can put a finished upload's file in place under `blobs/`:
+/// whichever one the store makes, the server is held right after it.
+const PLACING: &str = "linkat,rename,renameat,renameat2";
+
+/// `berth serve` under strace, each call in [`PLACING`] held for a minute
+/// on its way back, so that a test can kill the server between that call
+/// and whatever the code does next. Dropped, it kills berth, then strace.
+struct Held {
+    strace: Child,
+    url: String,
+    trace: PathBuf,
+}
+
+impl Held {
+    fn start(data: &Path, log: &Path, trace: &Path) -> Held {
+        let (traced, held) = (
+            format!("trace={PLACING}"),
+            format!("inject={PLACING}:delay_exit=60000000"),
+        );
+        let wrapper: Vec<&OsStr> = [
+            "strace",
+            "-f",
+            "-qq",
+            "--seccomp-bpf",
+            "-e",
+            &traced,
+            "-e",
+            &held,
+            "-o",
+        ]
+        .into_iter()
+        .map(OsStr::new)
+        .chain([trace.as_os_str()])
+        .collect();
+        let log_file = std::fs::File::create(log).unwrap();
+        let (strace, url) = process::spawn_serve_under(
+            &wrapper,
+            [OsStr::new("--data"), data.as_os_str()],
+            "info",
+            log_file,
+            log,
+        );
+        Held {
+            strace,
+            url,
+            trace: trace.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let berth = process::tracee(self.strace.id());
+        // berth before strace: a tracer that dies first lets the held call
+        // return, and the code after it would run.
+        if let Some(berth) = berth {
+            let _ = Command::new("kill")
+                .args(["-KILL", &berth.to_string()])
+                .status();
+        }
+        let _ = self.strace.kill();
+        let _ = self.strace.wait();
+        // The held thread dies only once strace lets go of it, and until
+        // every thread is gone the database stays locked.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while berth.is_some_and(|pid| !exited(pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Whether no thread of `pid` runs any more (a zombie counts as gone: it
+/// holds no files).
+fn exited(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).map_or(true, |stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+    })
+}
+
+/// A finishing PUT killed after its upload's file was put in place under
+/// `blobs/` and before the commit that makes the blob and ends the session.
+/// The server is held in that very call and killed there, so the state is
+/// whatever the store's code really leaves, not a copy of it that can go
+/// stale. The PUT was never answered: the session must still stand at the
+/// offset its last 202 gave, no blob may be visible, and resuming must give
+/// the client its blob, whole and exactly its bytes.
 #[test]
-fn a_kill_between_finish_rename_and_commit_never_yields_a_wrong_blob() {
+fn a_kill_between_placing_a_blob_file_and_its_commit_leaves_the_upload_resumable() {
+    require_programs("a_kill_between_placing", &[("strace", "strace")]);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("server.log");
     let content = http::random_bytes(300_000, 77);
     let digest = http::sha256_digest(&content);
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let blob_file = data.join("blobs").join("sha256").join(&hex[..2]).join(hex);
     let name = "crash/window";
 
-    let server = ServerProcess::start(&data, &log);
-    let upload = http::start_upload(&server.url(), name);
+    let held = Held::start(&data, &log, &dir.path().join("trace"));
+    let upload = http::start_upload(&held.url, name);
     let resp = http::patch(
         &upload,
         &[OCTETS, ("Content-Range", "0-199999")],
@@ -1192,68 +1283,62 @@ fn a_kill_between_finish_rename_and_commit_never_yields_a_wrong_blob() {
     );
     assert_eq!(resp.status, 202, "{resp:?}");
     let path = http::path_of(&upload).to_owned();
-    let id = path.rsplit('/').next().unwrap().to_owned();
-    server.kill();
-
-    // What the finishing PUT had done when the kill came: the last chunk
-    // written, the file renamed into blobs/, the session not yet ended.
-    let upload_file = data.join("uploads").join(&id);
-    let mut bytes = std::fs::read(&upload_file).unwrap();
+    let finish = http::with_query(&upload, &format!("digest={digest}"));
+    let rest = content[200_000..].to_vec();
+    let put = std::thread::spawn(move || http::try_request("PUT", &finish, &[OCTETS], &rest));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !blob_file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the finishing PUT never put {} in place; held calls:\n{}\nserver log:\n{}",
+            blob_file.display(),
+            std::fs::read_to_string(&held.trace).unwrap_or_default(),
+            process::tail(&log)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(held);
+    let answer = put.join().unwrap();
     assert!(
-        bytes == content[..200_000],
-        "the committed chunk is on disk"
+        answer.is_err(),
+        "the PUT was answered, so the kill missed the window: {answer:?}"
     );
-    bytes.extend_from_slice(&content[200_000..]);
-    std::fs::write(&upload_file, &bytes).unwrap();
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    let blob_dir = data.join("blobs").join("sha256").join(&hex[..2]);
-    std::fs::create_dir_all(&blob_dir).unwrap();
-    std::fs::rename(&upload_file, blob_dir.join(hex)).unwrap();
+    let left = process::files_under(&data);
 
     let server = ServerProcess::start(&data, &log);
     let base = server.url();
-    let upload = http::resolve(&base, &path);
-    // The client sees the session (at its committed offset or gone) and
-    // does what a client does: resume from the offset it is told.
-    let resp = http::get(&upload);
-    let resumed = match resp.status {
-        204 => {
-            let range = resp.must_header("range").to_owned();
-            let end: usize = range.strip_prefix("0-").unwrap().parse().unwrap();
-            let offset = if end == 0 { 0 } else { end + 1 };
-            http::put(
-                &http::with_query(&upload, &format!("digest={digest}")),
-                &[OCTETS],
-                &content[offset..],
-            )
-        }
-        _ => resp,
-    };
-    eprintln!(
-        "resuming after the window: {} {}",
-        resumed.status,
-        resumed.text()
-    );
     let blob = http::blob_url(&base, name, &digest);
     let head = http::head(&blob);
-    if resumed.status == 201 || head.status == 200 {
-        let got = http::get(&blob);
-        assert_eq!(got.status, 200, "{got:?}");
-        let zeros = got.body.iter().take(200_000).filter(|&&b| b == 0).count();
-        assert!(
-            got.body == content,
-            "after a kill between the finishing rename and its commit, resuming the upload \
-             (PUT answered {}) made {name}@{digest} serve {} bytes hashing to {} ({zeros} of \
-             the first 200000 are zero) instead of its content",
-            resumed.status,
-            got.body.len(),
-            http::sha256_digest(&got.body)
-        );
-    }
+    assert_eq!(
+        head.status, 404,
+        "a blob whose commit never ran is visible after the kill: {head:?}"
+    );
+    let upload = http::resolve(&base, &path);
+    let status = http::get(&upload);
+    assert_eq!(
+        (status.status, status.header("range")),
+        (204, Some("0-199999")),
+        "after a kill between placing the blob file and its commit, the session no longer \
+         stands at its acknowledged 200000 bytes: {status:?}\nthe kill left {left:#?}"
+    );
+    let resumed = http::put(
+        &http::with_query(&upload, &format!("digest={digest}")),
+        &[OCTETS],
+        &content[200_000..],
+    );
+    assert_eq!(resumed.status, 201, "resuming the session: {resumed:?}");
+    let got = http::get(&blob);
+    assert_eq!(got.status, 200, "{got:?}");
+    let zeros = got.body.iter().take(200_000).filter(|&&b| b == 0).count();
+    assert!(
+        got.body == content,
+        "after a kill between placing the blob file and its commit, resuming the upload made \
+         {name}@{digest} serve {} bytes hashing to {} ({zeros} of the first 200000 are zero) \
+         instead of its content",
+        got.body.len(),
+        http::sha256_digest(&got.body)
+    );
     server.stop();
     let out = process::fsck(&data, false);
-    assert!(
-        out.findings_of("corrupt:").is_empty(),
-        "fsck after resuming: {out:#?}"
-    );
+    assert!(out.findings().is_empty(), "fsck after resuming: {out:#?}");
 }

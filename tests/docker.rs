@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::clients::{Outcome, client_available, htpasswd, run};
-use common::process::{is_root, wait_timeout};
+use common::clients::{Outcome, htpasswd, require_programs, run};
+use common::process::{self, wait_timeout};
 use common::{TestRegistry, layout};
 
 /// A dockerd of our own, stopped on drop.
@@ -75,28 +75,17 @@ impl Drop for Dockerd {
     }
 }
 
-/// Whether to run: root (to start a dockerd), with docker and skopeo.
-fn docker_available() -> bool {
-    if !is_root() && std::env::var("BERTH_SKIP_CLIENT_TESTS").as_deref() != Ok("1") {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root: the docker suite must run there"
-        );
-        println!("skipped: starting a dockerd needs root");
-        return false;
-    }
-    client_available(&[
-        ("dockerd", "docker.io"),
-        ("docker", "docker.io"),
-        ("skopeo", "skopeo"),
-    ])
-}
-
 #[test]
 fn docker_logs_in_pulls_and_pushes_through_auth() {
-    if !docker_available() {
-        return;
-    }
+    process::require_root("starting a dockerd", "docker_logs_in");
+    require_programs(
+        "docker_logs_in",
+        &[
+            ("dockerd", "docker.io"),
+            ("docker", "docker.io"),
+            ("skopeo", "skopeo"),
+        ],
+    );
     let work = tempfile::tempdir().unwrap();
     let users = work.path().join("users");
     htpasswd(&users, "alice", "correct horse");

@@ -119,7 +119,7 @@ impl Traced {
     /// Stops berth with SIGTERM and returns its syscalls.
     fn stop(mut self) -> Vec<Call> {
         let mut strace = self.strace.take().unwrap();
-        let berth = tracee(strace.id()).expect("berth runs under strace");
+        let berth = process::tracee(strace.id()).expect("berth runs under strace");
         let status = Command::new("kill")
             .args(["-TERM", &berth.to_string()])
             .status()
@@ -136,7 +136,7 @@ impl Traced {
 impl Drop for Traced {
     fn drop(&mut self) {
         if let Some(mut strace) = self.strace.take() {
-            if let Some(berth) = tracee(strace.id()) {
+            if let Some(berth) = process::tracee(strace.id()) {
                 let _ = Command::new("kill")
                     .args(["-KILL", &berth.to_string()])
                     .status();
@@ -145,21 +145,6 @@ impl Drop for Traced {
             let _ = strace.wait();
         }
     }
-}
-
-/// The process strace started: the one whose parent is strace.
-fn tracee(strace: u32) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            // The parent pid is the second field after the parenthesised name.
-            let after_name = stat.rsplit_once(')')?.1;
-            let ppid: u32 = after_name.split_whitespace().nth(1)?.parse().ok()?;
-            (ppid == strace).then_some(pid)
-        })
 }
 
 /// The first call after `after` whose text contains `needle`.

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::TestRegistry;
-use common::clients::{Outcome, client_available, htpasswd, run};
+use common::clients::{Outcome, htpasswd, require_programs, run};
 use common::layout;
 
 /// podman with its own storage, runtime dir and auth file, all in `dir`.
@@ -56,9 +56,7 @@ impl Drop for Lowercase {
 
 #[test]
 fn podman_logs_in_pushes_and_pulls_through_auth() {
-    if !client_available(&[("podman", "podman")]) {
-        return;
-    }
+    require_programs("podman", &[("podman", "podman")]);
     let work = tempfile::tempdir().unwrap();
     let users = work.path().join("users");
     htpasswd(&users, "alice", "correct horse");

@@ -2,8 +2,8 @@
 //! copies between repositories and deletes, and every digest must survive the round trip.
 //!
 //! The images are built offline by `common::layout` (deterministic per seed). skopeo must be
-//! on PATH (`apt-get install -y skopeo`): without it these tests fail, unless
-//! `BERTH_SKIP_CLIENT_TESTS=1` is set, in which case they say so and pass.
+//! on PATH (`apt-get install -y skopeo`): without it these tests fail. Their names start with
+//! `skopeo_`, so `cargo test -- --skip skopeo` leaves them out where it cannot be had.
 //! Every skopeo call is killed after a deadline; a failed call shows its stderr.
 
 mod common;
@@ -103,10 +103,8 @@ fn work_dir() -> (tempfile::TempDir, impl Fn(&str) -> PathBuf) {
 /// the config blob), a second tag shows up in the tag list, and pulling back gives a layout
 /// with the same top digest and exactly the same, intact blobs.
 #[test]
-fn single_image_round_trip_keeps_manifest_bytes_tags_and_every_blob() {
-    let Some(skopeo) = Skopeo::new("single_image_round_trip") else {
-        return;
-    };
+fn skopeo_single_image_round_trip_keeps_manifest_bytes_tags_and_every_blob() {
+    let skopeo = Skopeo::new();
     let registry = TestRegistry::start();
     let host = registry.host();
     let (_work, path) = work_dir();
@@ -173,10 +171,8 @@ fn single_image_round_trip_keeps_manifest_bytes_tags_and_every_blob() {
 /// `--override-arch` for inspect and for a single-platform pull, and by digest), and pulling
 /// everything back gives the same index and blob set.
 #[test]
-fn multi_platform_index_round_trips_and_resolves_each_architecture() {
-    let Some(skopeo) = Skopeo::new("multi_platform_index") else {
-        return;
-    };
+fn skopeo_multi_platform_index_round_trips_and_resolves_each_architecture() {
+    let skopeo = Skopeo::new();
     let registry = TestRegistry::start();
     let host = registry.host();
     let (_work, path) = work_dir();
@@ -236,10 +232,8 @@ fn multi_platform_index_round_trips_and_resolves_each_architecture() {
 /// Two images in one repository; `skopeo delete` of one by digest makes it unknown (by digest
 /// and through its tag) while the other stays whole.
 #[test]
-fn delete_by_digest_removes_that_manifest_and_leaves_the_other() {
-    let Some(skopeo) = Skopeo::new("delete_by_digest") else {
-        return;
-    };
+fn skopeo_delete_by_digest_removes_that_manifest_and_leaves_the_other() {
+    let skopeo = Skopeo::new();
     let registry = TestRegistry::start();
     let host = registry.host();
     let (_work, path) = work_dir();
@@ -301,10 +295,8 @@ fn delete_by_digest_removes_that_manifest_and_leaves_the_other() {
 /// (`POST /v2/test/b/blobs/uploads/?mount=…&from=test/a`) instead of uploading them again;
 /// berth must accept the mount (201), and `b` then serves the same manifest and blobs.
 #[test]
-fn registry_to_registry_copy_mounts_blobs_across_repositories() {
-    let Some(skopeo) = Skopeo::new("registry_to_registry_copy") else {
-        return;
-    };
+fn skopeo_registry_to_registry_copy_mounts_blobs_across_repositories() {
+    let skopeo = Skopeo::new();
     let registry = TestRegistry::start();
     let host = registry.host();
     let (_work, path) = work_dir();

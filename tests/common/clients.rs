@@ -1,5 +1,5 @@
-//! Running real clients (podman, docker) from tests: the skip convention,
-//! commands with a deadline, and users for auth.
+//! Running real clients (skopeo, podman, docker) from tests: what they
+//! need, commands with a deadline, and users for auth.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -11,13 +11,12 @@ use super::process::wait_timeout;
 /// Real clients may be slow (image pulls unpack layers); none may hang.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Whether the real-client tests run: `BERTH_SKIP_CLIENT_TESTS=1` skips
-/// them; otherwise a missing program is a failure, naming its package.
-pub fn client_available(programs: &[(&str, &str)]) -> bool {
-    if std::env::var("BERTH_SKIP_CLIENT_TESTS").as_deref() == Ok("1") {
-        println!("skipped: BERTH_SKIP_CLIENT_TESTS=1");
-        return false;
-    }
+/// Fails the test unless every `(program, Debian package)` runs. A test
+/// that cannot run must not pass, so the only way around a missing program
+/// is to leave the test out by name, which the message spells out with
+/// `skip`, a `cargo test -- --skip` filter matching the tests that need it.
+#[track_caller]
+pub fn require_programs(skip: &str, programs: &[(&str, &str)]) {
     for (program, package) in programs {
         let found = Command::new(program)
             .arg("--version")
@@ -27,11 +26,11 @@ pub fn client_available(programs: &[(&str, &str)]) -> bool {
             .is_ok_and(|s| s.success());
         assert!(
             found,
-            "{program} is not on PATH (Debian: `apt-get install -y {package}`); set \
-             BERTH_SKIP_CLIENT_TESTS=1 to skip the real-client tests"
+            "{program} is not on PATH: install it (Debian: `apt-get install -y {package}`, \
+             as .ci/run does), or leave out the tests that need it with \
+             `cargo test -- --skip {skip}`"
         );
     }
-    true
 }
 
 /// What a client run did: success, and everything it printed, for messages.

@@ -184,6 +184,21 @@ pub fn spawn_serve_under<A: AsRef<OsStr>>(
     }
 }
 
+/// The process strace started: the one whose parent is strace.
+pub fn tracee(strace: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // The parent pid is the second field after the parenthesised name.
+            let after_name = stat.rsplit_once(')')?.1;
+            let ppid: u32 = after_name.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == strace).then_some(pid)
+        })
+}
+
 /// Polls a child until it exits or `timeout` passes.
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
@@ -328,14 +343,23 @@ pub fn names_in(dir: &Path) -> Vec<String> {
     out
 }
 
-/// True when running as root (uid 0), read from /proc without libc.
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
+/// Fails the test unless it runs as root, for the same reason as
+/// `clients::require_programs`: `what` is what needs root, `skip` the
+/// `cargo test -- --skip` filter that leaves out the tests needing it.
+#[track_caller]
+pub fn require_root(what: &str, skip: &str) {
+    // Permission checks go by the effective uid: `Uid:` lists real, effective, ...
+    let root = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
         })
-        .unwrap_or(false)
+        .unwrap_or(false);
+    assert!(
+        root,
+        "{what} needs root: run the tests as root, as .ci/run does, or leave out the \
+         tests that need it with `cargo test -- --skip {skip}`"
+    );
 }
