@@ -6,7 +6,7 @@
 //! Threads line up on a `Barrier` right before the request that matters, so the requests
 //! really collide. A thread that fails before the barrier still waits on it and re-raises its
 //! panic afterwards, so a failure never leaves the others stuck. Every HTTP request has the
-//! client's 30 s timeout; every skopeo run is killed after 120 s; every loop has a fixed count.
+//! client's 30 s timeout; every skopeo run is killed after 180 s; every loop has a fixed count.
 //!
 //! The skopeo test needs `skopeo` on PATH, as `tests/skopeo.rs` does: without it it fails.
 

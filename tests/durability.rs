@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use common::clients::require_programs;
 use common::http::{self, *};
 use common::process::{self, BERTH};
 
@@ -90,6 +91,10 @@ struct Traced {
 
 impl Traced {
     fn start() -> Traced {
+        require_programs(
+            "is_durable_before --skip acknowledged_only_after --skip fsck_repair_syncs",
+            &[("strace", "strace")],
+        );
         let dir = tempfile::tempdir().unwrap();
         // -y prints resolved paths, so compare against the canonical one.
         let root = dir.path().canonicalize().unwrap();
