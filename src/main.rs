@@ -191,8 +191,13 @@ fn main() -> ExitCode {
 }
 
 fn run_serve(args: Serve) -> std::io::Result<()> {
+    // Blocking work is disk I/O and database calls, each short: more
+    // threads than this only contend, and a burst of clients (hundreds of
+    // downloads opening at once) must not leave hundreds of threads behind.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads((16 * cores).max(32))
         .build()?;
     runtime.block_on(async {
         let mut config = berth::Config::new(args.data);

@@ -1514,11 +1514,11 @@ fn garbage_requests_get_4xx_or_a_close_and_touch_no_file() {
         assert!(!entry.contains(&marker), "an escape created {entry}");
         let parts: Vec<&str> = entry.split('/').collect();
         let ok = match parts.as_slice() {
-            ["berth.redb"] | ["blobs"] | ["uploads"] | ["blobs", "sha256"] => true,
+            ["berth.redb"] | ["blobs"] | ["uploads"] | ["blobs", "sha256" | "sha512"] => true,
             ["uploads", id] => uuid::Uuid::parse_str(id).is_ok(),
-            ["blobs", "sha256", dir] => dir.len() == 2,
-            ["blobs", "sha256", dir, hex] => {
-                hex.len() == 64
+            ["blobs", "sha256" | "sha512", dir] => dir.len() == 2,
+            ["blobs", algorithm, dir, hex] => {
+                hex.len() == if *algorithm == "sha256" { 64 } else { 128 }
                     && hex.starts_with(dir)
                     && hex.bytes().all(|b| b.is_ascii_hexdigit())
             }

@@ -219,31 +219,66 @@ impl Frames {
     }
 }
 
+/// Below this many bytes, what arrived waits in memory for more before it
+/// is written: a body that trickles in costs no blocking thread per byte,
+/// and nothing of a request is acknowledged before its end anyway.
+const MIN_WRITE: usize = 64 << 10;
+
 /// Feeds a request body into `appender`: each batch is written on a
 /// blocking thread while the next one arrives. A body that fails leaves the
 /// appender to give back what it wrote.
 pub async fn feed(mut frames: Frames, appender: Appender) -> store::Result<Appender> {
     let mut idle = Some(appender);
     let mut writing: Option<JoinHandle<(Appender, store::Result<()>)>> = None;
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending_len = 0;
     loop {
         let batch = frames.batch().await;
+        let end = match batch {
+            Ok(batch) => {
+                let end = batch.is_empty();
+                pending_len += batch.iter().map(Bytes::len).sum::<usize>();
+                pending.extend(batch);
+                end
+            }
+            Err(e) => {
+                // A failed write says more than the body that failed after it.
+                if let Some(write) = writing.take() {
+                    let (_, written) = write.await.map_err(join_error)?;
+                    written?;
+                }
+                return Err(store::Error::BodyFailed(e));
+            }
+        };
+        if !end && pending_len < MIN_WRITE {
+            continue;
+        }
         if let Some(write) = writing.take() {
-            let (appender, written) = write
-                .await
-                .map_err(|e| store::Error::Internal(e.to_string()))?;
+            let (appender, written) = write.await.map_err(join_error)?;
             written?;
             idle = Some(appender);
         }
-        let batch = batch.map_err(store::Error::BodyFailed)?;
         let mut appender = idle.take().expect("the appender is back from its write");
-        if batch.is_empty() {
+        if pending.is_empty() {
             return Ok(appender);
         }
-        writing = Some(tokio::task::spawn_blocking(move || {
-            let written = appender.write(&batch);
+        let chunks = std::mem::take(&mut pending);
+        pending_len = 0;
+        let write = tokio::task::spawn_blocking(move || {
+            let written = appender.write(&chunks);
             (appender, written)
-        }));
+        });
+        if end {
+            let (appender, written) = write.await.map_err(join_error)?;
+            written?;
+            return Ok(appender);
+        }
+        writing = Some(write);
     }
+}
+
+fn join_error(e: tokio::task::JoinError) -> store::Error {
+    store::Error::Internal(e.to_string())
 }
 
 /// Reads a whole small body, refusing it once it passes `limit` bytes.
