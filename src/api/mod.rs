@@ -87,7 +87,8 @@ impl Api {
     }
 
     async fn dispatch(&self, req: Request<Incoming>, peer: SocketAddr) -> Handled {
-        let route = Route::parse(req.uri().path())?;
+        let namespace = query_param(&query(&req), "ns");
+        let route = Route::parse(req.uri().path(), namespace.as_deref())?;
         if route == Route::Token {
             return auth::token(self, &req, peer).await;
         }

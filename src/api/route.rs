@@ -23,7 +23,9 @@ pub enum Route {
 }
 
 impl Route {
-    pub fn parse(path: &str) -> Result<Route, ApiError> {
+    /// `namespace` is the request's `?ns=`, the registry host a containerd
+    /// mirror request names: every repository name is taken in it.
+    pub fn parse(path: &str, namespace: Option<&str>) -> Result<Route, ApiError> {
         if path == "/token" {
             return Ok(Route::Token);
         }
@@ -41,7 +43,12 @@ impl Route {
         // are matched from the end because a name may contain slashes.
         let name = |fixed: usize| -> Result<RepoName, ApiError> {
             let name = segs[..n - fixed].join("/");
-            RepoName::parse(&name).ok_or_else(|| ApiError::name_invalid(&name))
+            let path = RepoName::parse(&name).ok_or_else(|| ApiError::name_invalid(&name))?;
+            match namespace {
+                None => Ok(path),
+                Some(ns) => RepoName::in_namespace(&ns.to_ascii_lowercase(), &path)
+                    .ok_or_else(|| ApiError::name_invalid(&format!("{ns}/{name}"))),
+            }
         };
         let digest = |s: &str| {
             Digest::parse(s)
@@ -77,31 +84,31 @@ mod tests {
     use super::*;
 
     fn code(path: &str) -> &'static str {
-        Route::parse(path).unwrap_err().code
+        Route::parse(path, None).unwrap_err().code
     }
 
     #[test]
     fn routes_names_with_slashes() {
         let d = format!("sha256:{}", "0".repeat(64));
-        assert_eq!(Route::parse("/v2/").unwrap(), Route::Base);
+        assert_eq!(Route::parse("/v2/", None).unwrap(), Route::Base);
         assert!(
-            matches!(Route::parse("/v2/a/b/c/manifests/v1"), Ok(Route::Manifest(n, _)) if n.as_str() == "a/b/c")
+            matches!(Route::parse("/v2/a/b/c/manifests/v1", None), Ok(Route::Manifest(n, _)) if n.as_str() == "a/b/c")
         );
         assert!(matches!(
-            Route::parse(&format!("/v2/a/blobs/{d}")),
+            Route::parse(&format!("/v2/a/blobs/{d}"), None),
             Ok(Route::Blob(..))
         ));
         assert!(
-            matches!(Route::parse("/v2/a/b/blobs/uploads/"), Ok(Route::Uploads(n)) if n.as_str() == "a/b")
+            matches!(Route::parse("/v2/a/b/blobs/uploads/", None), Ok(Route::Uploads(n)) if n.as_str() == "a/b")
         );
         assert!(
-            matches!(Route::parse("/v2/a/blobs/uploads/xyz"), Ok(Route::Upload(_, id)) if id == "xyz")
+            matches!(Route::parse("/v2/a/blobs/uploads/xyz", None), Ok(Route::Upload(_, id)) if id == "xyz")
         );
         assert!(
-            matches!(Route::parse("/v2/tags/tags/list"), Ok(Route::Tags(n)) if n.as_str() == "tags")
+            matches!(Route::parse("/v2/tags/tags/list", None), Ok(Route::Tags(n)) if n.as_str() == "tags")
         );
         assert!(matches!(
-            Route::parse(&format!("/v2/x/referrers/{d}")),
+            Route::parse(&format!("/v2/x/referrers/{d}"), None),
             Ok(Route::Referrers(..))
         ));
     }
@@ -112,12 +119,34 @@ mod tests {
         assert_eq!(code("/v2/../manifests/v1"), "NAME_INVALID");
         assert_eq!(code("/v2/a//b/manifests/v1"), "NAME_INVALID");
         assert!(matches!(
-            Route::parse("/v2/a/manifests/-v1"),
+            Route::parse("/v2/a/manifests/-v1", None),
             Ok(Route::BadManifestReference(_, BadReference::Tag, _))
         ));
         assert_eq!(code("/v2/a/blobs/sha256:12"), "DIGEST_INVALID");
         assert_eq!(code("/v2/manifests/v1"), "NOT_FOUND");
         assert_eq!(code("/v3/"), "NOT_FOUND");
         assert_eq!(code("/v2/a/whatever"), "NOT_FOUND");
+    }
+
+    #[test]
+    fn a_namespace_prefixes_every_name() {
+        let name = |path: &str, ns: &str| match Route::parse(path, Some(ns)) {
+            Ok(Route::Manifest(n, _)) => n.as_str().to_owned(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            name("/v2/alpine/manifests/3", "docker.io"),
+            "docker.io/library/alpine"
+        );
+        assert_eq!(
+            name("/v2/team/app/manifests/1", "Quay.IO"),
+            "quay.io/team/app"
+        );
+        assert_eq!(
+            name("/v2/a/manifests/1", "127.0.0.1:5001"),
+            "127.0.0.1:5001/a"
+        );
+        let err = Route::parse("/v2/a/manifests/1", Some("bad host")).unwrap_err();
+        assert_eq!(err.code, "NAME_INVALID");
     }
 }

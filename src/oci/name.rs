@@ -6,23 +6,87 @@ use super::Digest;
 /// Longest repository name accepted; Docker and Distribution use the same bound.
 pub const MAX_NAME_LEN: usize = 255;
 
+/// A repository's full name. Its first component may name a registry
+/// host (`docker.io/library/alpine`, `127.0.0.1:5001/team/app`): that is
+/// its namespace, by docker's rule (a first component with a `.` or a `:`,
+/// or `localhost`, followed by more). Each namespace is a registry of its
+/// own; a name without one is in the default namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RepoName(String);
 
+/// Docker Hub's registry host, and the other names clients give it.
+const DOCKER_HUB: &str = "docker.io";
+const DOCKER_HUB_ALIASES: [&str; 2] = ["index.docker.io", "registry-1.docker.io"];
+
 impl RepoName {
-    /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`
+    /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`,
+    /// whose first component may also be a `host:port` namespace. Docker
+    /// Hub's names are made canonical: `docker.io/alpine` is
+    /// `docker.io/library/alpine`.
     pub fn parse(s: &str) -> Option<RepoName> {
-        if s.is_empty() || s.len() > MAX_NAME_LEN {
+        let (first, rest) = match s.split_once('/') {
+            Some((first, rest)) => (first, Some(rest)),
+            None => (s, None),
+        };
+        let first_ok = valid_component(first) || (rest.is_some() && valid_host(first));
+        if !first_ok || !rest.is_none_or(|rest| rest.split('/').all(valid_component)) {
             return None;
         }
-        s.split('/')
-            .all(valid_component)
-            .then(|| RepoName(s.to_owned()))
+        let name = match rest {
+            Some(rest) if DOCKER_HUB_ALIASES.contains(&first) || first == DOCKER_HUB => {
+                if rest.contains('/') {
+                    format!("{DOCKER_HUB}/{rest}")
+                } else {
+                    format!("{DOCKER_HUB}/library/{rest}")
+                }
+            }
+            _ => s.to_owned(),
+        };
+        (!name.is_empty() && name.len() <= MAX_NAME_LEN).then_some(RepoName(name))
+    }
+
+    /// The name `path` has in the namespace of registry host `namespace`,
+    /// as containerd's `?ns=` names it; `None` if `namespace` is no host.
+    pub fn in_namespace(namespace: &str, path: &RepoName) -> Option<RepoName> {
+        if !valid_host(namespace) {
+            return None;
+        }
+        RepoName::parse(&format!("{namespace}/{}", path.as_str()))
+    }
+
+    /// The registry host this name is in; `None`: the default namespace.
+    pub fn namespace(&self) -> Option<&str> {
+        let (first, _) = self.0.split_once('/')?;
+        (first.contains(['.', ':']) || first == "localhost").then_some(first)
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A registry host as a namespace: DNS labels or an IPv4 address, lower
+/// case, with an optional port.
+fn valid_host(s: &str) -> bool {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (s, None),
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n))
+    });
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    port_ok && !host.is_empty() && host.len() <= 253 && host.split('.').all(label)
 }
 
 fn valid_component(c: &str) -> bool {
@@ -132,6 +196,55 @@ mod tests {
         }
         assert!(RepoName::parse(&"a".repeat(255)).is_some());
         assert!(RepoName::parse(&"a".repeat(256)).is_none());
+    }
+
+    #[test]
+    fn a_first_component_may_name_a_registry_host() {
+        let name = |s: &str| RepoName::parse(s).map(|n| n.as_str().to_owned());
+        let ns = |s: &str| RepoName::parse(s).unwrap().namespace().map(str::to_owned);
+        assert_eq!(
+            name("127.0.0.1:5001/team/app").as_deref(),
+            Some("127.0.0.1:5001/team/app")
+        );
+        assert_eq!(
+            ns("127.0.0.1:5001/team/app").as_deref(),
+            Some("127.0.0.1:5001")
+        );
+        assert_eq!(ns("quay.io/a/b").as_deref(), Some("quay.io"));
+        assert_eq!(ns("localhost/app").as_deref(), Some("localhost"));
+        assert_eq!(ns("library/alpine"), None);
+        assert_eq!(ns("alpine"), None);
+        for bad in [
+            "host:5001",
+            "h:0/a",
+            "h:65536/a",
+            "h:/a",
+            "H.io/a",
+            "-h.io/a",
+            "a/h:1/b",
+        ] {
+            assert_eq!(name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn docker_hub_names_are_canonical() {
+        for (given, canonical) in [
+            ("docker.io/alpine", "docker.io/library/alpine"),
+            ("docker.io/library/alpine", "docker.io/library/alpine"),
+            ("index.docker.io/alpine", "docker.io/library/alpine"),
+            ("registry-1.docker.io/team/app", "docker.io/team/app"),
+            // A single component is a repository, not a namespace.
+            ("docker.io", "docker.io"),
+        ] {
+            assert_eq!(RepoName::parse(given).unwrap().as_str(), canonical);
+        }
+        let path = RepoName::parse("alpine").unwrap();
+        let full = RepoName::in_namespace("docker.io", &path).unwrap();
+        assert_eq!(full.as_str(), "docker.io/library/alpine");
+        let full = RepoName::in_namespace("127.0.0.1:5001", &path).unwrap();
+        assert_eq!(full.as_str(), "127.0.0.1:5001/alpine");
+        assert!(RepoName::in_namespace("Bad_Host", &path).is_none());
     }
 
     #[test]
