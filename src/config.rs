@@ -39,6 +39,19 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// Serve HTTPS (HTTP/1.1 and HTTP/2) with this certificate and key.
     pub tls: Option<TlsConfig>,
+    /// Namespaces that cache an upstream registry: (namespace, URL), e.g.
+    /// `("docker.io", "https://registry-1.docker.io")`.
+    pub upstreams: Vec<(String, String)>,
+    /// How long an upstream's answer about a tag is trusted.
+    pub upstream_ttl: Duration,
+    /// How long an upstream may take to connect, to answer, and between
+    /// any two pieces of an answer: past it, the cache serves what it has
+    /// or says the upstream failed.
+    pub upstream_timeout: Duration,
+    /// A docker `config.json` with the upstreams' credentials.
+    pub upstream_auth: Option<PathBuf>,
+    /// PEM certificates trusted for upstreams beside the system's roots.
+    pub upstream_ca: Option<PathBuf>,
     /// How clients reach the registry (`https://host[:port][/path]`, as
     /// [`parse_public_url`] gives it) when a proxy stands in front: the token
     /// realm is `<public_url>/token`. `None`: built from each request's Host.
@@ -82,6 +95,11 @@ impl Config {
             auth: None,
             tls: None,
             public_url: None,
+            upstreams: Vec::new(),
+            upstream_ttl: Duration::from_secs(60),
+            upstream_timeout: Duration::from_secs(30),
+            upstream_auth: None,
+            upstream_ca: None,
         }
     }
 
@@ -100,9 +118,21 @@ impl Config {
         let times = [
             ("header_timeout", self.header_timeout),
             ("body_idle_timeout", self.body_idle_timeout),
+            ("upstream_timeout", self.upstream_timeout),
         ];
         if let Some((name, _)) = times.iter().find(|(_, t)| t.is_zero()) {
             return Err(format!("{name} must be longer than zero"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (namespace, _) in &self.upstreams {
+            if !crate::oci::name::is_namespace(namespace) {
+                return Err(format!(
+                    "upstream namespace {namespace:?} is not a registry host like docker.io or 127.0.0.1:5001"
+                ));
+            }
+            if !seen.insert(namespace) {
+                return Err(format!("upstream namespace {namespace:?} is given twice"));
+            }
         }
         Ok(())
     }

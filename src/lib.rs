@@ -18,10 +18,12 @@ pub mod api;
 pub mod auth;
 pub mod config;
 mod conn;
+pub mod mirror;
 pub mod oci;
 mod server;
 pub mod store;
 mod tls;
+pub mod upstream;
 
 pub use config::Config;
 pub use server::Registry;

@@ -105,6 +105,31 @@ struct Serve {
     /// the PEM private key of --tls-cert
     #[argh(option)]
     tls_key: Option<PathBuf>,
+    /// make namespace NS a pull-through cache of the registry at URL, e.g.
+    /// docker.io=https://registry-1.docker.io (repeatable)
+    #[argh(option, from_str_fn(parse_upstream))]
+    upstream: Vec<(String, String)>,
+    /// how long an upstream's answer about a tag is trusted (default 1m)
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Duration::from_secs(60)"
+    )]
+    upstream_ttl: Duration,
+    /// how long an upstream may take to connect, answer, or send the next
+    /// piece of an answer (default 30s)
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Duration::from_secs(30)"
+    )]
+    upstream_timeout: Duration,
+    /// a docker config.json with the upstreams' credentials
+    #[argh(option)]
+    upstream_auth: Option<PathBuf>,
+    /// PEM certificates trusted for upstreams beside the system's roots
+    #[argh(option)]
+    upstream_ca: Option<PathBuf>,
 }
 
 /// Add or change a user's password in an htpasswd file (bcrypt). The
@@ -157,6 +182,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn parse_public_url(s: &str) -> Result<String, String> {
     berth::config::parse_public_url(s)
+}
+
+fn parse_upstream(s: &str) -> Result<(String, String), String> {
+    let (namespace, url) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?} is not NAMESPACE=URL, like docker.io=https://registry-1.docker.io")
+    })?;
+    Ok((namespace.to_ascii_lowercase(), url.to_owned()))
 }
 
 /// Check a stopped registry's data directory: re-hash every blob, find
@@ -231,6 +263,11 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
             None => None,
         };
         config.public_url = args.public_url;
+        config.upstreams = args.upstream;
+        config.upstream_ttl = args.upstream_ttl;
+        config.upstream_timeout = args.upstream_timeout;
+        config.upstream_auth = args.upstream_auth;
+        config.upstream_ca = args.upstream_ca;
         config.tls = match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
             (None, None) => None,

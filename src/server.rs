@@ -22,6 +22,7 @@ use crate::api::Api;
 use crate::auth::Authority;
 use crate::config::Config;
 use crate::conn::{self, Activity, Limits};
+use crate::mirror::Mirrors;
 use crate::store::Store;
 use crate::store::prune::Report;
 
@@ -71,6 +72,7 @@ impl Registry {
             .transpose()?;
         store.limit_uploads(config.max_uploads, config.max_uploads_per_repo);
         let store = Arc::new(store);
+        let mirrors = mirrors(&store, &config)?;
         // Start-up must stay fast whatever the store's size: orphans left by
         // a crash are swept beside the server instead of before it.
         let sweeper = Arc::clone(&store);
@@ -97,7 +99,7 @@ impl Registry {
             .max_concurrent_streams(MAX_STREAMS);
         let serving_tls = tls.is_some();
         let shared = Arc::new(Shared {
-            api: Arc::new(Api::new(Arc::clone(&store), authority, &config)),
+            api: Arc::new(Api::new(Arc::clone(&store), authority, mirrors, &config)),
             builder,
             tls,
             limits: config.conn_limits(),
@@ -301,4 +303,27 @@ async fn every<J>(
             Err(e) => log::error!("{what} failed: {e}"),
         }
     }
+}
+
+/// The namespaces that cache an upstream, with one HTTP client for all.
+fn mirrors(store: &Arc<Store>, config: &Config) -> io::Result<Mirrors> {
+    let policy = crate::mirror::Policy {
+        ttl: config.upstream_ttl,
+        max_manifest_bytes: config.max_manifest_bytes,
+    };
+    if config.upstreams.is_empty() {
+        return Mirrors::new(store, &[], None, policy);
+    }
+    let mut settings = crate::upstream::Settings::new();
+    if let Some(path) = &config.upstream_auth {
+        settings.credentials = crate::upstream::Credentials::load(path)?;
+    }
+    settings.extra_ca = config.upstream_ca.clone();
+    settings.read_timeout = config.upstream_timeout;
+    settings.connect_timeout = config.upstream_timeout.min(Duration::from_secs(10));
+    let connector = crate::upstream::Connector::new(settings)?;
+    for (namespace, url) in &config.upstreams {
+        log::info!("namespace {namespace} caches {url}");
+    }
+    Mirrors::new(store, &config.upstreams, Some(connector), policy)
 }

@@ -8,6 +8,7 @@ use super::body::{self, ResBody};
 use super::error::ApiError;
 use super::{Api, Handled, header_str};
 use crate::conn::Activity;
+use crate::mirror::BlobAnswer;
 use crate::oci::{Digest, RepoName};
 
 pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, digest: Digest) -> Handled {
@@ -15,6 +16,27 @@ pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, digest: Digest)
         .header("docker-content-digest", digest.as_str())
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, format!("\"{digest}\""));
+    // The connection's watchdog cuts the download if the client stops
+    // taking it.
+    let transfer = req
+        .extensions()
+        .get::<Arc<Activity>>()
+        .map(|activity| activity.transfer());
+    if let Some(mirror) = api.mirrors.for_repo(&name) {
+        let head = req.method() == Method::HEAD;
+        if let BlobAnswer::Streaming { size, body } = mirror.blob(&name, &digest, head).await? {
+            // Its first pull: the whole blob, whatever Range asked.
+            let mut response = response
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/octet-stream");
+            if let Some(size) = size {
+                response = response.header(header::CONTENT_LENGTH, size);
+            }
+            return Ok(response
+                .body(body::fetched(body, transfer))
+                .expect("valid response"));
+        }
+    }
     if req.method() == Method::HEAD {
         let size = api.store(move |s| s.blob_size(&name, &digest)).await?;
         return Ok(response
@@ -43,12 +65,6 @@ pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, digest: Digest)
                 response.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
             ),
         };
-    // The connection's watchdog cuts the download if the client stops
-    // taking it.
-    let transfer = req
-        .extensions()
-        .get::<Arc<Activity>>()
-        .map(|activity| activity.transfer());
     let body: ResBody = body::file_range(blob.file, start, len, transfer);
     Ok(response
         .status(status)

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::conn::Transfer;
+use crate::mirror::ChunkStream;
 use crate::store::{self, Appender};
 
 pub type ResBody = BoxBody<Bytes, io::Error>;
@@ -124,6 +125,50 @@ impl HttpBody for FileBody {
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.end.saturating_sub(self.next))
     }
+}
+
+/// A blob's first pull through a mirror, as the fetch hands it over.
+struct FetchedBody {
+    stream: ChunkStream,
+    handed: u64,
+    transfer: Option<Arc<Transfer>>,
+}
+
+impl HttpBody for FetchedBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if let Some(transfer) = &this.transfer {
+            transfer.moved(std::mem::take(&mut this.handed));
+        }
+        let polled = this.stream.poll_next(cx);
+        if let Some(transfer) = &this.transfer {
+            // Waiting on the upstream is not the client's fault.
+            transfer.server_busy(polled.is_pending());
+        }
+        polled.map(|piece| {
+            piece.map(|bytes| {
+                bytes.map(|bytes| {
+                    this.handed = bytes.len() as u64;
+                    Frame::data(bytes)
+                })
+            })
+        })
+    }
+}
+
+pub fn fetched(stream: ChunkStream, transfer: Option<Arc<Transfer>>) -> ResBody {
+    FetchedBody {
+        stream,
+        handed: 0,
+        transfer,
+    }
+    .boxed()
 }
 
 /// Streams `len` bytes of `file` from `offset`; `transfer`, if given, is

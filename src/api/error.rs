@@ -3,7 +3,7 @@
 use http::{HeaderValue, StatusCode};
 use serde_json::{Value, json};
 
-use crate::store;
+use crate::{mirror, store, upstream};
 
 /// An error response: status, OCI code, message, and any headers the client
 /// needs to recover (such as `Range` after an out-of-order chunk).
@@ -103,6 +103,21 @@ impl ApiError {
 /// The `Range` header value reporting an upload's committed bytes.
 pub fn upload_range(offset: u64) -> String {
     format!("0-{}", offset.saturating_sub(1))
+}
+
+impl From<mirror::Error> for ApiError {
+    fn from(e: mirror::Error) -> ApiError {
+        match e {
+            mirror::Error::Store(e) => e.into(),
+            mirror::Error::Upstream(e) => {
+                let status = match e {
+                    upstream::Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                ApiError::new(status, "UNAVAILABLE", e.to_string())
+            }
+        }
+    }
 }
 
 impl From<store::Error> for ApiError {

@@ -57,9 +57,13 @@ pub async fn put(
 }
 
 pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, reference: Reference) -> Handled {
-    let manifest = api
-        .store(move |s| s.get_manifest(&name, &reference))
-        .await?;
+    let manifest = match api.mirrors.for_repo(&name) {
+        Some(mirror) => mirror.manifest(&name, &reference).await?,
+        None => {
+            api.store(move |s| s.get_manifest(&name, &reference))
+                .await?
+        }
+    };
     let response = Response::builder()
         .header(header::CONTENT_TYPE, manifest.media_type)
         .header(header::CONTENT_LENGTH, manifest.body.len())

@@ -27,6 +27,7 @@ use crate::oci::name::BadReference;
 
 use crate::auth::Authority;
 use crate::config::Config;
+use crate::mirror::Mirrors;
 use crate::store::{self, Store};
 
 /// Manifests above this size are refused: they are held in memory and in
@@ -35,6 +36,8 @@ pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 << 20;
 
 pub struct Api {
     store: Arc<Store>,
+    /// The namespaces that cache an upstream.
+    mirrors: Mirrors,
     authority: Option<Arc<Authority>>,
     /// Whether clients reach us over TLS, for the token realm's scheme.
     tls: bool,
@@ -48,9 +51,15 @@ pub struct Api {
 type Handled = Result<Response<ResBody>, ApiError>;
 
 impl Api {
-    pub fn new(store: Arc<Store>, authority: Option<Authority>, config: &Config) -> Api {
+    pub fn new(
+        store: Arc<Store>,
+        authority: Option<Authority>,
+        mirrors: Mirrors,
+        config: &Config,
+    ) -> Api {
         Api {
             store,
+            mirrors,
             authority: authority.map(Arc::new),
             tls: config.tls.is_some(),
             public_url: config.public_url.clone(),

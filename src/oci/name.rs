@@ -65,6 +65,12 @@ impl RepoName {
     }
 }
 
+/// Whether `s` names a namespace: a registry host, by docker's rule (a `.`
+/// or a `:` in it, or `localhost`).
+pub fn is_namespace(s: &str) -> bool {
+    valid_host(s) && (s.contains(['.', ':']) || s == "localhost")
+}
+
 /// A registry host as a namespace: DNS labels or an IPv4 address, lower
 /// case, with an optional port.
 fn valid_host(s: &str) -> bool {

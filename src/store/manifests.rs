@@ -121,6 +121,9 @@ impl Store {
                 .insert((r, d), meta::encode(&row).as_slice())?;
             if let Some(tag) = &tag {
                 txn.open_table(meta::TAGS)?.insert((r, tag.as_str()), d)?;
+                // Pushed here, the tag is ours: it shadows any upstream's.
+                txn.open_table(meta::UPSTREAM_TAGS)?
+                    .remove((r, tag.as_str()))?;
             }
             if let Some(subject) = &row.subject {
                 txn.open_table(meta::REFERRERS)?
@@ -173,6 +176,8 @@ impl Store {
                     if tags.remove((r, tag.as_str()))?.is_none() {
                         return Err(Error::ManifestUnknown);
                     }
+                    txn.open_table(meta::UPSTREAM_TAGS)?
+                        .remove((r, tag.as_str()))?;
                 }
                 Reference::Digest(digest) => {
                     let d = digest.as_str();
@@ -182,7 +187,19 @@ impl Store {
                         None => return Err(Error::ManifestUnknown),
                     };
                     manifests.remove((r, d))?;
-                    tags.retain_in((r, "")..=(r, meta::MAX_STR), |_, target| target != d)?;
+                    let mut gone = Vec::new();
+                    for entry in tags.range((r, "")..=(r, meta::MAX_STR))? {
+                        let (key, target) = entry?;
+                        if target.value() == d {
+                            gone.push(key.value().1.to_owned());
+                        }
+                    }
+                    let mut upstream_tags = txn.open_table(meta::UPSTREAM_TAGS)?;
+                    for tag in &gone {
+                        tags.remove((r, tag.as_str()))?;
+                        upstream_tags.remove((r, tag.as_str()))?;
+                    }
+                    drop(upstream_tags);
                     let mut refs = txn.open_table(meta::BLOB_REFS)?;
                     for blob in &row.blobs {
                         refs.remove((blob.as_str(), r, d))?;

@@ -27,6 +27,10 @@ pub const REPOS: TableDefinition<&str, u64> = TableDefinition::new("repos");
 pub const MANIFESTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("manifests");
 /// (repository, tag) -> digest
 pub const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags");
+/// (repository, tag) -> fetched-at: tags a pull-through cache took from
+/// its upstream. A push of the tag removes its row: from then on the tag is
+/// this registry's own and shadows the upstream's until it is deleted.
+pub const UPSTREAM_TAGS: TableDefinition<(&str, &str), u64> = TableDefinition::new("upstream_tags");
 /// (repository, subject digest, referrer digest): the referrers relation.
 pub const REFERRERS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("referrers");
 

@@ -3,6 +3,7 @@
 //! per request, from a blocking thread (every method here blocks).
 
 mod blobs;
+mod cache;
 mod commit;
 mod fsck;
 mod links;
@@ -25,6 +26,7 @@ use commit::{Committer, DbHandle};
 use crate::oci::{Algorithm, Digest};
 
 pub use blobs::read_chunk;
+pub use cache::TagTarget;
 pub use fsck::{Check, Finding};
 pub use manifests::{PutManifest, Referrer, StoredManifest};
 pub use uploads::{Appender, ChunkSpec, Upload};

@@ -1,0 +1,246 @@
+//! A blob's first pull through a mirror: the upstream's bytes go to the
+//! asking client while they are written and hashed, and the blob becomes
+//! visible only once whole and verified. The last piece is held back until
+//! the digest verifies, so a client never completes a body of wrong bytes.
+//! The fetch runs on its own task: a client that goes away does not stop
+//! it, and the others asking for the same blob wait for it and then read
+//! the stored copy.
+
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+
+use super::{Error, Mirror, Result};
+use crate::oci::{Digest, RepoName};
+use crate::store::{self, Appender};
+
+/// Pieces queued for the client before the fetch stops waiting for it.
+const QUEUED_PIECES: usize = 64;
+/// How long the fetch waits for a client that does not take its bytes
+/// before it goes on without that client.
+const CLIENT_PATIENCE: Duration = Duration::from_secs(5);
+/// Bytes gathered before each write: few blocking calls, little memory.
+const WRITE_BATCH: usize = 1 << 20;
+
+pub enum BlobAnswer {
+    /// In the store: serve it from there.
+    Stored,
+    /// Being fetched: the bytes as they come, and the size if the upstream said.
+    Streaming {
+        size: Option<u64>,
+        body: ChunkStream,
+    },
+}
+
+enum Piece {
+    Data(Bytes),
+    /// Everything was sent and the digest verified.
+    Done,
+    Failed(String),
+}
+
+/// The bytes of a blob being fetched, for one client.
+pub struct ChunkStream {
+    rx: mpsc::Receiver<Piece>,
+    done: bool,
+}
+
+impl ChunkStream {
+    /// The next piece; `None` once the whole blob came and verified. A
+    /// fetch that failed, or stopped waiting for this client, is an error,
+    /// never a short body that looks whole.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Piece::Data(bytes))) => Poll::Ready(Some(Ok(bytes))),
+            Poll::Ready(Some(Piece::Done)) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Piece::Failed(why))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(io::Error::other(why))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(Some(Err(io::Error::other(
+                    "the fetch from the upstream went on without this client",
+                ))))
+            }
+        }
+    }
+}
+
+impl Mirror {
+    /// A blob of `repo`: stored already, or fetched now. With `wait`, the
+    /// fetch is finished before this returns (a HEAD needs the size).
+    pub async fn blob(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        digest: &Digest,
+        wait: bool,
+    ) -> Result<BlobAnswer> {
+        if self.has_blob(repo, digest).await? {
+            return Ok(BlobAnswer::Stored);
+        }
+        let flight = self
+            .flight(format!("blob {} {digest}", repo.as_str()))
+            .await;
+        if self.has_blob(repo, digest).await? {
+            return Ok(BlobAnswer::Stored);
+        }
+        let blob = self
+            .upstream
+            .blob(self.upstream_repo(repo), digest)
+            .await?
+            .ok_or(store::Error::BlobUnknown)?;
+        let (r, algorithm) = (repo.clone(), digest.algorithm());
+        let size = blob.size;
+        let appender = {
+            let store = Arc::clone(&self.store);
+            tokio::task::spawn_blocking(move || store.put_blob(&r, size, algorithm))
+                .await
+                .unwrap_or_else(|e| Err(store::Error::Internal(e.to_string())))?
+        };
+        let (tx, rx) = mpsc::channel(QUEUED_PIECES);
+        let (mirror, d) = (Arc::clone(self), digest.clone());
+        let fetch = tokio::spawn(async move {
+            let _flight = flight;
+            mirror.fill(blob.body, appender, &d, tx).await
+        });
+        if !wait {
+            return Ok(BlobAnswer::Streaming {
+                size,
+                body: ChunkStream { rx, done: false },
+            });
+        }
+        drop(rx);
+        fetch
+            .await
+            .unwrap_or_else(|e| Err(store::Error::Internal(e.to_string()).into()))?;
+        Ok(BlobAnswer::Stored)
+    }
+
+    async fn has_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let (r, d) = (repo.clone(), digest.clone());
+        match self.blocking(move |s| s.blob_size(&r, &d)).await {
+            Ok(_) => Ok(true),
+            Err(Error::Store(store::Error::BlobUnknown)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn fill(
+        &self,
+        mut body: Incoming,
+        appender: Appender,
+        digest: &Digest,
+        tx: mpsc::Sender<Piece>,
+    ) -> Result<()> {
+        let mut client = Some(tx);
+        let mut appender = Some(appender);
+        let mut held: Option<Bytes> = None;
+        let mut pending: Vec<Bytes> = Vec::new();
+        let mut pending_len = 0;
+        loop {
+            let chunk = match self.upstream.next_chunk(&mut body).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    fail(&mut client, e.to_string());
+                    log::warn!("{digest}: the fetch failed: {e}");
+                    return Err(e.into());
+                }
+            };
+            pending_len += chunk.len();
+            pending.push(chunk.clone());
+            if let Some(previous) = held.replace(chunk) {
+                forward(&mut client, previous).await;
+            }
+            if pending_len >= WRITE_BATCH {
+                let batch = std::mem::take(&mut pending);
+                pending_len = 0;
+                appender = Some(self.write(appender.take(), batch, &mut client).await?);
+            }
+        }
+        let appender = self.write(appender.take(), pending, &mut client).await?;
+        let d = digest.clone();
+        let finished = tokio::task::spawn_blocking(move || appender.finish(&d))
+            .await
+            .unwrap_or_else(|e| Err(store::Error::Internal(e.to_string())));
+        match finished {
+            Ok(size) => {
+                if let Some(last) = held {
+                    forward(&mut client, last).await;
+                }
+                if let Some(tx) = client {
+                    let _ = tx.send(Piece::Done).await;
+                }
+                log::info!(
+                    "{digest}: {size} bytes fetched from {}",
+                    self.upstream.url()
+                );
+                Ok(())
+            }
+            Err(e) => {
+                fail(
+                    &mut client,
+                    format!("upstream {} sent a bad {digest}: {e}", self.upstream.url()),
+                );
+                log::warn!("{digest} from {}: {e}; nothing kept", self.upstream.url());
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        appender: Option<Appender>,
+        batch: Vec<Bytes>,
+        client: &mut Option<mpsc::Sender<Piece>>,
+    ) -> Result<Appender> {
+        let mut appender = appender.expect("the appender is back from its write");
+        let written = tokio::task::spawn_blocking(move || {
+            let written = appender.write(&batch);
+            (appender, written)
+        })
+        .await;
+        match written {
+            Ok((appender, Ok(()))) => Ok(appender),
+            Ok((_, Err(e))) => {
+                fail(client, format!("storing the blob failed: {e}"));
+                Err(e.into())
+            }
+            Err(e) => {
+                fail(client, "storing the blob failed".into());
+                Err(store::Error::Internal(e.to_string()).into())
+            }
+        }
+    }
+}
+
+/// Sends a piece to the client, unless it stopped taking them: then the
+/// fetch goes on without it (and its body ends in an error).
+async fn forward(client: &mut Option<mpsc::Sender<Piece>>, bytes: Bytes) {
+    if let Some(tx) = client {
+        let sent = tokio::time::timeout(CLIENT_PATIENCE, tx.send(Piece::Data(bytes))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            *client = None;
+        }
+    }
+}
+
+fn fail(client: &mut Option<mpsc::Sender<Piece>>, why: String) {
+    if let Some(tx) = client.take() {
+        // A full queue cannot take the reason; its closing says enough.
+        let _ = tx.try_send(Piece::Failed(why));
+    }
+}

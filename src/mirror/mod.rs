@@ -1,0 +1,250 @@
+//! Pull-through: a namespace that caches an upstream registry. A tag is
+//! asked of the upstream at most once per TTL; manifests and blobs are
+//! fetched when first asked for, verified against their digests, and
+//! stored; many clients asking for the same thing cause one fetch; what
+//! is cached is served while the upstream is down; what was pushed here
+//! shadows the upstream's.
+
+mod fill;
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::oci::{Digest, Reference, RepoName, Tag};
+use crate::store::{self, Store, StoredManifest};
+use crate::upstream::{self, Connector, Upstream};
+
+pub use fill::{BlobAnswer, ChunkStream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Upstream(#[from] upstream::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The namespaces that cache an upstream, by name.
+#[derive(Default)]
+pub struct Mirrors {
+    by_namespace: HashMap<String, Arc<Mirror>>,
+}
+
+/// What a mirror needs besides its upstream.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// How long an answer about a tag is trusted before the upstream is asked again.
+    pub ttl: Duration,
+    pub max_manifest_bytes: usize,
+}
+
+impl Mirrors {
+    /// `upstreams`: namespace and the URL of the registry it caches.
+    pub fn new(
+        store: &Arc<Store>,
+        upstreams: &[(String, String)],
+        connector: Option<Connector>,
+        policy: Policy,
+    ) -> io::Result<Mirrors> {
+        let mut by_namespace = HashMap::new();
+        let Some(connector) = connector else {
+            return Ok(Mirrors { by_namespace });
+        };
+        for (namespace, url) in upstreams {
+            let mirror = Mirror {
+                namespace: namespace.clone(),
+                upstream: connector.upstream(url)?,
+                store: Arc::clone(store),
+                policy: policy.clone(),
+                checked: Mutex::new(HashMap::new()),
+                flights: Mutex::new(HashMap::new()),
+            };
+            by_namespace.insert(namespace.clone(), Arc::new(mirror));
+        }
+        Ok(Mirrors { by_namespace })
+    }
+
+    /// The mirror that `repo`'s namespace caches, if it caches one.
+    pub fn for_repo(&self, repo: &RepoName) -> Option<Arc<Mirror>> {
+        self.by_namespace.get(repo.namespace()?).cloned()
+    }
+}
+
+pub struct Mirror {
+    namespace: String,
+    upstream: Upstream,
+    store: Arc<Store>,
+    policy: Policy,
+    /// When each (repository, tag) was last asked of the upstream.
+    checked: Mutex<HashMap<(String, String), Instant>>,
+    /// One lock per thing being fetched: the first asker fetches, the
+    /// others wait and then find it stored.
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Mirror {
+    /// The repository's name at the upstream: without the namespace.
+    fn upstream_repo<'a>(&self, repo: &'a RepoName) -> &'a str {
+        repo.as_str()
+            .strip_prefix(&self.namespace)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .unwrap_or(repo.as_str())
+    }
+
+    async fn flight(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            // Locks nobody holds or waits for are dropped as we go.
+            flights.retain(|_, lock| Arc::strong_count(lock) > 1);
+            Arc::clone(flights.entry(key).or_default())
+        };
+        lock.lock_owned().await
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> store::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .unwrap_or_else(|panicked| Err(store::Error::Internal(panicked.to_string())))
+            .map_err(Error::Store)
+    }
+
+    /// A manifest by tag or digest, from the cache or the upstream.
+    pub async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest> {
+        match reference {
+            Reference::Digest(digest) => self.manifest_by_digest(repo, digest).await,
+            Reference::Tag(tag) => self.manifest_by_tag(repo, tag).await,
+        }
+    }
+
+    async fn stored(&self, repo: &RepoName, digest: &Digest) -> Result<Option<StoredManifest>> {
+        let (r, reference) = (repo.clone(), Reference::Digest(digest.clone()));
+        match self.blocking(move |s| s.get_manifest(&r, &reference)).await {
+            Ok(manifest) => Ok(Some(manifest)),
+            Err(Error::Store(store::Error::ManifestUnknown)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn manifest_by_digest(&self, repo: &RepoName, digest: &Digest) -> Result<StoredManifest> {
+        if let Some(manifest) = self.stored(repo, digest).await? {
+            return Ok(manifest);
+        }
+        let _flight = self.flight(format!("manifest {repo:?} {digest}")).await;
+        if let Some(manifest) = self.stored(repo, digest).await? {
+            return Ok(manifest);
+        }
+        self.fetch_manifest(repo, digest, None).await
+    }
+
+    /// Fetches `digest` from the upstream, stores it (with `tag`, if any)
+    /// once it verifies, and gives it back as stored.
+    async fn fetch_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        tag: Option<&Tag>,
+    ) -> Result<StoredManifest> {
+        let fetched = self
+            .upstream
+            .manifest(
+                self.upstream_repo(repo),
+                digest.as_str(),
+                self.policy.max_manifest_bytes,
+            )
+            .await?
+            .ok_or(store::Error::ManifestUnknown)?;
+        let (r, d, t) = (repo.clone(), digest.clone(), tag.cloned());
+        self.blocking(move |s| {
+            s.cache_manifest(&r, &d, Some(&fetched.media_type), fetched.body, t.as_ref())?;
+            s.get_manifest(&r, &Reference::Digest(d))
+        })
+        .await
+        .inspect_err(|e| log::warn!("{}: {digest} from the upstream: {e}", self.upstream.url()))
+    }
+
+    fn fresh(&self, repo: &RepoName, tag: &Tag) -> bool {
+        let checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        checked
+            .get(&(repo.as_str().to_owned(), tag.as_str().to_owned()))
+            .is_some_and(|at| at.elapsed() < self.policy.ttl)
+    }
+
+    fn mark_checked(&self, repo: &RepoName, tag: &Tag) {
+        self.checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                (repo.as_str().to_owned(), tag.as_str().to_owned()),
+                Instant::now(),
+            );
+    }
+
+    async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<StoredManifest> {
+        let target = {
+            let (r, t) = (repo.clone(), tag.clone());
+            self.blocking(move |s| s.tag_target(&r, &t)).await?
+        };
+        match &target {
+            // Pushed here: it shadows the upstream until it is deleted.
+            Some(target) if !target.from_upstream => {
+                return self.cached(repo, &target.digest).await;
+            }
+            Some(target) if self.fresh(repo, tag) => {
+                return self.cached(repo, &target.digest).await;
+            }
+            _ => {}
+        }
+        let _flight = self.flight(format!("tag {repo:?} {tag:?}")).await;
+        if let Some(target) = &target
+            && self.fresh(repo, tag)
+        {
+            return self.cached(repo, &target.digest).await;
+        }
+        let asked = self
+            .upstream
+            .manifest_digest(self.upstream_repo(repo), tag.as_str())
+            .await;
+        let digest = match (asked, &target) {
+            (Ok(Some(digest)), _) => digest,
+            (Ok(None), _) => return Err(store::Error::ManifestUnknown.into()),
+            (Err(e), Some(target)) => {
+                log::warn!(
+                    "serving {}:{} as cached ({}): {e}",
+                    repo.as_str(),
+                    tag.as_str(),
+                    target.digest
+                );
+                return self.cached(repo, &target.digest).await;
+            }
+            (Err(e), None) => return Err(e.into()),
+        };
+        let manifest = match self.stored(repo, &digest).await? {
+            Some(manifest) => {
+                let (r, d, t) = (repo.clone(), digest.clone(), tag.clone());
+                let body = manifest.body.clone();
+                let media_type = manifest.media_type.clone();
+                self.blocking(move |s| s.cache_manifest(&r, &d, Some(&media_type), body, Some(&t)))
+                    .await?;
+                manifest
+            }
+            None => self.fetch_manifest(repo, &digest, Some(tag)).await?,
+        };
+        self.mark_checked(repo, tag);
+        Ok(manifest)
+    }
+
+    async fn cached(&self, repo: &RepoName, digest: &Digest) -> Result<StoredManifest> {
+        match self.stored(repo, digest).await? {
+            Some(manifest) => Ok(manifest),
+            None => self.manifest_by_digest(repo, digest).await,
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! What a pull-through cache keeps of its upstream: manifests fetched by
+//! digest, stored before their blobs (those come when first asked for), and
+//! tags marked as the upstream's, which a push takes over.
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::links;
+use super::meta::{self, ManifestRow};
+use super::{Error, Result, Store};
+use crate::oci::manifest;
+use crate::oci::{Digest, RepoName, Tag};
+
+/// Where a tag points, and whose it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TagTarget {
+    pub digest: Digest,
+    /// Taken from the upstream; false: pushed here, shadowing it.
+    pub from_upstream: bool,
+}
+
+impl Store {
+    pub fn tag_target(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagTarget>> {
+        let (r, t) = (repo.as_str(), tag.as_str());
+        let txn = self.db()?.begin_read()?;
+        let Some(target) = txn.open_table(meta::TAGS)?.get((r, t))? else {
+            return Ok(None);
+        };
+        let digest = Digest::parse(target.value())
+            .ok_or_else(|| Error::Corrupt(format!("tag {t} has a bad digest")))?;
+        let from_upstream = txn.open_table(meta::UPSTREAM_TAGS)?.get((r, t))?.is_some();
+        Ok(Some(TagTarget {
+            digest,
+            from_upstream,
+        }))
+    }
+
+    /// Stores a manifest fetched from an upstream as `digest`, which its
+    /// bytes must hash to, and points `tag` at it unless a push has made
+    /// that tag this registry's own.
+    pub fn cache_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        tag: Option<&Tag>,
+    ) -> Result<()> {
+        let actual = Digest::with(digest.algorithm(), &body);
+        if &actual != digest {
+            return Err(Error::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        let parsed = manifest::parse(content_type, &body).map_err(Error::ManifestInvalid)?;
+        let row = ManifestRow {
+            media_type: parsed.media_type.as_str().to_owned(),
+            body,
+            blobs: parsed.blobs.iter().map(|d| d.to_string()).collect(),
+            manifests: parsed.manifests.iter().map(|d| d.to_string()).collect(),
+            subject: parsed.subject.as_ref().map(|d| d.to_string()),
+            artifact_type: parsed.artifact_type.clone(),
+            annotations: parsed.annotations.clone(),
+            created: meta::now(),
+        };
+        let (r, d) = (repo.as_str().to_owned(), digest.to_string());
+        let tag = tag.map(|t| t.as_str().to_owned());
+        self.write(None, move |txn| {
+            let (r, d) = (r.as_str(), d.as_str());
+            let mut manifests = txn.open_table(meta::MANIFESTS)?;
+            if manifests.get((r, d))?.is_none() {
+                manifests.insert((r, d), meta::encode(&row).as_slice())?;
+                let mut refs = txn.open_table(meta::BLOB_REFS)?;
+                for blob in &row.blobs {
+                    refs.insert((blob.as_str(), r, d), ())?;
+                }
+                if let Some(subject) = &row.subject {
+                    txn.open_table(meta::REFERRERS)?
+                        .insert((r, subject.as_str(), d), ())?;
+                }
+            }
+            if let Some(tag) = &tag {
+                let mut tags = txn.open_table(meta::TAGS)?;
+                let mut upstream_tags = txn.open_table(meta::UPSTREAM_TAGS)?;
+                let pushed_here = tags.get((r, tag.as_str()))?.is_some()
+                    && upstream_tags.get((r, tag.as_str()))?.is_none();
+                if !pushed_here {
+                    tags.insert((r, tag.as_str()), d)?;
+                    upstream_tags.insert((r, tag.as_str()), meta::now())?;
+                }
+            }
+            drop(manifests);
+            links::remember(txn, r)?;
+            Ok(())
+        })
+    }
+}

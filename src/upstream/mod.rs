@@ -1,0 +1,506 @@
+//! A client of other registries: what pull-through asks of an upstream.
+//! Every request is bounded in time; TLS is verified against the system's
+//! roots and any extra CA given; a Bearer token is fetched as a docker
+//! client does and kept until it expires. Nothing here trusts the bytes it
+//! gets: the caller verifies every digest before anything is stored.
+
+mod auth;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+pub use auth::Credentials;
+use auth::{Challenge, TokenResponse};
+
+use crate::oci::Digest;
+use crate::oci::manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+
+/// Redirects followed for one blob (registries send blobs from elsewhere).
+const MAX_REDIRECTS: usize = 5;
+/// Token answers and error bodies are small; more is refused.
+const MAX_SMALL_BODY: usize = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("upstream {upstream} cannot be reached: {why}")]
+    Unreachable { upstream: String, why: String },
+    #[error("upstream {upstream} did not answer within {after:?}")]
+    Timeout { upstream: String, after: Duration },
+    #[error("upstream {upstream} answered {status}")]
+    Refused { upstream: String, status: u16 },
+    #[error("upstream {upstream} sent a bad answer: {why}")]
+    Invalid { upstream: String, why: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How long an upstream may take, and whom to trust.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub connect_timeout: Duration,
+    /// For the answer's head, and between any two pieces of its body.
+    pub read_timeout: Duration,
+    pub credentials: Credentials,
+    /// PEM certificates trusted beside the system's roots.
+    pub extra_ca: Option<std::path::PathBuf>,
+}
+
+impl Settings {
+    pub fn new() -> Settings {
+        Settings {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            credentials: Credentials::default(),
+            extra_ca: None,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings::new()
+    }
+}
+
+/// The HTTP client every upstream shares.
+#[derive(Clone)]
+pub struct Connector {
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    settings: Arc<Settings>,
+}
+
+impl Connector {
+    pub fn new(settings: Settings) -> io::Result<Connector> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            // A system root rustls cannot read is one fewer root, not a failure.
+            let _ = roots.add(cert);
+        }
+        if let Some(ca) = &settings.extra_ca {
+            add_pem_roots(&mut roots, ca)?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).build(https);
+        Ok(Connector {
+            client,
+            settings: Arc::new(settings),
+        })
+    }
+
+    /// A client of the registry at `url` (`http[s]://host[:port]`).
+    pub fn upstream(&self, url: &str) -> io::Result<Upstream> {
+        let base: Uri = url
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{url:?}: {e}")))?;
+        let authority = match (base.scheme_str(), base.authority()) {
+            (Some("http" | "https"), Some(authority)) => authority.as_str().to_owned(),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{url:?} is not an http(s) URL like https://registry.example"),
+                ));
+            }
+        };
+        let credentials = self.settings.credentials.for_host(&authority).cloned();
+        Ok(Upstream {
+            base: url.trim_end_matches('/').to_owned(),
+            connector: self.clone(),
+            credentials,
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+fn add_pem_roots(roots: &mut rustls::RootCertStore, path: &Path) -> io::Result<()> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |why: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {why}", path.display()),
+        )
+    };
+    let mut added = 0;
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(bad("holds no PEM certificate".into()));
+    }
+    Ok(())
+}
+
+/// A manifest as an upstream sent it.
+pub struct Manifest {
+    pub media_type: String,
+    pub body: Vec<u8>,
+}
+
+/// A blob's answer: its declared size, and the body to read.
+pub struct Blob {
+    pub size: Option<u64>,
+    pub body: Incoming,
+}
+
+/// One upstream registry.
+pub struct Upstream {
+    base: String,
+    connector: Connector,
+    credentials: Option<(String, String)>,
+    /// `Authorization` values by scope, until they expire.
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl Upstream {
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn read_timeout(&self) -> Duration {
+        self.connector.settings.read_timeout
+    }
+
+    /// The digest a tag names now, from a HEAD; `None` if the upstream has
+    /// no such tag.
+    pub async fn manifest_digest(&self, repo: &str, tag: &str) -> Result<Option<Digest>> {
+        let url = format!("{}/v2/{repo}/manifests/{tag}", self.base);
+        let resp = self.send(Method::HEAD, &url, repo, true).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.expect_ok(&resp)?;
+        let digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(Digest::parse);
+        Ok(digest)
+    }
+
+    /// A manifest by tag or digest, at most `limit` bytes; `None` if the
+    /// upstream has no such manifest.
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        limit: usize,
+    ) -> Result<Option<Manifest>> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let resp = self.send(Method::GET, &url, repo, true).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.expect_ok(&resp)?;
+        let media_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = self.read_all(resp.into_body(), limit).await?;
+        Ok(Some(Manifest { media_type, body }))
+    }
+
+    /// A blob's bytes, following redirects; `None` if the upstream has no
+    /// such blob.
+    pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<Blob>> {
+        let mut url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        let mut resp = self.send(Method::GET, &url, repo, false).await?;
+        for _ in 0..MAX_REDIRECTS {
+            if !resp.status().is_redirection() {
+                break;
+            }
+            let location = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| self.invalid("a redirect without a Location".into()))?;
+            url = resolve(&url, location).ok_or_else(|| {
+                self.invalid(format!("a redirect to {location:?}, which is no URL"))
+            })?;
+            // Elsewhere, the registry's credentials are not sent.
+            resp = self.request(Method::GET, &url, None).await?;
+        }
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.expect_ok(&resp)?;
+        let size = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok(Some(Blob {
+            size,
+            body: resp.into_body(),
+        }))
+    }
+
+    /// The next piece of a body, within the read timeout; `None` at its end.
+    pub async fn next_chunk(&self, body: &mut Incoming) -> Result<Option<Bytes>> {
+        loop {
+            let frame = tokio::time::timeout(self.read_timeout(), body.frame())
+                .await
+                .map_err(|_| self.timeout())?;
+            match frame {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(self.unreachable(e.to_string())),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read_all(&self, mut body: Incoming, limit: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.next_chunk(&mut body).await? {
+            if out.len() + chunk.len() > limit {
+                return Err(self.invalid(format!("a body over {limit} bytes")));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    fn expect_ok(&self, resp: &Response<Incoming>) -> Result<()> {
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(Error::Refused {
+                upstream: self.base.clone(),
+                status: resp.status().as_u16(),
+            })
+        }
+    }
+
+    /// Sends a request for `repo`, logging in when challenged (once).
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        repo: &str,
+        manifest: bool,
+    ) -> Result<Response<Incoming>> {
+        let scope = format!("repository:{repo}:pull");
+        let cached = self.cached_token(&scope);
+        let resp = self
+            .request_with(method.clone(), url, cached.as_deref(), manifest)
+            .await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = resp
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Challenge::parse);
+        let Some(challenge) = challenge else {
+            return Ok(resp);
+        };
+        let authorization = match challenge.scheme.as_str() {
+            "bearer" => self.token(&challenge, &scope).await?,
+            "basic" => match &self.credentials {
+                Some((user, password)) => auth::basic(user, password),
+                None => return Ok(resp),
+            },
+            _ => return Ok(resp),
+        };
+        self.request_with(method, url, Some(&authorization), manifest)
+            .await
+    }
+
+    fn cached_token(&self, scope: &str) -> Option<String> {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens
+            .get(scope)
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(token, _)| token.clone())
+    }
+
+    /// Fetches a Bearer token from the challenge's realm, as a client does.
+    async fn token(&self, challenge: &Challenge, scope: &str) -> Result<String> {
+        let realm = challenge
+            .params
+            .get("realm")
+            .ok_or_else(|| self.invalid("a Bearer challenge without a realm".into()))?;
+        let query = {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            if let Some(service) = challenge.params.get("service") {
+                query.append_pair("service", service);
+            }
+            query.append_pair("scope", scope).finish()
+        };
+        let separator = if realm.contains('?') { '&' } else { '?' };
+        let url = format!("{realm}{separator}{query}");
+        let basic = self
+            .credentials
+            .as_ref()
+            .map(|(user, password)| auth::basic(user, password));
+        let resp = self.request(Method::GET, &url, basic.as_deref()).await?;
+        self.expect_ok(&resp)?;
+        let body = self.read_all(resp.into_body(), MAX_SMALL_BODY).await?;
+        let answer: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| self.invalid(format!("a token answer that is no JSON: {e}")))?;
+        let token = answer
+            .token
+            .or(answer.access_token)
+            .ok_or_else(|| self.invalid("a token answer without a token".into()))?;
+        let authorization = format!("Bearer {token}");
+        // Kept a little shorter than it lives, so it is never sent stale.
+        let life = Duration::from_secs(answer.expires_in.unwrap_or(60).max(10)) * 9 / 10;
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                scope.to_owned(),
+                (authorization.clone(), Instant::now() + life),
+            );
+        Ok(authorization)
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        authorization: Option<&str>,
+    ) -> Result<Response<Incoming>> {
+        self.request_with(method, url, authorization, false).await
+    }
+
+    async fn request_with(
+        &self,
+        method: Method,
+        url: &str,
+        authorization: Option<&str>,
+        manifest: bool,
+    ) -> Result<Response<Incoming>> {
+        let mut req = Request::builder().method(method).uri(url);
+        if manifest {
+            // Every manifest type berth stores.
+            let accept = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST].join(", ");
+            req = req.header(header::ACCEPT, accept);
+        }
+        if let Some(authorization) = authorization {
+            let value = HeaderValue::from_str(authorization)
+                .map_err(|_| self.invalid("an unusable token".into()))?;
+            req = req.header(header::AUTHORIZATION, value);
+        }
+        let req = req
+            .body(Empty::new())
+            .map_err(|e| self.invalid(format!("a URL that cannot be asked for: {e}")))?;
+        match tokio::time::timeout(
+            self.connector.settings.connect_timeout + self.read_timeout(),
+            self.connector.client.request(req),
+        )
+        .await
+        {
+            Err(_) => Err(self.timeout()),
+            Ok(Err(e)) => Err(self.unreachable(error_chain(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    fn timeout(&self) -> Error {
+        Error::Timeout {
+            upstream: self.base.clone(),
+            after: self.read_timeout(),
+        }
+    }
+
+    fn unreachable(&self, why: String) -> Error {
+        Error::Unreachable {
+            upstream: self.base.clone(),
+            why,
+        }
+    }
+
+    fn invalid(&self, why: String) -> Error {
+        Error::Invalid {
+            upstream: self.base.clone(),
+            why,
+        }
+    }
+}
+
+/// A Location resolved against the URL it answered.
+fn resolve(base: &str, location: &str) -> Option<String> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return Some(location.to_owned());
+    }
+    let uri: Uri = base.parse().ok()?;
+    let origin = format!("{}://{}", uri.scheme_str()?, uri.authority()?);
+    if location.starts_with('/') {
+        Some(format!("{origin}{location}"))
+    } else {
+        let path = uri.path();
+        let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+        Some(format!("{origin}{dir}{location}"))
+    }
+}
+
+/// An error with its causes, which hyper's client keeps in `source()`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_resolve_against_the_url_they_answered() {
+        let base = "https://r.example:5000/v2/a/blobs/sha256:x";
+        assert_eq!(
+            resolve(base, "https://cdn.example/b?sig=1").as_deref(),
+            Some("https://cdn.example/b?sig=1")
+        );
+        assert_eq!(
+            resolve(base, "/storage/b").as_deref(),
+            Some("https://r.example:5000/storage/b")
+        );
+        assert_eq!(
+            resolve(base, "c").as_deref(),
+            Some("https://r.example:5000/v2/a/blobs/c")
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! Pull-through: a namespace that caches an upstream registry, here a
+//! second berth on loopback. Manifests and blobs come from the upstream
+//! when first asked for and from the cache after; tags are asked again
+//! after the TTL; what is cached is served while the upstream is down;
+//! what is pushed into the namespace shadows the upstream's.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestRegistry;
+use common::http::{self, OCI_INDEX, assert_error};
+use serde_json::json;
+
+/// A berth whose namespace `up.test` caches `upstream`.
+fn mirror_of(upstream: &TestRegistry, ttl: Duration) -> TestRegistry {
+    let url = upstream.url();
+    TestRegistry::start_with(tempfile::tempdir().unwrap(), move |c| {
+        c.upstreams = vec![("up.test".into(), url)];
+        c.upstream_ttl = ttl;
+        c.upstream_timeout = Duration::from_secs(2);
+    })
+}
+
+#[track_caller]
+fn assert_serves(url: &str, body: &[u8]) {
+    let resp = http::get(url);
+    assert_eq!(resp.status, 200, "GET {url}: {resp:?}");
+    assert!(resp.body == body, "GET {url} served other bytes");
+}
+
+#[track_caller]
+fn assert_image(base: &str, repo: &str, reference: &str, image: &http::Image) {
+    assert_serves(&http::manifest_url(base, repo, reference), &image.manifest);
+    assert_serves(
+        &http::blob_url(base, repo, &image.config_digest),
+        &image.config,
+    );
+    assert_serves(
+        &http::blob_url(base, repo, &image.layer_digest),
+        &image.layer,
+    );
+}
+
+#[test]
+fn an_image_is_pulled_through_by_tag_and_digest_both_ways_in() {
+    let upstream = TestRegistry::start();
+    let image = http::push_image(&upstream.url(), "team/app", Some("1"), 1);
+    let mirror = mirror_of(&upstream, Duration::from_secs(60));
+    let base = mirror.url();
+
+    assert_image(&base, "up.test/team/app", "1", &image);
+    assert_image(&base, "up.test/team/app", &image.digest, &image);
+    // containerd's way in names the same content.
+    let ns = |url: String| http::with_query(&url, "ns=up.test");
+    assert_serves(
+        &ns(http::manifest_url(&base, "team/app", "1")),
+        &image.manifest,
+    );
+    assert_serves(
+        &ns(http::blob_url(&base, "team/app", &image.layer_digest)),
+        &image.layer,
+    );
+    let head = http::head(&http::manifest_url(&base, "up.test/team/app", "1"));
+    assert_eq!(
+        head.header("docker-content-digest"),
+        Some(image.digest.as_str())
+    );
+
+    // Cached: served with the upstream gone.
+    drop(upstream);
+    assert_image(&base, "up.test/team/app", &image.digest, &image);
+    let started = Instant::now();
+    assert_image(&base, "up.test/team/app", "1", &image);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a stale tag took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_blob_head_before_any_get_is_answered_with_its_size() {
+    let upstream = TestRegistry::start();
+    let image = http::push_image(&upstream.url(), "team/app", Some("1"), 2);
+    let mirror = mirror_of(&upstream, Duration::from_secs(60));
+    let resp = http::head(&http::blob_url(
+        &mirror.url(),
+        "up.test/team/app",
+        &image.layer_digest,
+    ));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(
+        resp.header("content-length"),
+        Some(image.layer.len().to_string().as_str())
+    );
+}
+
+#[test]
+fn an_index_and_its_children_come_when_asked_for() {
+    let upstream = TestRegistry::start();
+    let up = upstream.url();
+    let amd = http::push_image(&up, "team/multi", None, 3);
+    let arm = http::push_image(&up, "team/multi", None, 4);
+    let index = http::image_index(&[amd.descriptor(), arm.descriptor()]);
+    http::push_manifest(&up, "team/multi", "latest", OCI_INDEX, &index);
+    let mirror = mirror_of(&upstream, Duration::from_secs(60));
+    let base = mirror.url();
+
+    assert_serves(
+        &http::manifest_url(&base, "up.test/team/multi", "latest"),
+        &index,
+    );
+    assert_image(&base, "up.test/team/multi", &arm.digest, &arm);
+    drop(upstream);
+    // Only what was asked for is cached.
+    assert_image(&base, "up.test/team/multi", &arm.digest, &arm);
+    let resp = http::get(&http::manifest_url(
+        &base,
+        "up.test/team/multi",
+        &amd.digest,
+    ));
+    assert_error(&resp, 502, "UNAVAILABLE");
+}
+
+#[test]
+fn a_moved_tag_is_seen_once_the_ttl_passes() {
+    let upstream = TestRegistry::start();
+    let up = upstream.url();
+    let first = http::push_image(&up, "team/app", Some("1"), 5);
+    let mirror = mirror_of(&upstream, Duration::from_secs(2));
+    let base = mirror.url();
+    assert_serves(
+        &http::manifest_url(&base, "up.test/team/app", "1"),
+        &first.manifest,
+    );
+
+    let second = http::push_image(&up, "team/app", Some("1"), 6);
+    // Within the TTL the cached answer stands.
+    assert_serves(
+        &http::manifest_url(&base, "up.test/team/app", "1"),
+        &first.manifest,
+    );
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_image(&base, "up.test/team/app", "1", &second);
+
+    // Past the TTL with the upstream gone, the cached tag is served stale.
+    drop(upstream);
+    std::thread::sleep(Duration::from_millis(2200));
+    let started = Instant::now();
+    assert_image(&base, "up.test/team/app", "1", &second);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn what_is_pushed_into_the_namespace_shadows_the_upstream_until_deleted() {
+    let upstream = TestRegistry::start();
+    let theirs = http::push_image(&upstream.url(), "team/app", Some("1"), 7);
+    let mirror = mirror_of(&upstream, Duration::from_secs(60));
+    let base = mirror.url();
+    assert_serves(
+        &http::manifest_url(&base, "up.test/team/app", "1"),
+        &theirs.manifest,
+    );
+
+    let ours = http::push_image(&base, "up.test/team/app", Some("1"), 8);
+    assert_image(&base, "up.test/team/app", "1", &ours);
+    let tags = http::get(&format!("{base}/v2/up.test/team/app/tags/list")).json();
+    assert_eq!(tags["tags"], json!(["1"]));
+
+    let resp = http::delete(&http::manifest_url(&base, "up.test/team/app", "1"));
+    assert_eq!(resp.status, 202, "{resp:?}");
+    assert_image(&base, "up.test/team/app", "1", &theirs);
+}
+
+#[test]
+fn what_the_upstream_lacks_is_404_and_an_upstream_that_is_down_fails_fast() {
+    let upstream = TestRegistry::start();
+    let image = http::push_image(&upstream.url(), "team/app", Some("1"), 9);
+    let mirror = mirror_of(&upstream, Duration::from_secs(60));
+    let base = mirror.url();
+    assert_error(
+        &http::get(&http::manifest_url(&base, "up.test/team/app", "nope")),
+        404,
+        "MANIFEST_UNKNOWN",
+    );
+    let missing = http::sha256_digest(b"not at the upstream");
+    assert_error(
+        &http::get(&http::blob_url(&base, "up.test/team/app", &missing)),
+        404,
+        "BLOB_UNKNOWN",
+    );
+
+    drop(upstream);
+    let started = Instant::now();
+    let resp = http::get(&http::manifest_url(
+        &base,
+        "up.test/team/app",
+        &image.digest,
+    ));
+    assert_error(&resp, 502, "UNAVAILABLE");
+    assert!(
+        resp.text().contains("127.0.0.1"),
+        "the error names the upstream: {resp:?}"
+    );
+    let resp = http::get(&http::blob_url(
+        &base,
+        "up.test/team/app",
+        &image.layer_digest,
+    ));
+    assert_error(&resp, 502, "UNAVAILABLE");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_namespace_without_an_upstream_and_the_default_one_never_ask_it() {
+    let upstream = TestRegistry::start();
+    let image = http::push_image(&upstream.url(), "team/app", Some("1"), 10);
+    let mirror = mirror_of(&upstream, Duration::from_secs(60));
+    let base = mirror.url();
+    for repo in ["team/app", "other.test/team/app"] {
+        assert_error(
+            &http::get(&http::manifest_url(&base, repo, "1")),
+            404,
+            "MANIFEST_UNKNOWN",
+        );
+        let resp = http::head(&http::blob_url(&base, repo, &image.layer_digest));
+        assert_eq!(resp.status, 404, "{repo}");
+    }
+}
+
+#[test]
+fn an_upstream_namespace_must_name_a_host_and_come_once() {
+    for upstreams in [
+        vec![("not_a_host".to_owned(), "http://127.0.0.1:1".to_owned())],
+        vec![
+            ("up.test".to_owned(), "http://127.0.0.1:1".to_owned()),
+            ("up.test".to_owned(), "http://127.0.0.1:2".to_owned()),
+        ],
+        vec![("up.test".to_owned(), "ftp://127.0.0.1:1".to_owned())],
+    ] {
+        let data = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut config = berth::Config::new(data.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.upstreams = upstreams.clone();
+        let started = runtime.block_on(berth::Registry::start(config));
+        assert!(started.is_err(), "{upstreams:?} started");
+    }
+}
