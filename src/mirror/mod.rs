@@ -162,12 +162,22 @@ impl Mirror {
             .await?
             .ok_or(store::Error::ManifestUnknown)?;
         let (r, d, t) = (repo.clone(), digest.clone(), tag.cloned());
-        self.blocking(move |s| {
-            s.cache_manifest(&r, &d, Some(&fetched.media_type), fetched.body, t.as_ref())?;
-            s.get_manifest(&r, &Reference::Digest(d))
-        })
-        .await
-        .inspect_err(|e| log::warn!("{}: {digest} from the upstream: {e}", self.upstream.url()))
+        let stored = self
+            .blocking(move |s| {
+                s.cache_manifest(&r, &d, Some(&fetched.media_type), fetched.body, t.as_ref())?;
+                s.get_manifest(&r, &Reference::Digest(d))
+            })
+            .await;
+        match stored {
+            // What the upstream sent is its fault, not the client's request's.
+            Err(Error::Store(
+                e @ (store::Error::DigestMismatch { .. } | store::Error::ManifestInvalid(_)),
+            )) => {
+                log::warn!("{}: {digest}: {e}", self.upstream.url());
+                Err(self.upstream.invalid(format!("{digest}: {e}")).into())
+            }
+            stored => stored,
+        }
     }
 
     fn fresh(&self, repo: &RepoName, tag: &Tag) -> bool {

@@ -447,7 +447,8 @@ impl Upstream {
         }
     }
 
-    fn invalid(&self, why: String) -> Error {
+    /// The error for an answer that is wrong, here or once checked.
+    pub fn invalid(&self, why: String) -> Error {
         Error::Invalid {
             upstream: self.base.clone(),
             why,

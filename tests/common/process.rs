@@ -36,13 +36,19 @@ impl ServerProcess {
     /// (stderr) appended to `log`, and waits for the `berth listening on`
     /// line. Panics (after killing the child) if it does not come.
     pub fn start(data: &Path, log: &Path) -> ServerProcess {
+        Self::start_with(data, log, &[])
+    }
+
+    /// As [`ServerProcess::start`], with more `berth serve` arguments.
+    pub fn start_with(data: &Path, log: &Path, extra: &[&str]) -> ServerProcess {
         let log_file = File::options()
             .create(true)
             .append(true)
             .open(log)
             .expect("open server log");
-        let data_arg = [OsStr::new("--data"), data.as_os_str()];
-        let (mut child, url) = spawn_serve(data_arg, "info", log_file, log);
+        let mut args = vec![OsStr::new("--data"), data.as_os_str()];
+        args.extend(extra.iter().map(OsStr::new));
+        let (mut child, url) = spawn_serve(args, "info", log_file, log);
         let addr = url
             .strip_prefix("http://")
             .and_then(|a| a.parse().ok())

@@ -1,0 +1,358 @@
+//! Pull-through from an upstream that misbehaves: a small registry in this
+//! file serves one image and can corrupt, cut or stall a blob. Nothing
+//! wrong is ever stored or completed; a failed fetch leaves nothing, so the
+//! next pull fetches again; many clients asking at once cause one fetch;
+//! and a kill -9 during a fetch leaves nothing partial visible.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::TestRegistry;
+use common::http::{self, OCI_MANIFEST};
+use common::process::ServerProcess;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Whole,
+    /// One byte of the blob flipped.
+    Corrupt,
+    /// The connection closed halfway through the blob.
+    Cut,
+    /// Half the blob, then nothing for a minute.
+    Stall,
+}
+
+/// A registry that serves what it is given, the way it is told to.
+struct FakeUpstream {
+    addr: SocketAddr,
+    state: Arc<State>,
+}
+
+struct State {
+    manifests: Mutex<HashMap<String, (String, Vec<u8>)>>,
+    blobs: Mutex<HashMap<String, Vec<u8>>>,
+    mode: Mutex<Mode>,
+    /// Blob GETs answered, by digest.
+    blob_gets: Mutex<HashMap<String, usize>>,
+    /// Held before a blob's body, so that concurrent askers overlap.
+    delay: Mutex<Duration>,
+    open: AtomicUsize,
+    stop: AtomicBool,
+}
+
+impl FakeUpstream {
+    fn start() -> FakeUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            manifests: Mutex::new(HashMap::new()),
+            blobs: Mutex::new(HashMap::new()),
+            mode: Mutex::new(Mode::Whole),
+            blob_gets: Mutex::new(HashMap::new()),
+            delay: Mutex::new(Duration::ZERO),
+            open: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let shared = Arc::clone(&state);
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            // Bounded: the test process ends, or stop is set on drop.
+            while !shared.stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let state = Arc::clone(&shared);
+                        std::thread::spawn(move || serve(stream, &state));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        FakeUpstream { addr, state }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn add_image(&self, repo: &str, tag: &str, image: &http::Image) {
+        let mut manifests = self.state.manifests.lock().unwrap();
+        for reference in [tag, image.digest.as_str()] {
+            manifests.insert(
+                format!("/v2/{repo}/manifests/{reference}"),
+                (image.digest.clone(), image.manifest.clone()),
+            );
+        }
+        let mut blobs = self.state.blobs.lock().unwrap();
+        blobs.insert(image.config_digest.clone(), image.config.clone());
+        blobs.insert(image.layer_digest.clone(), image.layer.clone());
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        *self.state.mode.lock().unwrap() = mode;
+    }
+
+    fn set_delay(&self, delay: Duration) {
+        *self.state.delay.lock().unwrap() = delay;
+    }
+
+    fn blob_gets(&self, digest: &str) -> usize {
+        self.state
+            .blob_gets
+            .lock()
+            .unwrap()
+            .get(digest)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(mut stream: TcpStream, state: &State) {
+    state.open.fetch_add(1, Ordering::Relaxed);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut words = head.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let reply = |stream: &mut TcpStream, status: &str, headers: &str, body: &[u8]| {
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes());
+        if method != "HEAD" {
+            let _ = stream.write_all(body);
+        }
+    };
+    if let Some((digest, body)) = state.manifests.lock().unwrap().get(path).cloned() {
+        let headers =
+            format!("Content-Type: {OCI_MANIFEST}\r\nDocker-Content-Digest: {digest}\r\n");
+        return reply(&mut stream, "200 OK", &headers, &body);
+    }
+    let digest = path.rsplit('/').next().unwrap_or("").to_owned();
+    let blob = state.blobs.lock().unwrap().get(&digest).cloned();
+    let Some(mut blob) = blob.filter(|_| path.contains("/blobs/")) else {
+        return reply(&mut stream, "404 Not Found", "", b"{\"errors\":[]}");
+    };
+    if method == "HEAD" {
+        return reply(&mut stream, "200 OK", "", &blob);
+    }
+    *state.blob_gets.lock().unwrap().entry(digest).or_default() += 1;
+    let mode = *state.mode.lock().unwrap();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        blob.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    std::thread::sleep(*state.delay.lock().unwrap());
+    let half = blob.len() / 2;
+    match mode {
+        Mode::Whole => {
+            let _ = stream.write_all(&blob);
+        }
+        Mode::Corrupt => {
+            blob[half] ^= 0xff;
+            let _ = stream.write_all(&blob);
+        }
+        Mode::Cut => {
+            let _ = stream.write_all(&blob[..half]);
+        }
+        Mode::Stall => {
+            let _ = stream.write_all(&blob[..half]);
+            let _ = stream.flush();
+            // Bounded, and cut short when the test ends.
+            for _ in 0..600 {
+                if state.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// An image with a layer of `size` bytes, loaded into `upstream` as `team/app:1`.
+fn image_of(upstream: &FakeUpstream, seed: u64, size: usize) -> http::Image {
+    let mut image = http::build_image(seed);
+    image.layer = http::random_bytes(size, seed);
+    image.layer_digest = http::sha256_digest(&image.layer);
+    image.manifest = http::image_manifest(
+        &http::descriptor(http::OCI_CONFIG, &image.config),
+        &[http::descriptor(http::OCI_LAYER, &image.layer)],
+    );
+    image.digest = http::sha256_digest(&image.manifest);
+    upstream.add_image("team/app", "1", &image);
+    image
+}
+
+fn mirror_of(upstream: &FakeUpstream) -> TestRegistry {
+    let url = upstream.url();
+    TestRegistry::start_with(tempfile::tempdir().unwrap(), move |c| {
+        c.upstreams = vec![("up.test".into(), url)];
+        c.upstream_timeout = Duration::from_secs(1);
+    })
+}
+
+/// A GET of the layer through the mirror: `Ok` with the bytes only when a
+/// whole, well-framed response came.
+fn get_layer(base: &str, image: &http::Image) -> Result<Vec<u8>, String> {
+    let url = http::blob_url(base, "up.test/team/app", &image.layer_digest);
+    match http::try_request_within("GET", &url, &[], b"", Duration::from_secs(20)) {
+        Ok(resp) if resp.status == 200 => Ok(resp.body),
+        Ok(resp) => Err(format!("HTTP {}", resp.status)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[test]
+fn corrupt_cut_or_stalled_blobs_are_never_stored_or_completed() {
+    let upstream = FakeUpstream::start();
+    let image = image_of(&upstream, 1, 3 << 20);
+    let mirror = mirror_of(&upstream);
+    let base = mirror.url();
+    for (round, mode) in [Mode::Corrupt, Mode::Cut, Mode::Stall]
+        .into_iter()
+        .enumerate()
+    {
+        upstream.set_mode(mode);
+        let started = Instant::now();
+        let got = get_layer(&base, &image);
+        assert!(got.is_err(), "{mode:?}: the mirror completed a body");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{mode:?}: took {:?}",
+            started.elapsed()
+        );
+        // Nothing was kept: the next pull fetches again.
+        let _ = get_layer(&base, &image);
+        assert_eq!(
+            upstream.blob_gets(&image.layer_digest),
+            2 * (round + 1),
+            "{mode:?}"
+        );
+    }
+    upstream.set_mode(Mode::Whole);
+    assert_eq!(
+        get_layer(&base, &image).as_deref(),
+        Ok(image.layer.as_slice())
+    );
+    assert_eq!(
+        get_layer(&base, &image).as_deref(),
+        Ok(image.layer.as_slice())
+    );
+    assert_eq!(
+        upstream.blob_gets(&image.layer_digest),
+        7,
+        "the good copy is cached"
+    );
+}
+
+#[test]
+fn a_manifest_whose_bytes_are_not_its_digest_is_refused_as_the_upstreams_fault() {
+    let upstream = FakeUpstream::start();
+    let image = image_of(&upstream, 2, 1000);
+    let other = http::build_image(3);
+    // The tag's HEAD names one digest; the manifest served is another.
+    upstream.state.manifests.lock().unwrap().insert(
+        format!("/v2/team/app/manifests/{}", image.digest),
+        (image.digest.clone(), other.manifest.clone()),
+    );
+    let mirror = mirror_of(&upstream);
+    let base = mirror.url();
+    for reference in ["1", image.digest.as_str()] {
+        let resp = http::get(&http::manifest_url(&base, "up.test/team/app", reference));
+        http::assert_error(&resp, 502, "UNAVAILABLE");
+    }
+}
+
+#[test]
+fn many_clients_asking_for_one_uncached_blob_cause_one_fetch() {
+    let upstream = FakeUpstream::start();
+    let image = image_of(&upstream, 4, 8 << 20);
+    upstream.set_delay(Duration::from_millis(500));
+    let mirror = mirror_of(&upstream);
+    let base = mirror.url();
+    let image = Arc::new(image);
+    let pulls: Vec<_> = (0..32)
+        .map(|_| {
+            let (base, image) = (base.clone(), Arc::clone(&image));
+            std::thread::spawn(move || get_layer(&base, &image))
+        })
+        .collect();
+    for pull in pulls {
+        let got = pull.join().unwrap();
+        assert!(
+            got.as_deref() == Ok(image.layer.as_slice()),
+            "a pull failed: {:?}",
+            got.err()
+        );
+    }
+    assert_eq!(upstream.blob_gets(&image.layer_digest), 1);
+}
+
+#[test]
+fn a_kill_during_a_fetch_leaves_nothing_and_the_next_pull_fetches_again() {
+    let upstream = FakeUpstream::start();
+    let image = image_of(&upstream, 5, 4 << 20);
+    upstream.set_mode(Mode::Stall);
+    let dir = tempfile::tempdir().unwrap();
+    let (data, log) = (dir.path().join("data"), dir.path().join("log"));
+    let args = [
+        "--upstream",
+        &format!("up.test={}", upstream.url()),
+        "--upstream-timeout",
+        "30s",
+    ];
+    let server = ServerProcess::start_with(&data, &log, &args);
+    let url = http::blob_url(&server.url(), "up.test/team/app", &image.layer_digest);
+    let fetching = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            http::try_request_within("GET", &url, &[], b"", Duration::from_secs(10))
+        })
+    };
+    // Wait until half the blob is in the upload file, then kill.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while upstream.blob_gets(&image.layer_digest) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    server.kill();
+    let _ = fetching.join();
+
+    upstream.set_mode(Mode::Whole);
+    let server = ServerProcess::start_with(&data, &log, &args);
+    let url = http::blob_url(&server.url(), "up.test/team/app", &image.layer_digest);
+    let resp = http::get(&url);
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(
+        resp.body == image.layer,
+        "the blob after the kill has other bytes"
+    );
+    assert_eq!(
+        upstream.blob_gets(&image.layer_digest),
+        2,
+        "the next pull fetched again"
+    );
+    server.stop();
+}
