@@ -78,6 +78,10 @@ struct Serve {
     /// also remove manifests that no tag names and nothing kept needs
     #[argh(switch)]
     untagged: bool,
+    /// manifests a pull-through cache fetched and nobody pulled for this
+    /// long are removed, with their blobs (default 7d; 0s: never)
+    #[argh(option, from_str_fn(parse_duration), default = "WEEK")]
+    cache_expiration: Duration,
     /// turn auth on: users and bcrypt hashes in htpasswd format
     #[argh(option)]
     htpasswd: Option<PathBuf>,
@@ -172,9 +176,14 @@ struct Prune {
     /// also remove manifests that no tag names and nothing kept needs
     #[argh(switch)]
     untagged: bool,
+    /// manifests a pull-through cache fetched and nobody pulled for this
+    /// long are removed, with their blobs (default 7d; 0s: never)
+    #[argh(option, from_str_fn(parse_duration), default = "WEEK")]
+    cache_expiration: Duration,
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
+const WEEK: Duration = Duration::from_secs(7 * 86_400);
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     berth::config::parse_duration(s)
@@ -246,6 +255,7 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
             args.manifest_expiration,
             args.grace,
             args.untagged,
+            args.cache_expiration,
         );
         config.auth = match args.htpasswd {
             Some(htpasswd) => {
@@ -301,12 +311,14 @@ fn prune_policy(
     manifest_expiration: Option<Duration>,
     grace: Duration,
     untagged: bool,
+    cache_expiration: Duration,
 ) -> Policy {
     Policy {
         upload_expiration,
         manifest_expiration,
         grace,
         untagged,
+        cache_expiration: (!cache_expiration.is_zero()).then_some(cache_expiration),
     }
 }
 
@@ -340,6 +352,7 @@ fn run_prune(args: Prune) -> std::io::Result<ExitCode> {
         args.manifest_expiration,
         args.grace,
         args.untagged,
+        args.cache_expiration,
     );
     let report = store
         .prune(&policy, args.dry_run)

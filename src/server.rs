@@ -310,6 +310,11 @@ fn mirrors(store: &Arc<Store>, config: &Config) -> io::Result<Mirrors> {
     let policy = crate::mirror::Policy {
         ttl: config.upstream_ttl,
         max_manifest_bytes: config.max_manifest_bytes,
+        // Often enough that the expiration is off by a tenth at most.
+        note_pulls_every: config
+            .prune
+            .cache_expiration
+            .map(|e| (e / 10).min(Duration::from_secs(3600))),
     };
     if config.upstreams.is_empty() {
         return Mirrors::new(store, &[], None, policy);

@@ -256,3 +256,62 @@ fn an_upstream_namespace_must_name_a_host_and_come_once() {
         assert!(started.is_err(), "{upstreams:?} started");
     }
 }
+
+/// Runs `berth prune ARGS` on a stopped registry's data directory.
+fn prune(data: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("prune")
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn cached_content_nobody_pulls_expires_and_what_was_pushed_stays() {
+    let upstream = TestRegistry::start();
+    let up = upstream.url();
+    let stale = http::push_image(&up, "team/old", Some("1"), 11);
+    let fresh = http::push_image(&up, "team/new", Some("1"), 12);
+    // The server writes pulls down often enough for a 3 s expiration.
+    let mirror = TestRegistry::start_with(tempfile::tempdir().unwrap(), move |c| {
+        c.upstreams = vec![("up.test".into(), up)];
+        c.prune.cache_expiration = Some(Duration::from_secs(3));
+    });
+    let base = mirror.url();
+    assert_image(&base, "up.test/team/old", "1", &stale);
+    assert_image(&base, "up.test/team/new", "1", &fresh);
+    let ours = http::push_image(&base, "up.test/team/ours", Some("1"), 13);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Pulled again: its clock starts over.
+    assert_image(&base, "up.test/team/new", "1", &fresh);
+    // The pull is written down beside the answer, not before it.
+    std::thread::sleep(Duration::from_millis(300));
+    let data = mirror.stop();
+
+    let kept = prune(data.path(), &["--grace", "0s", "--cache-expiration", "3s"]);
+    assert!(kept.contains("0 manifests, 0 tags, 0 blobs"), "{kept}");
+    std::thread::sleep(Duration::from_millis(2000));
+    let out = prune(data.path(), &["--grace", "0s", "--cache-expiration", "3s"]);
+    assert!(out.contains("1 manifests, 1 tags, 2 blobs"), "{out}");
+
+    drop(upstream);
+    let mirror = TestRegistry::start_in(data);
+    let base = mirror.url();
+    let resp = http::get(&http::manifest_url(
+        &base,
+        "up.test/team/old",
+        &stale.digest,
+    ));
+    assert_eq!(resp.status, 404, "{resp:?}");
+    assert_image(&base, "up.test/team/new", &fresh.digest, &fresh);
+    assert_image(&base, "up.test/team/ours", "1", &ours);
+}

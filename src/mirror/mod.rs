@@ -40,7 +40,13 @@ pub struct Policy {
     /// How long an answer about a tag is trusted before the upstream is asked again.
     pub ttl: Duration,
     pub max_manifest_bytes: usize,
+    /// How often a pull of a cached manifest is written down, for the
+    /// cache expiration; `None`: cached manifests never expire.
+    pub note_pulls_every: Option<Duration>,
 }
+
+/// Pull records kept in memory before old ones are dropped.
+const NOTED_MAX: usize = 10_000;
 
 impl Mirrors {
     /// `upstreams`: namespace and the URL of the registry it caches.
@@ -61,6 +67,7 @@ impl Mirrors {
                 store: Arc::clone(store),
                 policy: policy.clone(),
                 checked: Mutex::new(HashMap::new()),
+                noted: Mutex::new(HashMap::new()),
                 flights: Mutex::new(HashMap::new()),
             };
             by_namespace.insert(namespace.clone(), Arc::new(mirror));
@@ -81,6 +88,8 @@ pub struct Mirror {
     policy: Policy,
     /// When each (repository, tag) was last asked of the upstream.
     checked: Mutex<HashMap<(String, String), Instant>>,
+    /// When each (repository, manifest) pull was last written down.
+    noted: Mutex<HashMap<(String, String), Instant>>,
     /// One lock per thing being fetched: the first asker fetches, the
     /// others wait and then find it stored.
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -118,10 +127,36 @@ impl Mirror {
 
     /// A manifest by tag or digest, from the cache or the upstream.
     pub async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest> {
-        match reference {
+        let manifest = match reference {
             Reference::Digest(digest) => self.manifest_by_digest(repo, digest).await,
             Reference::Tag(tag) => self.manifest_by_tag(repo, tag).await,
+        }?;
+        self.note_pull(repo, &manifest.digest);
+        Ok(manifest)
+    }
+
+    /// Writes down, now and then, that a cached manifest was pulled.
+    fn note_pull(&self, repo: &RepoName, digest: &Digest) {
+        let Some(every) = self.policy.note_pulls_every else {
+            return;
+        };
+        let key = (repo.as_str().to_owned(), digest.to_string());
+        {
+            let mut noted = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+            if noted.get(&key).is_some_and(|at| at.elapsed() < every) {
+                return;
+            }
+            if noted.len() >= NOTED_MAX {
+                noted.retain(|_, at| at.elapsed() < every);
+            }
+            noted.insert(key, Instant::now());
         }
+        let (store, pull) = (Arc::clone(&self.store), (repo.clone(), digest.clone()));
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.note_pulls(vec![pull]) {
+                log::warn!("writing down a pull: {e}");
+            }
+        });
     }
 
     async fn stored(&self, repo: &RepoName, digest: &Digest) -> Result<Option<StoredManifest>> {

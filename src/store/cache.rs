@@ -68,6 +68,8 @@ impl Store {
         self.write(None, move |txn| {
             let (r, d) = (r.as_str(), d.as_str());
             let mut manifests = txn.open_table(meta::MANIFESTS)?;
+            txn.open_table(meta::CACHE_PULLS)?
+                .insert((r, d), meta::now())?;
             if manifests.get((r, d))?.is_none() {
                 manifests.insert((r, d), meta::encode(&row).as_slice())?;
                 let mut refs = txn.open_table(meta::BLOB_REFS)?;
@@ -91,6 +93,25 @@ impl Store {
             }
             drop(manifests);
             links::remember(txn, r)?;
+            Ok(())
+        })
+    }
+}
+
+impl Store {
+    /// Records that cached manifests were pulled now, so the cache
+    /// expiration counts from now. Manifests pushed here have no such
+    /// record and are left alone.
+    pub fn note_pulls(&self, pulls: Vec<(RepoName, Digest)>) -> Result<()> {
+        self.write(None, move |txn| {
+            let mut table = txn.open_table(meta::CACHE_PULLS)?;
+            let now = meta::now();
+            for (repo, digest) in &pulls {
+                let key = (repo.as_str(), digest.as_str());
+                if table.get(key)?.is_some() {
+                    table.insert(key, now)?;
+                }
+            }
             Ok(())
         })
     }

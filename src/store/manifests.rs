@@ -119,6 +119,8 @@ impl Store {
             }
             txn.open_table(meta::MANIFESTS)?
                 .insert((r, d), meta::encode(&row).as_slice())?;
+            // Pushed here, it is ours, whatever the cache fetched before.
+            txn.open_table(meta::CACHE_PULLS)?.remove((r, d))?;
             if let Some(tag) = &tag {
                 txn.open_table(meta::TAGS)?.insert((r, tag.as_str()), d)?;
                 // Pushed here, the tag is ours: it shadows any upstream's.
@@ -200,6 +202,7 @@ impl Store {
                         upstream_tags.remove((r, tag.as_str()))?;
                     }
                     drop(upstream_tags);
+                    txn.open_table(meta::CACHE_PULLS)?.remove((r, d))?;
                     let mut refs = txn.open_table(meta::BLOB_REFS)?;
                     for blob in &row.blobs {
                         refs.remove((blob.as_str(), r, d))?;

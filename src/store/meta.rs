@@ -31,6 +31,10 @@ pub const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags
 /// its upstream. A push of the tag removes its row: from then on the tag is
 /// this registry's own and shadows the upstream's until it is deleted.
 pub const UPSTREAM_TAGS: TableDefinition<(&str, &str), u64> = TableDefinition::new("upstream_tags");
+/// (repository, manifest digest) -> last pulled: manifests a pull-through
+/// cache fetched from its upstream. Those not pulled for the cache
+/// expiration are pruned; a push of the same manifest removes its row.
+pub const CACHE_PULLS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cache_pulls");
 /// (repository, subject digest, referrer digest): the referrers relation.
 pub const REFERRERS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("referrers");
 

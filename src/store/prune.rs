@@ -30,6 +30,10 @@ pub struct Policy {
     pub grace: Duration,
     /// Also remove manifests that no tag names (and nothing kept needs).
     pub untagged: bool,
+    /// Manifests a pull-through cache fetched and nobody pulled for this
+    /// long are removed, with the upstream's tags on them; what was pushed
+    /// here is not. `None`: cached manifests stay.
+    pub cache_expiration: Option<Duration>,
 }
 
 impl Default for Policy {
@@ -39,6 +43,7 @@ impl Default for Policy {
             manifest_expiration: None,
             grace: Duration::from_secs(3600),
             untagged: false,
+            cache_expiration: Some(Duration::from_secs(7 * 86_400)),
         }
     }
 }
@@ -300,13 +305,42 @@ fn prune_repo_manifests(
         }
     }
 
+    // What a pull-through cache fetched, and which tags it took from its
+    // upstream: the rest was pushed here.
+    let mut pulled: HashMap<String, u64> = HashMap::new();
+    for entry in txn
+        .open_table(meta::CACHE_PULLS)?
+        .range((repo, "")..=(repo, meta::MAX_STR))?
+    {
+        let (key, at) = entry?;
+        pulled.insert(key.value().1.to_owned(), at.value());
+    }
+    let mut upstream_tags: BTreeSet<String> = BTreeSet::new();
+    for entry in txn
+        .open_table(meta::UPSTREAM_TAGS)?
+        .range((repo, "")..=(repo, meta::MAX_STR))?
+    {
+        upstream_tags.insert(entry?.0.value().1.to_owned());
+    }
+    let cache_cutoff = policy.cache_expiration.map(|e| meta::ago(now, e));
+    let stale = |digest: &str| {
+        cache_cutoff.is_some_and(|cutoff| pulled.get(digest).is_some_and(|at| *at <= cutoff))
+    };
+    let tagged_here = |digest: &str| {
+        tags.get(digest)
+            .is_some_and(|names| names.iter().any(|t| !upstream_tags.contains(t)))
+    };
+
     let expired = |row: &ManifestRow| expiry_cutoff.is_some_and(|cutoff| row.created <= cutoff);
     // A tag is always a root, and without the untagged policy so is every
     // unexpired manifest, referrer or not: OCI lets an artifact arrive
-    // before its subject, or without one.
+    // before its subject, or without one. What the cache fetched and nobody
+    // pulled lately is no root, unless a tag pushed here names it.
     let root = |digest: &str, row: &ManifestRow| {
         row.created > grace_cutoff
-            || (!expired(row) && (tags.contains_key(digest) || !policy.untagged))
+            || (!expired(row)
+                && (tagged_here(digest)
+                    || (!stale(digest) && (tags.contains_key(digest) || !policy.untagged))))
     };
     let mut kept: BTreeSet<&str> = BTreeSet::new();
     let mut queue: VecDeque<&str> = VecDeque::new();
@@ -336,13 +370,17 @@ fn prune_repo_manifests(
     let mut removed = false;
     let mut edges = txn.open_table(meta::REFERRERS)?;
     let mut refs = txn.open_table(meta::BLOB_REFS)?;
+    let mut pulls_table = txn.open_table(meta::CACHE_PULLS)?;
+    let mut upstream_tags_table = txn.open_table(meta::UPSTREAM_TAGS)?;
     for (digest, row) in &rows {
         if kept.contains(digest.as_str()) {
             continue;
         }
         manifests_table.remove((repo, digest.as_str()))?;
+        pulls_table.remove((repo, digest.as_str()))?;
         for tag in tags.get(digest).into_iter().flatten() {
             tags_table.remove((repo, tag.as_str()))?;
+            upstream_tags_table.remove((repo, tag.as_str()))?;
             report.tags += 1;
             report.items.push(format!("tag {repo}:{tag}"));
         }
@@ -356,7 +394,14 @@ fn prune_repo_manifests(
         report.items.push(format!("manifest {repo}@{digest}"));
         removed = true;
     }
-    drop((manifests_table, tags_table, edges, refs));
+    drop((
+        manifests_table,
+        tags_table,
+        edges,
+        refs,
+        pulls_table,
+        upstream_tags_table,
+    ));
     Ok(links::forget_if_empty(txn, repo)? || removed)
 }
 
