@@ -315,3 +315,53 @@ fn cached_content_nobody_pulls_expires_and_what_was_pushed_stays() {
     assert_image(&base, "up.test/team/new", &fresh.digest, &fresh);
     assert_image(&base, "up.test/team/ours", "1", &ours);
 }
+
+#[test]
+fn the_upstreams_referrers_are_listed_and_cached() {
+    let upstream = TestRegistry::start();
+    let up = upstream.url();
+    let image = http::push_image(&up, "team/app", Some("1"), 14);
+    http::push_blob(&up, "team/app", b"{}");
+    let signature = b"a signature".to_vec();
+    http::push_blob(&up, "team/app", &signature);
+    let artifact = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": http::OCI_MANIFEST,
+        "artifactType": "application/vnd.example.sig",
+        "config": http::descriptor(http::OCI_EMPTY, b"{}"),
+        "layers": [http::descriptor("application/octet-stream", &signature)],
+        "subject": image.descriptor(),
+    }))
+    .unwrap();
+    let artifact_digest = http::sha256_digest(&artifact);
+    http::push_manifest(
+        &up,
+        "team/app",
+        &artifact_digest,
+        http::OCI_MANIFEST,
+        &artifact,
+    );
+    let mirror = mirror_of(&upstream, Duration::from_secs(60));
+    let base = mirror.url();
+
+    let list = |base: &str| {
+        let resp = http::get(&format!(
+            "{base}/v2/up.test/team/app/referrers/{}",
+            image.digest
+        ));
+        assert_eq!(resp.status, 200, "{resp:?}");
+        resp.json()["manifests"].clone()
+    };
+    let listed = list(&base);
+    assert_eq!(listed[0]["digest"], json!(artifact_digest), "{listed}");
+    assert_eq!(
+        listed[0]["artifactType"],
+        json!("application/vnd.example.sig")
+    );
+    drop(upstream);
+    assert_eq!(list(&base)[0]["digest"], json!(artifact_digest));
+    assert_serves(
+        &http::manifest_url(&base, "up.test/team/app", &artifact_digest),
+        &artifact,
+    );
+}

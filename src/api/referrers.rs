@@ -9,6 +9,9 @@ use crate::oci::{Digest, RepoName};
 
 pub async fn list<B>(api: &Api, req: &Request<B>, name: RepoName, subject: Digest) -> Handled {
     let filter = query_param(&query(req), "artifactType").filter(|t| !t.is_empty());
+    if let Some(mirror) = api.mirrors.for_repo(&name) {
+        mirror.refresh_referrers(&name, &subject).await?;
+    }
     let f = filter.clone();
     let referrers = api
         .store(move |s| s.referrers(&name, &subject, f.as_deref()))

@@ -86,7 +86,7 @@ pub struct Mirror {
     upstream: Upstream,
     store: Arc<Store>,
     policy: Policy,
-    /// When each (repository, tag) was last asked of the upstream.
+    /// When each (repository, tag or referrers) was last asked of the upstream.
     checked: Mutex<HashMap<(String, String), Instant>>,
     /// When each (repository, manifest) pull was last written down.
     noted: Mutex<HashMap<(String, String), Instant>>,
@@ -215,21 +215,20 @@ impl Mirror {
         }
     }
 
-    fn fresh(&self, repo: &RepoName, tag: &Tag) -> bool {
+    /// Whether the upstream was asked about `what` (a tag, or a subject's
+    /// referrers) within the TTL.
+    fn fresh(&self, repo: &RepoName, what: &str) -> bool {
         let checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
         checked
-            .get(&(repo.as_str().to_owned(), tag.as_str().to_owned()))
+            .get(&(repo.as_str().to_owned(), what.to_owned()))
             .is_some_and(|at| at.elapsed() < self.policy.ttl)
     }
 
-    fn mark_checked(&self, repo: &RepoName, tag: &Tag) {
+    fn mark_checked(&self, repo: &RepoName, what: &str) {
         self.checked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                (repo.as_str().to_owned(), tag.as_str().to_owned()),
-                Instant::now(),
-            );
+            .insert((repo.as_str().to_owned(), what.to_owned()), Instant::now());
     }
 
     async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<StoredManifest> {
@@ -242,14 +241,14 @@ impl Mirror {
             Some(target) if !target.from_upstream => {
                 return self.cached(repo, &target.digest).await;
             }
-            Some(target) if self.fresh(repo, tag) => {
+            Some(target) if self.fresh(repo, &format!("tag {}", tag.as_str())) => {
                 return self.cached(repo, &target.digest).await;
             }
             _ => {}
         }
         let _flight = self.flight(format!("tag {repo:?} {tag:?}")).await;
         if let Some(target) = &target
-            && self.fresh(repo, tag)
+            && self.fresh(repo, &format!("tag {}", tag.as_str()))
         {
             return self.cached(repo, &target.digest).await;
         }
@@ -282,8 +281,48 @@ impl Mirror {
             }
             None => self.fetch_manifest(repo, &digest, Some(tag)).await?,
         };
-        self.mark_checked(repo, tag);
+        self.mark_checked(repo, &format!("tag {}", tag.as_str()));
         Ok(manifest)
+    }
+
+    /// Brings the upstream's referrers of `subject` into the cache (at
+    /// most once per TTL), so the local referrers list holds them. An
+    /// upstream that fails leaves the list as cached.
+    pub async fn refresh_referrers(&self, repo: &RepoName, subject: &Digest) -> Result<()> {
+        let key = format!("referrers {subject}");
+        if self.fresh(repo, &key) {
+            return Ok(());
+        }
+        let _flight = self
+            .flight(format!("referrers {} {subject}", repo.as_str()))
+            .await;
+        if self.fresh(repo, &key) {
+            return Ok(());
+        }
+        let listed = self
+            .upstream
+            .referrers(
+                self.upstream_repo(repo),
+                subject,
+                self.policy.max_manifest_bytes,
+            )
+            .await;
+        let digests = match listed {
+            Ok(digests) => digests.unwrap_or_default(),
+            Err(e) => {
+                log::warn!("referrers of {subject} served as cached: {e}");
+                return Ok(());
+            }
+        };
+        for digest in digests {
+            if self.stored(repo, &digest).await?.is_none()
+                && let Err(e) = self.fetch_manifest(repo, &digest, None).await
+            {
+                log::warn!("referrer {digest} of {subject}: {e}");
+            }
+        }
+        self.mark_checked(repo, &key);
+        Ok(())
     }
 
     async fn cached(&self, repo: &RepoName, digest: &Digest) -> Result<StoredManifest> {

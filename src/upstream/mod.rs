@@ -231,6 +231,43 @@ impl Upstream {
         Ok(Some(Manifest { media_type, body }))
     }
 
+    /// The digests of the manifests whose subject is `subject`, from the
+    /// referrers API; `None` if the upstream has no referrers API.
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        limit: usize,
+    ) -> Result<Option<Vec<Digest>>> {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            #[serde(default)]
+            manifests: Vec<Descriptor>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Descriptor {
+            digest: String,
+        }
+        let url = format!("{}/v2/{repo}/referrers/{subject}", self.base);
+        let resp = self.send(Method::GET, &url, repo, false).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.expect_ok(&resp)?;
+        let body = self.read_all(resp.into_body(), limit).await?;
+        let index: Index = serde_json::from_slice(&body)
+            .map_err(|e| self.invalid(format!("a referrers list that is no index: {e}")))?;
+        index
+            .manifests
+            .iter()
+            .map(|d| {
+                Digest::parse(&d.digest)
+                    .ok_or_else(|| self.invalid(format!("a referrer {:?}", d.digest)))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
     /// A blob's bytes, following redirects; `None` if the upstream has no
     /// such blob.
     pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<Blob>> {
