@@ -1131,3 +1131,44 @@ fn silent_connections_after_the_tls_handshake_are_closed() {
         "{closed} of 20 silent TLS connections were closed"
     );
 }
+
+/// A pull-through cache of a registry served over TLS with a certificate
+/// from a private CA: trusted through `upstream_ca`, refused without it.
+#[test]
+fn a_mirror_trusts_an_https_upstream_through_its_ca_file_only() {
+    let certs = make_certs();
+    // The upstream's content, pushed over plain HTTP, then served over TLS.
+    let data = tempfile::tempdir().unwrap();
+    let plain = common::TestRegistry::start_in(data);
+    let image = common::http::push_image(&plain.url(), "team/app", Some("1"), 1);
+    let data = plain.stop();
+    let upstream = TlsRegistry::start(|config| {
+        config.data_dir = data.path().to_path_buf();
+        config.tls = Some(certs.tls());
+    });
+    let mirror_with = |ca: Option<PathBuf>| {
+        let url = upstream.url.clone();
+        common::TestRegistry::start_with(tempfile::tempdir().unwrap(), move |c| {
+            c.upstreams = vec![("tls.test".into(), url)];
+            c.upstream_ca = ca;
+            c.upstream_timeout = Duration::from_secs(5);
+        })
+    };
+    let trusting = mirror_with(Some(certs.ca.clone()));
+    let manifest = common::http::manifest_url(&trusting.url(), "tls.test/team/app", "1");
+    let resp = common::http::get(&manifest);
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(resp.body == image.manifest);
+    let layer = common::http::blob_url(&trusting.url(), "tls.test/team/app", &image.layer_digest);
+    assert!(common::http::get(&layer).body == image.layer);
+
+    let doubting = mirror_with(None);
+    let manifest = common::http::manifest_url(&doubting.url(), "tls.test/team/app", "1");
+    let resp = common::http::get(&manifest);
+    common::http::assert_error(&resp, 502, "UNAVAILABLE");
+    assert!(
+        resp.text().to_lowercase().contains("certificate"),
+        "{resp:?}"
+    );
+    drop(data);
+}
