@@ -392,6 +392,46 @@ fn skopeo_pulls_from_distribution_by_path_prefix_byte_for_byte() {
     );
 }
 
+/// A push asks whether each blob is there (HEAD) before uploading it: in a
+/// namespace with an upstream, that answer must not need the upstream.
+#[test]
+fn skopeo_pushes_into_the_namespace_while_distribution_is_down() {
+    require_programs(
+        "skopeo_pushes_into_the_namespace_while_distribution",
+        &[("skopeo", "skopeo"), ("docker-registry", "docker-registry")],
+    );
+    let skopeo = Skopeo::new();
+    let work = tempfile::tempdir().unwrap();
+    let path = |name: &str| work.path().join(name);
+    let dist = Distribution::start();
+    let berth = mirror_of(&dist.url());
+    dist.stop();
+
+    let image = layout::write_image(&path("src"), "1", 61);
+    let tag = format!("docker://{}/{NS}/team/app:1", berth.host());
+    let started = Instant::now();
+    skopeo.ok(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:1", path("src").display()),
+        &tag,
+    ]);
+    skopeo.ok(&[
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &tag,
+        &format!("oci:{}:1", path("back").display()),
+    ]);
+    layout::assert_copy_matches(&path("back"), "1", &image.manifest, &image.blobs());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "push and pull took {:?}",
+        started.elapsed()
+    );
+}
+
 /// A `registries.conf` that sends every pull of `dist.test/...` to `mirror`
 /// (`HOST:PORT/dist.test`); `dist.test` itself resolves nowhere, so what
 /// podman pulls can only have come from the mirror.
