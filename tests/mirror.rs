@@ -213,6 +213,13 @@ fn what_the_upstream_lacks_is_404_and_an_upstream_that_is_down_fails_fast() {
         &image.layer_digest,
     ));
     assert_error(&resp, 502, "UNAVAILABLE");
+    // A push asks HEAD before uploading a blob: not there, rather than failed.
+    let resp = http::head(&http::blob_url(
+        &base,
+        "up.test/team/app",
+        &image.config_digest,
+    ));
+    assert_eq!(resp.status, 404, "{resp:?}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "took {:?}",

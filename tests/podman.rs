@@ -4,38 +4,10 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::TestRegistry;
-use common::clients::{Outcome, htpasswd, require_programs, run};
+use common::clients::{htpasswd, require_programs};
 use common::layout;
-
-/// podman with its own storage, runtime dir and auth file, all in `dir`.
-struct Podman<'a> {
-    dir: &'a Path,
-}
-
-impl Podman<'_> {
-    fn run(&self, args: &[&str]) -> Outcome {
-        let (root, runroot) = (self.dir.join("root"), self.dir.join("run"));
-        let mut all = vec![
-            "--root",
-            root.to_str().unwrap(),
-            "--runroot",
-            runroot.to_str().unwrap(),
-            "--storage-driver",
-            "vfs",
-            "--events-backend",
-            "file",
-        ];
-        all.extend_from_slice(args);
-        run(
-            "podman",
-            &all,
-            &[("REGISTRY_AUTH_FILE", &self.dir.join("auth.json"))],
-        )
-    }
-}
+use common::podman::Podman;
 
 /// A lowercase scratch directory, removed on drop.
 struct Lowercase(std::path::PathBuf);
@@ -64,7 +36,7 @@ fn podman_logs_in_pushes_and_pulls_through_auth() {
         config.auth = Some(berth::auth::AuthConfig::new(&users));
     });
     let host = reg.host();
-    let podman = Podman { dir: work.path() };
+    let podman = Podman::in_dir(work.path());
 
     let wrong = podman.run(&[
         "login",

@@ -8,7 +8,7 @@ use super::body::{self, ResBody};
 use super::error::ApiError;
 use super::{Api, Handled, header_str};
 use crate::conn::Activity;
-use crate::mirror::BlobAnswer;
+use crate::mirror::{self, BlobAnswer};
 use crate::oci::{Digest, RepoName};
 
 pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, digest: Digest) -> Handled {
@@ -24,17 +24,30 @@ pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, digest: Digest)
         .map(|activity| activity.transfer());
     if let Some(mirror) = api.mirrors.for_repo(&name) {
         let head = req.method() == Method::HEAD;
-        if let BlobAnswer::Streaming { size, body } = mirror.blob(&name, &digest, head).await? {
-            // Its first pull: the whole blob, whatever Range asked.
-            let mut response = response
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/octet-stream");
-            if let Some(size) = size {
-                response = response.header(header::CONTENT_LENGTH, size);
+        match mirror.blob(&name, &digest, head).await {
+            Ok(BlobAnswer::Streaming { size, body }) => {
+                // Its first pull: the whole blob, whatever Range asked.
+                let mut response = response
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "application/octet-stream");
+                if let Some(size) = size {
+                    response = response.header(header::CONTENT_LENGTH, size);
+                }
+                return Ok(response
+                    .body(body::fetched(body, transfer))
+                    .expect("valid response"));
             }
-            return Ok(response
-                .body(body::fetched(body, transfer))
-                .expect("valid response"));
+            Ok(BlobAnswer::Stored) => {}
+            // A push asks this before each upload, and must not fail because
+            // the upstream does; a HEAD has no body to say why anyway.
+            Err(mirror::Error::Upstream(e)) if head => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "BLOB_UNKNOWN",
+                    e.to_string(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     if req.method() == Method::HEAD {

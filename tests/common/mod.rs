@@ -2,8 +2,10 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod dockerd;
 pub mod http;
 pub mod layout;
+pub mod podman;
 pub mod process;
 pub mod skopeo;
 
