@@ -80,20 +80,22 @@ fn an_image_is_pulled_through_by_tag_and_digest_both_ways_in() {
 }
 
 #[test]
-fn a_blob_head_before_any_get_is_answered_with_its_size() {
+fn a_blob_head_is_answered_with_the_upstreams_size_and_fetches_nothing() {
     let upstream = TestRegistry::start();
     let image = http::push_image(&upstream.url(), "team/app", Some("1"), 2);
     let mirror = mirror_of(&upstream, Duration::from_secs(60));
-    let resp = http::head(&http::blob_url(
-        &mirror.url(),
-        "up.test/team/app",
-        &image.layer_digest,
-    ));
+    let url = http::blob_url(&mirror.url(), "up.test/team/app", &image.layer_digest);
+    let resp = http::head(&url);
     assert_eq!(resp.status, 200, "{resp:?}");
+    let size = image.layer.len().to_string();
+    assert_eq!(resp.header("content-length"), Some(size.as_str()));
     assert_eq!(
-        resp.header("content-length"),
-        Some(image.layer.len().to_string().as_str())
+        resp.header("docker-content-digest"),
+        Some(image.layer_digest.as_str())
     );
+    // A HEAD fetches nothing: a push asks it of every layer it may upload.
+    drop(upstream);
+    assert_error(&http::get(&url), 502, "UNAVAILABLE");
 }
 
 #[test]

@@ -154,13 +154,24 @@ pub fn chunked_push(target: &Target, data: &[u8], chunk: usize) -> io::Result<f6
 
 /// (c) GET of the big blob, best of `reps`, bytes counted, not kept.
 pub fn pull(target: &Target, digest: &str, size: u64, reps: usize) -> io::Result<f64> {
+    pull_from(target, "bench/a", digest, size, reps)
+}
+
+/// As [`pull`], from repository `repo`.
+pub fn pull_from(
+    target: &Target,
+    repo: &str,
+    digest: &str,
+    size: u64,
+    reps: usize,
+) -> io::Result<f64> {
     let mut best: f64 = 0.0;
     for _ in 0..reps {
         let mut conn = Conn::new(target);
         let start = Instant::now();
         let (resp, got) = conn.request(
             "GET",
-            &format!("/v2/bench/a/blobs/{digest}"),
+            &format!("/v2/{repo}/blobs/{digest}"),
             &[],
             Body::Empty,
             Keep::CountOnly,

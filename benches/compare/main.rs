@@ -9,7 +9,7 @@ mod client;
 mod sys;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,8 +28,8 @@ struct Args {
     /// do not start and measure berth itself
     #[argh(switch)]
     no_berth: bool,
-    /// which tests to run, by letter (default abcdefghij)
-    #[argh(option, default = "String::from(\"abcdefghij\")")]
+    /// which tests to run, by letter (default abcdefghijk)
+    #[argh(option, default = "String::from(\"abcdefghijk\")")]
     only: String,
     /// size of the big blob in MiB (default 1024)
     #[argh(option, default = "1024")]
@@ -201,6 +201,56 @@ fn main() {
             record(t, "c. pull, MB/s", show(r.map(|v| format!("{v:.0}"))));
             record_cpu(&mut record, t, "c. server CPU s", before, cpu_of(t));
             note_peak(t);
+        }
+    }
+    if only('k') {
+        eprintln!("k. {} MiB pulled through a berth mirror", args.big_mib);
+        for t in &targets {
+            if !only('a') && !only('c') {
+                let _ = monolithic_push(t, &big, &big_digest);
+            }
+            let size = big.len() as u64;
+            let direct = pull(t, &big_digest, size, 2);
+            let dir = args.data_dir.join("mirror-data");
+            let upstream = format!("up.bench=http://{}", t.addr);
+            let mirror = Berth::start_with(&dir, true, &["--upstream", &upstream]);
+            let through =
+                |reps| pull_from(&mirror.target, "up.bench/bench/a", &big_digest, size, reps);
+            // A first pull writes the blob into new page-cache pages, whose
+            // speed on a VM swings widely: measured now, beside it.
+            let write_now = sys::disk_write_mbps(&args.data_dir, &big, false);
+            record(
+                t,
+                "k. page-cache write now, MB/s",
+                format!("{write_now:.0}"),
+            );
+            let first = through(1);
+            let second = through(2);
+            let ratio = |r: &io::Result<f64>| match (r, &direct) {
+                (Ok(r), Ok(d)) if *d > 0.0 => format!("{r:.0} ({:.2}x direct)", r / d),
+                (Ok(r), _) => format!("{r:.0}"),
+                (Err(e), _) => format!("failed: {e}"),
+            };
+            let shown = match &direct {
+                Ok(v) => format!("{v:.0}"),
+                Err(e) => format!("failed: {e}"),
+            };
+            record(t, "k. direct pull, MB/s", shown);
+            let first_shown = match &first {
+                Ok(r) => format!("{} ({:.2}x that write)", ratio(&first), r / write_now),
+                Err(_) => ratio(&first),
+            };
+            record(t, "k. first pull through a mirror, MB/s", first_shown);
+            record(t, "k. second pull through it, MB/s", ratio(&second));
+            if let Some(k) = mirror.target.pid.and_then(sys::peak_rss_kib) {
+                record(
+                    t,
+                    "k. mirror peak RSS, MiB",
+                    format!("{:.1}", k as f64 / 1024.0),
+                );
+            }
+            drop(mirror);
+            let _ = std::fs::remove_dir_all(&dir);
         }
     }
     drop(big);
@@ -518,12 +568,18 @@ struct Berth {
 
 impl Berth {
     fn start(dir: &Path, fresh: bool) -> Berth {
+        Berth::start_with(dir, fresh, &[])
+    }
+
+    /// As [`Berth::start`], with more `berth serve` arguments.
+    fn start_with(dir: &Path, fresh: bool, extra: &[&str]) -> Berth {
         if fresh {
             let _ = std::fs::remove_dir_all(dir);
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()

@@ -22,9 +22,32 @@ pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, digest: Digest)
         .extensions()
         .get::<Arc<Activity>>()
         .map(|activity| activity.transfer());
-    if let Some(mirror) = api.mirrors.for_repo(&name) {
-        let head = req.method() == Method::HEAD;
-        match mirror.blob(&name, &digest, head).await {
+    let head = req.method() == Method::HEAD;
+    if let Some(mirror) = api.mirrors.for_repo(&name)
+        && head
+    {
+        match mirror.blob_head(&name, &digest).await {
+            Ok(Some(size)) => {
+                return Ok(response
+                    .header(header::CONTENT_LENGTH, size)
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .body(body::empty())
+                    .expect("valid response"));
+            }
+            Ok(None) => {}
+            // A push asks this before each upload, and must not fail because
+            // the upstream does; a HEAD has no body to say why anyway.
+            Err(mirror::Error::Upstream(e)) => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "BLOB_UNKNOWN",
+                    e.to_string(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else if let Some(mirror) = api.mirrors.for_repo(&name) {
+        match mirror.blob(&name, &digest).await {
             Ok(BlobAnswer::Streaming { size, body }) => {
                 // Its first pull: the whole blob, whatever Range asked.
                 let mut response = response
@@ -38,19 +61,10 @@ pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, digest: Digest)
                     .expect("valid response"));
             }
             Ok(BlobAnswer::Stored) => {}
-            // A push asks this before each upload, and must not fail because
-            // the upstream does; a HEAD has no body to say why anyway.
-            Err(mirror::Error::Upstream(e)) if head => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "BLOB_UNKNOWN",
-                    e.to_string(),
-                ));
-            }
             Err(e) => return Err(e.into()),
         }
     }
-    if req.method() == Method::HEAD {
+    if head {
         let size = api.store(move |s| s.blob_size(&name, &digest)).await?;
         return Ok(response
             .header(header::CONTENT_LENGTH, size)

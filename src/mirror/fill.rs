@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::{Error, Mirror, Result};
 use crate::oci::{Digest, RepoName};
@@ -80,14 +81,22 @@ impl ChunkStream {
 }
 
 impl Mirror {
-    /// A blob of `repo`: stored already, or fetched now. With `wait`, the
-    /// fetch is finished before this returns (a HEAD needs the size).
-    pub async fn blob(
-        self: &Arc<Self>,
-        repo: &RepoName,
-        digest: &Digest,
-        wait: bool,
-    ) -> Result<BlobAnswer> {
+    /// Whether a HEAD is answered from the store, or with the size the
+    /// upstream gives: a HEAD fetches nothing (a push asks it of every
+    /// layer it may upload).
+    pub async fn blob_head(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        if self.has_blob(repo, digest).await? {
+            return Ok(None);
+        }
+        self.upstream
+            .blob_size(self.upstream_repo(repo), digest)
+            .await?
+            .ok_or_else(|| store::Error::BlobUnknown.into())
+            .map(Some)
+    }
+
+    /// A blob of `repo`: stored already, or fetched now.
+    pub async fn blob(self: &Arc<Self>, repo: &RepoName, digest: &Digest) -> Result<BlobAnswer> {
         if self.has_blob(repo, digest).await? {
             return Ok(BlobAnswer::Stored);
         }
@@ -112,21 +121,15 @@ impl Mirror {
         };
         let (tx, rx) = mpsc::channel(QUEUED_PIECES);
         let (mirror, d) = (Arc::clone(self), digest.clone());
-        let fetch = tokio::spawn(async move {
+        tokio::spawn(async move {
             let _flight = flight;
-            mirror.fill(blob.body, appender, &d, tx).await
+            // Its outcome is logged; the client hears it through its body.
+            let _ = mirror.fill(blob.body, appender, &d, tx).await;
         });
-        if !wait {
-            return Ok(BlobAnswer::Streaming {
-                size,
-                body: ChunkStream { rx, done: false },
-            });
-        }
-        drop(rx);
-        fetch
-            .await
-            .unwrap_or_else(|e| Err(store::Error::Internal(e.to_string()).into()))?;
-        Ok(BlobAnswer::Stored)
+        Ok(BlobAnswer::Streaming {
+            size,
+            body: ChunkStream { rx, done: false },
+        })
     }
 
     async fn has_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
@@ -141,12 +144,15 @@ impl Mirror {
     async fn fill(
         &self,
         mut body: Incoming,
-        appender: Appender,
+        mut appender: Appender,
         digest: &Digest,
         tx: mpsc::Sender<Piece>,
     ) -> Result<()> {
         let mut client = Some(tx);
-        let mut appender = Some(appender);
+        // Nobody waits on the disk for this blob: the final sync makes it
+        // durable, after the client has its bytes.
+        appender.unthrottle();
+        let mut writer = Writer::Idle(Box::new(appender));
         let mut held: Option<Bytes> = None;
         let mut pending: Vec<Bytes> = Vec::new();
         let mut pending_len = 0;
@@ -166,64 +172,99 @@ impl Mirror {
                 forward(&mut client, previous).await;
             }
             if pending_len >= WRITE_BATCH {
-                let batch = std::mem::take(&mut pending);
                 pending_len = 0;
-                appender = Some(self.write(appender.take(), batch, &mut client).await?);
+                // Written and hashed while the next batch arrives.
+                writer = writer
+                    .write(std::mem::take(&mut pending), &mut client)
+                    .await?;
             }
         }
-        let appender = self.write(appender.take(), pending, &mut client).await?;
+        let appender = writer
+            .write(pending, &mut client)
+            .await?
+            .idle(&mut client)
+            .await?;
         let d = digest.clone();
-        let finished = tokio::task::spawn_blocking(move || appender.finish(&d))
-            .await
-            .unwrap_or_else(|e| Err(store::Error::Internal(e.to_string())));
-        match finished {
-            Ok(size) => {
-                if let Some(last) = held {
-                    forward(&mut client, last).await;
-                }
-                if let Some(tx) = client {
-                    let _ = tx.send(Piece::Done).await;
-                }
-                log::info!(
-                    "{digest}: {size} bytes fetched from {}",
-                    self.upstream.url()
-                );
-                Ok(())
-            }
-            Err(e) => {
+        let checked = tokio::task::spawn_blocking(move || {
+            let verified = appender.verify(&d);
+            (appender, verified)
+        })
+        .await;
+        let appender = match checked {
+            Ok((appender, Ok(()))) => appender,
+            Ok((_, Err(e))) => {
                 fail(
                     &mut client,
                     format!("upstream {} sent a bad {digest}: {e}", self.upstream.url()),
                 );
                 log::warn!("{digest} from {}: {e}; nothing kept", self.upstream.url());
-                Err(e.into())
+                return Err(e.into());
             }
+            Err(e) => {
+                fail(&mut client, "checking the blob failed".into());
+                return Err(store::Error::Internal(e.to_string()).into());
+            }
+        };
+        // Verified: the client may have its last bytes while the blob is
+        // made durable and visible.
+        if let Some(last) = held {
+            forward(&mut client, last).await;
+        }
+        if let Some(tx) = client {
+            let _ = tx.send(Piece::Done).await;
+        }
+        let d = digest.clone();
+        let size = tokio::task::spawn_blocking(move || appender.finish(&d))
+            .await
+            .unwrap_or_else(|e| Err(store::Error::Internal(e.to_string())))
+            .inspect_err(|e| log::warn!("{digest}: storing the fetched blob failed: {e}"))?;
+        log::info!(
+            "{digest}: {size} bytes fetched from {}",
+            self.upstream.url()
+        );
+        Ok(())
+    }
+}
+
+/// The appender, idle or writing a batch on a blocking thread.
+enum Writer {
+    Idle(Box<Appender>),
+    Writing(JoinHandle<(Appender, store::Result<()>)>),
+}
+
+impl Writer {
+    /// Waits for the batch being written, if any, and gives the appender back.
+    async fn idle(self, client: &mut Option<mpsc::Sender<Piece>>) -> Result<Appender> {
+        match self {
+            Writer::Idle(appender) => Ok(*appender),
+            Writer::Writing(write) => match write.await {
+                Ok((appender, Ok(()))) => Ok(appender),
+                Ok((_, Err(e))) => {
+                    fail(client, format!("storing the blob failed: {e}"));
+                    Err(e.into())
+                }
+                Err(e) => {
+                    fail(client, "storing the blob failed".into());
+                    Err(store::Error::Internal(e.to_string()).into())
+                }
+            },
         }
     }
 
+    /// Starts writing `batch` once the batch before it is written.
     async fn write(
-        &self,
-        appender: Option<Appender>,
+        self,
         batch: Vec<Bytes>,
         client: &mut Option<mpsc::Sender<Piece>>,
-    ) -> Result<Appender> {
-        let mut appender = appender.expect("the appender is back from its write");
-        let written = tokio::task::spawn_blocking(move || {
+    ) -> Result<Writer> {
+        let mut appender = self.idle(client).await?;
+        if batch.is_empty() {
+            return Ok(Writer::Idle(Box::new(appender)));
+        }
+        Ok(Writer::Writing(tokio::task::spawn_blocking(move || {
             let written = appender.write(&batch);
             (appender, written)
-        })
-        .await;
-        match written {
-            Ok((appender, Ok(()))) => Ok(appender),
-            Ok((_, Err(e))) => {
-                fail(client, format!("storing the blob failed: {e}"));
-                Err(e.into())
-            }
-            Err(e) => {
-                fail(client, "storing the blob failed".into());
-                Err(store::Error::Internal(e.to_string()).into())
-            }
-        }
+        })))
     }
 }
 

@@ -158,6 +158,32 @@ impl Appender {
         Ok(offset)
     }
 
+    /// Writes go at page-cache speed, with no write-back paced beside
+    /// them: for a blob nobody waits on the disk for, which the final sync
+    /// makes durable all the same.
+    pub fn unthrottle(&mut self) {
+        self.writeback.unthrottle();
+    }
+
+    /// Whether what was written is the blob `digest`, without ending
+    /// anything: the caller may act on the answer before the commit.
+    pub fn verify(&self, digest: &Digest) -> Result<()> {
+        self.check_length()?;
+        let actual = if self.hasher.algorithm() == digest.algorithm() {
+            self.hasher.digest()
+        } else {
+            hash_file(&self.store.upload_path(&self.id), digest.algorithm())?.1
+        };
+        if &actual == digest {
+            Ok(())
+        } else {
+            Err(Error::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            })
+        }
+    }
+
     /// Hashes with `algorithm` from here on, if nothing has been hashed
     /// yet: a PUT that names a sha512 digest on a session started without
     /// `digest-algorithm` then needs no second pass over the file.

@@ -18,6 +18,9 @@ pub struct Writeback {
     written: u64,
     started: u64,
     settled: u64,
+    /// Off for writes nobody waits on the disk for (a cache filling from an
+    /// upstream): they go at page-cache speed and are synced at the end.
+    throttled: bool,
 }
 
 impl Writeback {
@@ -27,12 +30,20 @@ impl Writeback {
             written: offset,
             started: offset,
             settled: offset,
+            throttled: true,
         }
+    }
+
+    pub fn unthrottle(&mut self) {
+        self.throttled = false;
     }
 
     pub fn write_all(&mut self, mut file: &File, bytes: &[u8]) -> io::Result<()> {
         file.write_all(bytes)?;
         self.written += bytes.len() as u64;
+        if !self.throttled {
+            return Ok(());
+        }
         while self.written - self.started >= WINDOW {
             sync_range(file, self.started, WINDOW, libc::SYNC_FILE_RANGE_WRITE);
             self.started += WINDOW;

@@ -268,11 +268,40 @@ impl Upstream {
             .map(Some)
     }
 
+    /// A blob's size from a HEAD, following redirects; `None` if the
+    /// upstream has no such blob (or does not say its size).
+    pub async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+        let resp = self.blob_answer(Method::HEAD, repo, digest).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.expect_ok(&resp)?;
+        Ok(content_length(&resp))
+    }
+
     /// A blob's bytes, following redirects; `None` if the upstream has no
     /// such blob.
     pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<Blob>> {
+        let resp = self.blob_answer(Method::GET, repo, digest).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.expect_ok(&resp)?;
+        Ok(Some(Blob {
+            size: content_length(&resp),
+            body: resp.into_body(),
+        }))
+    }
+
+    /// The answer to a blob request, after any redirects.
+    async fn blob_answer(
+        &self,
+        method: Method,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Response<Incoming>> {
         let mut url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
-        let mut resp = self.send(Method::GET, &url, repo, false).await?;
+        let mut resp = self.send(method.clone(), &url, repo, false).await?;
         for _ in 0..MAX_REDIRECTS {
             if !resp.status().is_redirection() {
                 break;
@@ -286,21 +315,9 @@ impl Upstream {
                 self.invalid(format!("a redirect to {location:?}, which is no URL"))
             })?;
             // Elsewhere, the registry's credentials are not sent.
-            resp = self.request(Method::GET, &url, None).await?;
+            resp = self.request(method.clone(), &url, None).await?;
         }
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        self.expect_ok(&resp)?;
-        let size = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        Ok(Some(Blob {
-            size,
-            body: resp.into_body(),
-        }))
+        Ok(resp)
     }
 
     /// The next piece of a body, within the read timeout; `None` at its end.
@@ -491,6 +508,13 @@ impl Upstream {
             why,
         }
     }
+}
+
+fn content_length(resp: &Response<Incoming>) -> Option<u64> {
+    resp.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// A Location resolved against the URL it answered.
