@@ -42,6 +42,9 @@ struct State {
     blob_gets: Mutex<HashMap<String, usize>>,
     /// Held before a blob's body, so that concurrent askers overlap.
     delay: Mutex<Duration>,
+    /// Manifests answered without Docker-Content-Digest, as some
+    /// registries (and proxies in front of them) do.
+    hide_digests: AtomicBool,
     open: AtomicUsize,
     stop: AtomicBool,
 }
@@ -56,6 +59,7 @@ impl FakeUpstream {
             mode: Mutex::new(Mode::Whole),
             blob_gets: Mutex::new(HashMap::new()),
             delay: Mutex::new(Duration::ZERO),
+            hide_digests: AtomicBool::new(false),
             open: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
@@ -145,8 +149,11 @@ fn serve(mut stream: TcpStream, state: &State) {
         }
     };
     if let Some((digest, body)) = state.manifests.lock().unwrap().get(path).cloned() {
-        let headers =
-            format!("Content-Type: {OCI_MANIFEST}\r\nDocker-Content-Digest: {digest}\r\n");
+        let headers = if state.hide_digests.load(Ordering::Relaxed) {
+            format!("Content-Type: {OCI_MANIFEST}\r\n")
+        } else {
+            format!("Content-Type: {OCI_MANIFEST}\r\nDocker-Content-Digest: {digest}\r\n")
+        };
         return reply(&mut stream, "200 OK", &headers, &body);
     }
     let digest = path.rsplit('/').next().unwrap_or("").to_owned();
@@ -355,4 +362,20 @@ fn a_kill_during_a_fetch_leaves_nothing_and_the_next_pull_fetches_again() {
         "the next pull fetched again"
     );
     server.stop();
+}
+
+#[test]
+fn an_upstream_that_names_no_digest_is_pulled_by_the_tags_bytes() {
+    let upstream = FakeUpstream::start();
+    let image = image_of(&upstream, 6, 1000);
+    upstream.state.hide_digests.store(true, Ordering::Relaxed);
+    let mirror = mirror_of(&upstream);
+    let base = mirror.url();
+    let resp = http::get(&http::manifest_url(&base, "up.test/team/app", "1"));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(resp.body == image.manifest);
+    assert_eq!(
+        resp.header("docker-content-digest"),
+        Some(image.digest.as_str())
+    );
 }

@@ -254,7 +254,11 @@ impl Mirror {
         }
         let asked = self
             .upstream
-            .manifest_digest(self.upstream_repo(repo), tag.as_str())
+            .manifest_digest(
+                self.upstream_repo(repo),
+                tag.as_str(),
+                self.policy.max_manifest_bytes,
+            )
             .await;
         let digest = match (asked, &target) {
             (Ok(Some(digest)), _) => digest,

@@ -192,19 +192,32 @@ impl Upstream {
 
     /// The digest a tag names now, from a HEAD; `None` if the upstream has
     /// no such tag.
-    pub async fn manifest_digest(&self, repo: &str, tag: &str) -> Result<Option<Digest>> {
+    /// An upstream that names no digest in its answer has the tag's bytes
+    /// fetched (at most `limit`) and hashed instead.
+    pub async fn manifest_digest(
+        &self,
+        repo: &str,
+        tag: &str,
+        limit: usize,
+    ) -> Result<Option<Digest>> {
         let url = format!("{}/v2/{repo}/manifests/{tag}", self.base);
         let resp = self.send(Method::HEAD, &url, repo, true).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         self.expect_ok(&resp)?;
-        let digest = resp
+        let named = resp
             .headers()
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .and_then(Digest::parse);
-        Ok(digest)
+        if named.is_some() {
+            return Ok(named);
+        }
+        Ok(self
+            .manifest(repo, tag, limit)
+            .await?
+            .map(|manifest| Digest::of(&manifest.body)))
     }
 
     /// A manifest by tag or digest, at most `limit` bytes; `None` if the
