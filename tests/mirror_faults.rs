@@ -293,9 +293,9 @@ fn a_manifest_whose_bytes_are_not_its_digest_is_refused_as_the_upstreams_fault()
 }
 
 #[test]
-fn many_clients_asking_for_one_uncached_blob_cause_one_fetch() {
+fn thirty_two_clients_asking_for_one_uncached_64_mib_blob_cause_one_fetch() {
     let upstream = FakeUpstream::start();
-    let image = image_of(&upstream, 4, 8 << 20);
+    let image = image_of(&upstream, 4, 64 << 20);
     upstream.set_delay(Duration::from_millis(500));
     let mirror = mirror_of(&upstream);
     let base = mirror.url();
