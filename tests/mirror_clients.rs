@@ -690,8 +690,8 @@ fn hosts_toml(hosts: &Path, registry: &str, server: &str, mirror: &str) {
     .unwrap();
 }
 
-#[test]
-fn ctr_pulls_from_distribution_through_a_hosts_toml_mirror_with_ns() {
+/// What the ctr tests need: root (to run a containerd) and the programs.
+fn require_containerd() {
     process::require_root("starting a containerd", "ctr_pulls_from_distribution");
     require_programs(
         "ctr_pulls_from_distribution",
@@ -702,6 +702,11 @@ fn ctr_pulls_from_distribution_through_a_hosts_toml_mirror_with_ns() {
             ("docker-registry", "docker-registry"),
         ],
     );
+}
+
+#[test]
+fn ctr_pulls_from_distribution_through_a_hosts_toml_mirror_with_ns() {
+    require_containerd();
     let skopeo = Skopeo::new();
     let work = tempfile::tempdir().unwrap();
     let dist = Distribution::start();
@@ -760,16 +765,7 @@ fn ctr_pulls_from_distribution_through_a_hosts_toml_mirror_with_ns() {
 /// containerd reaches it with `?ns=HOST:PORT`, percent-encoded.
 #[test]
 fn ctr_pulls_from_distribution_into_a_namespace_with_a_port() {
-    process::require_root("starting a containerd", "ctr_pulls_from_distribution");
-    require_programs(
-        "ctr_pulls_from_distribution",
-        &[
-            ("containerd", "containerd"),
-            ("ctr", "containerd"),
-            ("skopeo", "skopeo"),
-            ("docker-registry", "docker-registry"),
-        ],
-    );
+    require_containerd();
     let skopeo = Skopeo::new();
     let work = tempfile::tempdir().unwrap();
     let dist = Distribution::start();

@@ -5,7 +5,8 @@
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::links;
-use super::meta::{self, ManifestRow};
+use super::manifests;
+use super::meta;
 use super::{Error, Result, Store};
 use crate::oci::manifest;
 use crate::oci::{Digest, RepoName, Tag};
@@ -53,16 +54,7 @@ impl Store {
             });
         }
         let parsed = manifest::parse(content_type, &body).map_err(Error::ManifestInvalid)?;
-        let row = ManifestRow {
-            media_type: parsed.media_type.as_str().to_owned(),
-            body,
-            blobs: parsed.blobs.iter().map(|d| d.to_string()).collect(),
-            manifests: parsed.manifests.iter().map(|d| d.to_string()).collect(),
-            subject: parsed.subject.as_ref().map(|d| d.to_string()),
-            artifact_type: parsed.artifact_type.clone(),
-            annotations: parsed.annotations.clone(),
-            created: meta::now(),
-        };
+        let row = manifests::row_of(&parsed, body);
         let (r, d) = (repo.as_str().to_owned(), digest.to_string());
         let tag = tag.map(|t| t.as_str().to_owned());
         self.write(None, move |txn| {

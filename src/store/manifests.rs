@@ -55,6 +55,20 @@ fn page(
     Ok((out, false))
 }
 
+/// The row that stores a manifest's bytes and what they refer to.
+pub(super) fn row_of(parsed: &ParsedManifest, body: Vec<u8>) -> ManifestRow {
+    ManifestRow {
+        media_type: parsed.media_type.as_str().to_owned(),
+        body,
+        blobs: parsed.blobs.iter().map(|d| d.to_string()).collect(),
+        manifests: parsed.manifests.iter().map(|d| d.to_string()).collect(),
+        subject: parsed.subject.as_ref().map(|d| d.to_string()),
+        artifact_type: parsed.artifact_type.clone(),
+        annotations: parsed.annotations.clone(),
+        created: meta::now(),
+    }
+}
+
 impl Store {
     /// Stores a manifest byte for byte. Its blobs are checked in the same
     /// write transaction that stores it, so it never lands pointing at a
@@ -81,16 +95,7 @@ impl Store {
         }
         let parsed: ParsedManifest =
             manifest::parse(content_type, &body).map_err(Error::ManifestInvalid)?;
-        let row = ManifestRow {
-            media_type: parsed.media_type.as_str().to_owned(),
-            body,
-            blobs: parsed.blobs.iter().map(|d| d.to_string()).collect(),
-            manifests: parsed.manifests.iter().map(|d| d.to_string()).collect(),
-            subject: parsed.subject.as_ref().map(|d| d.to_string()),
-            artifact_type: parsed.artifact_type.clone(),
-            annotations: parsed.annotations.clone(),
-            created: meta::now(),
-        };
+        let row = row_of(&parsed, body);
         let (r, d, tag) = (
             repo.as_str().to_owned(),
             digest.to_string(),
