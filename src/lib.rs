@@ -23,6 +23,7 @@ pub mod oci;
 mod server;
 pub mod store;
 mod tls;
+pub mod transfer;
 pub mod upstream;
 
 pub use config::Config;

@@ -27,6 +27,7 @@ enum Command {
     Prune(Prune),
     Fsck(Fsck),
     Passwd(Passwd),
+    Export(Export),
 }
 
 /// Serve the OCI Distribution API.
@@ -213,6 +214,27 @@ struct Fsck {
     repair: bool,
 }
 
+/// Write images of a stopped registry's data directory, with everything
+/// they need, as one OCI layout tar archive.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "export")]
+struct Export {
+    /// data directory (default ./berth-data)
+    #[argh(option, default = "PathBuf::from(berth::config::DEFAULT_DATA_DIR)")]
+    data: PathBuf,
+    /// the archive to write
+    #[argh(option)]
+    out: PathBuf,
+    /// what to export: REPOSITORY, REPOSITORY:TAG, REPOSITORY@DIGEST or
+    /// PREFIX* (default: everything)
+    #[argh(positional, from_str_fn(parse_selection))]
+    selection: Vec<berth::transfer::Selection>,
+}
+
+fn parse_selection(s: &str) -> Result<berth::transfer::Selection, String> {
+    berth::transfer::Selection::parse(s)
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Args = argh::from_env();
@@ -220,6 +242,7 @@ fn main() -> ExitCode {
         Command::Serve(serve) => run_serve(*serve).map(|()| ExitCode::SUCCESS),
         Command::Prune(prune) => run_prune(prune),
         Command::Fsck(fsck) => run_fsck(fsck),
+        Command::Export(export) => run_export(export).map(|()| ExitCode::SUCCESS),
         Command::Passwd(passwd) => run_passwd(passwd).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -388,6 +411,24 @@ fn require_database(data: &std::path::Path) -> std::io::Result<()> {
             data.display()
         )))
     }
+}
+
+fn run_export(args: Export) -> std::io::Result<()> {
+    require_database(&args.data)?;
+    let store = Store::open(&args.data).map_err(std::io::Error::other)?;
+    let started = std::time::Instant::now();
+    let summary = berth::transfer::export(&store, &args.selection, &args.out)
+        .map_err(std::io::Error::other)?;
+    println!(
+        "exported {} images, {} blobs, {} bytes to {} in {:.1}s",
+        summary.images,
+        summary.blobs,
+        summary.bytes,
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}  {}", summary.sha256, args.out.display());
+    Ok(())
 }
 
 fn run_fsck(args: Fsck) -> std::io::Result<ExitCode> {

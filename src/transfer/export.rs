@@ -1,0 +1,346 @@
+//! `berth export`: a selection of a store's images, with everything they
+//! need (every platform of an index that is here, nested indexes, and the
+//! referrers of each manifest), as one OCI layout in a tar archive. The
+//! archive is deterministic: the same images give the same bytes, and its
+//! sha256 is reported for the courier's log.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use sha2::{Digest as _, Sha256};
+
+use super::layout::{self, Entry};
+use crate::oci::manifest;
+use crate::oci::{Digest, Reference, RepoName, Tag};
+use crate::store::{self, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("writing the archive: {0}")]
+    Io(#[from] io::Error),
+    #[error("{0:?} names no repository, tag or manifest here")]
+    NothingMatches(String),
+    #[error("{image} needs {blob}, which this registry does not hold (pull it first)")]
+    Missing { image: String, blob: Digest },
+}
+
+/// What to export.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selection {
+    /// Every tag of a repository.
+    Repository(RepoName),
+    Tag(RepoName, Tag),
+    Digest(RepoName, Digest),
+    /// Every tag of every repository whose name starts with this.
+    Prefix(String),
+}
+
+impl Selection {
+    /// `repo`, `repo:tag`, `repo@digest`, or `prefix*`.
+    pub fn parse(s: &str) -> Result<Selection, String> {
+        let bad =
+            || format!("{s:?} is not REPOSITORY, REPOSITORY:TAG, REPOSITORY@DIGEST or PREFIX*");
+        if let Some(prefix) = s.strip_suffix('*') {
+            return Ok(Selection::Prefix(prefix.to_owned()));
+        }
+        if let Some((repo, digest)) = s.split_once('@') {
+            let repo = RepoName::parse(repo).ok_or_else(bad)?;
+            return Ok(Selection::Digest(
+                repo,
+                Digest::parse(digest).ok_or_else(bad)?,
+            ));
+        }
+        // A tag follows the last colon, unless that colon is a port's.
+        if let Some((repo, tag)) = s.rsplit_once(':')
+            && !tag.contains('/')
+        {
+            let repo = RepoName::parse(repo).ok_or_else(bad)?;
+            return Ok(Selection::Tag(repo, Tag::parse(tag).ok_or_else(bad)?));
+        }
+        RepoName::parse(s)
+            .map(Selection::Repository)
+            .ok_or_else(bad)
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub images: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+    /// Of the whole archive.
+    pub sha256: String,
+}
+
+/// Where a blob of the archive comes from.
+enum Source {
+    /// A manifest's bytes, as stored.
+    Manifest(Vec<u8>),
+    /// A blob file, linked in this repository.
+    Blob(RepoName, u64),
+}
+
+/// Exports `selections` (all images if empty) from `store` to `out`,
+/// written beside it first and renamed into place once whole and synced.
+pub fn export(store: &Store, selections: &[Selection], out: &Path) -> Result<Summary, Error> {
+    let roots = roots(store, selections)?;
+    let mut blobs: BTreeMap<Digest, Source> = BTreeMap::new();
+    let mut entries = Vec::new();
+    for (repo, ref_name, digest) in &roots {
+        let manifest = store.get_manifest(repo, &Reference::Digest(digest.clone()))?;
+        entries.push(Entry {
+            ref_name: ref_name.clone(),
+            media_type: manifest.media_type.clone(),
+            digest: digest.clone(),
+            size: manifest.body.len() as u64,
+        });
+        gather(store, repo, ref_name, digest, &mut blobs)?;
+    }
+
+    let temp = out.with_extension("partial");
+    let file = File::create(&temp)?;
+    let mut hashing = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+    };
+    let mut bytes = 0;
+    {
+        let mut tar = tar::Builder::new(&mut hashing);
+        tar.mode(tar::HeaderMode::Deterministic);
+        append(&mut tar, layout::LAYOUT_FILE, layout::LAYOUT_VERSION)?;
+        append(&mut tar, layout::INDEX_FILE, &layout::index_json(&entries))?;
+        append_dir(&mut tar, "blobs/")?;
+        let mut dirs: Vec<&str> = blobs.keys().map(|d| d.algorithm().name()).collect();
+        dirs.dedup();
+        for dir in dirs {
+            append_dir(&mut tar, &format!("blobs/{dir}/"))?;
+        }
+        for (digest, source) in &blobs {
+            let path = layout::blob_path(digest);
+            match source {
+                Source::Manifest(body) => {
+                    bytes += body.len() as u64;
+                    append(&mut tar, &path, body)?;
+                }
+                Source::Blob(repo, size) => {
+                    let blob = store.open_blob(repo, digest)?;
+                    if blob.size != *size {
+                        return Err(store::Error::Corrupt(format!("{digest} changed size")).into());
+                    }
+                    bytes += size;
+                    let mut header = header(*size);
+                    tar.append_data(&mut header, &path, blob.file)?;
+                }
+            }
+        }
+        tar.finish()?;
+    }
+    hashing.inner.flush()?;
+    let file = hashing.inner.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    std::fs::rename(&temp, out)?;
+    let sha256: String = hashing
+        .hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Summary {
+        images: entries.len(),
+        blobs: blobs.len(),
+        bytes,
+        sha256: format!("sha256:{sha256}"),
+    })
+}
+
+/// The images the selections name: (repository, name in index.json, digest).
+fn roots(
+    store: &Store,
+    selections: &[Selection],
+) -> Result<Vec<(RepoName, String, Digest)>, Error> {
+    let all = [Selection::Prefix(String::new())];
+    // Everything, when nothing is named: an empty store exports nothing.
+    let explicit = !selections.is_empty();
+    let selections = if explicit { selections } else { &all[..] };
+    let mut roots = Vec::new();
+    for selection in selections {
+        let before = roots.len();
+        match selection {
+            Selection::Tag(repo, tag) => {
+                let m = store.get_manifest(repo, &Reference::Tag(tag.clone()));
+                if let Ok(m) = m {
+                    roots.push((
+                        repo.clone(),
+                        format!("{}:{}", repo.as_str(), tag.as_str()),
+                        m.digest,
+                    ));
+                }
+            }
+            Selection::Digest(repo, digest) => {
+                if store
+                    .get_manifest(repo, &Reference::Digest(digest.clone()))
+                    .is_ok()
+                {
+                    roots.push((
+                        repo.clone(),
+                        format!("{}@{digest}", repo.as_str()),
+                        digest.clone(),
+                    ));
+                }
+            }
+            Selection::Repository(repo) => tags_of(store, repo, &mut roots)?,
+            Selection::Prefix(prefix) => {
+                for repo in repositories(store)? {
+                    if repo.as_str().starts_with(prefix.as_str()) {
+                        tags_of(store, &repo, &mut roots)?;
+                    }
+                }
+            }
+        }
+        if roots.len() == before && explicit {
+            return Err(Error::NothingMatches(describe(selection)));
+        }
+    }
+    roots.sort_by(|a, b| a.1.cmp(&b.1));
+    roots.dedup_by(|a, b| a.1 == b.1);
+    Ok(roots)
+}
+
+fn describe(selection: &Selection) -> String {
+    match selection {
+        Selection::Repository(repo) => repo.as_str().to_owned(),
+        Selection::Tag(repo, tag) => format!("{}:{}", repo.as_str(), tag.as_str()),
+        Selection::Digest(repo, digest) => format!("{}@{digest}", repo.as_str()),
+        Selection::Prefix(prefix) => format!("{prefix}*"),
+    }
+}
+
+fn repositories(store: &Store) -> Result<Vec<RepoName>, Error> {
+    let mut out = Vec::new();
+    let mut last: Option<String> = None;
+    loop {
+        let (page, more) = store.list_repositories(last.as_deref(), 1000, &|_| true)?;
+        out.extend(page.iter().filter_map(|name| RepoName::parse(name)));
+        last = page.last().cloned();
+        if !more || last.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+fn tags_of(
+    store: &Store,
+    repo: &RepoName,
+    roots: &mut Vec<(RepoName, String, Digest)>,
+) -> Result<(), Error> {
+    let mut last: Option<String> = None;
+    loop {
+        let (page, more) = match store.list_tags(repo, last.as_deref(), 1000) {
+            Ok(page) => page,
+            Err(store::Error::NameUnknown) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for name in &page {
+            let Some(tag) = Tag::parse(name) else {
+                continue;
+            };
+            let m = store.get_manifest(repo, &Reference::Tag(tag))?;
+            roots.push((repo.clone(), format!("{}:{name}", repo.as_str()), m.digest));
+        }
+        last = page.last().cloned();
+        if !more || last.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+/// Adds manifest `digest` of `repo`, the blobs it needs, the children of
+/// an index that are here, and every referrer, once each.
+fn gather(
+    store: &Store,
+    repo: &RepoName,
+    image: &str,
+    digest: &Digest,
+    blobs: &mut BTreeMap<Digest, Source>,
+) -> Result<(), Error> {
+    if blobs.contains_key(digest) {
+        return Ok(());
+    }
+    let stored = match store.get_manifest(repo, &Reference::Digest(digest.clone())) {
+        Ok(stored) => stored,
+        // A sparse index: the children that are here come along.
+        Err(store::Error::ManifestUnknown) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let parsed = manifest::parse(Some(&stored.media_type), &stored.body)
+        .map_err(store::Error::ManifestInvalid)?;
+    blobs.insert(digest.clone(), Source::Manifest(stored.body));
+    for blob in &parsed.blobs {
+        let size = match store.blob_size(repo, blob) {
+            Ok(size) => size,
+            Err(store::Error::BlobUnknown) => {
+                return Err(Error::Missing {
+                    image: image.to_owned(),
+                    blob: blob.clone(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        blobs.insert(blob.clone(), Source::Blob(repo.clone(), size));
+    }
+    for child in &parsed.manifests {
+        gather(store, repo, image, child, blobs)?;
+    }
+    for referrer in store.referrers(repo, digest, None)? {
+        if let Some(referrer) = Digest::parse(&referrer.digest) {
+            gather(store, repo, image, &referrer, blobs)?;
+        }
+    }
+    Ok(())
+}
+
+/// A regular file's header: no owner, no time, the same bytes every time.
+fn header(size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    header
+}
+
+fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> io::Result<()> {
+    let mut header = header(bytes.len() as u64);
+    tar.append_data(&mut header, path, bytes)
+}
+
+fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str) -> io::Result<()> {
+    let mut header = header(0);
+    header.set_mode(0o755);
+    header.set_entry_type(tar::EntryType::Directory);
+    tar.append_data(&mut header, path, io::empty())
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,65 @@
+//! The OCI image layout: an `oci-layout` marker, an `index.json` naming each
+//! image, and every blob (manifests included) under `blobs/<alg>/<hex>`.
+
+use serde::Serialize;
+
+use crate::oci::Digest;
+use crate::oci::manifest::OCI_INDEX;
+
+pub const LAYOUT_FILE: &str = "oci-layout";
+pub const LAYOUT_VERSION: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+pub const INDEX_FILE: &str = "index.json";
+/// The annotation that names an image in `index.json`.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+pub fn blob_path(digest: &Digest) -> String {
+    format!("blobs/{}/{}", digest.algorithm().name(), digest.hex())
+}
+
+/// One image of `index.json`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    /// Its full name: `docker.io/library/alpine:3.20`, or `repo@digest`.
+    pub ref_name: String,
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Index<'a> {
+    schema_version: u32,
+    media_type: &'static str,
+    manifests: Vec<Descriptor<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor<'a> {
+    media_type: &'a str,
+    digest: &'a str,
+    size: u64,
+    annotations: std::collections::BTreeMap<&'static str, &'a str>,
+}
+
+/// `index.json` for `entries`, in name order: the same images always give
+/// the same bytes.
+pub fn index_json(entries: &[Entry]) -> Vec<u8> {
+    let mut entries: Vec<&Entry> = entries.iter().collect();
+    entries.sort();
+    let index = Index {
+        schema_version: 2,
+        media_type: OCI_INDEX,
+        manifests: entries
+            .iter()
+            .map(|e| Descriptor {
+                media_type: &e.media_type,
+                digest: e.digest.as_str(),
+                size: e.size,
+                annotations: [(REF_NAME, e.ref_name.as_str())].into_iter().collect(),
+            })
+            .collect(),
+    };
+    serde_json::to_vec_pretty(&index).expect("an index always serializes")
+}
