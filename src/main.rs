@@ -28,6 +28,7 @@ enum Command {
     Fsck(Fsck),
     Passwd(Passwd),
     Export(Export),
+    Import(Import),
 }
 
 /// Serve the OCI Distribution API.
@@ -231,6 +232,23 @@ struct Export {
     selection: Vec<berth::transfer::Selection>,
 }
 
+/// Read an OCI layout (a tar archive or a directory) into a stopped
+/// registry's data directory, checking every blob and image first.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "import")]
+struct Import {
+    /// data directory (default ./berth-data)
+    #[argh(option, default = "PathBuf::from(berth::config::DEFAULT_DATA_DIR)")]
+    data: PathBuf,
+    /// the repository for images the layout names by a bare tag (as
+    /// skopeo's oci:DIR:TAG does)
+    #[argh(option)]
+    into: Option<String>,
+    /// the archive or layout directory
+    #[argh(positional)]
+    source: PathBuf,
+}
+
 fn parse_selection(s: &str) -> Result<berth::transfer::Selection, String> {
     berth::transfer::Selection::parse(s)
 }
@@ -243,6 +261,7 @@ fn main() -> ExitCode {
         Command::Prune(prune) => run_prune(prune),
         Command::Fsck(fsck) => run_fsck(fsck),
         Command::Export(export) => run_export(export).map(|()| ExitCode::SUCCESS),
+        Command::Import(import) => run_import(import),
         Command::Passwd(passwd) => run_passwd(passwd).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -429,6 +448,36 @@ fn run_export(args: Export) -> std::io::Result<()> {
     );
     println!("{}  {}", summary.sha256, args.out.display());
     Ok(())
+}
+
+fn run_import(args: Import) -> std::io::Result<ExitCode> {
+    let into = match &args.into {
+        Some(name) => Some(berth::oci::RepoName::parse(name).ok_or_else(|| {
+            std::io::Error::other(format!("--into {name:?} is no repository name"))
+        })?),
+        None => None,
+    };
+    let store = std::sync::Arc::new(Store::open(&args.data).map_err(std::io::Error::other)?);
+    let started = std::time::Instant::now();
+    let summary = berth::transfer::import(&store, &args.source, into.as_ref())
+        .map_err(std::io::Error::other)?;
+    for damage in &summary.damage {
+        println!("refused: {damage}");
+    }
+    println!(
+        "imported {} images: {} blobs read and checked ({} bytes), {} already held; {} refused; {:.1}s",
+        summary.images,
+        summary.blobs_read,
+        summary.bytes,
+        summary.blobs_held,
+        summary.damage.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if summary.damage.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn run_fsck(args: Fsck) -> std::io::Result<ExitCode> {

@@ -276,3 +276,254 @@ fn skopeo_copies_an_image_out_of_the_archive_by_its_full_name() {
     ));
     assert!(layer.body == image.layer);
 }
+
+/// Runs `berth import --data DATA ARGS`: (success, stdout + stderr).
+fn import(data: &Path, args: &[&str]) -> (bool, String) {
+    let result = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("import")
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    (result.status.success(), said)
+}
+
+/// A registry with an index of two images, a referrer and a second
+/// repository, stopped: its data directory and what was pushed.
+fn populated() -> (tempfile::TempDir, http::Image, http::Image, Vec<u8>) {
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    let single = http::push_image(&base, "docker.io/library/app", Some("1"), 11);
+    let amd = http::push_image(&base, "docker.io/library/multi", None, 12);
+    let arm = http::push_image(&base, "docker.io/library/multi", None, 13);
+    let index = http::image_index(&[amd.descriptor(), arm.descriptor()]);
+    http::push_manifest(&base, "docker.io/library/multi", "2", OCI_INDEX, &index);
+    http::push_blob(&base, "docker.io/library/app", b"{}");
+    let signature = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.sig",
+        "config": http::descriptor(http::OCI_EMPTY, b"{}"),
+        "layers": [http::descriptor(http::OCI_EMPTY, b"{}")],
+        "subject": single.descriptor(),
+    }))
+    .unwrap();
+    http::push_manifest(
+        &base,
+        "docker.io/library/app",
+        &sha256(&signature),
+        OCI_MANIFEST,
+        &signature,
+    );
+    (reg.stop(), single, arm, signature)
+}
+
+#[test]
+fn an_export_imported_elsewhere_serves_exactly_what_left_and_twice_changes_nothing() {
+    let (data, single, arm, signature) = populated();
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("out.tar");
+    must_export(data.path(), &archive, &[]);
+
+    let fresh = work.path().join("fresh");
+    let (ok, said) = import(&fresh, &[archive.to_str().unwrap()]);
+    assert!(ok, "{said}");
+    assert!(said.contains("imported 2 images"), "{said}");
+    let (ok, said) = import(&fresh, &[archive.to_str().unwrap()]);
+    assert!(
+        ok && said.contains("0 blobs read"),
+        "a second import read again: {said}"
+    );
+    // What a second export of the imported copy writes is what left.
+    let again = work.path().join("again.tar");
+    must_export(&fresh, &again, &[]);
+    assert!(std::fs::read(&archive).unwrap() == std::fs::read(&again).unwrap());
+
+    let copy = TestRegistry::start_in(move_into_tempdir(&fresh));
+    let base = copy.url();
+    for (repo, reference, body) in [
+        ("docker.io/library/app", "1", &single.manifest),
+        (
+            "docker.io/library/multi",
+            arm.digest.as_str(),
+            &arm.manifest,
+        ),
+        ("docker.io/library/app", &sha256(&signature), &signature),
+    ] {
+        let resp = http::get(&http::manifest_url(&base, repo, reference));
+        assert_eq!(resp.status, 200, "{repo}:{reference}: {resp:?}");
+        assert!(&resp.body == body);
+    }
+    let layer = http::get(&http::blob_url(
+        &base,
+        "docker.io/library/multi",
+        &arm.layer_digest,
+    ));
+    assert!(layer.body == arm.layer);
+    let referrers = http::get(&format!(
+        "{base}/v2/docker.io/library/app/referrers/{}",
+        single.digest
+    ));
+    assert_eq!(
+        referrers.json()["manifests"][0]["digest"],
+        json!(sha256(&signature))
+    );
+}
+
+/// Unpacks an archive into a layout directory, to damage it.
+fn unpack(archive: &Path, dir: &Path) {
+    tar::Archive::new(std::fs::File::open(archive).unwrap())
+        .unpack(dir)
+        .unwrap();
+}
+
+fn blob_file(layout: &Path, digest: &str) -> std::path::PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap())
+}
+
+#[test]
+fn a_damaged_image_is_named_and_nothing_of_it_shows_while_the_others_import() {
+    let (data, single, arm, _) = populated();
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("out.tar");
+    must_export(data.path(), &archive, &[]);
+    let layout = work.path().join("layout");
+    unpack(&archive, &layout);
+    // A flipped byte in the arm image's layer.
+    let path = blob_file(&layout, &arm.layer_digest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+
+    let target = work.path().join("target");
+    let (ok, said) = import(&target, &[layout.to_str().unwrap()]);
+    assert!(!ok, "a damaged import succeeded: {said}");
+    assert!(said.contains("docker.io/library/multi:2"), "{said}");
+    assert!(said.contains(&arm.layer_digest), "{said}");
+    assert!(said.contains("imported 1 images"), "{said}");
+
+    let reg = TestRegistry::start_in(move_into_tempdir(&target));
+    let base = reg.url();
+    assert_eq!(
+        http::get(&http::manifest_url(&base, "docker.io/library/app", "1")).status,
+        200
+    );
+    for reference in ["2", arm.digest.as_str()] {
+        let resp = http::get(&http::manifest_url(
+            &base,
+            "docker.io/library/multi",
+            reference,
+        ));
+        assert_eq!(resp.status, 404, "{reference} shows: {resp:?}");
+    }
+    let resp = http::head(&http::blob_url(
+        &base,
+        "docker.io/library/multi",
+        &arm.config_digest,
+    ));
+    assert_eq!(resp.status, 404, "a blob of the refused image shows");
+    let _ = single;
+}
+
+#[test]
+fn a_missing_blob_or_a_wrong_size_is_refused_by_name() {
+    let (data, single, _, _) = populated();
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("out.tar");
+    must_export(data.path(), &archive, &["docker.io/library/app:1"]);
+
+    let missing = work.path().join("missing");
+    unpack(&archive, &missing);
+    std::fs::remove_file(blob_file(&missing, &single.config_digest)).unwrap();
+    let (ok, said) = import(&work.path().join("t1"), &[missing.to_str().unwrap()]);
+    assert!(
+        !ok && said.contains(&single.config_digest) && said.contains("missing"),
+        "{said}"
+    );
+
+    let resized = work.path().join("resized");
+    unpack(&archive, &resized);
+    let index_path = resized.join("index.json");
+    let index = std::fs::read_to_string(&index_path).unwrap();
+    let size = format!("\"size\": {}", single.manifest.len());
+    assert!(index.contains(&size), "{index}");
+    std::fs::write(&index_path, index.replace(&size, "\"size\": 7")).unwrap();
+    let (ok, said) = import(&work.path().join("t2"), &[resized.to_str().unwrap()]);
+    assert!(!ok && said.contains("descriptor says 7"), "{said}");
+}
+
+#[test]
+fn an_archive_with_an_entry_outside_the_layout_is_refused_whole() {
+    let work = tempfile::tempdir().unwrap();
+    for (name, link) in [
+        ("../escape", false),
+        ("/etc/escape", false),
+        ("blobs/sha256/x", true),
+    ] {
+        let archive = work.path().join("evil.tar");
+        {
+            let mut tar = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+            let mut header = tar::Header::new_gnu();
+            header.set_size(if link { 0 } else { 4 });
+            header.set_mode(0o644);
+            if link {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_link_name("/etc/passwd").unwrap();
+            }
+            let path = name.trim_start_matches('/');
+            let bytes = header.as_old_mut();
+            bytes.name[..path.len()].copy_from_slice(path.as_bytes());
+            if name.starts_with('/') {
+                bytes.name[..name.len()].copy_from_slice(name.as_bytes());
+            }
+            header.set_cksum();
+            tar.append(&header, if link { &b""[..] } else { &b"evil"[..] })
+                .unwrap();
+            tar.finish().unwrap();
+        }
+        let target = work.path().join("target");
+        let (ok, said) = import(&target, &[archive.to_str().unwrap()]);
+        assert!(!ok, "{name} was taken: {said}");
+        assert!(said.contains("unsafe entry"), "{name}: {said}");
+        assert!(!work.path().join("escape").exists());
+    }
+}
+
+#[test]
+fn a_layout_written_by_skopeo_imports_into_the_repository_given() {
+    require_programs("a_layout_written_by_skopeo", &[("skopeo", "skopeo")]);
+    let reg = TestRegistry::start();
+    let image = http::push_image(&reg.url(), "team/app", Some("1"), 14);
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    Skopeo::new().ok(&[
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &format!("docker://{}/team/app:1", reg.host()),
+        &format!("oci:{}:v1", layout.display()),
+    ]);
+    let target = work.path().join("target");
+    let (ok, said) = import(&target, &["--into", "copied/app", layout.to_str().unwrap()]);
+    assert!(ok, "{said}");
+    let copy = TestRegistry::start_in(move_into_tempdir(&target));
+    let resp = http::get(&http::manifest_url(&copy.url(), "copied/app", "v1"));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(resp.body == image.manifest);
+}
+
+/// A directory made by a command, handed to a TempDir for the registry.
+fn move_into_tempdir(dir: &Path) -> tempfile::TempDir {
+    let temp = tempfile::tempdir().unwrap();
+    std::fs::remove_dir(temp.path()).unwrap();
+    std::fs::rename(dir, temp.path()).unwrap();
+    temp
+}

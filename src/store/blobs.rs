@@ -214,7 +214,7 @@ impl Store {
         upload_id: &str,
         upload_file: &File,
         size: u64,
-        repo: &RepoName,
+        repo: Option<&RepoName>,
         digest: &Digest,
     ) -> Result<()> {
         let exists = || -> Result<bool> {
@@ -252,7 +252,7 @@ impl Store {
         }
         let (d, r, id) = (
             digest.clone(),
-            repo.as_str().to_owned(),
+            repo.map(|r| r.as_str().to_owned()),
             upload_id.to_owned(),
         );
         let session = self.write(sync_dir, move |txn| {
@@ -264,7 +264,10 @@ impl Store {
                 txn.open_table(meta::BLOBS)?
                     .insert(d.as_str(), meta::encode(&row).as_slice())?;
             }
-            links::link(txn, d.as_str(), &r)?;
+            // Without a repository the blob is staged: held, served by none.
+            if let Some(r) = &r {
+                links::link(txn, d.as_str(), r)?;
+            }
             sessions::remove_row(txn, &id)
         })?;
         if let Some(repo) = session {
@@ -276,7 +279,7 @@ impl Store {
 }
 
 /// Restarts a blob's grace period; false if there is no such blob.
-fn touch_blob(txn: &redb::WriteTransaction, digest: &Digest) -> Result<bool> {
+pub(super) fn touch_blob(txn: &redb::WriteTransaction, digest: &Digest) -> Result<bool> {
     let mut blobs = txn.open_table(meta::BLOBS)?;
     let row = match blobs.get(digest.as_str())? {
         Some(row) => meta::decode::<BlobRow>(row.value())?,

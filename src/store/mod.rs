@@ -6,6 +6,7 @@ mod blobs;
 mod cache;
 mod commit;
 mod fsck;
+mod imports;
 mod links;
 mod manifests;
 pub mod meta;
@@ -28,6 +29,7 @@ use crate::oci::{Algorithm, Digest};
 pub use blobs::read_chunk;
 pub use cache::TagTarget;
 pub use fsck::{Check, Finding};
+pub use imports::ImportedManifest;
 pub use manifests::{PutManifest, Referrer, StoredManifest};
 pub use uploads::{Appender, ChunkSpec, Upload};
 

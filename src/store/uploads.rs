@@ -84,6 +84,8 @@ pub struct Appender {
     row: UploadRow,
     /// A session with a row; false for a whole blob in one request.
     session: bool,
+    /// Whether the finished blob is linked into `repo`; false: staged.
+    link: bool,
     declared: Option<u64>,
     file: File,
     writeback: Writeback,
@@ -225,8 +227,13 @@ impl Appender {
                 actual,
             });
         }
-        self.store
-            .commit_blob(&self.id, &self.file, size, &self.repo, digest)?;
+        self.store.commit_blob(
+            &self.id,
+            &self.file,
+            size,
+            self.link.then_some(&self.repo),
+            digest,
+        )?;
         self.kept = true;
         log::debug!("upload {}: finished as {digest} ({size} bytes)", self.id);
         Ok(size)
@@ -337,6 +344,20 @@ impl Store {
         self.appender(repo, id, row, true, spec.len, Some(busy))
     }
 
+    /// Opens a blob to be staged: once finished it is held (its row
+    /// commits) but linked into no repository, so nobody is served it
+    /// until an import links it with the image that needs it.
+    pub fn stage_blob(
+        self: &Arc<Self>,
+        len: Option<u64>,
+        algorithm: Algorithm,
+    ) -> Result<Appender> {
+        let staging = RepoName::parse("staging").expect("a valid name");
+        let mut appender = self.put_blob(&staging, len, algorithm)?;
+        appender.link = false;
+        Ok(appender)
+    }
+
     /// Opens a whole blob in one request, with no session row: a crash
     /// leaves only an orphan file, which start-up removes.
     pub fn put_blob(
@@ -392,6 +413,7 @@ impl Store {
             writeback: Writeback::new(row.offset),
             row,
             session,
+            link: true,
             declared,
             file,
             hasher,

@@ -1,7 +1,10 @@
 //! OCI image layouts and their tar archives, for carrying images across an
-//! air gap: `berth export` writes them from a store.
+//! air gap: `berth export` writes them from a store, `berth import` reads
+//! them into one.
 
 pub mod export;
+pub mod import;
 mod layout;
 
 pub use export::{Selection, Summary, export};
+pub use import::import;

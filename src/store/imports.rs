@@ -1,0 +1,110 @@
+//! What an import makes visible: an image's staged blobs linked into its
+//! repository, its manifests stored and its tag set, all in one
+//! transaction, so a tag is never seen without everything it needs.
+
+use std::fs::File;
+use std::io::Read;
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::blobs::touch_blob;
+use super::links;
+use super::manifests::row_of;
+use super::meta::{self, BlobRow};
+use super::{Error, Result, Store};
+use crate::oci::manifest;
+use crate::oci::{Digest, RepoName, Tag};
+
+/// A manifest to import: its digest, the media type its layout gave, and
+/// its bytes.
+#[derive(Debug, Clone)]
+pub struct ImportedManifest {
+    pub digest: Digest,
+    pub media_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Store {
+    /// The size of blob `digest` if this store holds it, linked anywhere
+    /// or only staged.
+    pub fn held_blob(&self, digest: &Digest) -> Result<Option<u64>> {
+        let txn = self.db()?.begin_read()?;
+        let blobs = txn.open_table(meta::BLOBS)?;
+        let Some(row) = blobs.get(digest.as_str())? else {
+            return Ok(None);
+        };
+        Ok(Some(meta::decode::<BlobRow>(row.value())?.size))
+    }
+
+    /// Up to `limit` bytes of a held blob, for reading manifests.
+    pub fn read_held_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
+        if self.held_blob(digest)?.is_none() {
+            return Err(Error::BlobUnknown);
+        }
+        let mut bytes = Vec::new();
+        File::open(self.blob_path(digest))?
+            .take(limit)
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Makes an image visible in `repo` at once: links `blobs` (which must
+    /// all be held), stores `manifests` (their own references checked by
+    /// the caller), and points `tag` at its manifest.
+    pub fn import_image(
+        &self,
+        repo: &RepoName,
+        blobs: Vec<Digest>,
+        manifests: Vec<ImportedManifest>,
+        tag: Option<(Tag, Digest)>,
+    ) -> Result<()> {
+        let mut rows = Vec::new();
+        for m in &manifests {
+            let parsed = manifest::parse(m.media_type.as_deref(), &m.body)
+                .map_err(Error::ManifestInvalid)?;
+            rows.push((
+                m.digest.to_string(),
+                parsed.subject.clone(),
+                row_of(&parsed, m.body.clone()),
+            ));
+        }
+        let (r, rows, blobs) = (repo.as_str().to_owned(), Arc::new(rows), Arc::new(blobs));
+        self.write(None, move |txn| {
+            let r = r.as_str();
+            for blob in blobs.iter() {
+                if !touch_blob(txn, blob)? {
+                    return Err(Error::ManifestBlobUnknown(blob.clone()));
+                }
+                links::link(txn, blob.as_str(), r)?;
+            }
+            let mut table = txn.open_table(meta::MANIFESTS)?;
+            let mut refs = txn.open_table(meta::BLOB_REFS)?;
+            let mut referrers = txn.open_table(meta::REFERRERS)?;
+            let mut pulls = txn.open_table(meta::CACHE_PULLS)?;
+            for (d, subject, row) in rows.iter() {
+                let d = d.as_str();
+                if table.get((r, d))?.is_none() {
+                    table.insert((r, d), meta::encode(row).as_slice())?;
+                }
+                for blob in &row.blobs {
+                    refs.insert((blob.as_str(), r, d), ())?;
+                }
+                if let Some(subject) = subject {
+                    referrers.insert((r, subject.as_str(), d), ())?;
+                }
+                // Imported here, it is ours, whatever a cache fetched before.
+                pulls.remove((r, d))?;
+            }
+            if let Some((tag, digest)) = &tag {
+                txn.open_table(meta::TAGS)?
+                    .insert((r, tag.as_str()), digest.as_str())?;
+                txn.open_table(meta::UPSTREAM_TAGS)?
+                    .remove((r, tag.as_str()))?;
+            }
+            drop((table, refs, referrers, pulls));
+            links::remember(txn, r)?;
+            Ok(())
+        })
+    }
+}
