@@ -134,7 +134,20 @@ impl Traced {
             let _ = strace.kill();
             panic!("berth under strace did not stop");
         }
-        parse(&std::fs::read_to_string(&self.trace).unwrap())
+        let raw = std::fs::read_to_string(&self.trace).unwrap();
+        let calls = parse(&raw);
+        // Every run writes its address line: a trace without it was not
+        // read right, and its first lines say why.
+        if !calls.iter().any(|c| c.text.contains("berth listening on")) {
+            let head: Vec<&str> = raw.lines().take(20).collect();
+            panic!(
+                "{} of {} trace lines parsed, none with the address line; the first:\n{}",
+                calls.len(),
+                raw.lines().count(),
+                head.join("\n")
+            );
+        }
+        calls
     }
 }
 
@@ -158,7 +171,12 @@ fn first_after<'a>(calls: &'a [Call], after: f64, needle: &str) -> &'a Call {
     calls
         .iter()
         .find(|c| c.entry >= after && c.text.contains(needle))
-        .unwrap_or_else(|| panic!("no call with {needle:?} after {after}"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no call with {needle:?} after {after} among {} calls",
+                calls.len()
+            )
+        })
 }
 
 /// Asserts that `dir` was fsynced after `made` (the call that changed its
