@@ -226,6 +226,10 @@ struct Export {
     /// the archive to write
     #[argh(option)]
     out: PathBuf,
+    /// leave out every blob an earlier export carried: its archive, or its
+    /// index.json alone
+    #[argh(option)]
+    since: Option<PathBuf>,
     /// what to export: REPOSITORY, REPOSITORY:TAG, REPOSITORY@DIGEST or
     /// PREFIX* (default: everything)
     #[argh(positional, from_str_fn(parse_selection))]
@@ -436,8 +440,9 @@ fn run_export(args: Export) -> std::io::Result<()> {
     require_database(&args.data)?;
     let store = Store::open(&args.data).map_err(std::io::Error::other)?;
     let started = std::time::Instant::now();
-    let summary = berth::transfer::export(&store, &args.selection, &args.out)
-        .map_err(std::io::Error::other)?;
+    let summary =
+        berth::transfer::export(&store, &args.selection, args.since.as_deref(), &args.out)
+            .map_err(std::io::Error::other)?;
     println!(
         "exported {} images, {} blobs, {} bytes to {} in {:.1}s",
         summary.images,

@@ -527,3 +527,83 @@ fn move_into_tempdir(dir: &Path) -> tempfile::TempDir {
     std::fs::rename(dir, temp.path()).unwrap();
     temp
 }
+
+#[test]
+fn a_delta_carries_only_new_blobs_and_imports_only_onto_its_base() {
+    let reg = TestRegistry::start();
+    let base_url = reg.url();
+    let first = http::push_image(&base_url, "team/app", Some("1"), 15);
+    let data = reg.stop();
+    let work = tempfile::tempdir().unwrap();
+    let base = work.path().join("base.tar");
+    must_export(data.path(), &base, &[]);
+
+    // A new tag sharing the first image's layer, with a config of its own.
+    let reg = TestRegistry::start_in(data);
+    let url = reg.url();
+    let config = br#"{"architecture":"arm64","os":"linux"}"#.to_vec();
+    http::push_blob(&url, "team/app", &config);
+    let manifest = http::image_manifest(
+        &http::descriptor(http::OCI_CONFIG, &config),
+        &[http::descriptor(http::OCI_LAYER, &first.layer)],
+    );
+    http::push_manifest(&url, "team/app", "2", OCI_MANIFEST, &manifest);
+    let data = reg.stop();
+
+    let delta = work.path().join("delta.tar");
+    must_export(data.path(), &delta, &["--since", base.to_str().unwrap()]);
+    let held = entries(&delta);
+    let blobs: Vec<&String> = held
+        .keys()
+        .filter(|p| p.len() > "blobs/sha256/".len() && p.starts_with("blobs/sha256/"))
+        .collect();
+    assert_eq!(
+        blobs.len(),
+        2,
+        "the delta holds the new config and manifest only: {blobs:?}"
+    );
+    assert_blob(&held, &sha256(&config), &config);
+    assert_blob(&held, &sha256(&manifest), &manifest);
+    // The earlier archive's index.json alone says as much.
+    let index_only = work.path().join("index.json");
+    let mut base_index = Vec::new();
+    tar::Archive::new(std::fs::File::open(&base).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_string_lossy() == "index.json")
+        .unwrap()
+        .read_to_end(&mut base_index)
+        .unwrap();
+    std::fs::write(&index_only, &base_index).unwrap();
+    let from_index = work.path().join("delta2.tar");
+    must_export(
+        data.path(),
+        &from_index,
+        &["--since", index_only.to_str().unwrap()],
+    );
+    assert!(std::fs::read(&from_index).unwrap() == std::fs::read(&delta).unwrap());
+
+    // Onto nothing, the new image is refused naming the layer it lacks.
+    let (ok, said) = import(&work.path().join("empty"), &[delta.to_str().unwrap()]);
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("team/app:2") && said.contains(&first.layer_digest),
+        "{said}"
+    );
+    // Onto the imported base, it completes the image.
+    let site = work.path().join("site");
+    let (ok, said) = import(&site, &[base.to_str().unwrap()]);
+    assert!(ok, "{said}");
+    let (ok, said) = import(&site, &[delta.to_str().unwrap()]);
+    assert!(ok, "{said}");
+    let copy = TestRegistry::start_in(move_into_tempdir(&site));
+    let resp = http::get(&http::manifest_url(&copy.url(), "team/app", "2"));
+    assert!(resp.body == manifest, "{resp:?}");
+    let layer = http::get(&http::blob_url(
+        &copy.url(),
+        "team/app",
+        &first.layer_digest,
+    ));
+    assert!(layer.body == first.layer);
+}

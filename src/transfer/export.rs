@@ -4,9 +4,9 @@
 //! archive is deterministic: the same images give the same bytes, and its
 //! sha256 is reported for the courier's log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
@@ -26,6 +26,8 @@ pub enum Error {
     NothingMatches(String),
     #[error("{image} needs {blob}, which this registry does not hold (pull it first)")]
     Missing { image: String, blob: Digest },
+    #[error("the earlier export {0}")]
+    Earlier(String),
 }
 
 /// What to export.
@@ -87,7 +89,16 @@ enum Source {
 
 /// Exports `selections` (all images if empty) from `store` to `out`,
 /// written beside it first and renamed into place once whole and synced.
-pub fn export(store: &Store, selections: &[Selection], out: &Path) -> Result<Summary, Error> {
+pub fn export(
+    store: &Store,
+    selections: &[Selection],
+    since: Option<&Path>,
+    out: &Path,
+) -> Result<Summary, Error> {
+    let earlier = match since {
+        Some(path) => earlier_blobs(store, path)?,
+        None => BTreeSet::new(),
+    };
     let roots = roots(store, selections)?;
     let mut blobs: BTreeMap<Digest, Source> = BTreeMap::new();
     let mut entries = Vec::new();
@@ -120,6 +131,8 @@ pub fn export(store: &Store, selections: &[Selection], out: &Path) -> Result<Sum
         for dir in dirs {
             append_dir(&mut tar, &format!("blobs/{dir}/"))?;
         }
+        // A delta leaves out what the earlier export carried.
+        blobs.retain(|digest, _| !earlier.contains(digest));
         for (digest, source) in &blobs {
             let path = layout::blob_path(digest);
             match source {
@@ -156,6 +169,64 @@ pub fn export(store: &Store, selections: &[Selection], out: &Path) -> Result<Sum
         bytes,
         sha256: format!("sha256:{sha256}"),
     })
+}
+
+/// The blobs an earlier export carried: the entries of its archive, or,
+/// from its `index.json` alone, everything its images need here.
+fn earlier_blobs(store: &Store, path: &Path) -> Result<BTreeSet<Digest>, Error> {
+    let bad = |why: String| Error::Earlier(format!("{}: {why}", path.display()));
+    let mut file = File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut first = [0u8; 1];
+    let json = file.read(&mut first).map_err(|e| bad(e.to_string()))? == 1 && first[0] == b'{';
+    if json {
+        // An index.json is small; an archive is read entry by entry.
+        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let index: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        let mut blobs = BTreeMap::new();
+        let manifests = index["manifests"]
+            .as_array()
+            .ok_or_else(|| bad("an index.json without manifests".into()))?;
+        for entry in manifests {
+            let name = entry["annotations"][layout::REF_NAME]
+                .as_str()
+                .unwrap_or("");
+            let repo = name
+                .split_once('@')
+                .map(|(r, _)| r)
+                .or_else(|| name.rsplit_once(':').map(|(r, _)| r))
+                .and_then(RepoName::parse);
+            let digest = entry["digest"].as_str().and_then(Digest::parse);
+            if let (Some(repo), Some(digest)) = (repo, digest) {
+                // What is gone from here cannot be left out, nor needs to be.
+                match gather(store, &repo, name, &digest, &mut blobs) {
+                    Ok(()) | Err(Error::Missing { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        return Ok(blobs.into_keys().collect());
+    }
+    let file = File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut archive = tar::Archive::new(file);
+    let mut blobs = BTreeSet::new();
+    for entry in archive
+        .entries_with_seek()
+        .map_err(|e| bad(e.to_string()))?
+    {
+        let entry = entry.map_err(|e| bad(e.to_string()))?;
+        let name = entry.path().map_err(|e| bad(e.to_string()))?;
+        let name = name.to_string_lossy();
+        if let Some((algorithm, hex)) = name
+            .trim_start_matches("./")
+            .strip_prefix("blobs/")
+            .and_then(|rest| rest.split_once('/'))
+            && let Some(digest) = Digest::parse(&format!("{algorithm}:{hex}"))
+        {
+            blobs.insert(digest);
+        }
+    }
+    Ok(blobs)
 }
 
 /// The images the selections name: (repository, name in index.json, digest).

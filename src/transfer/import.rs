@@ -287,7 +287,7 @@ fn referrers_among(
 }
 
 /// Checks one image of index.json whole and makes it visible, or says
-/// what is wrong with it.
+/// what is wrong with it: every missing or bad blob, by name.
 fn import_entry(
     store: &Store,
     entry: &Descriptor,
@@ -298,22 +298,23 @@ fn import_entry(
 ) -> Result<(), String> {
     let (repo, tag) = parse_name(name, into)?;
     let root = Digest::parse(&entry.digest).ok_or(format!("bad digest {:?}", entry.digest))?;
-    let mut blobs = BTreeSet::new();
-    let mut manifests = Vec::new();
-    let mut seen = BTreeSet::new();
-    walk(
+    let mut walk = Walk {
         store,
-        entry,
-        &root,
+        repo: &repo,
         bad,
         referrers,
-        &mut seen,
-        &mut blobs,
-        &mut manifests,
-    )?;
+        seen: BTreeSet::new(),
+        blobs: BTreeSet::new(),
+        manifests: Vec::new(),
+        problems: Vec::new(),
+    };
+    walk.manifest(entry.media_type.clone(), &root, entry.size);
+    if !walk.problems.is_empty() {
+        return Err(walk.problems.join("; "));
+    }
     let tag = tag.map(|tag| (tag, root.clone()));
     store
-        .import_image(&repo, blobs.into_iter().collect(), manifests, tag)
+        .import_image(&repo, walk.blobs.into_iter().collect(), walk.manifests, tag)
         .map_err(|e| e.to_string())
 }
 
@@ -340,63 +341,85 @@ fn parse_name(name: &str, into: Option<&RepoName>) -> Result<(RepoName, Option<T
     }
 }
 
-/// Checks manifest `digest` (as `descriptor` describes it) and all it
-/// needs, children first, then its referrers; gathers blobs and manifests.
-#[allow(clippy::too_many_arguments)]
-fn walk(
-    store: &Store,
-    descriptor: &Descriptor,
-    digest: &Digest,
-    bad: &BTreeMap<Digest, String>,
-    referrers: &BTreeMap<Digest, Vec<Digest>>,
-    seen: &mut BTreeSet<Digest>,
-    blobs: &mut BTreeSet<Digest>,
-    manifests: &mut Vec<ImportedManifest>,
-) -> Result<(), String> {
-    if !seen.insert(digest.clone()) {
-        return Ok(());
-    }
-    check(store, digest, descriptor.size, bad)?;
-    let body = store
-        .read_held_blob(digest, MAX_MANIFEST)
-        .map_err(|e| e.to_string())?;
-    let refs: References =
-        serde_json::from_slice(&body).map_err(|e| format!("{digest} is no manifest: {e}"))?;
-    let media_type = descriptor.media_type.clone().or(refs.media_type.clone());
-    for blob in refs.config.iter().chain(&refs.layers) {
-        if !blob.urls.is_empty() {
-            continue;
+/// One image's check: what it needs, and what is wrong.
+struct Walk<'a> {
+    store: &'a Store,
+    repo: &'a RepoName,
+    bad: &'a BTreeMap<Digest, String>,
+    referrers: &'a BTreeMap<Digest, Vec<Digest>>,
+    seen: BTreeSet<Digest>,
+    blobs: BTreeSet<Digest>,
+    manifests: Vec<ImportedManifest>,
+    problems: Vec<String>,
+}
+
+impl Walk<'_> {
+    /// Checks manifest `digest` and all it needs, children first, then its
+    /// referrers. A manifest already in the repository (the base of a
+    /// delta) may be absent from the layout.
+    fn manifest(&mut self, media_type: Option<String>, digest: &Digest, size: u64) {
+        if !self.seen.insert(digest.clone()) {
+            return;
         }
-        let d = Digest::parse(&blob.digest).ok_or(format!("bad digest {:?}", blob.digest))?;
-        check(store, &d, blob.size, bad)?;
-        blobs.insert(d);
-    }
-    for child in &refs.manifests {
-        let d = Digest::parse(&child.digest).ok_or(format!("bad digest {:?}", child.digest))?;
-        walk(store, child, &d, bad, referrers, seen, blobs, manifests)?;
-    }
-    manifests.push(ImportedManifest {
-        digest: digest.clone(),
-        media_type,
-        body: body.clone(),
-    });
-    for referrer in referrers.get(digest).into_iter().flatten() {
-        let size = store
-            .held_blob(referrer)
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default();
-        let described = Descriptor {
-            media_type: None,
-            digest: referrer.to_string(),
-            size,
-            annotations: BTreeMap::new(),
-            urls: Vec::new(),
+        let body = match check(self.store, digest, size, self.bad) {
+            Ok(()) => match self.store.read_held_blob(digest, MAX_MANIFEST) {
+                Ok(body) => body,
+                Err(e) => return self.problems.push(format!("{digest}: {e}")),
+            },
+            Err(why) => match self.stored(digest, size) {
+                Some(body) => body,
+                None => return self.problems.push(why),
+            },
         };
-        walk(
-            store, &described, referrer, bad, referrers, seen, blobs, manifests,
-        )?;
+        let refs: References = match serde_json::from_slice(&body) {
+            Ok(refs) => refs,
+            Err(e) => return self.problems.push(format!("{digest} is no manifest: {e}")),
+        };
+        let media_type = media_type.or(refs.media_type.clone());
+        for blob in refs.config.iter().chain(&refs.layers) {
+            if !blob.urls.is_empty() {
+                continue;
+            }
+            match Digest::parse(&blob.digest) {
+                Some(d) => match check(self.store, &d, blob.size, self.bad) {
+                    Ok(()) => {
+                        self.blobs.insert(d);
+                    }
+                    Err(why) => self.problems.push(why),
+                },
+                None => self.problems.push(format!("bad digest {:?}", blob.digest)),
+            }
+        }
+        for child in &refs.manifests {
+            match Digest::parse(&child.digest) {
+                Some(d) => self.manifest(child.media_type.clone(), &d, child.size),
+                None => self.problems.push(format!("bad digest {:?}", child.digest)),
+            }
+        }
+        self.manifests.push(ImportedManifest {
+            digest: digest.clone(),
+            media_type,
+            body,
+        });
+        for referrer in self.referrers.get(digest).into_iter().flatten() {
+            let size = self
+                .store
+                .held_blob(referrer)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            self.manifest(None, referrer, size);
+        }
     }
-    Ok(())
+
+    /// A manifest the repository holds already, if its size is right.
+    fn stored(&self, digest: &Digest, size: u64) -> Option<Vec<u8>> {
+        let stored = self
+            .store
+            .get_manifest(self.repo, &crate::oci::Reference::Digest(digest.clone()))
+            .ok()?;
+        (stored.body.len() as u64 == size).then_some(stored.body)
+    }
 }
 
 /// A blob the image needs: held, and of the size its descriptor says.
