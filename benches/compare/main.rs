@@ -28,8 +28,8 @@ struct Args {
     /// do not start and measure berth itself
     #[argh(switch)]
     no_berth: bool,
-    /// which tests to run, by letter (default abcdefghijk)
-    #[argh(option, default = "String::from(\"abcdefghijk\")")]
+    /// which tests to run, by letter (default abcdefghijkl)
+    #[argh(option, default = "String::from(\"abcdefghijkl\")")]
     only: String,
     /// size of the big blob in MiB (default 1024)
     #[argh(option, default = "1024")]
@@ -252,6 +252,34 @@ fn main() {
             drop(mirror);
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+    if only('l') && !args.no_berth {
+        eprintln!("l. {} MiB single-layer berth import", args.big_mib);
+        let dir = args.data_dir.join("import");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("import dir");
+        let archive = dir.join("image.tar");
+        write_layout(&archive, &big, &big_digest);
+        let start = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["import", "--data"])
+            .arg(dir.join("data"))
+            .arg(&archive)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("berth import runs");
+        let secs = start.elapsed().as_secs_f64();
+        let limit = limits["disk write + fdatasync, MB/s"];
+        let shown = if out.status.success() {
+            let mbps = big.len() as f64 / secs / 1e6;
+            format!("{mbps:.0} ({:.2}x disk write + fdatasync)", mbps / limit)
+        } else {
+            format!("failed: {}", String::from_utf8_lossy(&out.stdout))
+        };
+        if let Some(b) = &berth {
+            record(&b.target, "l. import, MB/s", shown);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
     drop(big);
     if only('d') {
@@ -558,6 +586,38 @@ fn startup_and_prune(
         record(&label, "j. prune, s", format!("{secs:.2} ({report})"));
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An OCI layout archive of one image whose layer is `layer`.
+fn write_layout(path: &Path, layer: &[u8], layer_digest: &str) {
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
+        digest_of(config),
+        config.len(),
+        layer.len()
+    );
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"bench/import:1"}}}}]}}"#,
+        digest_of(manifest.as_bytes()),
+        manifest.len()
+    );
+    let mut tar = tar::Builder::new(std::fs::File::create(path).expect("archive"));
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, name, bytes)
+            .expect("tar entry");
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json", index.as_bytes());
+    let blob = |digest: &str| format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+    add(&blob(&digest_of(config)), config);
+    add(&blob(&digest_of(manifest.as_bytes())), manifest.as_bytes());
+    add(&blob(layer_digest), layer);
+    tar.finish().expect("tar end");
 }
 
 /// berth, started from the binary this bench was built with.

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::layout::{self, REF_NAME};
 use crate::oci::{Digest, RepoName, Tag};
-use crate::store::{self, ImportedManifest, Store};
+use crate::store::{self, Appender, ImportedManifest, Store};
 
 /// Manifests and index.json are small; a bigger one is damage.
 const MAX_MANIFEST: u64 = 4 << 20;
@@ -236,15 +236,8 @@ fn stage(
         held.insert(digest.clone());
         return Ok(());
     }
-    let mut appender = store.stage_blob(Some(size), digest.algorithm())?;
-    let mut buf = vec![0u8; READ_SIZE];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        appender.write(&[Bytes::copy_from_slice(&buf[..n])])?;
-    }
+    let appender = store.stage_blob(Some(size), digest.algorithm())?;
+    let appender = write_beside_reading(appender, reader)?;
     match appender.finish(digest) {
         Ok(_) => {
             summary.blobs_read += 1;
@@ -258,6 +251,54 @@ fn stage(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Reads `reader` to its end while another thread writes and hashes what
+/// was read before: the read, the hash and the disk each go at their own
+/// pace instead of in turn.
+fn write_beside_reading(mut appender: Appender, reader: &mut impl Read) -> Result<Appender, Error> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(4);
+    let (read, written) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> store::Result<Appender> {
+            for chunk in rx {
+                appender.write(&[chunk])?;
+            }
+            Ok(appender)
+        });
+        let read = (|| -> io::Result<()> {
+            loop {
+                let mut buf = vec![0u8; READ_SIZE];
+                let n = read_up_to(reader, &mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                buf.truncate(n);
+                // A writer that stopped has its own error to tell.
+                if tx.send(Bytes::from(buf)).is_err() {
+                    return Ok(());
+                }
+            }
+        })();
+        drop(tx);
+        (read, writer.join().expect("the writer does not panic"))
+    });
+    let appender = written?;
+    read?;
+    Ok(appender)
+}
+
+/// Fills `buf` as far as the reader goes; short only at its end.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// The layout's manifests that have a subject, by subject: they come
