@@ -230,6 +230,10 @@ struct Export {
     /// index.json alone
     #[argh(option)]
     since: Option<PathBuf>,
+    /// export only this platform of each index, as os/arch[/variant]
+    /// (repeatable); the index itself goes whole
+    #[argh(option)]
+    platform: Vec<String>,
     /// what to export: REPOSITORY, REPOSITORY:TAG, REPOSITORY@DIGEST or
     /// PREFIX* (default: everything)
     #[argh(positional, from_str_fn(parse_selection))]
@@ -440,9 +444,14 @@ fn run_export(args: Export) -> std::io::Result<()> {
     require_database(&args.data)?;
     let store = Store::open(&args.data).map_err(std::io::Error::other)?;
     let started = std::time::Instant::now();
-    let summary =
-        berth::transfer::export(&store, &args.selection, args.since.as_deref(), &args.out)
-            .map_err(std::io::Error::other)?;
+    let summary = berth::transfer::export(
+        &store,
+        &args.selection,
+        args.since.as_deref(),
+        &args.platform,
+        &args.out,
+    )
+    .map_err(std::io::Error::other)?;
     println!(
         "exported {} images, {} blobs, {} bytes to {} in {:.1}s",
         summary.images,

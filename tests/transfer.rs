@@ -677,3 +677,62 @@ fn an_import_killed_midway_goes_on_where_it_stopped() {
         assert_eq!(resp.status, 200, "v{seed}: {resp:?}");
     }
 }
+
+#[test]
+fn a_platform_export_carries_the_whole_index_and_one_platform_and_imports_sparse() {
+    let reg = TestRegistry::start();
+    let url = reg.url();
+    let amd = http::push_image(&url, "team/multi", None, 16);
+    let arm = http::push_image(&url, "team/multi", None, 17);
+    let mut amd_d = amd.descriptor();
+    amd_d["platform"] = json!({"os": "linux", "architecture": "amd64"});
+    let mut arm_d = arm.descriptor();
+    arm_d["platform"] = json!({"os": "linux", "architecture": "arm64", "variant": "v8"});
+    let index = http::image_index(&[amd_d, arm_d]);
+    http::push_manifest(&url, "team/multi", "1", OCI_INDEX, &index);
+    let data = reg.stop();
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("arm.tar");
+    must_export(
+        data.path(),
+        &archive,
+        &["--platform", "linux/arm64", "team/multi:1"],
+    );
+    let held = entries(&archive);
+    assert_blob(&held, &sha256(&index), &index);
+    assert_blob(&held, &arm.digest, &arm.manifest);
+    assert_blob(&held, &arm.layer_digest, &arm.layer);
+    for absent in [&amd.digest, &amd.layer_digest, &amd.config_digest] {
+        assert!(
+            !held.contains_key(&format!("blobs/sha256/{}", &absent[7..])),
+            "{absent}"
+        );
+    }
+
+    let site = work.path().join("site");
+    let (ok, said) = import(&site, &[archive.to_str().unwrap()]);
+    assert!(ok, "{said}");
+    let copy = TestRegistry::start_in(move_into_tempdir(&site));
+    let get =
+        |reference: &str| http::get(&http::manifest_url(&copy.url(), "team/multi", reference));
+    assert!(get("1").body == index);
+    assert!(get(&arm.digest).body == arm.manifest);
+    assert_eq!(get(&amd.digest).status, 404);
+    drop(copy);
+
+    // Without berth's note that it was exported so, the absent child is damage.
+    let layout = work.path().join("layout");
+    unpack(&archive, &layout);
+    let index_json = std::fs::read_to_string(layout.join("index.json")).unwrap();
+    assert!(
+        index_json.contains("io.berth.export.platforms"),
+        "{index_json}"
+    );
+    let stripped = index_json.replace("io.berth.export.platforms", "org.example.note");
+    std::fs::write(layout.join("index.json"), stripped).unwrap();
+    let (ok, said) = import(&work.path().join("t"), &[layout.to_str().unwrap()]);
+    assert!(
+        !ok && said.contains(&amd.digest) && said.contains("missing"),
+        "{said}"
+    );
+}

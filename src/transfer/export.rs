@@ -93,6 +93,7 @@ pub fn export(
     store: &Store,
     selections: &[Selection],
     since: Option<&Path>,
+    platforms: &[String],
     out: &Path,
 ) -> Result<Summary, Error> {
     let earlier = match since {
@@ -109,8 +110,9 @@ pub fn export(
             media_type: manifest.media_type.clone(),
             digest: digest.clone(),
             size: manifest.body.len() as u64,
+            platforms: (!platforms.is_empty()).then(|| platforms.join(",")),
         });
-        gather(store, repo, ref_name, digest, &mut blobs)?;
+        gather(store, repo, ref_name, digest, platforms, &mut blobs)?;
     }
 
     let temp = out.with_extension("partial");
@@ -199,7 +201,7 @@ fn earlier_blobs(store: &Store, path: &Path) -> Result<BTreeSet<Digest>, Error> 
             let digest = entry["digest"].as_str().and_then(Digest::parse);
             if let (Some(repo), Some(digest)) = (repo, digest) {
                 // What is gone from here cannot be left out, nor needs to be.
-                match gather(store, &repo, name, &digest, &mut blobs) {
+                match gather(store, &repo, name, &digest, &[], &mut blobs) {
                     Ok(()) | Err(Error::Missing { .. }) => {}
                     Err(e) => return Err(e),
                 }
@@ -331,12 +333,14 @@ fn tags_of(
 }
 
 /// Adds manifest `digest` of `repo`, the blobs it needs, the children of
-/// an index that are here, and every referrer, once each.
+/// an index that are here (only those of `platforms`, if any are named),
+/// and every referrer, once each.
 fn gather(
     store: &Store,
     repo: &RepoName,
     image: &str,
     digest: &Digest,
+    platforms: &[String],
     blobs: &mut BTreeMap<Digest, Source>,
 ) -> Result<(), Error> {
     if blobs.contains_key(digest) {
@@ -350,6 +354,7 @@ fn gather(
     };
     let parsed = manifest::parse(Some(&stored.media_type), &stored.body)
         .map_err(store::Error::ManifestInvalid)?;
+    let wanted = wanted_children(&stored.body, platforms);
     blobs.insert(digest.clone(), Source::Manifest(stored.body));
     for blob in &parsed.blobs {
         let size = match store.blob_size(repo, blob) {
@@ -365,14 +370,44 @@ fn gather(
         blobs.insert(blob.clone(), Source::Blob(repo.clone(), size));
     }
     for child in &parsed.manifests {
-        gather(store, repo, image, child, blobs)?;
+        if wanted.as_ref().is_none_or(|wanted| wanted.contains(child)) {
+            gather(store, repo, image, child, platforms, blobs)?;
+        }
     }
     for referrer in store.referrers(repo, digest, None)? {
         if let Some(referrer) = Digest::parse(&referrer.digest) {
-            gather(store, repo, image, &referrer, blobs)?;
+            gather(store, repo, image, &referrer, platforms, blobs)?;
         }
     }
     Ok(())
+}
+
+/// The children of an index that are of one of `platforms`; `None` when
+/// every child is wanted (no platform named, or no index).
+fn wanted_children(body: &[u8], platforms: &[String]) -> Option<BTreeSet<Digest>> {
+    if platforms.is_empty() {
+        return None;
+    }
+    let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let children = doc["manifests"].as_array()?;
+    Some(
+        children
+            .iter()
+            .filter(|child| layout::platform_of(child).is_some_and(|p| matches_any(&p, platforms)))
+            .filter_map(|child| child["digest"].as_str().and_then(Digest::parse))
+            .collect(),
+    )
+}
+
+/// `linux/arm64` matches `linux/arm64` and `linux/arm64/v8`; with a
+/// variant, only that variant.
+pub(super) fn matches_any(platform: &str, wanted: &[String]) -> bool {
+    wanted.iter().any(|w| {
+        platform == w
+            || platform
+                .strip_prefix(w.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
 }
 
 /// A regular file's header: no owner, no time, the same bytes every time.

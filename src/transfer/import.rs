@@ -64,6 +64,23 @@ struct Descriptor {
     annotations: BTreeMap<String, String>,
     #[serde(default)]
     urls: Vec<String>,
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize, Clone)]
+struct Platform {
+    os: String,
+    architecture: String,
+    variant: Option<String>,
+}
+
+impl Platform {
+    fn name(&self) -> String {
+        match &self.variant {
+            Some(variant) => format!("{}/{}/{variant}", self.os, self.architecture),
+            None => format!("{}/{}", self.os, self.architecture),
+        }
+    }
 }
 
 /// What a manifest refers to, with the sizes it claims.
@@ -339,9 +356,14 @@ fn import_entry(
 ) -> Result<(), String> {
     let (repo, tag) = parse_name(name, into)?;
     let root = Digest::parse(&entry.digest).ok_or(format!("bad digest {:?}", entry.digest))?;
+    let platforms = entry
+        .annotations
+        .get(layout::PLATFORMS)
+        .map(|p| p.split(',').map(str::to_owned).collect::<Vec<_>>());
     let mut walk = Walk {
         store,
         repo: &repo,
+        platforms,
         bad,
         referrers,
         seen: BTreeSet::new(),
@@ -386,6 +408,9 @@ fn parse_name(name: &str, into: Option<&RepoName>) -> Result<(RepoName, Option<T
 struct Walk<'a> {
     store: &'a Store,
     repo: &'a RepoName,
+    /// The platforms the image was exported for, if not all: children of
+    /// other platforms are absent on purpose.
+    platforms: Option<Vec<String>>,
     bad: &'a BTreeMap<Digest, String>,
     referrers: &'a BTreeMap<Digest, Vec<Digest>>,
     seen: BTreeSet<Digest>,
@@ -432,10 +457,15 @@ impl Walk<'_> {
             }
         }
         for child in &refs.manifests {
-            match Digest::parse(&child.digest) {
-                Some(d) => self.manifest(child.media_type.clone(), &d, child.size),
-                None => self.problems.push(format!("bad digest {:?}", child.digest)),
+            let Some(d) = Digest::parse(&child.digest) else {
+                self.problems.push(format!("bad digest {:?}", child.digest));
+                continue;
+            };
+            if self.left_out(child) && !self.present(&d, child.size) {
+                // The index stays sparse, as it was exported.
+                continue;
             }
+            self.manifest(child.media_type.clone(), &d, child.size);
         }
         self.manifests.push(ImportedManifest {
             digest: digest.clone(),
@@ -451,6 +481,20 @@ impl Walk<'_> {
                 .unwrap_or_default();
             self.manifest(None, referrer, size);
         }
+    }
+
+    /// Whether an export for some platforms left this child out.
+    fn left_out(&self, child: &Descriptor) -> bool {
+        self.platforms.as_ref().is_some_and(|platforms| {
+            !child
+                .platform
+                .as_ref()
+                .is_some_and(|p| super::export::matches_any(&p.name(), platforms))
+        })
+    }
+
+    fn present(&self, digest: &Digest, size: u64) -> bool {
+        check(self.store, digest, size, self.bad).is_ok() || self.stored(digest, size).is_some()
     }
 
     /// A manifest the repository holds already, if its size is right.

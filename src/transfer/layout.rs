@@ -11,6 +11,19 @@ pub const LAYOUT_VERSION: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 pub const INDEX_FILE: &str = "index.json";
 /// The annotation that names an image in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// berth's note on an image exported for some platforms only: its index
+/// is whole, and the children of other platforms are absent on purpose.
+pub const PLATFORMS: &str = "io.berth.export.platforms";
+
+/// `os/architecture[/variant]` of a descriptor that names its platform.
+pub fn platform_of(descriptor: &serde_json::Value) -> Option<String> {
+    let platform = &descriptor["platform"];
+    let (os, arch) = (platform["os"].as_str()?, platform["architecture"].as_str()?);
+    Some(match platform["variant"].as_str() {
+        Some(variant) => format!("{os}/{arch}/{variant}"),
+        None => format!("{os}/{arch}"),
+    })
+}
 
 pub fn blob_path(digest: &Digest) -> String {
     format!("blobs/{}/{}", digest.algorithm().name(), digest.hex())
@@ -24,6 +37,8 @@ pub struct Entry {
     pub media_type: String,
     pub digest: Digest,
     pub size: u64,
+    /// The platforms it was exported for, if not all.
+    pub platforms: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -57,7 +72,13 @@ pub fn index_json(entries: &[Entry]) -> Vec<u8> {
                 media_type: &e.media_type,
                 digest: e.digest.as_str(),
                 size: e.size,
-                annotations: [(REF_NAME, e.ref_name.as_str())].into_iter().collect(),
+                annotations: [
+                    (REF_NAME, Some(e.ref_name.as_str())),
+                    (PLATFORMS, e.platforms.as_deref()),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect(),
             })
             .collect(),
     };
