@@ -452,9 +452,12 @@ fn run_export(args: Export) -> std::io::Result<()> {
         &args.out,
     )
     .map_err(std::io::Error::other)?;
+    for image in &summary.images {
+        println!("exported {image}");
+    }
     println!(
         "exported {} images, {} blobs, {} bytes to {} in {:.1}s",
-        summary.images,
+        summary.images.len(),
         summary.blobs,
         summary.bytes,
         args.out.display(),
@@ -475,12 +478,15 @@ fn run_import(args: Import) -> std::io::Result<ExitCode> {
     let started = std::time::Instant::now();
     let summary = berth::transfer::import(&store, &args.source, into.as_ref())
         .map_err(std::io::Error::other)?;
+    for image in &summary.imported {
+        println!("imported {image}");
+    }
     for damage in &summary.damage {
         println!("refused: {damage}");
     }
     println!(
         "imported {} images: {} blobs read and checked ({} bytes), {} already held; {} refused; {:.1}s",
-        summary.images,
+        summary.imported.len(),
         summary.blobs_read,
         summary.bytes,
         summary.blobs_held,

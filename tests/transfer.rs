@@ -335,6 +335,12 @@ fn an_export_imported_elsewhere_serves_exactly_what_left_and_twice_changes_nothi
     let (ok, said) = import(&fresh, &[archive.to_str().unwrap()]);
     assert!(ok, "{said}");
     assert!(said.contains("imported 2 images"), "{said}");
+    for image in ["docker.io/library/app:1", "docker.io/library/multi:2"] {
+        assert!(
+            said.contains(&format!("imported {image}\n")),
+            "one line per image: {said}"
+        );
+    }
     let (ok, said) = import(&fresh, &[archive.to_str().unwrap()]);
     assert!(
         ok && said.contains("0 blobs read"),

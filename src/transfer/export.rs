@@ -72,7 +72,8 @@ impl Selection {
 /// What an export wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
-    pub images: usize,
+    /// The names of the images written, in index.json's order.
+    pub images: Vec<String>,
     pub blobs: usize,
     pub bytes: u64,
     /// Of the whole archive.
@@ -166,7 +167,7 @@ pub fn export(
         .map(|b| format!("{b:02x}"))
         .collect();
     Ok(Summary {
-        images: entries.len(),
+        images: entries.iter().map(|e| e.ref_name.clone()).collect(),
         blobs: blobs.len(),
         bytes,
         sha256: format!("sha256:{sha256}"),

@@ -39,7 +39,8 @@ pub enum Error {
 /// What an import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
-    pub images: usize,
+    /// The names of the images made visible, in index.json's order.
+    pub imported: Vec<String>,
     /// Blobs read and checked, and blobs already held (not read again).
     pub blobs_read: usize,
     pub blobs_held: usize,
@@ -118,7 +119,7 @@ pub fn import(
     for entry in &index.manifests {
         let name = entry.annotations.get(REF_NAME).cloned().unwrap_or_default();
         match import_entry(store, entry, &name, into, &bad, &referrers) {
-            Ok(()) => summary.images += 1,
+            Ok(()) => summary.imported.push(name),
             Err(why) => summary.damage.push(format!("{name}: {why}")),
         }
     }
