@@ -374,3 +374,31 @@ fn the_upstreams_referrers_are_listed_and_cached() {
         &artifact,
     );
 }
+
+#[test]
+fn tags_list_the_upstreams_with_those_pushed_here() {
+    let upstream = TestRegistry::start();
+    let up = upstream.url();
+    for (tag, seed) in [("1", 20), ("2", 21), ("3", 22)] {
+        http::push_image(&up, "team/app", Some(tag), seed);
+    }
+    let mirror = mirror_of(&upstream, Duration::from_secs(60));
+    let base = mirror.url();
+    let list = |query: &str| http::get(&format!("{base}/v2/up.test/team/app/tags/list{query}"));
+    assert_eq!(list("").json()["tags"], json!(["1", "2", "3"]));
+    http::push_image(&base, "up.test/team/app", Some("ours"), 23);
+    assert_eq!(list("").json()["tags"], json!(["1", "2", "3", "ours"]));
+    let first = list("?n=2");
+    assert_eq!(first.json()["tags"], json!(["1", "2"]));
+    assert!(
+        first.header("link").is_some_and(|l| l.contains("last=2")),
+        "{first:?}"
+    );
+    assert_eq!(list("?n=2&last=2").json()["tags"], json!(["3", "ours"]));
+    let resp = http::get(&format!("{base}/v2/up.test/team/none/tags/list"));
+    assert_error(&resp, 404, "NAME_UNKNOWN");
+
+    // With the upstream gone, what is held here is listed.
+    drop(upstream);
+    assert_eq!(list("").json()["tags"], json!(["ours"]));
+}

@@ -51,10 +51,40 @@ impl Page {
 
 pub async fn list<B>(api: &Api, req: &Request<B>, name: RepoName) -> Handled {
     let page = Page::from_request(req)?;
-    let (n, last, repo) = (page.n, page.last.clone(), name.clone());
-    let (tags, more) = api
-        .store(move |s| s.list_tags(&repo, last.as_deref(), n))
-        .await?;
+    let (tags, more) = match api.mirrors.for_repo(&name) {
+        Some(mirror) => {
+            // The upstream's tags and those held here (pushed or cached),
+            // as one list; bounded, as a page is.
+            let repo = name.clone();
+            let held = api
+                .store(move |s| match s.list_tags(&repo, None, MAX_PAGE) {
+                    Err(crate::store::Error::NameUnknown) => Ok((Vec::new(), false)),
+                    listed => listed,
+                })
+                .await?
+                .0;
+            let upstream = mirror.upstream_tags(&name, MAX_PAGE).await;
+            if held.is_empty() && upstream.is_none() {
+                return Err(crate::store::Error::NameUnknown.into());
+            }
+            let all: std::collections::BTreeSet<String> = held
+                .into_iter()
+                .chain(upstream.into_iter().flatten())
+                .collect();
+            let after = all
+                .into_iter()
+                .filter(|t| page.last.as_deref().is_none_or(|last| t.as_str() > last));
+            let mut tags: Vec<String> = after.take(page.n + 1).collect();
+            let more = tags.len() > page.n;
+            tags.truncate(page.n);
+            (tags, more)
+        }
+        None => {
+            let (n, last, repo) = (page.n, page.last.clone(), name.clone());
+            api.store(move |s| s.list_tags(&repo, last.as_deref(), n))
+                .await?
+        }
+    };
     let body = json!({ "name": name.as_str(), "tags": tags });
     page.respond(
         &format!("/v2/{}/tags/list", name.as_str()),

@@ -289,6 +289,18 @@ impl Mirror {
         Ok(manifest)
     }
 
+    /// The upstream's tags of `repo` (at most `max`), or `None` if the
+    /// upstream cannot say: the caller then lists what is cached.
+    pub async fn upstream_tags(&self, repo: &RepoName, max: usize) -> Option<Vec<String>> {
+        match self.upstream.tags(self.upstream_repo(repo), max).await {
+            Ok(tags) => tags,
+            Err(e) => {
+                log::warn!("tags of {} listed as cached: {e}", repo.as_str());
+                None
+            }
+        }
+    }
+
     /// Brings the upstream's referrers of `subject` into the cache (at
     /// most once per TTL), so the local referrers list holds them. An
     /// upstream that fails leaves the list as cached.

@@ -31,6 +31,8 @@ use crate::oci::manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 const MAX_REDIRECTS: usize = 5;
 /// Token answers and error bodies are small; more is refused.
 const MAX_SMALL_BODY: usize = 64 << 10;
+/// A page of tags: a thousand names, with room to spare.
+const MAX_PAGE_BODY: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -279,6 +281,49 @@ impl Upstream {
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
+    }
+
+    /// The repository's tags, following the `Link` of each page, at most
+    /// `max`; `None` if the upstream has no such repository.
+    pub async fn tags(&self, repo: &str, max: usize) -> Result<Option<Vec<String>>> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let mut url = format!("{}/v2/{repo}/tags/list?n=1000", self.base);
+        let mut tags = Vec::new();
+        while tags.len() < max {
+            let resp = self.send(Method::GET, &url, repo, false).await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Ok((!tags.is_empty()).then_some(tags));
+            }
+            self.expect_ok(&resp)?;
+            let next = resp
+                .headers()
+                .get(header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|link| {
+                    link.split_once('<')?
+                        .1
+                        .split_once('>')
+                        .map(|(u, _)| u.to_owned())
+                });
+            let body = self.read_all(resp.into_body(), MAX_PAGE_BODY).await?;
+            let list: List = serde_json::from_slice(&body)
+                .map_err(|e| self.invalid(format!("a tag list that is no JSON: {e}")))?;
+            let page = list.tags.unwrap_or_default();
+            if page.is_empty() {
+                break;
+            }
+            tags.extend(page);
+            match next.and_then(|next| resolve(&url, &next)) {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+        tags.truncate(max);
+        Ok(Some(tags))
     }
 
     /// A blob's size from a HEAD, following redirects; `None` if the
