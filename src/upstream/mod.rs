@@ -193,8 +193,7 @@ impl Upstream {
     }
 
     /// The digest a tag names now, from a HEAD; `None` if the upstream has
-    /// no such tag.
-    /// An upstream that names no digest in its answer has the tag's bytes
+    /// no such tag. An upstream that names no digest in its answer has the tag's bytes
     /// fetched (at most `limit`) and hashed instead.
     pub async fn manifest_digest(
         &self,
@@ -204,10 +203,9 @@ impl Upstream {
     ) -> Result<Option<Digest>> {
         let url = format!("{}/v2/{repo}/manifests/{tag}", self.base);
         let resp = self.send(Method::HEAD, &url, repo, true).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
+        let Some(resp) = self.found(resp)? else {
             return Ok(None);
-        }
-        self.expect_ok(&resp)?;
+        };
         let named = resp
             .headers()
             .get("docker-content-digest")
@@ -232,10 +230,9 @@ impl Upstream {
     ) -> Result<Option<Manifest>> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
         let resp = self.send(Method::GET, &url, repo, true).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
+        let Some(resp) = self.found(resp)? else {
             return Ok(None);
-        }
-        self.expect_ok(&resp)?;
+        };
         let media_type = resp
             .headers()
             .get(header::CONTENT_TYPE)
@@ -265,10 +262,9 @@ impl Upstream {
         }
         let url = format!("{}/v2/{repo}/referrers/{subject}", self.base);
         let resp = self.send(Method::GET, &url, repo, false).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
+        let Some(resp) = self.found(resp)? else {
             return Ok(None);
-        }
-        self.expect_ok(&resp)?;
+        };
         let body = self.read_all(resp.into_body(), limit).await?;
         let index: Index = serde_json::from_slice(&body)
             .map_err(|e| self.invalid(format!("a referrers list that is no index: {e}")))?;
@@ -330,10 +326,9 @@ impl Upstream {
     /// upstream has no such blob (or does not say its size).
     pub async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
         let resp = self.blob_answer(Method::HEAD, repo, digest).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
+        let Some(resp) = self.found(resp)? else {
             return Ok(None);
-        }
-        self.expect_ok(&resp)?;
+        };
         Ok(content_length(&resp))
     }
 
@@ -341,10 +336,9 @@ impl Upstream {
     /// such blob.
     pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<Blob>> {
         let resp = self.blob_answer(Method::GET, repo, digest).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
+        let Some(resp) = self.found(resp)? else {
             return Ok(None);
-        }
-        self.expect_ok(&resp)?;
+        };
         Ok(Some(Blob {
             size: content_length(&resp),
             body: resp.into_body(),
@@ -405,6 +399,16 @@ impl Upstream {
             out.extend_from_slice(&chunk);
         }
         Ok(out)
+    }
+
+    /// The answer if it is a success; `None` for a 404, which the callers
+    /// report as "the upstream has no such thing"; an error otherwise.
+    fn found(&self, resp: Response<Incoming>) -> Result<Option<Response<Incoming>>> {
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.expect_ok(&resp)?;
+        Ok(Some(resp))
     }
 
     fn expect_ok(&self, resp: &Response<Incoming>) -> Result<()> {
