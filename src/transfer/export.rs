@@ -220,12 +220,7 @@ fn earlier_blobs(store: &Store, path: &Path) -> Result<BTreeSet<Digest>, Error> 
         let entry = entry.map_err(|e| bad(e.to_string()))?;
         let name = entry.path().map_err(|e| bad(e.to_string()))?;
         let name = name.to_string_lossy();
-        if let Some((algorithm, hex)) = name
-            .trim_start_matches("./")
-            .strip_prefix("blobs/")
-            .and_then(|rest| rest.split_once('/'))
-            && let Some(digest) = Digest::parse(&format!("{algorithm}:{hex}"))
-        {
+        if let Some(digest) = layout::blob_digest(&name) {
             blobs.insert(digest);
         }
     }

@@ -77,10 +77,7 @@ struct Platform {
 
 impl Platform {
     fn name(&self) -> String {
-        match &self.variant {
-            Some(variant) => format!("{}/{}/{variant}", self.os, self.architecture),
-            None => format!("{}/{}", self.os, self.architecture),
-        }
+        layout::platform_name(&self.os, &self.architecture, self.variant.as_deref())
     }
 }
 
@@ -160,7 +157,7 @@ fn stage_tar(
             }
             layout::INDEX_FILE => index = Some(read_small(&mut entry)?),
             _ => {
-                if let Some(digest) = blob_digest(name) {
+                if let Some(digest) = layout::blob_digest(name) {
                     let size = entry.header().size()?;
                     stage(store, &digest, size, &mut entry, summary, bad, held)?;
                 }
@@ -195,7 +192,7 @@ fn stage_dir(
                 algorithm.file_name().to_string_lossy(),
                 file.file_name().to_string_lossy()
             );
-            let Some(digest) = blob_digest(&name) else {
+            let Some(digest) = layout::blob_digest(&name) else {
                 continue;
             };
             // Only plain files: a link could name anything on this machine.
@@ -227,13 +224,6 @@ fn read_small(reader: &mut impl Read) -> Result<Vec<u8>, Error> {
         return Err(Error::NotALayout("a layout file over 4 MiB".into()));
     }
     Ok(bytes)
-}
-
-/// `blobs/sha256/<hex>` -> its digest.
-fn blob_digest(path: &str) -> Option<Digest> {
-    let rest = path.strip_prefix("blobs/")?;
-    let (algorithm, hex) = rest.split_once('/')?;
-    Digest::parse(&format!("{algorithm}:{hex}"))
 }
 
 /// Stages one blob unless it is held already: written, hashed, checked

@@ -18,15 +18,31 @@ pub const PLATFORMS: &str = "io.berth.export.platforms";
 /// `os/architecture[/variant]` of a descriptor that names its platform.
 pub fn platform_of(descriptor: &serde_json::Value) -> Option<String> {
     let platform = &descriptor["platform"];
-    let (os, arch) = (platform["os"].as_str()?, platform["architecture"].as_str()?);
-    Some(match platform["variant"].as_str() {
-        Some(variant) => format!("{os}/{arch}/{variant}"),
-        None => format!("{os}/{arch}"),
-    })
+    Some(platform_name(
+        platform["os"].as_str()?,
+        platform["architecture"].as_str()?,
+        platform["variant"].as_str(),
+    ))
 }
 
 pub fn blob_path(digest: &Digest) -> String {
     format!("blobs/{}/{}", digest.algorithm().name(), digest.hex())
+}
+
+/// The digest a layout path names, the inverse of [`blob_path`]; `None`
+/// for any other path.
+pub fn blob_digest(path: &str) -> Option<Digest> {
+    let rest = path.trim_start_matches("./").strip_prefix("blobs/")?;
+    let (algorithm, hex) = rest.split_once('/')?;
+    Digest::parse(&format!("{algorithm}:{hex}"))
+}
+
+/// `os/architecture[/variant]`, the name `--platform` matches.
+pub fn platform_name(os: &str, architecture: &str, variant: Option<&str>) -> String {
+    match variant {
+        Some(variant) => format!("{os}/{architecture}/{variant}"),
+        None => format!("{os}/{architecture}"),
+    }
 }
 
 /// One image of `index.json`.
