@@ -59,19 +59,10 @@ impl Store {
         let tag = tag.map(|t| t.as_str().to_owned());
         self.write(None, move |txn| {
             let (r, d) = (r.as_str(), d.as_str());
-            let mut manifests = txn.open_table(meta::MANIFESTS)?;
             txn.open_table(meta::CACHE_PULLS)?
                 .insert((r, d), meta::now())?;
-            if manifests.get((r, d))?.is_none() {
-                manifests.insert((r, d), meta::encode(&row).as_slice())?;
-                let mut refs = txn.open_table(meta::BLOB_REFS)?;
-                for blob in &row.blobs {
-                    refs.insert((blob.as_str(), r, d), ())?;
-                }
-                if let Some(subject) = &row.subject {
-                    txn.open_table(meta::REFERRERS)?
-                        .insert((r, subject.as_str(), d), ())?;
-                }
+            if !manifests::has_row(txn, r, d)? {
+                manifests::insert_row(txn, r, d, &row)?;
             }
             if let Some(tag) = &tag {
                 let mut tags = txn.open_table(meta::TAGS)?;
@@ -83,7 +74,6 @@ impl Store {
                     upstream_tags.insert((r, tag.as_str()), meta::now())?;
                 }
             }
-            drop(manifests);
             links::remember(txn, r)?;
             Ok(())
         })

@@ -6,11 +6,11 @@ use std::fs::File;
 use std::io::Read;
 use std::sync::Arc;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 
 use super::blobs::touch_blob;
 use super::links;
-use super::manifests::row_of;
+use super::manifests::{has_row, insert_refs, insert_row, row_of};
 use super::meta::{self, BlobRow};
 use super::{Error, Result, Store};
 use crate::oci::manifest;
@@ -63,11 +63,7 @@ impl Store {
         for m in &manifests {
             let parsed = manifest::parse(m.media_type.as_deref(), &m.body)
                 .map_err(Error::ManifestInvalid)?;
-            rows.push((
-                m.digest.to_string(),
-                parsed.subject.clone(),
-                row_of(&parsed, m.body.clone()),
-            ));
+            rows.push((m.digest.to_string(), row_of(&parsed, m.body.clone())));
         }
         let (r, rows, blobs) = (repo.as_str().to_owned(), Arc::new(rows), Arc::new(blobs));
         self.write(None, move |txn| {
@@ -78,23 +74,17 @@ impl Store {
                 }
                 links::link(txn, blob.as_str(), r)?;
             }
-            let mut table = txn.open_table(meta::MANIFESTS)?;
-            let mut refs = txn.open_table(meta::BLOB_REFS)?;
-            let mut referrers = txn.open_table(meta::REFERRERS)?;
-            let mut pulls = txn.open_table(meta::CACHE_PULLS)?;
-            for (d, subject, row) in rows.iter() {
+            for (d, row) in rows.iter() {
                 let d = d.as_str();
-                if table.get((r, d))?.is_none() {
-                    table.insert((r, d), meta::encode(row).as_slice())?;
-                }
-                for blob in &row.blobs {
-                    refs.insert((blob.as_str(), r, d), ())?;
-                }
-                if let Some(subject) = subject {
-                    referrers.insert((r, subject.as_str(), d), ())?;
+                // A row already here keeps its age; its records are made
+                // whole again (a blob delete drops them).
+                if has_row(txn, r, d)? {
+                    insert_refs(txn, r, d, row)?;
+                } else {
+                    insert_row(txn, r, d, row)?;
                 }
                 // Imported here, it is ours, whatever a cache fetched before.
-                pulls.remove((r, d))?;
+                txn.open_table(meta::CACHE_PULLS)?.remove((r, d))?;
             }
             if let Some((tag, digest)) = &tag {
                 txn.open_table(meta::TAGS)?
@@ -102,7 +92,6 @@ impl Store {
                 txn.open_table(meta::UPSTREAM_TAGS)?
                     .remove((r, tag.as_str()))?;
             }
-            drop((table, refs, referrers, pulls));
             links::remember(txn, r)?;
             Ok(())
         })

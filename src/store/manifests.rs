@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::links;
 use super::meta::{self, ManifestRow};
@@ -69,6 +69,45 @@ pub(super) fn row_of(parsed: &ParsedManifest, body: Vec<u8>) -> ManifestRow {
     }
 }
 
+/// Writes a manifest's row, the record of which blobs it needs, and its
+/// referrers edge: what every way in (push, cache, import) stores.
+pub(super) fn insert_row(
+    txn: &WriteTransaction,
+    repo: &str,
+    digest: &str,
+    row: &ManifestRow,
+) -> Result<()> {
+    txn.open_table(meta::MANIFESTS)?
+        .insert((repo, digest), meta::encode(row).as_slice())?;
+    insert_refs(txn, repo, digest, row)
+}
+
+/// The record of which blobs a manifest needs, and its referrers edge.
+pub(super) fn insert_refs(
+    txn: &WriteTransaction,
+    repo: &str,
+    digest: &str,
+    row: &ManifestRow,
+) -> Result<()> {
+    let mut refs = txn.open_table(meta::BLOB_REFS)?;
+    for blob in &row.blobs {
+        refs.insert((blob.as_str(), repo, digest), ())?;
+    }
+    if let Some(subject) = &row.subject {
+        txn.open_table(meta::REFERRERS)?
+            .insert((repo, subject.as_str(), digest), ())?;
+    }
+    Ok(())
+}
+
+/// Whether `repo` holds manifest `digest`.
+pub(super) fn has_row(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<bool> {
+    Ok(txn
+        .open_table(meta::MANIFESTS)?
+        .get((repo, digest))?
+        .is_some())
+}
+
 impl Store {
     /// Stores a manifest byte for byte. Its blobs are checked in the same
     /// write transaction that stores it, so it never lands pointing at a
@@ -118,12 +157,7 @@ impl Store {
                     }
                 }
             }
-            let mut refs = txn.open_table(meta::BLOB_REFS)?;
-            for blob in &blobs {
-                refs.insert((blob.as_str(), r, d), ())?;
-            }
-            txn.open_table(meta::MANIFESTS)?
-                .insert((r, d), meta::encode(&row).as_slice())?;
+            insert_row(txn, r, d, &row)?;
             // Pushed here, it is ours, whatever the cache fetched before.
             txn.open_table(meta::CACHE_PULLS)?.remove((r, d))?;
             if let Some(tag) = &tag {
@@ -131,10 +165,6 @@ impl Store {
                 // Pushed here, the tag is ours: it shadows any upstream's.
                 txn.open_table(meta::UPSTREAM_TAGS)?
                     .remove((r, tag.as_str()))?;
-            }
-            if let Some(subject) = &row.subject {
-                txn.open_table(meta::REFERRERS)?
-                    .insert((r, subject.as_str(), d), ())?;
             }
             links::remember(txn, r)?;
             Ok(())
