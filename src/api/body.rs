@@ -54,23 +54,49 @@ struct FileBody {
     end: u64,
     /// A read the page cache could not serve, on a blocking thread.
     reading: Option<JoinHandle<io::Result<Bytes>>>,
-    /// The chunk last handed out: the client has taken it once hyper asks
-    /// for the next.
-    handed: u64,
-    transfer: Option<Arc<Transfer>>,
+    meter: Meter,
 }
 
 impl FileBody {
     fn hand(&mut self, chunk: Bytes) -> Frame<Bytes> {
         self.next += chunk.len() as u64;
-        self.handed = chunk.len() as u64;
-        Frame::data(chunk)
+        self.meter.hand(chunk)
+    }
+}
+
+/// What a download tells the connection's watchdog: how much the client
+/// has taken, and whether the server is the one keeping it waiting.
+struct Meter {
+    transfer: Option<Arc<Transfer>>,
+    /// The chunk last handed out: the client has taken it once hyper asks
+    /// for the next.
+    handed: u64,
+}
+
+impl Meter {
+    fn new(transfer: Option<Arc<Transfer>>) -> Meter {
+        Meter {
+            transfer,
+            handed: 0,
+        }
+    }
+
+    /// Called as hyper asks for the next chunk.
+    fn taken(&mut self) {
+        if let Some(transfer) = &self.transfer {
+            transfer.moved(std::mem::take(&mut self.handed));
+        }
     }
 
     fn server_busy(&self, busy: bool) {
         if let Some(transfer) = &self.transfer {
             transfer.server_busy(busy);
         }
+    }
+
+    fn hand(&mut self, chunk: Bytes) -> Frame<Bytes> {
+        self.handed = chunk.len() as u64;
+        Frame::data(chunk)
     }
 }
 
@@ -83,9 +109,7 @@ impl HttpBody for FileBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
-        if let Some(transfer) = &this.transfer {
-            transfer.moved(std::mem::take(&mut this.handed));
-        }
+        this.meter.taken();
         if this.reading.is_none() {
             if this.next >= this.end {
                 return Poll::Ready(None);
@@ -95,7 +119,7 @@ impl HttpBody for FileBody {
                 .min(READ_SIZE);
             match store::read_chunk(&this.file, this.next, want, true) {
                 Ok(chunk) => {
-                    this.server_busy(false);
+                    this.meter.server_busy(false);
                     return Poll::Ready(Some(Ok(this.hand(chunk))));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -109,7 +133,7 @@ impl HttpBody for FileBody {
         }
         let reading = this.reading.as_mut().expect("a read is under way");
         let polled = Pin::new(reading).poll(cx);
-        this.server_busy(polled.is_pending());
+        this.meter.server_busy(polled.is_pending());
         let chunk = match polled {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(joined) => joined.unwrap_or_else(|e| Err(io::Error::other(e))),
@@ -130,8 +154,7 @@ impl HttpBody for FileBody {
 /// A blob's first pull through a mirror, as the fetch hands it over.
 struct FetchedBody {
     stream: ChunkStream,
-    handed: u64,
-    transfer: Option<Arc<Transfer>>,
+    meter: Meter,
 }
 
 impl HttpBody for FetchedBody {
@@ -143,30 +166,18 @@ impl HttpBody for FetchedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
-        if let Some(transfer) = &this.transfer {
-            transfer.moved(std::mem::take(&mut this.handed));
-        }
+        this.meter.taken();
         let polled = this.stream.poll_next(cx);
-        if let Some(transfer) = &this.transfer {
-            // Waiting on the upstream is not the client's fault.
-            transfer.server_busy(polled.is_pending());
-        }
-        polled.map(|piece| {
-            piece.map(|bytes| {
-                bytes.map(|bytes| {
-                    this.handed = bytes.len() as u64;
-                    Frame::data(bytes)
-                })
-            })
-        })
+        // Waiting on the upstream is not the client's fault.
+        this.meter.server_busy(polled.is_pending());
+        polled.map(|piece| piece.map(|bytes| bytes.map(|bytes| this.meter.hand(bytes))))
     }
 }
 
 pub fn fetched(stream: ChunkStream, transfer: Option<Arc<Transfer>>) -> ResBody {
     FetchedBody {
         stream,
-        handed: 0,
-        transfer,
+        meter: Meter::new(transfer),
     }
     .boxed()
 }
@@ -179,8 +190,7 @@ pub fn file_range(file: File, offset: u64, len: u64, transfer: Option<Arc<Transf
         next: offset,
         end: offset + len,
         reading: None,
-        handed: 0,
-        transfer,
+        meter: Meter::new(transfer),
     }
     .boxed()
 }
