@@ -171,11 +171,7 @@ impl Appender {
     /// anything: the caller may act on the answer before the commit.
     pub fn verify(&self, digest: &Digest) -> Result<()> {
         self.check_length()?;
-        let actual = if self.hasher.algorithm() == digest.algorithm() {
-            self.hasher.digest()
-        } else {
-            hash_file(&self.store.upload_path(&self.id), digest.algorithm())?.1
-        };
+        let actual = self.actual(digest)?;
         if &actual == digest {
             Ok(())
         } else {
@@ -184,6 +180,24 @@ impl Appender {
                 actual,
             })
         }
+    }
+
+    /// The digest of what was written, in `digest`'s algorithm.
+    fn actual(&self, digest: &Digest) -> Result<Digest> {
+        if self.hasher.algorithm() == digest.algorithm() {
+            return Ok(self.hasher.digest());
+        }
+        // The session hashed with another algorithm than the one the
+        // client finishes with: only a second pass over the file can say.
+        let size = self.row.offset + self.received;
+        let (read, actual) = hash_file(&self.store.upload_path(&self.id), digest.algorithm())?;
+        if read != size {
+            return Err(Error::Corrupt(format!(
+                "upload {} holds {read} bytes, not {size}",
+                self.id
+            )));
+        }
+        Ok(actual)
     }
 
     /// Hashes with `algorithm` from here on, if nothing has been hashed
@@ -200,20 +214,7 @@ impl Appender {
     pub fn finish(mut self, digest: &Digest) -> Result<u64> {
         self.check_length()?;
         let size = self.row.offset + self.received;
-        let actual = if self.hasher.algorithm() == digest.algorithm() {
-            self.hasher.digest()
-        } else {
-            // The session hashed with another algorithm than the one the
-            // client finishes with: only a second pass over the file can say.
-            let (read, actual) = hash_file(&self.store.upload_path(&self.id), digest.algorithm())?;
-            if read != size {
-                return Err(Error::Corrupt(format!(
-                    "upload {} holds {read} bytes, not {size}",
-                    self.id
-                )));
-            }
-            actual
-        };
+        let actual = self.actual(digest)?;
         if &actual != digest {
             // The session is over: nothing of it is kept.
             self.kept = true;
