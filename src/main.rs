@@ -215,14 +215,30 @@ struct Fsck {
     repair: bool,
 }
 
-/// Write images of a stopped registry's data directory, with everything
-/// they need, as one OCI layout tar archive.
+/// Write images of a stopped registry's data directory, or of a running
+/// registry, with everything they need, as one OCI layout tar archive.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "export")]
 struct Export {
     /// data directory (default ./berth-data)
-    #[argh(option, default = "PathBuf::from(berth::config::DEFAULT_DATA_DIR)")]
-    data: PathBuf,
+    #[argh(option)]
+    data: Option<PathBuf>,
+    /// a running registry to export from instead: https://HOST[:PORT],
+    /// http://HOST[:PORT], or HOST[:PORT] for https
+    #[argh(option)]
+    registry: Option<String>,
+    /// USER:PASSWORD for --registry (default: the docker config file's)
+    #[argh(option)]
+    creds: Option<String>,
+    /// the docker config file with logins for --registry (default
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json)
+    #[argh(option)]
+    authfile: Option<PathBuf>,
+    /// PEM certificates --registry may be signed by, beside the system's
+    /// (default /etc/docker/certs.d/HOST/ca.crt or
+    /// /etc/containers/certs.d/HOST/ca.crt, if there)
+    #[argh(option)]
+    ca: Option<PathBuf>,
     /// the archive to write
     #[argh(option)]
     out: PathBuf,
@@ -241,13 +257,30 @@ struct Export {
 }
 
 /// Read an OCI layout (a tar archive or a directory) into a stopped
-/// registry's data directory, checking every blob and image first.
+/// registry's data directory, or push it to a running registry, checking
+/// every blob and image first.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "import")]
 struct Import {
     /// data directory (default ./berth-data)
-    #[argh(option, default = "PathBuf::from(berth::config::DEFAULT_DATA_DIR)")]
-    data: PathBuf,
+    #[argh(option)]
+    data: Option<PathBuf>,
+    /// a running registry to import into instead: https://HOST[:PORT],
+    /// http://HOST[:PORT], or HOST[:PORT] for https
+    #[argh(option)]
+    registry: Option<String>,
+    /// USER:PASSWORD for --registry (default: the docker config file's)
+    #[argh(option)]
+    creds: Option<String>,
+    /// the docker config file with logins for --registry (default
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json)
+    #[argh(option)]
+    authfile: Option<PathBuf>,
+    /// PEM certificates --registry may be signed by, beside the system's
+    /// (default /etc/docker/certs.d/HOST/ca.crt or
+    /// /etc/containers/certs.d/HOST/ca.crt, if there)
+    #[argh(option)]
+    ca: Option<PathBuf>,
     /// the repository for images the layout names by a bare tag (as
     /// skopeo's oci:DIR:TAG does)
     #[argh(option)]
@@ -440,21 +473,120 @@ fn require_database(data: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
+/// Where export and import work: a stopped data directory, or a
+/// running registry.
+enum Side {
+    Data(PathBuf),
+    Registry(Box<berth::transfer::Registry>),
+}
+
+/// The options both export and import take to name their other side.
+struct SideArgs {
+    data: Option<PathBuf>,
+    registry: Option<String>,
+    creds: Option<String>,
+    authfile: Option<PathBuf>,
+    ca: Option<PathBuf>,
+}
+
+impl SideArgs {
+    fn open(self) -> std::io::Result<Side> {
+        let Some(registry) = self.registry else {
+            if self.creds.is_some() || self.authfile.is_some() || self.ca.is_some() {
+                return Err(std::io::Error::other(
+                    "--creds, --authfile and --ca go with --registry",
+                ));
+            }
+            let data = self
+                .data
+                .unwrap_or_else(|| PathBuf::from(berth::config::DEFAULT_DATA_DIR));
+            return Ok(Side::Data(data));
+        };
+        if self.data.is_some() {
+            return Err(std::io::Error::other("give --data or --registry, not both"));
+        }
+        let url = if registry.contains("://") {
+            registry
+        } else {
+            format!("https://{registry}")
+        };
+        let host = url
+            .split_once("://")
+            .map_or("", |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let mut settings = berth::upstream::Settings::new();
+        let authfile = self.authfile.or_else(docker_config);
+        if let Some(path) = authfile.filter(|p| p.exists()) {
+            settings.credentials = berth::upstream::Credentials::load(&path)?;
+        }
+        if let Some(creds) = self.creds {
+            let (user, password) = creds
+                .split_once(':')
+                .ok_or_else(|| std::io::Error::other("--creds is USER:PASSWORD"))?;
+            settings
+                .credentials
+                .insert(&host, user.to_owned(), password.to_owned());
+        }
+        settings.extra_ca = self.ca.or_else(|| {
+            [
+                format!("/etc/docker/certs.d/{host}/ca.crt"),
+                format!("/etc/containers/certs.d/{host}/ca.crt"),
+            ]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+        });
+        let registry = berth::transfer::Registry::connect(&url, settings)?;
+        Ok(Side::Registry(Box::new(registry)))
+    }
+}
+
+/// Where docker keeps its logins.
+fn docker_config() -> Option<PathBuf> {
+    match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => Some(PathBuf::from(dir).join("config.json")),
+        None => {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker/config.json"))
+        }
+    }
+}
+
 fn run_export(args: Export) -> std::io::Result<()> {
-    require_database(&args.data)?;
-    let store = Store::open(&args.data).map_err(std::io::Error::other)?;
+    let side = SideArgs {
+        data: args.data,
+        registry: args.registry,
+        creds: args.creds,
+        authfile: args.authfile,
+        ca: args.ca,
+    }
+    .open()?;
+    let mut store;
+    let mut registry;
+    let source: &mut dyn berth::transfer::export::Source = match side {
+        Side::Data(data) => {
+            require_database(&data)?;
+            store = Store::open(&data).map_err(std::io::Error::other)?;
+            &mut store
+        }
+        Side::Registry(r) => {
+            registry = r;
+            &mut *registry
+        }
+    };
     let started = std::time::Instant::now();
+    let progress = berth::transfer::Progress::command();
     let summary = berth::transfer::export(
-        &store,
+        source,
         &args.selection,
         args.since.as_deref(),
         &args.platform,
         &args.out,
+        &progress,
     )
     .map_err(std::io::Error::other)?;
-    for image in &summary.images {
-        println!("exported {image}");
-    }
     println!(
         "exported {} images, {} blobs, {} bytes to {} in {:.1}s",
         summary.images.len(),
@@ -474,16 +606,26 @@ fn run_import(args: Import) -> std::io::Result<ExitCode> {
         })?),
         None => None,
     };
-    let store = std::sync::Arc::new(Store::open(&args.data).map_err(std::io::Error::other)?);
+    let side = SideArgs {
+        data: args.data,
+        registry: args.registry,
+        creds: args.creds,
+        authfile: args.authfile,
+        ca: args.ca,
+    }
+    .open()?;
     let started = std::time::Instant::now();
-    let summary = berth::transfer::import(&store, &args.source, into.as_ref())
-        .map_err(std::io::Error::other)?;
-    for image in &summary.imported {
-        println!("imported {image}");
+    let progress = berth::transfer::Progress::command();
+    let summary = match side {
+        Side::Data(data) => {
+            let store = std::sync::Arc::new(Store::open(&data).map_err(std::io::Error::other)?);
+            berth::transfer::import(&store, &args.source, into.as_ref(), &progress)
+        }
+        Side::Registry(mut registry) => {
+            berth::transfer::registry::import(&mut registry, &args.source, into.as_ref(), &progress)
+        }
     }
-    for damage in &summary.damage {
-        println!("refused: {damage}");
-    }
+    .map_err(std::io::Error::other)?;
     println!(
         "imported {} images: {} blobs read and checked ({} bytes), {} already held; {} refused; {:.1}s",
         summary.imported.len(),

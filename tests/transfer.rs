@@ -12,75 +12,10 @@ use common::TestRegistry;
 use common::clients::require_programs;
 use common::http::{self, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use common::skopeo::Skopeo;
-use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
-
-/// Runs `berth export --data DATA --out OUT ARGS`: (success, stdout, stderr).
-fn export(data: &Path, out: &Path, args: &[&str]) -> (bool, String, String) {
-    let result = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("export")
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        result.status.success(),
-        String::from_utf8_lossy(&result.stdout).into_owned(),
-        String::from_utf8_lossy(&result.stderr).into_owned(),
-    )
-}
-
-#[track_caller]
-fn must_export(data: &Path, out: &Path, args: &[&str]) -> String {
-    let (ok, stdout, stderr) = export(data, out, args);
-    assert!(ok, "berth export {args:?} failed: {stdout}{stderr}");
-    stdout
-}
-
-/// Every entry of a tar archive: path -> bytes (directories as empty).
-fn entries(archive: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut tar = tar::Archive::new(std::fs::File::open(archive).unwrap());
-    let mut out = BTreeMap::new();
-    for entry in tar.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().to_string_lossy().into_owned();
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).unwrap();
-        out.insert(path, bytes);
-    }
-    out
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    let hex: String = Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
-
-/// The names and digests `index.json` lists.
-fn index_of(entries: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
-    let index: Value = serde_json::from_slice(&entries["index.json"]).unwrap();
-    assert_eq!(index["schemaVersion"], json!(2));
-    index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["annotations"]["org.opencontainers.image.ref.name"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-                m["digest"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
+use common::transfer::{
+    blob_file, entries, export, import, index_of, must_export, populate, unpack,
+};
+use serde_json::json;
 
 #[track_caller]
 fn assert_blob(entries: &BTreeMap<String, Vec<u8>>, digest: &str, bytes: &[u8]) {
@@ -112,7 +47,7 @@ fn everything_an_image_needs_comes_along_once_and_the_archive_is_deterministic()
         "subject": single.descriptor(),
     }))
     .unwrap();
-    let sig_digest = sha256(&signature);
+    let sig_digest = http::sha256_digest(&signature);
     http::push_manifest(
         &base,
         "docker.io/library/app",
@@ -135,7 +70,7 @@ fn everything_an_image_needs_comes_along_once_and_the_archive_is_deterministic()
     http::push_manifest(
         &base,
         "team/legacy",
-        &sha256(&docker),
+        &http::sha256_digest(&docker),
         DOCKER_MANIFEST,
         &docker,
     );
@@ -158,7 +93,7 @@ fn everything_an_image_needs_comes_along_once_and_the_archive_is_deterministic()
         "two exports differ"
     );
     assert!(
-        printed.contains(&sha256(&bytes)),
+        printed.contains(&http::sha256_digest(&bytes)),
         "the printed sha256 is the file's: {printed}"
     );
     assert!(printed.contains("3 images"), "{printed}");
@@ -170,8 +105,11 @@ fn everything_an_image_needs_comes_along_once_and_the_archive_is_deterministic()
         index_json,
         BTreeMap::from([
             ("docker.io/library/app:1".to_owned(), single.digest.clone()),
-            ("docker.io/library/multi:2".to_owned(), sha256(&index)),
-            ("team/legacy:old".to_owned(), sha256(&list)),
+            (
+                "docker.io/library/multi:2".to_owned(),
+                http::sha256_digest(&index)
+            ),
+            ("team/legacy:old".to_owned(), http::sha256_digest(&list)),
         ])
     );
     for image in [&single, &amd, &arm] {
@@ -179,16 +117,16 @@ fn everything_an_image_needs_comes_along_once_and_the_archive_is_deterministic()
         assert_blob(&entries, &image.config_digest, &image.config);
         assert_blob(&entries, &image.layer_digest, &image.layer);
     }
-    assert_blob(&entries, &sha256(&index), &index);
+    assert_blob(&entries, &http::sha256_digest(&index), &index);
     assert_blob(&entries, &sig_digest, &signature);
-    assert_blob(&entries, &sha256(b"signed"), b"signed");
-    assert_blob(&entries, &sha256(&list), &list);
-    assert_blob(&entries, &sha256(&docker), &docker);
-    assert_blob(&entries, &sha256(&layer), &layer);
+    assert_blob(&entries, &http::sha256_digest(b"signed"), b"signed");
+    assert_blob(&entries, &http::sha256_digest(&list), &list);
+    assert_blob(&entries, &http::sha256_digest(&docker), &docker);
+    assert_blob(&entries, &http::sha256_digest(&layer), &layer);
     // Every blob file is named for what it holds.
     for (path, held) in &entries {
         if let Some(hex) = path.strip_prefix("blobs/sha256/").filter(|h| !h.is_empty()) {
-            assert_eq!(sha256(held), format!("sha256:{hex}"), "{path}");
+            assert_eq!(http::sha256_digest(held), format!("sha256:{hex}"), "{path}");
         }
     }
 }
@@ -278,52 +216,6 @@ fn skopeo_copies_an_image_out_of_the_archive_by_its_full_name() {
 }
 
 /// Runs `berth import --data DATA ARGS`: (success, stdout + stderr).
-fn import(data: &Path, args: &[&str]) -> (bool, String) {
-    let result = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("import")
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&result.stdout),
-        String::from_utf8_lossy(&result.stderr)
-    );
-    (result.status.success(), said)
-}
-
-/// A registry with an index of two images, a referrer and a second
-/// repository, stopped: its data directory and what was pushed.
-fn populated() -> (tempfile::TempDir, http::Image, http::Image, Vec<u8>) {
-    let reg = TestRegistry::start();
-    let base = reg.url();
-    let single = http::push_image(&base, "docker.io/library/app", Some("1"), 11);
-    let amd = http::push_image(&base, "docker.io/library/multi", None, 12);
-    let arm = http::push_image(&base, "docker.io/library/multi", None, 13);
-    let index = http::image_index(&[amd.descriptor(), arm.descriptor()]);
-    http::push_manifest(&base, "docker.io/library/multi", "2", OCI_INDEX, &index);
-    http::push_blob(&base, "docker.io/library/app", b"{}");
-    let signature = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": "application/vnd.example.sig",
-        "config": http::descriptor(http::OCI_EMPTY, b"{}"),
-        "layers": [http::descriptor(http::OCI_EMPTY, b"{}")],
-        "subject": single.descriptor(),
-    }))
-    .unwrap();
-    http::push_manifest(
-        &base,
-        "docker.io/library/app",
-        &sha256(&signature),
-        OCI_MANIFEST,
-        &signature,
-    );
-    (reg.stop(), single, arm, signature)
-}
-
 #[test]
 fn an_export_imported_elsewhere_serves_exactly_what_left_and_twice_changes_nothing() {
     let (data, single, arm, signature) = populated();
@@ -360,7 +252,11 @@ fn an_export_imported_elsewhere_serves_exactly_what_left_and_twice_changes_nothi
             arm.digest.as_str(),
             &arm.manifest,
         ),
-        ("docker.io/library/app", &sha256(&signature), &signature),
+        (
+            "docker.io/library/app",
+            &http::sha256_digest(&signature),
+            &signature,
+        ),
     ] {
         let resp = http::get(&http::manifest_url(&base, repo, reference));
         assert_eq!(resp.status, 200, "{repo}:{reference}: {resp:?}");
@@ -378,21 +274,8 @@ fn an_export_imported_elsewhere_serves_exactly_what_left_and_twice_changes_nothi
     ));
     assert_eq!(
         referrers.json()["manifests"][0]["digest"],
-        json!(sha256(&signature))
+        json!(http::sha256_digest(&signature))
     );
-}
-
-/// Unpacks an archive into a layout directory, to damage it.
-fn unpack(archive: &Path, dir: &Path) {
-    tar::Archive::new(std::fs::File::open(archive).unwrap())
-        .unpack(dir)
-        .unwrap();
-}
-
-fn blob_file(layout: &Path, digest: &str) -> std::path::PathBuf {
-    layout
-        .join("blobs/sha256")
-        .join(digest.strip_prefix("sha256:").unwrap())
 }
 
 #[test]
@@ -568,8 +451,8 @@ fn a_delta_carries_only_new_blobs_and_imports_only_onto_its_base() {
         2,
         "the delta holds the new config and manifest only: {blobs:?}"
     );
-    assert_blob(&held, &sha256(&config), &config);
-    assert_blob(&held, &sha256(&manifest), &manifest);
+    assert_blob(&held, &http::sha256_digest(&config), &config);
+    assert_blob(&held, &http::sha256_digest(&manifest), &manifest);
     // The earlier archive's index.json alone says as much.
     let index_only = work.path().join("index.json");
     let mut base_index = Vec::new();
@@ -705,7 +588,7 @@ fn a_platform_export_carries_the_whole_index_and_one_platform_and_imports_sparse
         &["--platform", "linux/arm64", "team/multi:1"],
     );
     let held = entries(&archive);
-    assert_blob(&held, &sha256(&index), &index);
+    assert_blob(&held, &http::sha256_digest(&index), &index);
     assert_blob(&held, &arm.digest, &arm.manifest);
     assert_blob(&held, &arm.layer_digest, &arm.layer);
     for absent in [&amd.digest, &amd.layer_digest, &amd.config_digest] {
@@ -741,4 +624,12 @@ fn a_platform_export_carries_the_whole_index_and_one_platform_and_imports_sparse
         !ok && said.contains(&amd.digest) && said.contains("missing"),
         "{said}"
     );
+}
+
+/// A registry with [`populate`]'s images, stopped: its data directory and
+/// what was pushed.
+fn populated() -> (tempfile::TempDir, http::Image, http::Image, Vec<u8>) {
+    let reg = TestRegistry::start();
+    let pushed = populate(&reg.url());
+    (reg.stop(), pushed.single, pushed.arm, pushed.signature)
 }

@@ -12,6 +12,7 @@ use std::path::Path;
 use sha2::{Digest as _, Sha256};
 
 use super::layout::{self, Entry};
+use super::progress::Progress;
 use crate::oci::manifest;
 use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::store::{self, Store};
@@ -22,6 +23,8 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error("writing the archive: {0}")]
     Io(#[from] io::Error),
+    #[error(transparent)]
+    Registry(#[from] crate::upstream::Error),
     #[error("{0:?} names no repository, tag or manifest here")]
     NothingMatches(String),
     #[error("{image} needs {blob}, which this registry does not hold (pull it first)")]
@@ -81,40 +84,167 @@ pub struct Summary {
 }
 
 /// Where a blob of the archive comes from.
-enum Source {
+enum Part {
     /// A manifest's bytes, as stored.
     Manifest(Vec<u8>),
-    /// A blob file, linked in this repository.
+    /// A blob of this size, in this repository.
     Blob(RepoName, u64),
 }
 
-/// Exports `selections` (all images if empty) from `store` to `out`,
+/// A manifest as a source holds it.
+pub struct Manifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Vec<u8>,
+}
+
+/// Where images are exported from: a store, or a registry.
+pub trait Source {
+    /// Every repository, in name order.
+    fn repositories(&mut self) -> Result<Vec<RepoName>, Error>;
+    /// The tags of `repo`; none if there is no such repository.
+    fn tags(&mut self, repo: &RepoName) -> Result<Vec<String>, Error>;
+    /// A manifest by tag or digest; `None` if there is no such manifest.
+    fn manifest(
+        &mut self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<Manifest>, Error>;
+    /// A blob's size; `None` if `repo` has no such blob.
+    fn blob_size(&mut self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, Error>;
+    /// The manifests whose subject is `digest`.
+    fn referrers(&mut self, repo: &RepoName, digest: &Digest) -> Result<Vec<Digest>, Error>;
+    /// A blob's bytes, exactly `size` of them, or an error.
+    fn open_blob(
+        &mut self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Box<dyn Read + Send + '_>, Error>;
+}
+
+impl Source for Store {
+    fn repositories(&mut self) -> Result<Vec<RepoName>, Error> {
+        let mut out = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let (page, more) = self.list_repositories(last.as_deref(), 1000, &|_| true)?;
+            out.extend(page.iter().filter_map(|name| RepoName::parse(name)));
+            last = page.last().cloned();
+            if !more || last.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn tags(&mut self, repo: &RepoName) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let (page, more) = match self.list_tags(repo, last.as_deref(), 1000) {
+                Ok(page) => page,
+                Err(store::Error::NameUnknown) => return Ok(out),
+                Err(e) => return Err(e.into()),
+            };
+            last = page.last().cloned();
+            out.extend(page);
+            if !more || last.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn manifest(
+        &mut self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<Manifest>, Error> {
+        match self.get_manifest(repo, reference) {
+            Ok(m) => Ok(Some(Manifest {
+                digest: m.digest,
+                media_type: m.media_type,
+                body: m.body,
+            })),
+            Err(store::Error::ManifestUnknown) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn blob_size(&mut self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, Error> {
+        match Store::blob_size(self, repo, digest) {
+            Ok(size) => Ok(Some(size)),
+            Err(store::Error::BlobUnknown) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn referrers(&mut self, repo: &RepoName, digest: &Digest) -> Result<Vec<Digest>, Error> {
+        Ok(Store::referrers(self, repo, digest, None)?
+            .iter()
+            .filter_map(|r| Digest::parse(&r.digest))
+            .collect())
+    }
+
+    fn open_blob(
+        &mut self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Box<dyn Read + Send + '_>, Error> {
+        let blob = Store::open_blob(self, repo, digest)?;
+        if blob.size != size {
+            return Err(store::Error::Corrupt(format!("{digest} changed size")).into());
+        }
+        Ok(Box::new(blob.file))
+    }
+}
+
+/// Exports `selections` (all images if empty) from `source` to `out`,
 /// written beside it first and renamed into place once whole and synced.
 pub fn export(
-    store: &Store,
+    source: &mut dyn Source,
     selections: &[Selection],
     since: Option<&Path>,
     platforms: &[String],
     out: &Path,
+    progress: &Progress,
 ) -> Result<Summary, Error> {
     let earlier = match since {
-        Some(path) => earlier_blobs(store, path)?,
+        Some(path) => earlier_blobs(source, path)?,
         None => BTreeSet::new(),
     };
-    let roots = roots(store, selections)?;
-    let mut blobs: BTreeMap<Digest, Source> = BTreeMap::new();
+    let roots = roots(source, selections)?;
+    let mut blobs: BTreeMap<Digest, Part> = BTreeMap::new();
     let mut entries = Vec::new();
-    for (repo, ref_name, digest) in &roots {
-        let manifest = store.get_manifest(repo, &Reference::Digest(digest.clone()))?;
+    for root in roots {
         entries.push(Entry {
-            ref_name: ref_name.clone(),
-            media_type: manifest.media_type.clone(),
-            digest: digest.clone(),
-            size: manifest.body.len() as u64,
+            ref_name: root.name.clone(),
+            media_type: root.manifest.media_type.clone(),
+            digest: root.manifest.digest.clone(),
+            size: root.manifest.body.len() as u64,
             platforms: (!platforms.is_empty()).then(|| platforms.join(",")),
         });
-        gather(store, repo, ref_name, digest, platforms, &mut blobs)?;
+        let digest = root.manifest.digest.clone();
+        gather(
+            source,
+            &root.repo,
+            &root.name,
+            &digest,
+            Some(root.manifest),
+            platforms,
+            &mut blobs,
+        )?;
     }
+    // A delta leaves out what the earlier export carried.
+    blobs.retain(|digest, _| !earlier.contains(digest));
+    let total = blobs
+        .values()
+        .map(|part| match part {
+            Part::Manifest(body) => body.len() as u64,
+            Part::Blob(_, size) => *size,
+        })
+        .sum();
+    progress.start(total, blobs.len() as u64);
 
     let temp = out.with_extension("partial");
     let file = File::create(&temp)?;
@@ -122,61 +252,72 @@ pub fn export(
         inner: BufWriter::with_capacity(1 << 20, file),
         hasher: Sha256::new(),
     };
-    let mut bytes = 0;
-    {
-        let mut tar = tar::Builder::new(&mut hashing);
-        tar.mode(tar::HeaderMode::Deterministic);
-        append(&mut tar, layout::LAYOUT_FILE, layout::LAYOUT_VERSION)?;
-        append(&mut tar, layout::INDEX_FILE, &layout::index_json(&entries))?;
-        append_dir(&mut tar, "blobs/")?;
-        let mut dirs: Vec<&str> = blobs.keys().map(|d| d.algorithm().name()).collect();
-        dirs.dedup();
-        for dir in dirs {
-            append_dir(&mut tar, &format!("blobs/{dir}/"))?;
-        }
-        // A delta leaves out what the earlier export carried.
-        blobs.retain(|digest, _| !earlier.contains(digest));
-        for (digest, source) in &blobs {
-            let path = layout::blob_path(digest);
-            match source {
-                Source::Manifest(body) => {
-                    bytes += body.len() as u64;
-                    append(&mut tar, &path, body)?;
-                }
-                Source::Blob(repo, size) => {
-                    let blob = store.open_blob(repo, digest)?;
-                    if blob.size != *size {
-                        return Err(store::Error::Corrupt(format!("{digest} changed size")).into());
-                    }
-                    bytes += size;
-                    let mut header = header(*size);
-                    tar.append_data(&mut header, &path, blob.file)?;
-                }
-            }
-        }
-        tar.finish()?;
+    let written = write_archive(source, &entries, &blobs, &mut hashing, progress);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
     }
     hashing.inner.flush()?;
     let file = hashing.inner.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     std::fs::rename(&temp, out)?;
+    progress.finish();
     let sha256: String = hashing
         .hasher
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
+    for entry in &entries {
+        progress.say(&format!("exported {}", entry.ref_name));
+    }
     Ok(Summary {
         images: entries.iter().map(|e| e.ref_name.clone()).collect(),
         blobs: blobs.len(),
-        bytes,
+        bytes: total,
         sha256: format!("sha256:{sha256}"),
     })
 }
 
+/// The layout's files, in their fixed order.
+fn write_archive(
+    source: &mut dyn Source,
+    entries: &[Entry],
+    blobs: &BTreeMap<Digest, Part>,
+    out: &mut impl Write,
+    progress: &Progress,
+) -> Result<(), Error> {
+    let mut tar = tar::Builder::new(out);
+    tar.mode(tar::HeaderMode::Deterministic);
+    append(&mut tar, layout::LAYOUT_FILE, layout::LAYOUT_VERSION)?;
+    append(&mut tar, layout::INDEX_FILE, &layout::index_json(entries))?;
+    append_dir(&mut tar, "blobs/")?;
+    let mut dirs: Vec<&str> = blobs.keys().map(|d| d.algorithm().name()).collect();
+    dirs.dedup();
+    for dir in dirs {
+        append_dir(&mut tar, &format!("blobs/{dir}/"))?;
+    }
+    for (digest, part) in blobs {
+        let path = layout::blob_path(digest);
+        match part {
+            Part::Manifest(body) => {
+                append(&mut tar, &path, body)?;
+                progress.skip(body.len() as u64);
+            }
+            Part::Blob(repo, size) => {
+                let blob = progress.reader(source.open_blob(repo, digest, *size)?);
+                tar.append_data(&mut header(*size), &path, blob)?;
+                progress.blob_done();
+            }
+        }
+    }
+    tar.finish()?;
+    Ok(())
+}
+
 /// The blobs an earlier export carried: the entries of its archive, or,
 /// from its `index.json` alone, everything its images need here.
-fn earlier_blobs(store: &Store, path: &Path) -> Result<BTreeSet<Digest>, Error> {
+fn earlier_blobs(source: &mut dyn Source, path: &Path) -> Result<BTreeSet<Digest>, Error> {
     let bad = |why: String| Error::Earlier(format!("{}: {why}", path.display()));
     let mut file = File::open(path).map_err(|e| bad(e.to_string()))?;
     let mut first = [0u8; 1];
@@ -202,7 +343,7 @@ fn earlier_blobs(store: &Store, path: &Path) -> Result<BTreeSet<Digest>, Error> 
             let digest = entry["digest"].as_str().and_then(Digest::parse);
             if let (Some(repo), Some(digest)) = (repo, digest) {
                 // What is gone from here cannot be left out, nor needs to be.
-                match gather(store, &repo, name, &digest, &[], &mut blobs) {
+                match gather(source, &repo, name, &digest, None, &[], &mut blobs) {
                     Ok(()) | Err(Error::Missing { .. }) => {}
                     Err(e) => return Err(e),
                 }
@@ -227,11 +368,16 @@ fn earlier_blobs(store: &Store, path: &Path) -> Result<BTreeSet<Digest>, Error> 
     Ok(blobs)
 }
 
-/// The images the selections name: (repository, name in index.json, digest).
-fn roots(
-    store: &Store,
-    selections: &[Selection],
-) -> Result<Vec<(RepoName, String, Digest)>, Error> {
+/// An image a selection names.
+struct Root {
+    repo: RepoName,
+    /// Its name in index.json.
+    name: String,
+    manifest: Manifest,
+}
+
+/// The images the selections name, in name order.
+fn roots(source: &mut dyn Source, selections: &[Selection]) -> Result<Vec<Root>, Error> {
     let all = [Selection::Prefix(String::new())];
     // Everything, when nothing is named: an empty store exports nothing.
     let explicit = !selections.is_empty();
@@ -241,32 +387,24 @@ fn roots(
         let before = roots.len();
         match selection {
             Selection::Tag(repo, tag) => {
-                let m = store.get_manifest(repo, &Reference::Tag(tag.clone()));
-                if let Ok(m) = m {
-                    roots.push((
-                        repo.clone(),
-                        format!("{}:{}", repo.as_str(), tag.as_str()),
-                        m.digest,
-                    ));
-                }
+                let name = format!("{}:{}", repo.as_str(), tag.as_str());
+                root(source, repo, name, Reference::Tag(tag.clone()), &mut roots)?;
             }
             Selection::Digest(repo, digest) => {
-                if store
-                    .get_manifest(repo, &Reference::Digest(digest.clone()))
-                    .is_ok()
-                {
-                    roots.push((
-                        repo.clone(),
-                        format!("{}@{digest}", repo.as_str()),
-                        digest.clone(),
-                    ));
-                }
+                let name = format!("{}@{digest}", repo.as_str());
+                root(
+                    source,
+                    repo,
+                    name,
+                    Reference::Digest(digest.clone()),
+                    &mut roots,
+                )?;
             }
-            Selection::Repository(repo) => tags_of(store, repo, &mut roots)?,
+            Selection::Repository(repo) => tags_of(source, repo, &mut roots)?,
             Selection::Prefix(prefix) => {
-                for repo in repositories(store)? {
+                for repo in source.repositories()? {
                     if repo.as_str().starts_with(prefix.as_str()) {
-                        tags_of(store, &repo, &mut roots)?;
+                        tags_of(source, &repo, &mut roots)?;
                     }
                 }
             }
@@ -275,9 +413,26 @@ fn roots(
             return Err(Error::NothingMatches(describe(selection)));
         }
     }
-    roots.sort_by(|a, b| a.1.cmp(&b.1));
-    roots.dedup_by(|a, b| a.1 == b.1);
+    roots.sort_by(|a, b| a.name.cmp(&b.name));
+    roots.dedup_by(|a, b| a.name == b.name);
     Ok(roots)
+}
+
+fn root(
+    source: &mut dyn Source,
+    repo: &RepoName,
+    name: String,
+    reference: Reference,
+    roots: &mut Vec<Root>,
+) -> Result<(), Error> {
+    if let Some(manifest) = source.manifest(repo, &reference)? {
+        roots.push(Root {
+            repo: repo.clone(),
+            name,
+            manifest,
+        });
+    }
+    Ok(())
 }
 
 fn describe(selection: &Selection) -> String {
@@ -289,91 +444,60 @@ fn describe(selection: &Selection) -> String {
     }
 }
 
-fn repositories(store: &Store) -> Result<Vec<RepoName>, Error> {
-    let mut out = Vec::new();
-    let mut last: Option<String> = None;
-    loop {
-        let (page, more) = store.list_repositories(last.as_deref(), 1000, &|_| true)?;
-        out.extend(page.iter().filter_map(|name| RepoName::parse(name)));
-        last = page.last().cloned();
-        if !more || last.is_none() {
-            return Ok(out);
-        }
-    }
-}
-
-fn tags_of(
-    store: &Store,
-    repo: &RepoName,
-    roots: &mut Vec<(RepoName, String, Digest)>,
-) -> Result<(), Error> {
-    let mut last: Option<String> = None;
-    loop {
-        let (page, more) = match store.list_tags(repo, last.as_deref(), 1000) {
-            Ok(page) => page,
-            Err(store::Error::NameUnknown) => return Ok(()),
-            Err(e) => return Err(e.into()),
+fn tags_of(source: &mut dyn Source, repo: &RepoName, roots: &mut Vec<Root>) -> Result<(), Error> {
+    for name in source.tags(repo)? {
+        let Some(tag) = Tag::parse(&name) else {
+            continue;
         };
-        for name in &page {
-            let Some(tag) = Tag::parse(name) else {
-                continue;
-            };
-            let m = store.get_manifest(repo, &Reference::Tag(tag))?;
-            roots.push((repo.clone(), format!("{}:{name}", repo.as_str()), m.digest));
-        }
-        last = page.last().cloned();
-        if !more || last.is_none() {
-            return Ok(());
-        }
+        let name = format!("{}:{name}", repo.as_str());
+        root(source, repo, name, Reference::Tag(tag), roots)?;
     }
+    Ok(())
 }
 
-/// Adds manifest `digest` of `repo`, the blobs it needs, the children of
-/// an index that are here (only those of `platforms`, if any are named),
-/// and every referrer, once each.
+/// Adds manifest `digest` of `repo` (`known` if it was fetched already),
+/// the blobs it needs, the children of an index that are here (only those
+/// of `platforms`, if any are named), and every referrer, once each.
 fn gather(
-    store: &Store,
+    source: &mut dyn Source,
     repo: &RepoName,
     image: &str,
     digest: &Digest,
+    known: Option<Manifest>,
     platforms: &[String],
-    blobs: &mut BTreeMap<Digest, Source>,
+    blobs: &mut BTreeMap<Digest, Part>,
 ) -> Result<(), Error> {
     if blobs.contains_key(digest) {
         return Ok(());
     }
-    let stored = match store.get_manifest(repo, &Reference::Digest(digest.clone())) {
-        Ok(stored) => stored,
-        // A sparse index: the children that are here come along.
-        Err(store::Error::ManifestUnknown) => return Ok(()),
-        Err(e) => return Err(e.into()),
+    let stored = match known {
+        Some(known) => known,
+        None => match source.manifest(repo, &Reference::Digest(digest.clone()))? {
+            Some(stored) => stored,
+            // A sparse index: the children that are here come along.
+            None => return Ok(()),
+        },
     };
     let parsed = manifest::parse(Some(&stored.media_type), &stored.body)
         .map_err(store::Error::ManifestInvalid)?;
     let wanted = wanted_children(&stored.body, platforms);
-    blobs.insert(digest.clone(), Source::Manifest(stored.body));
+    blobs.insert(digest.clone(), Part::Manifest(stored.body));
     for blob in &parsed.blobs {
-        let size = match store.blob_size(repo, blob) {
-            Ok(size) => size,
-            Err(store::Error::BlobUnknown) => {
-                return Err(Error::Missing {
-                    image: image.to_owned(),
-                    blob: blob.clone(),
-                });
-            }
-            Err(e) => return Err(e.into()),
+        let Some(size) = source.blob_size(repo, blob)? else {
+            return Err(Error::Missing {
+                image: image.to_owned(),
+                blob: blob.clone(),
+            });
         };
-        blobs.insert(blob.clone(), Source::Blob(repo.clone(), size));
+        blobs.insert(blob.clone(), Part::Blob(repo.clone(), size));
     }
     for child in &parsed.manifests {
         if wanted.as_ref().is_none_or(|wanted| wanted.contains(child)) {
-            gather(store, repo, image, child, platforms, blobs)?;
+            gather(source, repo, image, child, None, platforms, blobs)?;
         }
     }
-    for referrer in store.referrers(repo, digest, None)? {
-        if let Some(referrer) = Digest::parse(&referrer.digest) {
-            gather(store, repo, image, &referrer, platforms, blobs)?;
-        }
+    for referrer in source.referrers(repo, digest)? {
+        gather(source, repo, image, &referrer, None, platforms, blobs)?;
     }
     Ok(())
 }

@@ -8,20 +8,19 @@
 //! nothing and an interrupted one goes on where it stopped.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Component, Path};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::archive::{Layout, MAX_MANIFEST};
 use super::layout::{self, REF_NAME};
+use super::progress::Progress;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::store::{self, Appender, ImportedManifest, Store};
 
-/// Manifests and index.json are small; a bigger one is damage.
-const MAX_MANIFEST: u64 = 4 << 20;
 const READ_SIZE: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -101,161 +100,147 @@ pub fn import(
     store: &Arc<Store>,
     source: &Path,
     into: Option<&RepoName>,
+    progress: &Progress,
 ) -> Result<Summary, Error> {
+    let layout = Layout::open(source)?;
     let mut summary = Summary::default();
-    let mut bad: BTreeMap<Digest, String> = BTreeMap::new();
-    let mut held: BTreeSet<Digest> = BTreeSet::new();
-    let index = if source.is_dir() {
-        stage_dir(store, source, &mut summary, &mut bad, &mut held)?
-    } else {
-        stage_tar(store, source, &mut summary, &mut bad, &mut held)?
+    let mut target = IntoStore {
+        store,
+        bad: BTreeMap::new(),
     };
-    let index: Index = serde_json::from_slice(&index)
-        .map_err(|e| Error::NotALayout(format!("index.json: {e}")))?;
-    let referrers = referrers_among(store, &held)?;
-    for entry in &index.manifests {
-        let name = entry.annotations.get(REF_NAME).cloned().unwrap_or_default();
-        match import_entry(store, entry, &name, into, &bad, &referrers) {
-            Ok(()) => summary.imported.push(name),
-            Err(why) => summary.damage.push(format!("{name}: {why}")),
+    let total = layout.blobs().map(|(_, size)| size).sum();
+    progress.start(total, layout.blobs().count() as u64);
+    // Every blob is staged first, in the layout's order: one pass over
+    // an archive, and each image then checked against what is held.
+    for (digest, size) in layout.blobs() {
+        if store.held_blob(digest)?.is_some() {
+            summary.blobs_held += 1;
+            progress.skip(size);
+            continue;
         }
+        let reader = progress.reader(layout.open_blob(digest)?);
+        if let Some(why) = stage(store, digest, size, reader)? {
+            target.bad.insert(digest.clone(), why);
+        } else {
+            summary.blobs_read += 1;
+            summary.bytes += size;
+        }
+        progress.blob_done();
     }
+    import_images(&layout, &mut target, into, &mut summary, progress)?;
     Ok(summary)
 }
 
-/// Reads `oci-layout`, `index.json` and every blob of a tar archive,
-/// staging each blob not already held. Gives back index.json.
-fn stage_tar(
-    store: &Arc<Store>,
-    path: &Path,
-    summary: &mut Summary,
-    bad: &mut BTreeMap<Digest, String>,
-    held: &mut BTreeSet<Digest>,
-) -> Result<Vec<u8>, Error> {
-    let mut archive = tar::Archive::new(File::open(path)?);
-    let mut index = None;
-    let mut marker = false;
-    for entry in archive.entries_with_seek()? {
-        let mut entry = entry?;
-        let name = entry.path()?.to_string_lossy().into_owned();
-        let kind = entry.header().entry_type();
-        let safe = entry
-            .path()?
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-        if !safe || !(kind.is_file() || kind.is_dir()) {
-            return Err(Error::Unsafe(name));
-        }
-        let name = name.trim_start_matches("./");
-        if kind.is_dir() {
-            continue;
-        }
-        match name {
-            layout::LAYOUT_FILE => {
-                check_marker(&read_small(&mut entry)?)?;
-                marker = true;
-            }
-            layout::INDEX_FILE => index = Some(read_small(&mut entry)?),
-            _ => {
-                if let Some(digest) = layout::blob_digest(name) {
-                    let size = entry.header().size()?;
-                    stage(store, &digest, size, &mut entry, summary, bad, held)?;
-                }
-            }
-        }
-    }
-    if !marker {
-        return Err(Error::NotALayout("no oci-layout".into()));
-    }
-    index.ok_or_else(|| Error::NotALayout("no index.json".into()))
+/// Where an import puts its images, and what it holds for them.
+pub(super) trait Destination {
+    /// The size of blob `digest` if it is whole and at hand for `repo`;
+    /// `Err(why)` if it cannot be used (the layout's copy is damaged).
+    fn blob(&mut self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, String>;
+    /// The bytes of a manifest [`blob`](Destination::blob) found whole.
+    fn read(&mut self, digest: &Digest) -> Result<Vec<u8>, String>;
+    /// The bytes of manifest `digest` that `repo` holds already (the base
+    /// of a delta), if they are `size` long.
+    fn stored_manifest(&mut self, repo: &RepoName, digest: &Digest, size: u64) -> Option<Vec<u8>>;
+    /// Makes one checked image visible: its blobs, its manifests (each
+    /// after all it names) and its tag.
+    fn commit(
+        &mut self,
+        repo: &RepoName,
+        blobs: Vec<Digest>,
+        manifests: Vec<ImportedManifest>,
+        tag: Option<(Tag, Digest)>,
+    ) -> Result<(), String>;
 }
 
-/// The same for a layout directory.
-fn stage_dir(
-    store: &Arc<Store>,
-    dir: &Path,
+/// Checks each image of the layout's index whole and commits it, or
+/// notes what is wrong with it.
+pub(super) fn import_images(
+    layout: &Layout,
+    destination: &mut dyn Destination,
+    into: Option<&RepoName>,
     summary: &mut Summary,
-    bad: &mut BTreeMap<Digest, String>,
-    held: &mut BTreeSet<Digest>,
-) -> Result<Vec<u8>, Error> {
-    let marker = std::fs::read(dir.join(layout::LAYOUT_FILE))
-        .map_err(|e| Error::NotALayout(format!("oci-layout: {e}")))?;
-    check_marker(&marker)?;
-    let index = std::fs::read(dir.join(layout::INDEX_FILE))
+    progress: &Progress,
+) -> Result<(), Error> {
+    let index: Index = serde_json::from_slice(layout.index())
         .map_err(|e| Error::NotALayout(format!("index.json: {e}")))?;
-    for algorithm in std::fs::read_dir(dir.join("blobs"))? {
-        let algorithm = algorithm?;
-        for file in std::fs::read_dir(algorithm.path())? {
-            let file = file?;
-            let name = format!(
-                "blobs/{}/{}",
-                algorithm.file_name().to_string_lossy(),
-                file.file_name().to_string_lossy()
-            );
-            let Some(digest) = layout::blob_digest(&name) else {
-                continue;
-            };
-            // Only plain files: a link could name anything on this machine.
-            if !file.file_type()?.is_file() {
-                return Err(Error::Unsafe(name));
+    let referrers = referrers_among(layout);
+    for entry in &index.manifests {
+        let name = entry.annotations.get(REF_NAME).cloned().unwrap_or_default();
+        match import_entry(layout, destination, entry, &name, into, &referrers) {
+            Ok(()) => {
+                progress.say(&format!("imported {name}"));
+                summary.imported.push(name);
             }
-            let mut reader = File::open(file.path())?;
-            let size = reader.metadata()?.len();
-            stage(store, &digest, size, &mut reader, summary, bad, held)?;
+            Err(why) => {
+                let damage = format!("{name}: {why}");
+                progress.say(&format!("refused: {damage}"));
+                summary.damage.push(damage);
+            }
         }
     }
-    Ok(index)
+    progress.finish();
+    Ok(())
 }
 
-fn check_marker(bytes: &[u8]) -> Result<(), Error> {
-    let marker: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| Error::NotALayout(format!("oci-layout: {e}")))?;
-    if marker["imageLayoutVersion"] == "1.0.0" {
-        Ok(())
-    } else {
-        Err(Error::NotALayout(format!("oci-layout says {marker}")))
+/// A store: blobs staged into it before any image is checked.
+struct IntoStore<'a> {
+    store: &'a Arc<Store>,
+    /// Blobs whose bytes did not match their names, and why.
+    bad: BTreeMap<Digest, String>,
+}
+
+impl Destination for IntoStore<'_> {
+    fn blob(&mut self, _repo: &RepoName, digest: &Digest) -> Result<Option<u64>, String> {
+        if let Some(why) = self.bad.get(digest) {
+            return Err(format!("{digest} is damaged: {why}"));
+        }
+        self.store
+            .held_blob(digest)
+            .map_err(|e| format!("{digest}: {e}"))
+    }
+
+    fn read(&mut self, digest: &Digest) -> Result<Vec<u8>, String> {
+        self.store
+            .read_held_blob(digest, MAX_MANIFEST)
+            .map_err(|e| format!("{digest}: {e}"))
+    }
+
+    fn stored_manifest(&mut self, repo: &RepoName, digest: &Digest, size: u64) -> Option<Vec<u8>> {
+        let stored = self
+            .store
+            .get_manifest(repo, &crate::oci::Reference::Digest(digest.clone()))
+            .ok()?;
+        (stored.body.len() as u64 == size).then_some(stored.body)
+    }
+
+    fn commit(
+        &mut self,
+        repo: &RepoName,
+        blobs: Vec<Digest>,
+        manifests: Vec<ImportedManifest>,
+        tag: Option<(Tag, Digest)>,
+    ) -> Result<(), String> {
+        self.store
+            .import_image(repo, blobs, manifests, tag)
+            .map_err(|e| e.to_string())
     }
 }
 
-fn read_small(reader: &mut impl Read) -> Result<Vec<u8>, Error> {
-    let mut bytes = Vec::new();
-    reader.take(MAX_MANIFEST + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_MANIFEST {
-        return Err(Error::NotALayout("a layout file over 4 MiB".into()));
-    }
-    Ok(bytes)
-}
-
-/// Stages one blob unless it is held already: written, hashed, checked
-/// against its name and size, then held by the store but linked nowhere.
-/// A blob that does not match is noted as bad, not fatal: only the images
-/// that need it are refused.
+/// Stages one blob: written, hashed, checked against its name and size,
+/// then held by the store but linked nowhere. A blob that does not match
+/// gives why, not an error: only the images that need it are refused.
 fn stage(
     store: &Arc<Store>,
     digest: &Digest,
     size: u64,
-    reader: &mut impl Read,
-    summary: &mut Summary,
-    bad: &mut BTreeMap<Digest, String>,
-    held: &mut BTreeSet<Digest>,
-) -> Result<(), Error> {
-    if store.held_blob(digest)?.is_some() {
-        summary.blobs_held += 1;
-        held.insert(digest.clone());
-        return Ok(());
-    }
+    mut reader: impl Read,
+) -> Result<Option<String>, Error> {
     let appender = store.stage_blob(Some(size), digest.algorithm())?;
-    let appender = write_beside_reading(appender, reader)?;
+    let appender = write_beside_reading(appender, &mut reader)?;
     match appender.finish(digest) {
-        Ok(_) => {
-            summary.blobs_read += 1;
-            summary.bytes += size;
-            held.insert(digest.clone());
-            Ok(())
-        }
+        Ok(_) => Ok(None),
         Err(e @ (store::Error::DigestMismatch { .. } | store::Error::SizeMismatch { .. })) => {
-            bad.insert(digest.clone(), e.to_string());
-            Ok(())
+            Ok(Some(e.to_string()))
         }
         Err(e) => Err(e.into()),
     }
@@ -310,20 +295,22 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// The layout's manifests that have a subject, by subject: they come
-/// with whatever image holds their subject.
-fn referrers_among(
-    store: &Store,
-    held: &BTreeSet<Digest>,
-) -> Result<BTreeMap<Digest, Vec<Digest>>, Error> {
+/// with whatever image holds their subject. Their bytes are checked when
+/// that image is.
+fn referrers_among(layout: &Layout) -> BTreeMap<Digest, Vec<Digest>> {
     let mut by_subject: BTreeMap<Digest, Vec<Digest>> = BTreeMap::new();
-    for digest in held {
-        if store
-            .held_blob(digest)?
-            .is_none_or(|size| size > MAX_MANIFEST)
+    for (digest, size) in layout.blobs() {
+        if size > MAX_MANIFEST {
+            continue;
+        }
+        let mut body = Vec::new();
+        if layout
+            .open_blob(digest)
+            .and_then(|r| r.take(MAX_MANIFEST).read_to_end(&mut body))
+            .is_err()
         {
             continue;
         }
-        let body = store.read_held_blob(digest, MAX_MANIFEST)?;
         // Layers are not JSON: they fail at their first byte.
         let Ok(refs) = serde_json::from_slice::<References>(&body) else {
             continue;
@@ -332,17 +319,17 @@ fn referrers_among(
             by_subject.entry(subject).or_default().push(digest.clone());
         }
     }
-    Ok(by_subject)
+    by_subject
 }
 
 /// Checks one image of index.json whole and makes it visible, or says
 /// what is wrong with it: every missing or bad blob, by name.
 fn import_entry(
-    store: &Store,
+    layout: &Layout,
+    destination: &mut dyn Destination,
     entry: &Descriptor,
     name: &str,
     into: Option<&RepoName>,
-    bad: &BTreeMap<Digest, String>,
     referrers: &BTreeMap<Digest, Vec<Digest>>,
 ) -> Result<(), String> {
     let (repo, tag) = parse_name(name, into)?;
@@ -352,10 +339,10 @@ fn import_entry(
         .get(layout::PLATFORMS)
         .map(|p| p.split(',').map(str::to_owned).collect::<Vec<_>>());
     let mut walk = Walk {
-        store,
+        layout,
+        destination,
         repo: &repo,
         platforms,
-        bad,
         referrers,
         seen: BTreeSet::new(),
         blobs: BTreeSet::new(),
@@ -366,10 +353,9 @@ fn import_entry(
     if !walk.problems.is_empty() {
         return Err(walk.problems.join("; "));
     }
+    let (blobs, manifests) = (walk.blobs.into_iter().collect(), walk.manifests);
     let tag = tag.map(|tag| (tag, root.clone()));
-    store
-        .import_image(&repo, walk.blobs.into_iter().collect(), walk.manifests, tag)
-        .map_err(|e| e.to_string())
+    destination.commit(&repo, blobs, manifests, tag)
 }
 
 /// `docker.io/library/a:1` -> (repository, tag); `repo@digest` -> no tag;
@@ -397,12 +383,12 @@ fn parse_name(name: &str, into: Option<&RepoName>) -> Result<(RepoName, Option<T
 
 /// One image's check: what it needs, and what is wrong.
 struct Walk<'a> {
-    store: &'a Store,
+    layout: &'a Layout,
+    destination: &'a mut dyn Destination,
     repo: &'a RepoName,
     /// The platforms the image was exported for, if not all: children of
     /// other platforms are absent on purpose.
     platforms: Option<Vec<String>>,
-    bad: &'a BTreeMap<Digest, String>,
     referrers: &'a BTreeMap<Digest, Vec<Digest>>,
     seen: BTreeSet<Digest>,
     blobs: BTreeSet<Digest>,
@@ -418,12 +404,12 @@ impl Walk<'_> {
         if !self.seen.insert(digest.clone()) {
             return;
         }
-        let body = match check(self.store, digest, size, self.bad) {
-            Ok(()) => match self.store.read_held_blob(digest, MAX_MANIFEST) {
+        let body = match self.check(digest, size) {
+            Ok(()) => match self.destination.read(digest) {
                 Ok(body) => body,
-                Err(e) => return self.problems.push(format!("{digest}: {e}")),
+                Err(why) => return self.problems.push(why),
             },
-            Err(why) => match self.stored(digest, size) {
+            Err(why) => match self.destination.stored_manifest(self.repo, digest, size) {
                 Some(body) => body,
                 None => return self.problems.push(why),
             },
@@ -438,7 +424,7 @@ impl Walk<'_> {
                 continue;
             }
             match Digest::parse(&blob.digest) {
-                Some(d) => match check(self.store, &d, blob.size, self.bad) {
+                Some(d) => match self.check(&d, blob.size) {
                     Ok(()) => {
                         self.blobs.insert(d);
                     }
@@ -464,12 +450,7 @@ impl Walk<'_> {
             body,
         });
         for referrer in self.referrers.get(digest).into_iter().flatten() {
-            let size = self
-                .store
-                .held_blob(referrer)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+            let size = self.layout.size(referrer).unwrap_or_default();
             self.manifest(None, referrer, size);
         }
     }
@@ -484,38 +465,25 @@ impl Walk<'_> {
         })
     }
 
-    fn present(&self, digest: &Digest, size: u64) -> bool {
-        check(self.store, digest, size, self.bad).is_ok() || self.stored(digest, size).is_some()
+    fn present(&mut self, digest: &Digest, size: u64) -> bool {
+        self.check(digest, size).is_ok()
+            || self
+                .destination
+                .stored_manifest(self.repo, digest, size)
+                .is_some()
     }
 
-    /// A manifest the repository holds already, if its size is right.
-    fn stored(&self, digest: &Digest, size: u64) -> Option<Vec<u8>> {
-        let stored = self
-            .store
-            .get_manifest(self.repo, &crate::oci::Reference::Digest(digest.clone()))
-            .ok()?;
-        (stored.body.len() as u64 == size).then_some(stored.body)
+    /// A blob the image needs: whole, and of the size its descriptor says.
+    fn check(&mut self, digest: &Digest, size: u64) -> Result<(), String> {
+        let held = self
+            .destination
+            .blob(self.repo, digest)?
+            .ok_or(format!("{digest} is missing"))?;
+        if held != size {
+            return Err(format!(
+                "{digest} holds {held} bytes; its descriptor says {size}"
+            ));
+        }
+        Ok(())
     }
-}
-
-/// A blob the image needs: held, and of the size its descriptor says.
-fn check(
-    store: &Store,
-    digest: &Digest,
-    size: u64,
-    bad: &BTreeMap<Digest, String>,
-) -> Result<(), String> {
-    if let Some(why) = bad.get(digest) {
-        return Err(format!("{digest} is damaged: {why}"));
-    }
-    let held = store
-        .held_blob(digest)
-        .map_err(|e| e.to_string())?
-        .ok_or(format!("{digest} is missing"))?;
-    if held != size {
-        return Err(format!(
-            "{digest} holds {held} bytes; its descriptor says {size}"
-        ));
-    }
-    Ok(())
 }

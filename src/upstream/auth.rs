@@ -64,6 +64,12 @@ impl Credentials {
         Ok(Credentials { by_host })
     }
 
+    /// Logs in to `host` (`host[:port]`) as `user`, over any login a
+    /// config file gave.
+    pub fn insert(&mut self, host: &str, user: String, password: String) {
+        self.by_host.insert(host.to_owned(), (user, password));
+    }
+
     /// The user and password for `host` (`host[:port]`). Docker Hub's are
     /// kept under its old index URL, which names `index.docker.io`.
     pub fn for_host(&self, host: &str) -> Option<&(String, String)> {

@@ -5,6 +5,7 @@
 //! gets: the caller verifies every digest before anything is stored.
 
 mod auth;
+mod push;
 
 use std::collections::HashMap;
 use std::io;
@@ -14,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -76,10 +78,13 @@ impl Default for Settings {
     }
 }
 
+/// What a request carries: nothing, a few bytes, or a stream sent once.
+type RequestBody = BoxBody<Bytes, io::Error>;
+
 /// The HTTP client every upstream shares.
 #[derive(Clone)]
 pub struct Connector {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, RequestBody>,
     settings: Arc<Settings>,
 }
 
@@ -174,6 +179,66 @@ pub struct Blob {
     pub body: Incoming,
 }
 
+/// One request, as [`Upstream::send`] makes it and makes it again after
+/// logging in.
+struct Ask<'a> {
+    method: Method,
+    url: &'a str,
+    /// What a token for it must allow: `repository:NAME:pull` and the like.
+    scopes: Vec<String>,
+    headers: Vec<(header::HeaderName, String)>,
+    /// Bytes that can be sent twice; streams go by `send_stream`.
+    body: Option<Bytes>,
+}
+
+impl<'a> Ask<'a> {
+    fn new(method: Method, url: &'a str, scopes: Vec<String>) -> Ask<'a> {
+        Ask {
+            method,
+            url,
+            scopes,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// To pull from `repo`.
+    fn pull(method: Method, url: &'a str, repo: &str) -> Ask<'a> {
+        Ask::new(method, url, vec![format!("repository:{repo}:pull")])
+    }
+
+    /// For a manifest: every manifest type berth stores is accepted.
+    fn manifest(mut self) -> Ask<'a> {
+        let accept = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST].join(", ");
+        self.headers.push((header::ACCEPT, accept));
+        self
+    }
+
+    fn header(mut self, name: header::HeaderName, value: String) -> Ask<'a> {
+        self.headers.push((name, value));
+        self
+    }
+
+    fn with_body(mut self, body: Bytes) -> Ask<'a> {
+        self.body = Some(body);
+        self
+    }
+
+    /// The key its authorization is kept under.
+    fn scope(&self) -> String {
+        self.scopes.join(" ")
+    }
+
+    fn body(&self) -> RequestBody {
+        match &self.body {
+            Some(bytes) => Full::new(bytes.clone())
+                .map_err(|never| match never {})
+                .boxed(),
+            None => Empty::new().map_err(|never| match never {}).boxed(),
+        }
+    }
+}
+
 /// One upstream registry.
 pub struct Upstream {
     base: String,
@@ -202,7 +267,9 @@ impl Upstream {
         limit: usize,
     ) -> Result<Option<Digest>> {
         let url = format!("{}/v2/{repo}/manifests/{tag}", self.base);
-        let resp = self.send(Method::HEAD, &url, repo, true).await?;
+        let resp = self
+            .send(&Ask::pull(Method::HEAD, &url, repo).manifest())
+            .await?;
         let Some(resp) = self.found(resp)? else {
             return Ok(None);
         };
@@ -229,7 +296,9 @@ impl Upstream {
         limit: usize,
     ) -> Result<Option<Manifest>> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
-        let resp = self.send(Method::GET, &url, repo, true).await?;
+        let resp = self
+            .send(&Ask::pull(Method::GET, &url, repo).manifest())
+            .await?;
         let Some(resp) = self.found(resp)? else {
             return Ok(None);
         };
@@ -261,7 +330,7 @@ impl Upstream {
             digest: String,
         }
         let url = format!("{}/v2/{repo}/referrers/{subject}", self.base);
-        let resp = self.send(Method::GET, &url, repo, false).await?;
+        let resp = self.send(&Ask::pull(Method::GET, &url, repo)).await?;
         let Some(resp) = self.found(resp)? else {
             return Ok(None);
         };
@@ -282,17 +351,35 @@ impl Upstream {
     /// The repository's tags, following the `Link` of each page, at most
     /// `max`; `None` if the upstream has no such repository.
     pub async fn tags(&self, repo: &str, max: usize) -> Result<Option<Vec<String>>> {
-        #[derive(serde::Deserialize)]
-        struct List {
-            #[serde(default)]
-            tags: Option<Vec<String>>,
-        }
-        let mut url = format!("{}/v2/{repo}/tags/list?n=1000", self.base);
-        let mut tags = Vec::new();
-        while tags.len() < max {
-            let resp = self.send(Method::GET, &url, repo, false).await?;
+        let url = format!("{}/v2/{repo}/tags/list?n=1000", self.base);
+        let scope = format!("repository:{repo}:pull");
+        self.list(url, scope, "tags", max).await
+    }
+
+    /// The registry's repositories from `_catalog`, at most `max`.
+    pub async fn catalog(&self, max: usize) -> Result<Vec<String>> {
+        let url = format!("{}/v2/_catalog?n=1000", self.base);
+        let scope = "registry:catalog:*".to_owned();
+        let names = self.list(url, scope, "repositories", max).await?;
+        names.ok_or_else(|| self.invalid("no _catalog (404): name what to export".into()))
+    }
+
+    /// The names under `key` of a paginated list, following the `Link`
+    /// of each page, at most `max`; `None` for a 404 on the first page.
+    async fn list(
+        &self,
+        mut url: String,
+        scope: String,
+        key: &str,
+        max: usize,
+    ) -> Result<Option<Vec<String>>> {
+        let mut names = Vec::new();
+        while names.len() < max {
+            let resp = self
+                .send(&Ask::new(Method::GET, &url, vec![scope.clone()]))
+                .await?;
             if resp.status() == StatusCode::NOT_FOUND {
-                return Ok((!tags.is_empty()).then_some(tags));
+                return Ok((!names.is_empty()).then_some(names));
             }
             self.expect_ok(&resp)?;
             let next = resp
@@ -306,20 +393,25 @@ impl Upstream {
                         .map(|(u, _)| u.to_owned())
                 });
             let body = self.read_all(resp.into_body(), MAX_PAGE_BODY).await?;
-            let list: List = serde_json::from_slice(&body)
-                .map_err(|e| self.invalid(format!("a tag list that is no JSON: {e}")))?;
-            let page = list.tags.unwrap_or_default();
+            let list: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| self.invalid(format!("a list that is no JSON: {e}")))?;
+            let page: Vec<String> = list[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|name| name.as_str().map(str::to_owned))
+                .collect();
             if page.is_empty() {
                 break;
             }
-            tags.extend(page);
+            names.extend(page);
             match next.and_then(|next| resolve(&url, &next)) {
                 Some(next) => url = next,
                 None => break,
             }
         }
-        tags.truncate(max);
-        Ok(Some(tags))
+        names.truncate(max);
+        Ok(Some(names))
     }
 
     /// A blob's size from a HEAD, following redirects; `None` if the
@@ -353,7 +445,7 @@ impl Upstream {
         digest: &Digest,
     ) -> Result<Response<Incoming>> {
         let mut url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
-        let mut resp = self.send(method.clone(), &url, repo, false).await?;
+        let mut resp = self.send(&Ask::pull(method.clone(), &url, repo)).await?;
         for _ in 0..MAX_REDIRECTS {
             if !resp.status().is_redirection() {
                 break;
@@ -367,7 +459,8 @@ impl Upstream {
                 self.invalid(format!("a redirect to {location:?}, which is no URL"))
             })?;
             // Elsewhere, the registry's credentials are not sent.
-            resp = self.request(method.clone(), &url, None).await?;
+            let ask = Ask::new(method.clone(), &url, Vec::new());
+            resp = self.request(&ask, None, ask.body()).await?;
         }
         Ok(resp)
     }
@@ -422,40 +515,44 @@ impl Upstream {
         }
     }
 
-    /// Sends a request for `repo`, logging in when challenged (once).
-    async fn send(
-        &self,
-        method: Method,
-        url: &str,
-        repo: &str,
-        manifest: bool,
-    ) -> Result<Response<Incoming>> {
-        let scope = format!("repository:{repo}:pull");
-        let cached = self.cached_token(&scope);
-        let resp = self
-            .request_with(method.clone(), url, cached.as_deref(), manifest)
-            .await?;
+    /// Sends `ask`, logging in when challenged (once) with what the
+    /// challenge asks for; the authorization is kept for its scopes.
+    async fn send(&self, ask: &Ask<'_>) -> Result<Response<Incoming>> {
+        let cached = self.cached_token(&ask.scope());
+        let resp = self.request(ask, cached.as_deref(), ask.body()).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
+        match self.log_in(&resp, ask).await? {
+            Some(authorization) => self.request(ask, Some(&authorization), ask.body()).await,
+            None => Ok(resp),
+        }
+    }
+
+    /// The authorization a 401 answer's challenge asks for, kept until it
+    /// expires; `None` when there is nothing to answer it with.
+    async fn log_in(&self, resp: &Response<Incoming>, ask: &Ask<'_>) -> Result<Option<String>> {
         let challenge = resp
             .headers()
             .get(header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
             .and_then(Challenge::parse);
         let Some(challenge) = challenge else {
-            return Ok(resp);
+            return Ok(None);
         };
-        let authorization = match challenge.scheme.as_str() {
-            "bearer" => self.token(&challenge, &scope).await?,
+        let (authorization, life) = match challenge.scheme.as_str() {
+            "bearer" => self.token(&challenge, &ask.scopes).await?,
             "basic" => match &self.credentials {
-                Some((user, password)) => auth::basic(user, password),
-                None => return Ok(resp),
+                Some((user, password)) => (auth::basic(user, password), Duration::from_secs(3600)),
+                None => return Ok(None),
             },
-            _ => return Ok(resp),
+            _ => return Ok(None),
         };
-        self.request_with(method, url, Some(&authorization), manifest)
-            .await
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ask.scope(), (authorization.clone(), Instant::now() + life));
+        Ok(Some(authorization))
     }
 
     fn cached_token(&self, scope: &str) -> Option<String> {
@@ -466,8 +563,9 @@ impl Upstream {
             .map(|(token, _)| token.clone())
     }
 
-    /// Fetches a Bearer token from the challenge's realm, as a client does.
-    async fn token(&self, challenge: &Challenge, scope: &str) -> Result<String> {
+    /// Fetches a Bearer token for `scopes` from the challenge's realm, as a
+    /// client does: the token, and how long to keep it.
+    async fn token(&self, challenge: &Challenge, scopes: &[String]) -> Result<(String, Duration)> {
         let realm = challenge
             .params
             .get("realm")
@@ -477,7 +575,10 @@ impl Upstream {
             if let Some(service) = challenge.params.get("service") {
                 query.append_pair("service", service);
             }
-            query.append_pair("scope", scope).finish()
+            for scope in scopes {
+                query.append_pair("scope", scope);
+            }
+            query.finish()
         };
         let separator = if realm.contains('?') { '&' } else { '?' };
         let url = format!("{realm}{separator}{query}");
@@ -485,7 +586,8 @@ impl Upstream {
             .credentials
             .as_ref()
             .map(|(user, password)| auth::basic(user, password));
-        let resp = self.request(Method::GET, &url, basic.as_deref()).await?;
+        let ask = Ask::new(Method::GET, &url, Vec::new());
+        let resp = self.request(&ask, basic.as_deref(), ask.body()).await?;
         self.expect_ok(&resp)?;
         let body = self.read_all(resp.into_body(), MAX_SMALL_BODY).await?;
         let answer: TokenResponse = serde_json::from_slice(&body)
@@ -494,49 +596,20 @@ impl Upstream {
             .token
             .or(answer.access_token)
             .ok_or_else(|| self.invalid("a token answer without a token".into()))?;
-        let authorization = format!("Bearer {token}");
         // Kept a little shorter than it lives, so it is never sent stale.
         let life = Duration::from_secs(answer.expires_in.unwrap_or(60).max(10)) * 9 / 10;
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                scope.to_owned(),
-                (authorization.clone(), Instant::now() + life),
-            );
-        Ok(authorization)
+        Ok((format!("Bearer {token}"), life))
     }
 
+    /// Sends `ask` once with `body`, and waits for the answer's head
+    /// within the timeouts.
     async fn request(
         &self,
-        method: Method,
-        url: &str,
+        ask: &Ask<'_>,
         authorization: Option<&str>,
+        body: RequestBody,
     ) -> Result<Response<Incoming>> {
-        self.request_with(method, url, authorization, false).await
-    }
-
-    async fn request_with(
-        &self,
-        method: Method,
-        url: &str,
-        authorization: Option<&str>,
-        manifest: bool,
-    ) -> Result<Response<Incoming>> {
-        let mut req = Request::builder().method(method).uri(url);
-        if manifest {
-            // Every manifest type berth stores.
-            let accept = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST].join(", ");
-            req = req.header(header::ACCEPT, accept);
-        }
-        if let Some(authorization) = authorization {
-            let value = HeaderValue::from_str(authorization)
-                .map_err(|_| self.invalid("an unusable token".into()))?;
-            req = req.header(header::AUTHORIZATION, value);
-        }
-        let req = req
-            .body(Empty::new())
-            .map_err(|e| self.invalid(format!("a URL that cannot be asked for: {e}")))?;
+        let req = self.build(ask, authorization, body)?;
         match tokio::time::timeout(
             self.connector.settings.connect_timeout + self.read_timeout(),
             self.connector.client.request(req),
@@ -547,6 +620,25 @@ impl Upstream {
             Ok(Err(e)) => Err(self.unreachable(error_chain(&e))),
             Ok(Ok(resp)) => Ok(resp),
         }
+    }
+
+    fn build(
+        &self,
+        ask: &Ask<'_>,
+        authorization: Option<&str>,
+        body: RequestBody,
+    ) -> Result<Request<RequestBody>> {
+        let mut req = Request::builder().method(ask.method.clone()).uri(ask.url);
+        for (name, value) in &ask.headers {
+            req = req.header(name, value);
+        }
+        if let Some(authorization) = authorization {
+            let value = HeaderValue::from_str(authorization)
+                .map_err(|_| self.invalid("an unusable token".into()))?;
+            req = req.header(header::AUTHORIZATION, value);
+        }
+        req.body(body)
+            .map_err(|e| self.invalid(format!("a URL that cannot be asked for: {e}")))
     }
 
     fn timeout(&self) -> Error {

@@ -2,12 +2,14 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod distribution;
 pub mod dockerd;
 pub mod http;
 pub mod layout;
 pub mod podman;
 pub mod process;
 pub mod skopeo;
+pub mod transfer;
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,255 @@
+//! An OCI layout on disk, as a tar archive or a directory, read safely:
+//! its `index.json`, and each blob by digest. Anything that could reach
+//! outside the layout (`..`, an absolute path, a link, a device) refuses
+//! the whole layout before a byte of it is used.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+use super::import::Error;
+use super::layout;
+use crate::oci::{Digest, Hasher};
+
+/// Manifests and index.json are small; a bigger one is damage.
+pub const MAX_MANIFEST: u64 = 4 << 20;
+
+pub struct Layout {
+    source: Source,
+    index: Vec<u8>,
+    /// Each blob's place and size, in the order the layout holds them.
+    blobs: Vec<(Digest, Place)>,
+    by_digest: BTreeMap<Digest, usize>,
+}
+
+enum Source {
+    Tar(PathBuf),
+    Dir,
+}
+
+#[derive(Clone)]
+enum Place {
+    /// Where its bytes start in the archive.
+    Offset(u64, u64),
+    File(PathBuf, u64),
+}
+
+impl Place {
+    fn size(&self) -> u64 {
+        match self {
+            Place::Offset(_, size) | Place::File(_, size) => *size,
+        }
+    }
+}
+
+impl Layout {
+    /// Reads the layout's marker, index and list of blobs.
+    pub fn open(path: &Path) -> Result<Layout, Error> {
+        let (source, index, places) = if path.is_dir() {
+            let (index, places) = list_dir(path)?;
+            (Source::Dir, index, places)
+        } else {
+            let (index, places) = list_tar(path)?;
+            (Source::Tar(path.to_owned()), index, places)
+        };
+        let mut layout = Layout {
+            source,
+            index,
+            blobs: Vec::new(),
+            by_digest: BTreeMap::new(),
+        };
+        for (digest, place) in places {
+            // A later entry of the same name replaces an earlier, as tar does.
+            match layout.by_digest.get(&digest) {
+                Some(&i) => layout.blobs[i].1 = place,
+                None => {
+                    layout.by_digest.insert(digest.clone(), layout.blobs.len());
+                    layout.blobs.push((digest, place));
+                }
+            }
+        }
+        Ok(layout)
+    }
+
+    pub fn index(&self) -> &[u8] {
+        &self.index
+    }
+
+    /// Every blob and its size, in the layout's order.
+    pub fn blobs(&self) -> impl Iterator<Item = (&Digest, u64)> {
+        self.blobs.iter().map(|(d, place)| (d, place.size()))
+    }
+
+    pub fn size(&self, digest: &Digest) -> Option<u64> {
+        self.place(digest).map(Place::size)
+    }
+
+    fn place(&self, digest: &Digest) -> Option<&Place> {
+        self.by_digest.get(digest).map(|&i| &self.blobs[i].1)
+    }
+
+    /// A blob's bytes as the layout holds them, unchecked.
+    pub fn open_blob(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>> {
+        let place = self.place(digest).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{digest} is not here"))
+        })?;
+        Ok(match (&self.source, place) {
+            (Source::Tar(path), Place::Offset(offset, size)) => {
+                let mut file = File::open(path)?;
+                file.seek(SeekFrom::Start(*offset))?;
+                Box::new(file.take(*size))
+            }
+            (_, Place::File(path, _)) => Box::new(File::open(path)?),
+            (Source::Dir, Place::Offset(..)) => unreachable!("a directory's blobs are files"),
+        })
+    }
+
+    /// A small blob (a manifest) whose bytes match its digest and `size`.
+    pub fn read_checked(&self, digest: &Digest, size: u64) -> Result<Vec<u8>, String> {
+        let held = self.size(digest).ok_or(format!("{digest} is missing"))?;
+        if held != size {
+            return Err(format!(
+                "{digest} holds {held} bytes; its descriptor says {size}"
+            ));
+        }
+        if size > MAX_MANIFEST {
+            return Err(format!("{digest} is over 4 MiB: no manifest"));
+        }
+        let mut bytes = Vec::new();
+        self.open_blob(digest)
+            .and_then(|r| r.take(MAX_MANIFEST).read_to_end(&mut bytes))
+            .map_err(|e| format!("{digest}: {e}"))?;
+        if Digest::with(digest.algorithm(), &bytes) != *digest {
+            return Err(format!(
+                "{digest} is damaged: its bytes have another digest"
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Reads `reader` to its end, hashing: `Err(why)` unless its bytes are
+/// exactly `size` long and have `digest`.
+pub fn verify(
+    reader: &mut impl Read,
+    digest: &Digest,
+    size: u64,
+) -> io::Result<Result<(), String>> {
+    let mut hasher = Hasher::new(digest.algorithm());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                read += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(if read != size {
+        Err(format!("{read} bytes where {size} were due"))
+    } else if hasher.digest() != *digest {
+        Err(format!("its bytes have digest {}", hasher.digest()))
+    } else {
+        Ok(())
+    })
+}
+
+type Listing = (Vec<u8>, Vec<(Digest, Place)>);
+
+fn list_tar(path: &Path) -> Result<Listing, Error> {
+    let mut archive = tar::Archive::new(File::open(path)?);
+    let mut index = None;
+    let mut marker = false;
+    let mut places = Vec::new();
+    for entry in archive.entries_with_seek()? {
+        let mut entry = entry?;
+        let name = entry.path()?.to_string_lossy().into_owned();
+        let kind = entry.header().entry_type();
+        let safe = entry
+            .path()?
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if !safe || !(kind.is_file() || kind.is_dir()) {
+            return Err(Error::Unsafe(name));
+        }
+        let name = name.trim_start_matches("./");
+        if kind.is_dir() {
+            continue;
+        }
+        match name {
+            layout::LAYOUT_FILE => {
+                check_marker(&read_small(&mut entry)?)?;
+                marker = true;
+            }
+            layout::INDEX_FILE => index = Some(read_small(&mut entry)?),
+            _ => {
+                if let Some(digest) = layout::blob_digest(name) {
+                    let size = entry.header().size()?;
+                    places.push((digest, Place::Offset(entry.raw_file_position(), size)));
+                }
+            }
+        }
+    }
+    if !marker {
+        return Err(Error::NotALayout("no oci-layout".into()));
+    }
+    let index = index.ok_or_else(|| Error::NotALayout("no index.json".into()))?;
+    Ok((index, places))
+}
+
+fn list_dir(dir: &Path) -> Result<Listing, Error> {
+    let marker = std::fs::read(dir.join(layout::LAYOUT_FILE))
+        .map_err(|e| Error::NotALayout(format!("oci-layout: {e}")))?;
+    check_marker(&marker)?;
+    let index = std::fs::read(dir.join(layout::INDEX_FILE))
+        .map_err(|e| Error::NotALayout(format!("index.json: {e}")))?;
+    let mut places = Vec::new();
+    let mut algorithms: Vec<_> = std::fs::read_dir(dir.join("blobs"))?.collect::<Result<_, _>>()?;
+    algorithms.sort_by_key(|a| a.file_name());
+    for algorithm in algorithms {
+        let mut files: Vec<_> = std::fs::read_dir(algorithm.path())?.collect::<Result<_, _>>()?;
+        files.sort_by_key(|f| f.file_name());
+        for file in files {
+            let name = format!(
+                "blobs/{}/{}",
+                algorithm.file_name().to_string_lossy(),
+                file.file_name().to_string_lossy()
+            );
+            let Some(digest) = layout::blob_digest(&name) else {
+                continue;
+            };
+            // Only plain files: a link could name anything on this machine.
+            let kind = file.file_type()?;
+            if !kind.is_file() {
+                return Err(Error::Unsafe(name));
+            }
+            let size = file.metadata()?.len();
+            places.push((digest, Place::File(file.path(), size)));
+        }
+    }
+    Ok((index, places))
+}
+
+fn check_marker(bytes: &[u8]) -> Result<(), Error> {
+    let marker: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Error::NotALayout(format!("oci-layout: {e}")))?;
+    if marker["imageLayoutVersion"] == "1.0.0" {
+        Ok(())
+    } else {
+        Err(Error::NotALayout(format!("oci-layout says {marker}")))
+    }
+}
+
+fn read_small(reader: &mut impl Read) -> Result<Vec<u8>, Error> {
+    let mut bytes = Vec::new();
+    reader.take(MAX_MANIFEST + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_MANIFEST {
+        return Err(Error::NotALayout("a layout file over 4 MiB".into()));
+    }
+    Ok(bytes)
+}
