@@ -1172,3 +1172,56 @@ fn a_mirror_trusts_an_https_upstream_through_its_ca_file_only() {
     );
     drop(data);
 }
+
+#[test]
+fn export_and_import_reach_a_tls_registry_trusting_the_ca_they_are_given() {
+    let certs = make_certs();
+    let reg = TlsRegistry::start(|config| config.tls = Some(certs.tls()));
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    let image = layout::write_image(&src, "1", 61);
+    let berth = |args: &[&str]| {
+        let out = Command::new(BERTH).args(args).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), said)
+    };
+    let src = src.to_str().unwrap();
+    let ca = certs.ca.to_str().unwrap();
+    let (ok, said) = berth(&["import", "--registry", &reg.url, "--into", "team/app", src]);
+    assert!(!ok, "a certificate of an unknown CA was trusted: {said}");
+    assert!(said.to_lowercase().contains("certificate"), "{said}");
+    let into = [
+        "--registry",
+        &reg.url,
+        "--ca",
+        ca,
+        "--into",
+        "team/app",
+        src,
+    ];
+    let (ok, said) = berth(&[&["import"], &into[..]].concat());
+    assert!(ok && said.contains("imported 1 images"), "{said}");
+
+    let archive = work.path().join("out.tar");
+    let out = archive.to_str().unwrap();
+    let from = [
+        "--registry",
+        &reg.url,
+        "--ca",
+        ca,
+        "--out",
+        out,
+        "team/app:1",
+    ];
+    let (ok, said) = berth(&[&["export"], &from[..]].concat());
+    assert!(ok, "{said}");
+    let mut tar = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+    let held: Vec<String> = tar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let manifest = format!("blobs/sha256/{}", &image.manifest.digest[7..]);
+    assert!(held.contains(&manifest), "{held:?}");
+}
