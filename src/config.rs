@@ -56,6 +56,14 @@ pub struct Config {
     /// [`parse_public_url`] gives it) when a proxy stands in front: the token
     /// realm is `<public_url>/token`. `None`: built from each request's Host.
     pub public_url: Option<String>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here instead of beside
+    /// the registry API (plain HTTP, no login).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log one line per request on stderr, in this format.
+    pub access_log: Option<crate::ops::LogFormat>,
+    /// Below this many free bytes in the data directory, `/readyz` says
+    /// not ready.
+    pub min_free_space: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +108,9 @@ impl Config {
             upstream_timeout: Duration::from_secs(30),
             upstream_auth: None,
             upstream_ca: None,
+            metrics_listen: None,
+            access_log: None,
+            min_free_space: crate::ops::DEFAULT_MIN_FREE_SPACE,
         }
     }
 

@@ -20,6 +20,7 @@ pub mod config;
 mod conn;
 pub mod mirror;
 pub mod oci;
+pub mod ops;
 mod server;
 pub mod store;
 mod tls;

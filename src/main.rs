@@ -136,6 +136,20 @@ struct Serve {
     /// PEM certificates trusted for upstreams beside the system's roots
     #[argh(option)]
     upstream_ca: Option<PathBuf>,
+    /// serve /metrics, /healthz and /readyz on this address (plain HTTP, no
+    /// login) instead of beside the registry
+    #[argh(option)]
+    metrics_listen: Option<SocketAddr>,
+    /// log one line per request to stderr
+    #[argh(switch)]
+    access_log: bool,
+    /// the access log's format: text (default) or json
+    #[argh(option, default = "berth::ops::LogFormat::Text")]
+    log_format: berth::ops::LogFormat,
+    /// free bytes the data directory needs for /readyz to say ready
+    /// (default 1 GiB)
+    #[argh(option, default = "berth::ops::DEFAULT_MIN_FREE_SPACE")]
+    min_free_space: u64,
 }
 
 /// Add or change a user's password in an htpasswd file (bcrypt). The
@@ -361,6 +375,9 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
         config.upstream_timeout = args.upstream_timeout;
         config.upstream_auth = args.upstream_auth;
         config.upstream_ca = args.upstream_ca;
+        config.metrics_listen = args.metrics_listen;
+        config.access_log = args.access_log.then_some(args.log_format);
+        config.min_free_space = args.min_free_space;
         config.tls = match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
             (None, None) => None,
@@ -378,6 +395,9 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
         // One line on stdout with the real address, for harnesses to read.
         let mut stdout = std::io::stdout();
         writeln!(stdout, "berth listening on {}", registry.url())?;
+        if let Some(addr) = registry.metrics_addr() {
+            writeln!(stdout, "berth metrics on http://{addr}")?;
+        }
         stdout.flush()?;
         tokio::select! {
             _ = term.recv() => {}

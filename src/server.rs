@@ -37,6 +37,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// server running until the runtime stops.
 pub struct Registry {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     tls: bool,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
@@ -72,7 +73,15 @@ impl Registry {
             .transpose()?;
         store.limit_uploads(config.max_uploads, config.max_uploads_per_repo);
         let store = Arc::new(store);
-        let mirrors = mirrors(&store, &config)?;
+        let mirrors = Arc::new(mirrors(&store, &config)?);
+        let authority = authority.map(Arc::new);
+        let metrics =
+            crate::ops::Metrics::new(Arc::clone(&store), authority.clone(), Arc::clone(&mirrors));
+        let ops = Arc::new(crate::ops::Ops {
+            metrics: Arc::clone(&metrics),
+            access_log: config.access_log,
+            min_free_space: config.min_free_space,
+        });
         // Start-up must stay fast whatever the store's size: orphans left by
         // a crash are swept beside the server instead of before it.
         let sweeper = Arc::clone(&store);
@@ -98,8 +107,20 @@ impl Registry {
             .timer(TokioTimer::new())
             .max_concurrent_streams(MAX_STREAMS);
         let serving_tls = tls.is_some();
+        let api = Arc::new(Api::new(
+            Arc::clone(&store),
+            authority,
+            mirrors,
+            ops,
+            &config,
+        ));
+        let ops_server = match config.metrics_listen {
+            Some(addr) => Some(ops_listener(addr, Arc::clone(&api)).await?),
+            None => None,
+        };
+        let metrics_addr = ops_server.as_ref().map(|(_, addr)| *addr);
         let shared = Arc::new(Shared {
-            api: Arc::new(Api::new(Arc::clone(&store), authority, mirrors, &config)),
+            api,
             builder,
             tls,
             limits: config.conn_limits(),
@@ -107,13 +128,16 @@ impl Registry {
         let max_connections = config.max_connections;
         let (stop, stopped) = oneshot::channel();
         let pruner = config.prune_interval.map(|period| {
-            let policy = config.prune.clone();
+            let (policy, metrics) = (config.prune.clone(), Arc::clone(&metrics));
             tokio::spawn(every(
                 Arc::clone(&store),
                 period,
                 "prune",
                 move |store| store.prune(&policy, false),
-                |report| log::info!("{}", report.summary()),
+                move |report| {
+                    metrics.pruned(report);
+                    log::info!("{}", report.summary());
+                },
             ))
         });
         // Stale upload sessions expire on every server, prune or not: each
@@ -124,7 +148,8 @@ impl Registry {
             (expiration / 4).clamp(Duration::from_millis(250), Duration::from_secs(300)),
             "expiring uploads",
             move |store| store.expire_stale_uploads(expiration),
-            |report| {
+            move |report| {
+                metrics.pruned(report);
                 if report.uploads > 0 {
                     log::info!("expired {} stale upload sessions", report.uploads);
                 }
@@ -132,6 +157,10 @@ impl Registry {
         ));
         let task = tokio::spawn(async move {
             serve(listener, shared, max_connections, stopped).await;
+            if let Some((task, _)) = ops_server {
+                task.abort();
+                let _ = task.await;
+            }
             if let Some(pruner) = pruner {
                 pruner.abort();
             }
@@ -140,6 +169,7 @@ impl Registry {
         });
         let registry = Registry {
             addr,
+            metrics_addr,
             tls: serving_tls,
             stop,
             task,
@@ -154,6 +184,11 @@ impl Registry {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` and the probes are served, if not beside the API.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn url(&self) -> String {
@@ -268,6 +303,42 @@ where
     }
 }
 
+/// Serves `/metrics` and the probes on an address of their own (plain
+/// HTTP/1.1, no login: for inside a site). Gives back the task and the
+/// address bound.
+async fn ops_listener(addr: SocketAddr, api: Arc<Api>) -> io::Result<(JoinHandle<()>, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    log::info!("serving metrics and probes on http://{bound}");
+    let task = tokio::spawn(async move {
+        // Dropped with this task: its connections end with it.
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            while connections.try_join_next().is_some() {}
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let api = Arc::clone(&api);
+            connections.spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let api = Arc::clone(&api);
+                    async move { Ok::<_, std::convert::Infallible>(api.serve_ops(req).await) }
+                });
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                if let Err(e) = served {
+                    log::debug!("metrics connection: {e}");
+                }
+            });
+        }
+    });
+    Ok((task, bound))
+}
+
 /// Waits (a while) for every other holder of the store to let go, so the
 /// database is closed when shutdown returns and can be opened again.
 async fn close(store: Arc<Store>) {
@@ -288,7 +359,7 @@ async fn every<J>(
     period: Duration,
     what: &'static str,
     job: J,
-    done: fn(&Report),
+    done: impl Fn(&Report) + Send + 'static,
 ) where
     J: Fn(&Store) -> crate::store::Result<Report> + Clone + Send + 'static,
 {

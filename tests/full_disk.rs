@@ -369,3 +369,27 @@ fn a_database_write_on_a_full_disk_does_not_break_the_server() {
     drop(dir);
     drop(tmpfs);
 }
+
+#[test]
+fn readyz_turns_unready_on_a_full_disk_and_ready_once_space_is_back() {
+    process::require_root("mounting a tmpfs", "full_disk");
+    let tmpfs = Tmpfs::mount("8m");
+    let data = tempfile::tempdir_in(tmpfs.path()).expect("data dir on the tmpfs");
+    let registry = TestRegistry::start_with(data, |c| c.min_free_space = MIB as u64);
+    let base = registry.url();
+    let readyz = || http::get(&format!("{base}/readyz"));
+    let resp = readyz();
+    assert_eq!(resp.status, 200, "before the disk fills: {resp:?}");
+
+    let (upload, _, _) = fill_with_chunks(&base, "full/ready", 6);
+    let resp = readyz();
+    assert_eq!(resp.status, 503, "on a full disk: {resp:?}");
+    assert!(resp.text().contains("free"), "{}", resp.text());
+    assert_eq!(http::get(&format!("{base}/healthz")).status, 200);
+
+    assert_eq!(http::delete(&upload).status, 204);
+    let resp = readyz();
+    assert_eq!(resp.status, 200, "once space is back: {resp:?}");
+    drop(registry);
+    drop(tmpfs);
+}

@@ -27,6 +27,7 @@ const SERVICE: &str = "berth";
 /// (`/v2/`), or an action on a repository. The catalog needs a user, and
 /// then filters.
 enum Need<'a> {
+    Nothing,
     Identity,
     Listing,
     Repo(&'a str, Action),
@@ -45,7 +46,8 @@ fn need<'a>(route: &'a Route, method: &Method) -> Need<'a> {
         _ => Action::Push,
     };
     match route {
-        Route::Base | Route::Token => Need::Identity,
+        Route::Health | Route::Ready => Need::Nothing,
+        Route::Base | Route::Token | Route::Metrics => Need::Identity,
         Route::Catalog => Need::Listing,
         Route::Tags(name)
         | Route::Manifest(name, _)
@@ -69,8 +71,13 @@ impl Api {
         let Some(authority) = &self.authority else {
             return Ok(Caller::Anonymous);
         };
+        let need = need(route, req.method());
+        if matches!(need, Need::Nothing) {
+            return Ok(Caller::Anonymous);
+        }
         let caller = self.identify(authority, req, peer).await?;
-        match need(route, req.method()) {
+        match need {
+            Need::Nothing => Ok(caller),
             // Not a pull of any one repository, so anonymous pull does not
             // cover it; an empty list would tell clients there is nothing to
             // log in for, so they are asked to log in.

@@ -201,6 +201,8 @@ pub fn file_range(file: File, offset: u64, len: u64, transfer: Option<Arc<Transf
 /// request for ever.
 pub struct Frames {
     body: Incoming,
+    /// Told of every byte read, for the metrics and the access log.
+    exchange: Option<Arc<crate::ops::Exchange>>,
     window: Duration,
     min_bytes: u64,
     window_start: Instant,
@@ -211,11 +213,17 @@ impl Frames {
     pub fn new(body: Incoming, window: Duration, min_bytes: u64) -> Frames {
         Frames {
             body,
+            exchange: None,
             window,
             min_bytes,
             window_start: Instant::now(),
             in_window: 0,
         }
+    }
+
+    pub fn counted(mut self, exchange: Option<Arc<crate::ops::Exchange>>) -> Frames {
+        self.exchange = exchange;
+        self
     }
 
     /// The next data chunk, `None` at the end.
@@ -228,6 +236,9 @@ impl Frames {
                 Ok(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) if !data.is_empty() => {
                         self.in_window += data.len() as u64;
+                        if let Some(exchange) = &self.exchange {
+                            exchange.received(data.len() as u64);
+                        }
                         return Some(Ok(data));
                     }
                     _ => continue,

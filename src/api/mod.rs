@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 pub use body::ResBody;
@@ -28,6 +29,7 @@ use crate::oci::name::BadReference;
 use crate::auth::Authority;
 use crate::config::Config;
 use crate::mirror::Mirrors;
+use crate::ops::{Exchange, Ops};
 use crate::store::{self, Store};
 
 /// Manifests above this size are refused: they are held in memory and in
@@ -37,7 +39,11 @@ pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 << 20;
 pub struct Api {
     store: Arc<Store>,
     /// The namespaces that cache an upstream.
-    mirrors: Mirrors,
+    mirrors: Arc<Mirrors>,
+    ops: Arc<Ops>,
+    /// Whether `/metrics` and the probes are served here (not when they
+    /// have an address of their own).
+    serves_ops: bool,
     authority: Option<Arc<Authority>>,
     /// Whether clients reach us over TLS, for the token realm's scheme.
     tls: bool,
@@ -53,14 +59,17 @@ type Handled = Result<Response<ResBody>, ApiError>;
 impl Api {
     pub fn new(
         store: Arc<Store>,
-        authority: Option<Authority>,
-        mirrors: Mirrors,
+        authority: Option<Arc<Authority>>,
+        mirrors: Arc<Mirrors>,
+        ops: Arc<Ops>,
         config: &Config,
     ) -> Api {
         Api {
             store,
             mirrors,
-            authority: authority.map(Arc::new),
+            ops,
+            serves_ops: config.metrics_listen.is_none(),
+            authority,
             tls: config.tls.is_some(),
             public_url: config.public_url.clone(),
             max_manifest_bytes: config.max_manifest_bytes,
@@ -69,11 +78,14 @@ impl Api {
         }
     }
 
-    pub async fn serve(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ResBody> {
+    pub async fn serve(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ResBody> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let mut response = match self.dispatch(req, peer).await {
+        let class = route::class(&path);
+        let exchange = Exchange::start(&self.ops, peer, &method, &path, class);
+        req.extensions_mut().insert(Arc::clone(&exchange));
+        let mut response = match self.dispatch(req, peer, &exchange).await {
             Ok(response) => response,
             Err(e) => {
                 log::debug!(
@@ -92,21 +104,64 @@ impl Api {
             "docker-distribution-api-version",
             HeaderValue::from_static("registry/2.0"),
         );
-        response
+        exchange.status(response.status().as_u16());
+        if class == "upload"
+            && let Some(id) = upload_id(&path, response.headers())
+        {
+            exchange.upload(id);
+        }
+        // The exchange ends, counted and logged, with the answer's body.
+        response.map(|body| {
+            body.map_frame(move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    exchange.sent(data.len() as u64);
+                }
+                frame
+            })
+            .boxed()
+        })
     }
 
-    async fn dispatch(&self, req: Request<Incoming>, peer: SocketAddr) -> Handled {
+    /// Serves only `/metrics` and the probes: the second address's service.
+    pub async fn serve_ops(&self, req: Request<Incoming>) -> Response<ResBody> {
+        let method = req.method().clone();
+        let answer = match (req.uri().path(), &method) {
+            ("/metrics", &Method::GET) => self.metrics().await,
+            ("/healthz", &Method::GET | &Method::HEAD) => Ok(text_response(StatusCode::OK, "ok\n")),
+            ("/readyz", &Method::GET | &Method::HEAD) => self.readiness().await,
+            _ => Err(ApiError::not_found()),
+        };
+        answer.unwrap_or_else(|e| error_response(&method, e))
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        exchange: &Exchange,
+    ) -> Handled {
         let namespace = query_param(&query(&req), "ns");
         let route = Route::parse(req.uri().path(), namespace.as_deref())?;
         if route == Route::Token {
             return auth::token(self, &req, peer).await;
         }
+        if matches!(route, Route::Metrics | Route::Health | Route::Ready) && !self.serves_ops {
+            return Err(ApiError::not_found());
+        }
         let caller = match self.authorize(&req, peer, &route).await {
             Ok(caller) => caller,
             Err(refusal) => return Err(auth::refuse_unread(req, refusal).await),
         };
+        if let Some(user) = caller.user() {
+            exchange.user(user);
+        }
         let method = req.method().clone();
         match (route, method) {
+            (Route::Metrics, Method::GET) => self.metrics().await,
+            (Route::Health, Method::GET | Method::HEAD) => {
+                Ok(text_response(StatusCode::OK, "ok\n"))
+            }
+            (Route::Ready, Method::GET | Method::HEAD) => self.readiness().await,
             (Route::Base, Method::GET | Method::HEAD) => {
                 Ok(json_response(StatusCode::OK, b"{}".to_vec()))
             }
@@ -168,9 +223,38 @@ impl Api {
         self.store.recover(result).map_err(ApiError::from)
     }
 
-    /// The request's body, read against the minimum rate.
+    /// The request's body, read against the minimum rate and counted.
     fn frames(&self, req: Request<Incoming>) -> body::Frames {
+        let exchange = req.extensions().get::<Arc<Exchange>>().cloned();
         body::Frames::new(req.into_body(), self.limits.window, self.limits.min_bytes)
+            .counted(exchange)
+    }
+
+    async fn metrics(&self) -> Handled {
+        let metrics = Arc::clone(&self.ops.metrics);
+        let page = tokio::task::spawn_blocking(move || metrics.render())
+            .await
+            .map_err(|e| ApiError::from(store::Error::Internal(e.to_string())))?;
+        Ok(Response::builder()
+            .header(header::CONTENT_TYPE, crate::ops::metrics::CONTENT_TYPE)
+            .header(header::CONTENT_LENGTH, page.len())
+            .body(body::full(page))
+            .expect("valid response"))
+    }
+
+    async fn readiness(&self) -> Handled {
+        let min_free = self.ops.min_free_space;
+        let problems = self
+            .store(move |store| Ok(crate::ops::health::not_ready(store, min_free)))
+            .await?;
+        Ok(if problems.is_empty() {
+            text_response(StatusCode::OK, "ready\n")
+        } else {
+            text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("not ready: {}\n", problems.join("; ")),
+            )
+        })
     }
 }
 
@@ -189,6 +273,31 @@ fn error_response(method: &Method, e: ApiError) -> Response<ResBody> {
         body::full(body)
     };
     response.body(body).expect("valid response")
+}
+
+fn text_response(status: StatusCode, text: &str) -> Response<ResBody> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CONTENT_LENGTH, text.len())
+        .body(body::full(text.to_owned()))
+        .expect("valid response")
+}
+
+/// The upload session a request worked on: named in its path, or in the
+/// `Location` of the answer that started it.
+fn upload_id<'a>(path: &'a str, headers: &'a http::HeaderMap) -> Option<&'a str> {
+    let named = |p: &'a str| {
+        p.split_once("/blobs/uploads/")
+            .map(|(_, id)| id.split(['?', '/']).next().unwrap_or(""))
+            .filter(|id| !id.is_empty())
+    };
+    named(path).or_else(|| {
+        headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(named)
+    })
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response<ResBody> {

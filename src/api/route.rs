@@ -10,6 +10,10 @@ pub enum Route {
     Base,
     /// The token endpoint of the Docker token flow (with auth on).
     Token,
+    /// Prometheus metrics, and the liveness and readiness probes.
+    Metrics,
+    Health,
+    Ready,
     Catalog,
     Tags(RepoName),
     Manifest(RepoName, Reference),
@@ -26,8 +30,12 @@ impl Route {
     /// `namespace` is the request's `?ns=`, the registry host a containerd
     /// mirror request names: every repository name is taken in it.
     pub fn parse(path: &str, namespace: Option<&str>) -> Result<Route, ApiError> {
-        if path == "/token" {
-            return Ok(Route::Token);
+        match path {
+            "/token" => return Ok(Route::Token),
+            "/metrics" => return Ok(Route::Metrics),
+            "/healthz" => return Ok(Route::Health),
+            "/readyz" => return Ok(Route::Ready),
+            _ => {}
         }
         let rest = match path.strip_prefix("/v2") {
             Some("" | "/") => return Ok(Route::Base),
@@ -76,6 +84,36 @@ impl Route {
             }
             _ => Err(ApiError::not_found()),
         }
+    }
+}
+
+/// The class of route a path is for, as a metrics label: one of a fixed
+/// few, whatever the path holds.
+pub fn class(path: &str) -> &'static str {
+    let Some(rest) = path.strip_prefix("/v2") else {
+        return match path {
+            "/token" => "token",
+            "/metrics" => "metrics",
+            "/healthz" | "/readyz" => "probe",
+            _ => "other",
+        };
+    };
+    if rest.is_empty() || rest == "/" {
+        "base"
+    } else if rest == "/_catalog" {
+        "catalog"
+    } else if rest.contains("/blobs/uploads") {
+        "upload"
+    } else if rest.contains("/blobs/") {
+        "blob"
+    } else if rest.contains("/manifests/") {
+        "manifest"
+    } else if rest.ends_with("/tags/list") {
+        "tags"
+    } else if rest.contains("/referrers/") {
+        "referrers"
+    } else {
+        "other"
     }
 }
 

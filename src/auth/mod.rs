@@ -131,6 +131,7 @@ pub struct Authority {
     limiter: FailureLimiter,
     bcrypt_slots: Arc<Semaphore>,
     verified: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+    failed_logins: std::sync::atomic::AtomicU64,
 }
 
 impl Authority {
@@ -151,6 +152,7 @@ impl Authority {
             limiter: FailureLimiter::new(config.max_failures, config.failure_window),
             bcrypt_slots: Arc::new(Semaphore::new(config.max_concurrent_logins.max(1))),
             verified: Mutex::new(HashMap::new()),
+            failed_logins: Default::default(),
         })
     }
 
@@ -204,8 +206,16 @@ impl Authority {
             Ok(())
         } else {
             log::warn!("failed login for user {user:?} from {ip}");
+            self.failed_logins
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Err(LoginError::BadCredentials)
         }
+    }
+
+    /// Logins refused for a wrong user or password since the start.
+    pub fn failed_logins(&self) -> u64 {
+        self.failed_logins
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the caller may do `action` on `repo`.

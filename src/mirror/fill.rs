@@ -86,8 +86,10 @@ impl Mirror {
     /// layer it may upload).
     pub async fn blob_head(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         if self.has_blob(repo, digest).await? {
+            self.count(true);
             return Ok(None);
         }
+        self.count(false);
         self.upstream
             .blob_size(self.upstream_repo(repo), digest)
             .await?
@@ -98,14 +100,17 @@ impl Mirror {
     /// A blob of `repo`: stored already, or fetched now.
     pub async fn blob(self: &Arc<Self>, repo: &RepoName, digest: &Digest) -> Result<BlobAnswer> {
         if self.has_blob(repo, digest).await? {
+            self.count(true);
             return Ok(BlobAnswer::Stored);
         }
         let flight = self
             .flight(format!("blob {} {digest}", repo.as_str()))
             .await;
         if self.has_blob(repo, digest).await? {
+            self.count(true);
             return Ok(BlobAnswer::Stored);
         }
+        self.count(false);
         let blob = self
             .upstream
             .blob(self.upstream_repo(repo), digest)

@@ -9,6 +9,7 @@ mod fill;
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,8 @@ impl Mirrors {
         for (namespace, url) in upstreams {
             let mirror = Mirror {
                 namespace: namespace.clone(),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
                 upstream: connector.upstream(url)?,
                 store: Arc::clone(store),
                 policy: policy.clone(),
@@ -75,14 +78,37 @@ impl Mirrors {
         Ok(Mirrors { by_namespace })
     }
 
+    /// What each namespace's cache has done since the start, by namespace.
+    pub fn stats(&self) -> Vec<Stats> {
+        let mut stats: Vec<Stats> = self.by_namespace.values().map(|m| m.stats()).collect();
+        stats.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+        stats
+    }
+
     /// The mirror that `repo`'s namespace caches, if it caches one.
     pub fn for_repo(&self, repo: &RepoName) -> Option<Arc<Mirror>> {
         self.by_namespace.get(repo.namespace()?).cloned()
     }
 }
 
+/// What one namespace's cache has done since the start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub namespace: String,
+    pub upstream: String,
+    /// Manifests and blobs served from the cache without asking upstream,
+    /// and those the upstream was asked for.
+    pub hits: u64,
+    pub misses: u64,
+    /// Requests sent upstream, and those that failed.
+    pub fetches: u64,
+    pub failures: u64,
+}
+
 pub struct Mirror {
     namespace: String,
+    hits: AtomicU64,
+    misses: AtomicU64,
     upstream: Upstream,
     store: Arc<Store>,
     policy: Policy,
@@ -96,6 +122,25 @@ pub struct Mirror {
 }
 
 impl Mirror {
+    fn stats(&self) -> Stats {
+        let (fetches, failures) = self.upstream.requests();
+        Stats {
+            namespace: self.namespace.clone(),
+            upstream: self.upstream.url().to_owned(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            fetches,
+            failures,
+        }
+    }
+
+    /// Counts an answer from the cache alone (`true`) or one the upstream
+    /// was asked for.
+    fn count(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The repository's name at the upstream: without the namespace.
     fn upstream_repo<'a>(&self, repo: &'a RepoName) -> &'a str {
         repo.as_str()
@@ -170,12 +215,15 @@ impl Mirror {
 
     async fn manifest_by_digest(&self, repo: &RepoName, digest: &Digest) -> Result<StoredManifest> {
         if let Some(manifest) = self.stored(repo, digest).await? {
+            self.count(true);
             return Ok(manifest);
         }
         let _flight = self.flight(format!("manifest {repo:?} {digest}")).await;
         if let Some(manifest) = self.stored(repo, digest).await? {
+            self.count(true);
             return Ok(manifest);
         }
+        self.count(false);
         self.fetch_manifest(repo, digest, None).await
     }
 
@@ -242,6 +290,7 @@ impl Mirror {
                 return self.cached(repo, &target.digest).await;
             }
             Some(target) if self.fresh(repo, &format!("tag {}", tag.as_str())) => {
+                self.count(true);
                 return self.cached(repo, &target.digest).await;
             }
             _ => {}
@@ -250,8 +299,10 @@ impl Mirror {
         if let Some(target) = &target
             && self.fresh(repo, &format!("tag {}", tag.as_str()))
         {
+            self.count(true);
             return self.cached(repo, &target.digest).await;
         }
+        self.count(false);
         let asked = self
             .upstream
             .manifest_digest(

@@ -263,6 +263,7 @@ impl Store {
                 };
                 txn.open_table(meta::BLOBS)?
                     .insert(d.as_str(), meta::encode(&row).as_slice())?;
+                super::stats::count_blob(txn, size, true)?;
             }
             // Without a repository the blob is staged: held, served by none.
             if let Some(r) = &r {

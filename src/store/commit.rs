@@ -95,17 +95,20 @@ fn open_database(root: &Path) -> Result<Database> {
     }
 }
 
+/// Whoever watches the commits (the metrics), once one does.
+pub(super) type WatcherSlot = std::sync::OnceLock<Arc<dyn super::Watcher>>;
+
 pub(super) struct Committer {
     queue: Option<SyncSender<Pending>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Committer {
-    pub(super) fn start(db: Arc<DbHandle>) -> Committer {
+    pub(super) fn start(db: Arc<DbHandle>, watcher: Arc<WatcherSlot>) -> Committer {
         let (queue, jobs) = sync_channel(4 * MAX_BATCH);
         let thread = std::thread::Builder::new()
             .name("berth-commit".into())
-            .spawn(move || run(&db, &jobs))
+            .spawn(move || run(&db, &jobs, &watcher))
             .expect("the commit thread starts");
         Committer {
             queue: Some(queue),
@@ -151,7 +154,7 @@ impl Drop for Committer {
     }
 }
 
-fn run(db: &DbHandle, jobs: &Receiver<Pending>) {
+fn run(db: &DbHandle, jobs: &Receiver<Pending>, watcher: &WatcherSlot) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -160,7 +163,11 @@ fn run(db: &DbHandle, jobs: &Receiver<Pending>) {
                 Err(_) => break,
             }
         }
+        let (jobs, started) = (batch.len(), std::time::Instant::now());
         commit_batch(db, batch);
+        if let Some(watcher) = watcher.get() {
+            watcher.committed(jobs, started.elapsed());
+        }
     }
 }
 
@@ -282,7 +289,7 @@ mod tests {
     fn a_panicking_job_fails_alone_and_the_commit_thread_lives_on() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(DbHandle::open(dir.path()).unwrap());
-        let committer = Arc::new(Committer::start(Arc::clone(&db)));
+        let committer = Arc::new(Committer::start(Arc::clone(&db), Arc::default()));
         std::thread::scope(|scope| {
             // A slow job holds the thread, so the next three share a batch.
             let slow = scope.spawn(|| {

@@ -182,7 +182,15 @@ impl Store {
                 Finding::MissingBlob(digest) | Finding::CorruptBlob { digest, .. } => {
                     let _guard = self.lock_digest(digest);
                     let txn = self.db()?.begin_write()?;
-                    txn.open_table(meta::BLOBS)?.remove(digest.as_str())?;
+                    let removed = {
+                        let mut blobs = txn.open_table(meta::BLOBS)?;
+                        let row = blobs.remove(digest.as_str())?;
+                        row.map(|row| meta::decode::<meta::BlobRow>(row.value()))
+                            .transpose()?
+                    };
+                    if let Some(row) = removed {
+                        super::stats::count_blob(&txn, row.size, false)?;
+                    }
                     txn.commit()?;
                     let path = self.blob_path(digest);
                     if path.exists() {

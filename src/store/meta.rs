@@ -95,3 +95,10 @@ pub fn now() -> u64 {
 pub fn ago(now: u64, age: std::time::Duration) -> u64 {
     now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
 }
+
+/// The last readiness probe's write: `"last"` -> seconds since the epoch.
+pub const PROBES: TableDefinition<&str, u64> = TableDefinition::new("probes");
+
+/// Running totals kept in the transactions that change them: `"blobs"`
+/// (rows of BLOBS) and `"bytes"` (their sizes).
+pub const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");

@@ -12,6 +12,7 @@ mod manifests;
 pub mod meta;
 pub mod prune;
 mod sessions;
+mod stats;
 mod uploads;
 mod writeback;
 
@@ -31,6 +32,7 @@ pub use cache::TagTarget;
 pub use fsck::{Check, Finding};
 pub use imports::ImportedManifest;
 pub use manifests::{PutManifest, Referrer, StoredManifest};
+pub use stats::{Holdings, Watcher};
 pub use uploads::{Appender, ChunkSpec, Upload};
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +127,7 @@ pub struct Store {
     root: PathBuf,
     db: Arc<DbHandle>,
     committer: Committer,
+    watcher: Arc<commit::WatcherSlot>,
     digest_locks: Vec<Mutex<()>>,
     busy_uploads: Arc<Mutex<HashSet<String>>>,
     sessions: Mutex<sessions::Sessions>,
@@ -148,9 +151,11 @@ impl Store {
             blobs::create_dirs_durable(&root.join("blobs").join(algorithm.name()))?;
         }
         let db = Arc::new(DbHandle::open(root)?);
+        let watcher = Arc::new(commit::WatcherSlot::new());
         let store = Store {
             root: root.to_path_buf(),
-            committer: Committer::start(Arc::clone(&db)),
+            committer: Committer::start(Arc::clone(&db), Arc::clone(&watcher)),
+            watcher,
             db,
             digest_locks: (0..DIGEST_STRIPES).map(|_| Mutex::new(())).collect(),
             busy_uploads: Arc::new(Mutex::new(HashSet::new())),
@@ -172,7 +177,9 @@ impl Store {
         txn.open_table(meta::MANIFESTS)?;
         txn.open_table(meta::TAGS)?;
         txn.open_table(meta::REFERRERS)?;
+        txn.open_table(meta::PROBES)?;
         links::backfill(&txn)?;
+        stats::backfill_totals(&txn)?;
         txn.commit()?;
         Ok(())
     }

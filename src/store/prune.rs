@@ -464,6 +464,9 @@ fn sweep_batch(txn: &WriteTransaction, digests: &[String], cutoff: u64) -> Resul
         }
     }
     drop((blobs, links, repo_blobs, refs));
+    for (_, size) in &swept.blobs {
+        super::stats::count_blob(txn, *size, false)?;
+    }
     for repo in &unlinked_from {
         links::forget_if_empty(txn, repo)?;
     }

@@ -11,7 +11,7 @@ use super::meta::{self, UploadRow};
 use super::{Error, Result, Store};
 
 pub(super) struct Sessions {
-    total: usize,
+    pub(super) total: usize,
     per_repo: HashMap<String, usize>,
     max_total: usize,
     max_per_repo: usize,
@@ -36,7 +36,7 @@ impl Store {
         sessions.max_per_repo = per_repo;
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+    pub(super) fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -10,6 +10,7 @@ mod push;
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -142,6 +143,8 @@ impl Connector {
             connector: self.clone(),
             credentials,
             tokens: Mutex::new(HashMap::new()),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         })
     }
 }
@@ -246,11 +249,23 @@ pub struct Upstream {
     credentials: Option<(String, String)>,
     /// `Authorization` values by scope, until they expire.
     tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// Requests sent, and those that got no answer or a server error.
+    requests: AtomicU64,
+    failures: AtomicU64,
 }
 
 impl Upstream {
     pub fn url(&self) -> &str {
         &self.base
+    }
+
+    /// Requests sent since the start, and how many of them failed (no
+    /// answer in time, or a 5xx).
+    pub fn requests(&self) -> (u64, u64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
     }
 
     fn read_timeout(&self) -> Duration {
@@ -610,7 +625,8 @@ impl Upstream {
         body: RequestBody,
     ) -> Result<Response<Incoming>> {
         let req = self.build(ask, authorization, body)?;
-        match tokio::time::timeout(
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let answer = match tokio::time::timeout(
             self.connector.settings.connect_timeout + self.read_timeout(),
             self.connector.client.request(req),
         )
@@ -619,7 +635,12 @@ impl Upstream {
             Err(_) => Err(self.timeout()),
             Ok(Err(e)) => Err(self.unreachable(error_chain(&e))),
             Ok(Ok(resp)) => Ok(resp),
+        };
+        if answer.as_ref().is_ok_and(|r| !r.status().is_server_error()) {
+            return answer;
         }
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        answer
     }
 
     fn build(

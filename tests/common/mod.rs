@@ -60,6 +60,11 @@ impl TestRegistry {
         format!("http://{}", self.addr)
     }
 
+    /// Where `/metrics` and the probes are, when on an address of their own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.registry.as_ref().and_then(|r| r.metrics_addr())
+    }
+
     /// Host and port, as skopeo and docker write them in image references.
     pub fn host(&self) -> String {
         self.addr.to_string()
