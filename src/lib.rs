@@ -25,6 +25,7 @@ mod server;
 pub mod store;
 mod tls;
 pub mod transfer;
+pub mod ui;
 pub mod upstream;
 
 pub use config::Config;

@@ -374,9 +374,22 @@ fn main() {
         );
         for t in &targets {
             match listings(t, args.repos, args.tags) {
-                Ok((catalog, tags)) => {
-                    record(t, "i. _catalog page of 1000, ms", format!("{catalog:.2}"));
-                    record(t, "i. tags/list page of 1000, ms", format!("{tags:.2}"));
+                Ok(l) => {
+                    record(
+                        t,
+                        "i. _catalog page of 1000, ms",
+                        format!("{:.2}", l.catalog),
+                    );
+                    record(t, "i. tags/list page of 1000, ms", format!("{:.2}", l.tags));
+                    if let Some([home, filtered, tags]) = l.pages {
+                        record(t, "i. web page: repositories, ms", format!("{home:.2}"));
+                        record(
+                            t,
+                            "i. web page: filtered repositories, ms",
+                            format!("{filtered:.2}"),
+                        );
+                        record(t, "i. web page: 100 tags, ms", format!("{tags:.2}"));
+                    }
                 }
                 Err(e) => record(t, "i. _catalog page of 1000, ms", format!("failed: {e}")),
             }
@@ -424,9 +437,19 @@ fn record_cpu(
     }
 }
 
+/// What (i) measured, in ms: medians of 20.
+struct Listings {
+    catalog: f64,
+    tags: f64,
+    /// The web page, where there is one: the first page of repositories,
+    /// one filtered by a name (every repository read), a middle page of
+    /// the tags.
+    pages: Option<[f64; 3]>,
+}
+
 /// (i) fills `repos` repositories and `tags` tags, then times one middle
 /// page of each listing (median of 20).
-fn listings(t: &Target, repos: usize, tags: usize) -> std::io::Result<(f64, f64)> {
+fn listings(t: &Target, repos: usize, tags: usize) -> std::io::Result<Listings> {
     let blob = b"listing";
     let digest = digest_of(blob);
     parallel(repos, 32, t, |conn, i| {
@@ -476,11 +499,28 @@ fn listings(t: &Target, repos: usize, tags: usize) -> std::io::Result<(f64, f64)
         &mut conn,
         &format!("/v2/_catalog?n=1000&last=bench/i/r{:06}", repos / 2),
     )?;
-    let tags = time(
+    let tag_list = time(
         &mut conn,
         &format!("/v2/bench/i/tags/tags/list?n=1000&last=t{:06}", tags / 2),
     )?;
-    Ok((catalog, tags))
+    let (home, _) = conn.request("GET", "/", &[], Body::Empty, Keep::All)?;
+    let pages = if home.status == 200 {
+        Some([
+            time(&mut conn, "/")?,
+            time(&mut conn, &format!("/?q=r{:06}", repos / 2))?,
+            time(
+                &mut conn,
+                &format!("/r/bench/i/tags?after=t{:06}", tags / 2),
+            )?,
+        ])
+    } else {
+        None
+    };
+    Ok(Listings {
+        catalog,
+        tags: tag_list,
+        pages,
+    })
 }
 
 /// Runs `work(conn, i)` for i in 0..n over `threads` connections.

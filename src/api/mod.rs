@@ -41,6 +41,7 @@ pub struct Api {
     /// The namespaces that cache an upstream.
     mirrors: Arc<Mirrors>,
     ops: Arc<Ops>,
+    ui: crate::ui::Ui,
     /// Whether `/metrics` and the probes are served here (not when they
     /// have an address of their own).
     serves_ops: bool,
@@ -65,6 +66,7 @@ impl Api {
         config: &Config,
     ) -> Api {
         Api {
+            ui: crate::ui::Ui::new(Arc::clone(&store), authority.clone(), Arc::clone(&mirrors)),
             store,
             mirrors,
             ops,
@@ -140,6 +142,13 @@ impl Api {
         peer: SocketAddr,
         exchange: &Exchange,
     ) -> Handled {
+        if crate::ui::handles(req.uri().path()) {
+            let (response, user) = self.ui.serve(req, peer).await;
+            if let Some(user) = user {
+                exchange.user(&user);
+            }
+            return Ok(response.map(body::full));
+        }
         let namespace = query_param(&query(&req), "ns");
         let route = Route::parse(req.uri().path(), namespace.as_deref())?;
         if route == Route::Token {

@@ -95,6 +95,7 @@ pub fn class(path: &str) -> &'static str {
             "/token" => "token",
             "/metrics" => "metrics",
             "/healthz" | "/readyz" => "probe",
+            _ if crate::ui::handles(path) => "ui",
             _ => "other",
         };
     };

@@ -169,6 +169,24 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
     Ok(parsed)
 }
 
+/// `os/architecture[/variant]`, the name `--platform` and the web page use.
+pub fn platform_name(os: &str, architecture: &str, variant: Option<&str>) -> String {
+    match variant {
+        Some(variant) => format!("{os}/{architecture}/{variant}"),
+        None => format!("{os}/{architecture}"),
+    }
+}
+
+/// The name of a platform object (a descriptor's `platform`) or of an
+/// image config, which carries the same fields.
+pub fn platform(doc: &serde_json::Value) -> Option<String> {
+    Some(platform_name(
+        doc["os"].as_str()?,
+        doc["architecture"].as_str()?,
+        doc["variant"].as_str(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -167,6 +167,13 @@ pub enum BadReference {
 }
 
 impl Reference {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Reference::Tag(tag) => tag.as_str(),
+            Reference::Digest(digest) => digest.as_str(),
+        }
+    }
+
     pub fn tag(&self) -> Option<&str> {
         match self {
             Reference::Tag(tag) => Some(tag.as_str()),

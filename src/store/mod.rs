@@ -3,6 +3,7 @@
 //! per request, from a blocking thread (every method here blocks).
 
 mod blobs;
+mod browse;
 mod cache;
 mod commit;
 mod fsck;
@@ -28,6 +29,7 @@ use commit::{Committer, DbHandle};
 use crate::oci::{Algorithm, Digest};
 
 pub use blobs::read_chunk;
+pub use browse::{ManifestView, TagSummary};
 pub use cache::TagTarget;
 pub use fsck::{Check, Finding};
 pub use imports::ImportedManifest;

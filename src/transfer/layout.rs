@@ -17,12 +17,7 @@ pub const PLATFORMS: &str = "io.berth.export.platforms";
 
 /// `os/architecture[/variant]` of a descriptor that names its platform.
 pub fn platform_of(descriptor: &serde_json::Value) -> Option<String> {
-    let platform = &descriptor["platform"];
-    Some(platform_name(
-        platform["os"].as_str()?,
-        platform["architecture"].as_str()?,
-        platform["variant"].as_str(),
-    ))
+    crate::oci::manifest::platform(&descriptor["platform"])
 }
 
 pub fn blob_path(digest: &Digest) -> String {
@@ -37,13 +32,7 @@ pub fn blob_digest(path: &str) -> Option<Digest> {
     Digest::parse(&format!("{algorithm}:{hex}"))
 }
 
-/// `os/architecture[/variant]`, the name `--platform` matches.
-pub fn platform_name(os: &str, architecture: &str, variant: Option<&str>) -> String {
-    match variant {
-        Some(variant) => format!("{os}/{architecture}/{variant}"),
-        None => format!("{os}/{architecture}"),
-    }
-}
+pub use crate::oci::manifest::platform_name;
 
 /// One image of `index.json`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

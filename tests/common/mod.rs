@@ -10,6 +10,7 @@ pub mod podman;
 pub mod process;
 pub mod skopeo;
 pub mod transfer;
+pub mod webdriver;
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,366 @@
+//! The web page at `/`: repositories, their tags, a manifest's layers,
+//! config, platforms and referrers, and deleting a tag or a manifest.
+//! Server-rendered HTML (maud escapes every value) and one small
+//! stylesheet, both built into the binary: no scripts, fonts or CDNs.
+//!
+//! With auth on, the page asks for a login (HTTP Basic, which every browser
+//! prompts for) and shows only what the user may pull. A delete is a POST
+//! from the page itself: same origin, with a token bound to the user and
+//! the thing deleted.
+
+mod format;
+mod pages;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
+use http::{HeaderMap, Method, Response, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use sha2::Sha256;
+
+use crate::auth::{Action, Authority, Caller};
+use crate::mirror::Mirrors;
+use crate::oci::{Digest, Reference, RepoName, Tag};
+use crate::store::{self, Store};
+
+pub const STYLESHEET_PATH: &str = "/-/berth.css";
+const STYLESHEET: &str = include_str!("berth.css");
+/// Repositories and tags on one page.
+const PAGE: usize = 100;
+/// A delete form is a few hundred bytes.
+const MAX_FORM: usize = 8 << 10;
+
+pub struct Ui {
+    store: Arc<Store>,
+    authority: Option<Arc<Authority>>,
+    mirrors: Arc<Mirrors>,
+    /// Signs delete tokens; new at every start.
+    key: [u8; 32],
+}
+
+/// What a page may show and do, for whom.
+struct Viewer {
+    caller: Caller,
+    /// `host[:port]` as the browser reached us, for pull commands.
+    host: String,
+}
+
+/// The page's routes.
+enum Page {
+    Home,
+    Stylesheet,
+    Repository(RepoName),
+    Manifest(RepoName, Digest),
+    Delete(RepoName),
+}
+
+/// Whether `path` is the web page's rather than the registry API's.
+pub fn handles(path: &str) -> bool {
+    path == "/" || path.starts_with("/r/") || path == STYLESHEET_PATH
+}
+
+impl Ui {
+    pub fn new(store: Arc<Store>, authority: Option<Arc<Authority>>, mirrors: Arc<Mirrors>) -> Ui {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("the system has randomness");
+        Ui {
+            store,
+            authority,
+            mirrors,
+            key,
+        }
+    }
+
+    /// Answers one request for the page. The user who logged in, if any,
+    /// comes back for the access log.
+    pub async fn serve(
+        &self,
+        req: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> (Response<Bytes>, Option<String>) {
+        let Some(page) = route(req.uri().path()) else {
+            return (pages::not_found("No such page."), None);
+        };
+        if matches!(page, Page::Stylesheet) {
+            let response = Response::builder()
+                .header(header::CONTENT_TYPE, "text/css; charset=utf-8")
+                .header(header::CACHE_CONTROL, "max-age=3600")
+                .body(Bytes::from_static(STYLESHEET.as_bytes()))
+                .expect("valid response");
+            return (response, None);
+        }
+        let caller = match self.log_in(req.headers(), peer).await {
+            Ok(caller) => caller,
+            Err(response) => return (response, None),
+        };
+        let user = caller.user().map(str::to_owned);
+        let viewer = Viewer {
+            caller,
+            host: req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost")
+                .to_owned(),
+        };
+        let response = match self.answer(req, page, &viewer).await {
+            Ok(response) => response,
+            Err(e) => pages::error(&e),
+        };
+        (response, user)
+    }
+
+    async fn answer(
+        &self,
+        req: http::Request<Incoming>,
+        page: Page,
+        viewer: &Viewer,
+    ) -> Result<Response<Bytes>, store::Error> {
+        let query: Vec<(String, String)> =
+            form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let param = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let method = req.method().clone();
+        match (page, method) {
+            (Page::Home, Method::GET) => {
+                let filter = param("q").unwrap_or_default();
+                let after = param("after");
+                let (store, authority) = (Arc::clone(&self.store), self.authority.clone());
+                let (caller, wanted) = (viewer.caller.clone(), filter.clone());
+                // A page of names, filtered as they are read.
+                let (names, more) = blocking(move || {
+                    let visible = |name: &str| {
+                        name.contains(wanted.as_str())
+                            && authority
+                                .as_ref()
+                                .is_none_or(|a| a.may(&caller, name, Action::Pull))
+                    };
+                    store.list_repositories(after.as_deref(), PAGE, &visible)
+                })
+                .await?;
+                let namespaces = self.mirrors.stats();
+                Ok(pages::home(&names, more, &filter, &namespaces))
+            }
+            (Page::Repository(repo), Method::GET) => {
+                if !self.may_pull(viewer, repo.as_str()) {
+                    return Err(store::Error::NameUnknown);
+                }
+                let after = param("after");
+                let (store, r) = (Arc::clone(&self.store), repo.clone());
+                let (tags, more) =
+                    blocking(move || store.tag_summaries(&r, after.as_deref(), PAGE)).await?;
+                let may_delete = self.may(viewer, repo.as_str(), Action::Delete);
+                Ok(pages::repository(
+                    &repo,
+                    &tags,
+                    more,
+                    &viewer.host,
+                    may_delete,
+                ))
+            }
+            (Page::Manifest(repo, digest), Method::GET) => {
+                if !self.may_pull(viewer, repo.as_str()) {
+                    return Err(store::Error::NameUnknown);
+                }
+                let (store, r, d) = (Arc::clone(&self.store), repo.clone(), digest.clone());
+                let (view, referrers) = blocking(move || {
+                    Ok((store.manifest_view(&r, &d)?, store.referrers(&r, &d, None)?))
+                })
+                .await?;
+                let may_delete = self.may(viewer, repo.as_str(), Action::Delete);
+                Ok(pages::manifest(
+                    &repo,
+                    &view,
+                    &referrers,
+                    &viewer.host,
+                    may_delete,
+                ))
+            }
+            (Page::Delete(repo), Method::GET) => {
+                let Some(target) = target(param("tag"), param("digest")) else {
+                    return Ok(pages::bad_request("Name a tag or a digest to delete."));
+                };
+                if !self.may(viewer, repo.as_str(), Action::Delete) {
+                    return Ok(pages::forbidden(&repo));
+                }
+                let token = self.token(viewer, &repo, &target);
+                Ok(pages::confirm_delete(&repo, &target, &token))
+            }
+            (Page::Delete(repo), Method::POST) => self.delete(req, repo, viewer).await,
+            _ => Ok(pages::method_not_allowed()),
+        }
+    }
+
+    async fn delete(
+        &self,
+        req: http::Request<Incoming>,
+        repo: RepoName,
+        viewer: &Viewer,
+    ) -> Result<Response<Bytes>, store::Error> {
+        if !same_origin(req.headers(), &viewer.host) {
+            return Ok(pages::forbidden_origin());
+        }
+        let form = match Limited::new(req.into_body(), MAX_FORM).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return Ok(pages::bad_request("The form is too large or broken.")),
+        };
+        let fields: Vec<(String, String)> = form_urlencoded::parse(&form).into_owned().collect();
+        let field = |key: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let Some(target) = target(field("tag"), field("digest")) else {
+            return Ok(pages::bad_request("Name a tag or a digest to delete."));
+        };
+        if !self.may(viewer, repo.as_str(), Action::Delete) {
+            return Ok(pages::forbidden(&repo));
+        }
+        let token = field("token").unwrap_or_default();
+        if !self.token_matches(viewer, &repo, &target, &token) {
+            return Ok(pages::forbidden_origin());
+        }
+        let (store, r, t) = (Arc::clone(&self.store), repo.clone(), target.clone());
+        blocking(move || store.delete_manifest(&r, &t)).await?;
+        Ok(pages::see_other(&pages::repository_path(&repo)))
+    }
+
+    /// The caller, or the answer that asks for a login.
+    async fn log_in(
+        &self,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> Result<Caller, Response<Bytes>> {
+        let Some(authority) = &self.authority else {
+            return Ok(Caller::Anonymous);
+        };
+        let credentials = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Basic ")
+                    .or_else(|| v.strip_prefix("basic "))
+            })
+            .and_then(|b| STANDARD.decode(b.trim()).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())));
+        let Some((user, password)) = credentials else {
+            return Err(pages::log_in());
+        };
+        match authority.login(peer.ip(), &user, &password).await {
+            Ok(()) => Ok(Caller::User(user)),
+            Err(crate::auth::LoginError::BadCredentials) => Err(pages::log_in()),
+            Err(crate::auth::LoginError::TooManyFailures) => Err(pages::too_many()),
+        }
+    }
+
+    fn may(&self, viewer: &Viewer, repo: &str, action: Action) -> bool {
+        self.authority
+            .as_ref()
+            .is_none_or(|authority| authority.may(&viewer.caller, repo, action))
+    }
+
+    fn may_pull(&self, viewer: &Viewer, repo: &str) -> bool {
+        self.may(viewer, repo, Action::Pull)
+    }
+
+    /// A token for deleting `target` of `repo` as this viewer.
+    fn token(&self, viewer: &Viewer, repo: &RepoName, target: &Reference) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        for part in [
+            "delete",
+            viewer.caller.user().unwrap_or(""),
+            repo.as_str(),
+            target.as_str(),
+        ] {
+            mac.update(part.as_bytes());
+            mac.update(&[0]);
+        }
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn token_matches(
+        &self,
+        viewer: &Viewer,
+        repo: &RepoName,
+        target: &Reference,
+        token: &str,
+    ) -> bool {
+        let expected = self.token(viewer, repo, target);
+        // Compared in full whatever differs, so the time says nothing.
+        expected.len() == token.len()
+            && expected
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+/// `/`, `/r/NAME`, `/r/NAME/-/manifest/DIGEST`, `/r/NAME/-/delete`: a
+/// repository path component never is `-`, so the split is unambiguous.
+fn route(path: &str) -> Option<Page> {
+    if path == "/" {
+        return Some(Page::Home);
+    }
+    if path == STYLESHEET_PATH {
+        return Some(Page::Stylesheet);
+    }
+    let rest = path.strip_prefix("/r/")?;
+    let (name, action) = match rest.split_once("/-/") {
+        Some((name, action)) => (name, Some(action)),
+        None => (rest.trim_end_matches('/'), None),
+    };
+    let repo = RepoName::parse(name)?;
+    match action {
+        None => Some(Page::Repository(repo)),
+        Some("delete") => Some(Page::Delete(repo)),
+        Some(action) => {
+            let digest = Digest::parse(action.strip_prefix("manifest/")?)?;
+            Some(Page::Manifest(repo, digest))
+        }
+    }
+}
+
+fn target(tag: Option<String>, digest: Option<String>) -> Option<Reference> {
+    match (tag, digest) {
+        (Some(tag), None) => Tag::parse(&tag).map(Reference::Tag),
+        (None, Some(digest)) => Digest::parse(&digest).map(Reference::Digest),
+        _ => None,
+    }
+}
+
+/// A form posted from this site: browsers say where it came from in
+/// `Origin` (and `Sec-Fetch-Site`); a request that says neither is not a
+/// browser's cross-site form.
+fn same_origin(headers: &HeaderMap, host: &str) -> bool {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if fetch_site.is_some_and(|site| site != "same-origin") {
+        return false;
+    }
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        Some(origin) => origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority == host),
+        None => true,
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> store::Result<T> + Send + 'static,
+) -> store::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|panicked| Err(store::Error::Internal(panicked.to_string())))
+}
