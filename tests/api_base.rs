@@ -42,8 +42,8 @@ fn error_bodies_are_json_with_code_message_and_detail_fields() {
 #[test]
 fn unknown_paths_answer_404_with_a_json_errors_body() {
     let reg = TestRegistry::start();
+    // `/` is the web page (tests/ui.rs).
     for path in [
-        "/",
         "/v1/",
         "/v3/",
         "/favicon.ico",
