@@ -8,6 +8,7 @@ use crate::auth::AuthConfig;
 use crate::conn::Limits;
 use crate::store::prune::Policy;
 
+/// Every setting of a registry, as `berth serve`'s flags set them.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where to listen; port 0 picks a free port.
@@ -27,6 +28,7 @@ pub struct Config {
     /// Upload sessions open at once, in all and in one repository; more
     /// are refused with 429 until some finish, are cancelled or expire.
     pub max_uploads: usize,
+    /// Upload sessions open at once in one repository.
     pub max_uploads_per_repo: usize,
     /// Bytes a second a transfer must average over `body_idle_timeout`.
     /// Downloads are counted in 384 KiB chunks as the client takes them.
@@ -64,8 +66,12 @@ pub struct Config {
     /// Below this many free bytes in the data directory, `/readyz` says
     /// not ready.
     pub min_free_space: u64,
+    /// OCI layouts (directories or tar archives) imported before the first
+    /// request is served; a damaged one fails the start.
+    pub preload: Vec<PathBuf>,
 }
 
+/// A certificate and key to serve HTTPS with.
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     /// PEM: the certificate chain, leaf first.
@@ -74,12 +80,16 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// Where `berth serve` listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
+/// Where `berth serve` keeps its data unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "berth-data";
+/// Connections served at once, by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// A docker push keeps a session per layer it is sending; CI fleets push
 /// many repositories at once. Each session costs a row and maybe a file.
 pub const DEFAULT_MAX_UPLOADS: usize = 10_000;
+/// Upload sessions open at once in one repository, by default.
 pub const DEFAULT_MAX_UPLOADS_PER_REPO: usize = 1_000;
 /// 1 KiB/s: far below any real client, far above a trickle meant to hold
 /// a connection.
@@ -111,6 +121,7 @@ impl Config {
             metrics_listen: None,
             access_log: None,
             min_free_space: crate::ops::DEFAULT_MIN_FREE_SPACE,
+            preload: Vec::new(),
         }
     }
 

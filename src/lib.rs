@@ -1,32 +1,51 @@
-//! berth: a container image registry in one binary.
+//! berth: a container image registry in one binary, as a library for
+//! programs and tests that want one of their own.
 //!
-//! [`Registry::start`] serves the OCI Distribution API over a data directory;
-//! that is all an embedding program or a test needs:
+//! A test gets a private registry, on a free loopback port, with its data
+//! in a temporary directory that goes away with it:
 //!
-//! ```no_run
-//! # async fn example() -> std::io::Result<()> {
-//! let mut config = berth::Config::new("/tmp/registry-data");
-//! config.listen = "127.0.0.1:0".parse().unwrap();
-//! let registry = berth::Registry::start(config).await?;
-//! println!("pushing to {}", registry.url());
-//! registry.shutdown().await;
-//! # Ok(())
-//! # }
 //! ```
+//! let registry = berth::Registry::builder().start().unwrap();
+//! println!("push to {}", registry.host());
+//! // Dropped: the server stops and its data is removed.
+//! ```
+//!
+//! [`Builder`] adds images to load first ([`Builder::preload`]), users
+//! ([`Builder::auth`]) and TLS ([`Builder::tls`]); [`Builder::serve`] runs
+//! the registry on the caller's tokio runtime instead of a thread of its
+//! own. [`Registry::start`] serves a [`Config`] as `berth serve` does.
+//!
+//! The modules not shown here serve the `berth` binary and berth's own
+//! tests; they are not an API and change without notice.
+#![warn(missing_docs)]
 
+#[doc(hidden)]
 pub mod api;
+#[doc(hidden)]
 pub mod auth;
 pub mod config;
 mod conn;
+mod fixture;
+#[doc(hidden)]
 pub mod mirror;
+#[doc(hidden)]
 pub mod oci;
+#[doc(hidden)]
 pub mod ops;
 mod server;
+#[doc(hidden)]
 pub mod store;
 mod tls;
+#[doc(hidden)]
 pub mod transfer;
+#[doc(hidden)]
 pub mod ui;
+#[doc(hidden)]
 pub mod upstream;
 
-pub use config::Config;
+pub use auth::AuthConfig;
+pub use config::{Config, TlsConfig};
+pub use fixture::{Builder, Running};
+pub use ops::LogFormat;
 pub use server::Registry;
+pub use store::prune::Policy as PrunePolicy;

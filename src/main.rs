@@ -39,8 +39,19 @@ struct Serve {
     #[argh(option, default = "berth::config::DEFAULT_LISTEN.parse().unwrap()")]
     listen: SocketAddr,
     /// data directory, created if missing (default ./berth-data)
-    #[argh(option, default = "PathBuf::from(berth::config::DEFAULT_DATA_DIR)")]
-    data: PathBuf,
+    #[argh(option)]
+    data: Option<PathBuf>,
+    /// keep the data in a fresh private temporary directory, removed when
+    /// berth exits (and swept at the next start if it was killed)
+    #[argh(switch)]
+    ephemeral: bool,
+    /// an OCI layout (directory or tar archive) to import, verified, before
+    /// the first request is served (repeatable)
+    #[argh(option)]
+    preload: Vec<PathBuf>,
+    /// print the ready line as JSON: {"url":...,"pid":...,"data":...}
+    #[argh(switch)]
+    ready_json: bool,
     /// largest manifest accepted, in bytes (default 4194304: 4 MiB)
     #[argh(option, default = "berth::api::DEFAULT_MAX_MANIFEST_BYTES")]
     max_manifest_bytes: usize,
@@ -338,8 +349,17 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
         .max_blocking_threads((16 * cores).max(32))
         .build()?;
     runtime.block_on(async {
-        let mut config = berth::Config::new(args.data);
+        if args.ephemeral && args.data.is_some() {
+            return Err(std::io::Error::other(
+                "give --data or --ephemeral, not both",
+            ));
+        }
+        let data = args
+            .data
+            .unwrap_or_else(|| PathBuf::from(berth::config::DEFAULT_DATA_DIR));
+        let mut config = berth::Config::new(&data);
         config.listen = args.listen;
+        config.preload = args.preload;
         config.max_manifest_bytes = args.max_manifest_bytes;
         config.max_connections = args.max_connections;
         config.max_uploads = args.max_uploads;
@@ -387,14 +407,32 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
                 ));
             }
         };
-        let registry = berth::Registry::start(config).await?;
         // Handlers first: a harness may send SIGTERM the moment it reads
-        // the line below, and that must be a clean stop.
+        // the ready line, and that must be a clean stop (which is also what
+        // removes an ephemeral directory).
         let mut term = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut quit = signal(SignalKind::quit())?;
+        let builder = berth::Registry::builder().configure(|c| *c = config);
+        let builder = if args.ephemeral {
+            builder.ephemeral()
+        } else {
+            builder.data(data)
+        };
+        let registry = builder.serve().await?;
         // One line on stdout with the real address, for harnesses to read.
         let mut stdout = std::io::stdout();
-        writeln!(stdout, "berth listening on {}", registry.url())?;
+        if args.ready_json {
+            let ready = serde_json::json!({
+                "url": registry.url(),
+                "pid": std::process::id(),
+                "data": registry.data_dir(),
+            });
+            writeln!(stdout, "{ready}")?;
+        } else {
+            writeln!(stdout, "berth listening on {}", registry.url())?;
+        }
         if let Some(addr) = registry.metrics_addr() {
             writeln!(stdout, "berth metrics on http://{addr}")?;
         }
@@ -402,6 +440,8 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
         tokio::select! {
             _ = term.recv() => {}
             _ = interrupt.recv() => {}
+            _ = hangup.recv() => {}
+            _ = quit.recv() => {}
         }
         log::info!("shutting down");
         registry.shutdown().await;

@@ -37,6 +37,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// server running until the runtime stops.
 pub struct Registry {
     addr: SocketAddr,
+    data_dir: std::path::PathBuf,
     metrics_addr: Option<SocketAddr>,
     tls: bool,
     stop: oneshot::Sender<()>,
@@ -55,6 +56,14 @@ impl Registry {
     /// Checks the TLS and auth files, opens the data directory, binds, and
     /// starts serving.
     pub async fn start(config: Config) -> io::Result<Registry> {
+        Registry::start_owning(config, None).await
+    }
+
+    /// Starts over `ephemeral`'s data directory, which goes with the server.
+    pub(crate) async fn start_owning(
+        config: Config,
+        ephemeral: Option<crate::fixture::EphemeralDir>,
+    ) -> io::Result<Registry> {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -73,6 +82,9 @@ impl Registry {
             .transpose()?;
         store.limit_uploads(config.max_uploads, config.max_uploads_per_repo);
         let store = Arc::new(store);
+        for layout in &config.preload {
+            preload(&store, layout).await?;
+        }
         let mirrors = Arc::new(mirrors(&store, &config)?);
         let authority = authority.map(Arc::new);
         let metrics =
@@ -166,9 +178,12 @@ impl Registry {
             }
             expirer.abort();
             close(store).await;
+            // Only once the database is closed does its directory go.
+            drop(ephemeral);
         });
         let registry = Registry {
             addr,
+            data_dir: config.data_dir.clone(),
             metrics_addr,
             tls: serving_tls,
             stop,
@@ -182,8 +197,14 @@ impl Registry {
         Ok(registry)
     }
 
+    /// The address it listens on (the port chosen, for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the data is.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.data_dir.clone()
     }
 
     /// Where `/metrics` and the probes are served, if not beside the API.
@@ -191,6 +212,7 @@ impl Registry {
         self.metrics_addr
     }
 
+    /// `http://ADDR`, or `https://ADDR` with TLS.
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
@@ -301,6 +323,36 @@ where
         served = watcher.watch(conn) => served,
         why = conn::watch(watched, shared.limits) => Err(format!("cut: {why}").into()),
     }
+}
+
+/// Imports one OCI layout before anything is served: every image whole, or
+/// the start fails naming what is damaged.
+async fn preload(store: &Arc<Store>, layout: &std::path::Path) -> io::Result<()> {
+    let (store, path) = (Arc::clone(store), layout.to_owned());
+    let summary = tokio::task::spawn_blocking(move || {
+        crate::transfer::import(&store, &path, None, &crate::transfer::Progress::silent())
+    })
+    .await
+    .map_err(io::Error::other)?
+    .map_err(|e| io::Error::other(format!("preloading {}: {e}", layout.display())))?;
+    if !summary.damage.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "preloading {}: {}",
+                layout.display(),
+                summary.damage.join("; ")
+            ),
+        ));
+    }
+    log::info!(
+        "preloaded {}: {} images, {} blobs read, {} already held",
+        layout.display(),
+        summary.imported.len(),
+        summary.blobs_read,
+        summary.blobs_held
+    );
+    Ok(())
 }
 
 /// Serves `/metrics` and the probes on an address of their own (plain

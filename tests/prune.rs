@@ -572,6 +572,13 @@ fn a_repository_emptied_by_prune_leaves_the_catalog() {
     assert_eq!(catalog(&reg.url()), ["kept"]);
 }
 
+/// Two tables of berth's database, as its files hold them: these tests
+/// read and break the schema on disk, which is no API of berth's.
+const BLOB_REFS: redb::TableDefinition<(&str, &str, &str), ()> =
+    redb::TableDefinition::new("blob_refs");
+const REPO_BLOBS: redb::TableDefinition<(&str, &str), ()> =
+    redb::TableDefinition::new("repo_blobs");
+
 #[test]
 fn deleting_a_blob_drops_the_record_of_which_manifests_needed_it() {
     let reg = TestRegistry::start();
@@ -584,7 +591,7 @@ fn deleting_a_blob_drops_the_record_of_which_manifests_needed_it() {
     let data = reg.stop();
     let db = redb::Database::open(data.path().join("berth.redb")).unwrap();
     let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
-    let refs = txn.open_table(berth::store::meta::BLOB_REFS).unwrap();
+    let refs = txn.open_table(BLOB_REFS).unwrap();
     let layer = image.layer_digest.as_str();
     let left: Vec<String> =
         redb::ReadableTable::range(&refs, (layer, "", "")..=(layer, "\u{10FFFF}", ""))
@@ -602,7 +609,7 @@ fn a_database_from_before_the_repository_blob_index_is_filled_in_at_start() {
     {
         let db = redb::Database::open(data.path().join("berth.redb")).unwrap();
         let txn = db.begin_write().unwrap();
-        assert!(txn.delete_table(berth::store::meta::REPO_BLOBS).unwrap());
+        assert!(txn.delete_table(REPO_BLOBS).unwrap());
         txn.commit().unwrap();
     }
     let reg = TestRegistry::start_in(data);

@@ -28,8 +28,8 @@ struct Args {
     /// do not start and measure berth itself
     #[argh(switch)]
     no_berth: bool,
-    /// which tests to run, by letter (default abcdefghijkl)
-    #[argh(option, default = "String::from(\"abcdefghijkl\")")]
+    /// which tests to run, by letter (default abcdefghijklm)
+    #[argh(option, default = "String::from(\"abcdefghijklm\")")]
     only: String,
     /// size of the big blob in MiB (default 1024)
     #[argh(option, default = "1024")]
@@ -278,6 +278,36 @@ fn main() {
         };
         if let Some(b) = &berth {
             record(&b.target, "l. import, MB/s", shown);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if only('m') && !args.no_berth {
+        let preload_mib = 100.min(args.big_mib);
+        eprintln!("m. ephemeral start, and start with a {preload_mib} MiB preload");
+        let dir = args.data_dir.join("fixture");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("fixture dir");
+        let mut starts: Vec<f64> = (0..10).map(|_| fixture_start(&[]).1).collect();
+        starts.sort_by(f64::total_cmp);
+        let layer = &big[..preload_mib << 20];
+        let archive = dir.join("preload.tar");
+        write_layout(&archive, layer, &digest_of(layer));
+        let (ready, _) = fixture_start(&["--preload", archive.to_str().expect("a UTF-8 path")]);
+        let mbps = layer.len() as f64 / (ready / 1000.0) / 1e6;
+        if let Some(b) = &berth {
+            record(
+                &b.target,
+                "m. ephemeral start to first /v2/ 200, ms (median of 10)",
+                format!("{:.1}", starts[starts.len() / 2]),
+            );
+            record(
+                &b.target,
+                "m. start to ready with a 100 MiB preload, ms",
+                format!(
+                    "{ready:.0} ({mbps:.0} MB/s, {:.2}x disk write + fdatasync)",
+                    mbps / limits["disk write + fdatasync, MB/s"]
+                ),
+            );
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -626,6 +656,53 @@ fn startup_and_prune(
         record(&label, "j. prune, s", format!("{secs:.2} ({report})"));
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// (m) `berth serve --ephemeral` with `extra` arguments: milliseconds from
+/// the spawn to its ready line, and to its first 200 on /v2/.
+fn fixture_start(extra: &[&str]) -> (f64, f64) {
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "serve",
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+            "--ready-json",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("berth starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let ready = start.elapsed().as_secs_f64() * 1000.0;
+    let url = line
+        .split("\"url\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a url in the ready line");
+    let target = Target::parse(&format!("berth={url}")).expect("berth's address");
+    let mut conn = Conn::new(&target);
+    while !conn
+        .request("GET", "/v2/", &[], Body::Empty, Keep::All)
+        .is_ok_and(|(r, _)| r.status == 200)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "berth never answered"
+        );
+    }
+    let first = start.elapsed().as_secs_f64() * 1000.0;
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    (ready, first)
 }
 
 /// An OCI layout archive of one image whose layer is `layer`.

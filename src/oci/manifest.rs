@@ -112,6 +112,13 @@ impl Descriptor {
 pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, String> {
     let doc: Document =
         serde_json::from_slice(body).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
+    if doc.schema_version == Some(1) {
+        return Err(
+            "Docker schema 1 manifests are retired and not accepted: push schema 2 \
+             or OCI (docker, podman and skopeo do unless told otherwise)"
+                .into(),
+        );
+    }
     if doc.schema_version != Some(2) {
         return Err("only schemaVersion 2 manifests are supported".into());
     }

@@ -10,7 +10,7 @@ mod fsck;
 mod imports;
 mod links;
 mod manifests;
-pub mod meta;
+pub(crate) mod meta;
 pub mod prune;
 mod sessions;
 mod stats;

@@ -1,0 +1,199 @@
+//! berth as a test fixture: `berth serve --ephemeral` leaves nothing
+//! behind however it stops (and sweeps what a killed one left), `--preload`
+//! serves known images from the first request or refuses to start,
+//! `--ready-json` tells other languages where it is, and the Rust builder
+//! works from plain and tokio tests alike.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::TestRegistry;
+use common::http;
+use common::transfer::{blob_file, must_export, populate, unpack};
+use serde_json::Value;
+
+/// `berth serve --listen 127.0.0.1:0 --ready-json ARGS`: the child and its
+/// ready line.
+fn serve(args: &[&str]) -> (Child, Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--ready-json"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("the first line is no JSON ({e}): {line:?}"));
+    assert_eq!(ready["pid"], child.id());
+    (child, ready)
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: sends a signal to a child this test started and still holds.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+}
+
+/// The ephemeral directory: the data directory's parent.
+fn ephemeral_dir(ready: &Value) -> PathBuf {
+    let data = PathBuf::from(ready["data"].as_str().unwrap());
+    let dir = data.parent().unwrap().to_owned();
+    assert!(
+        dir.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("berth-ephemeral-"),
+        "{}",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn an_ephemeral_registry_leaves_nothing_behind_however_it_is_stopped() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        let (mut child, ready) = serve(&["--ephemeral"]);
+        let dir = ephemeral_dir(&ready);
+        let url = ready["url"].as_str().unwrap();
+        http::push_image(url, "team/app", Some("1"), 3);
+        assert!(dir.join("data/berth.redb").exists());
+        let mode = std::os::unix::fs::PermissionsExt::mode(&dir.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o700, "an ephemeral directory is private");
+        signal(&child, sig);
+        assert!(child.wait().unwrap().success(), "signal {sig}");
+        assert!(
+            !dir.exists(),
+            "{} is left after signal {sig}",
+            dir.display()
+        );
+    }
+}
+
+#[test]
+fn a_killed_ephemeral_registrys_directory_goes_at_the_next_start() {
+    let (mut killed, ready) = serve(&["--ephemeral"]);
+    let left = ephemeral_dir(&ready);
+    signal(&killed, libc::SIGKILL);
+    killed.wait().unwrap();
+    assert!(left.exists(), "nothing to sweep: the test cannot fail");
+    let (mut next, ready) = serve(&["--ephemeral"]);
+    assert!(!left.exists(), "{} survived the next start", left.display());
+    signal(&next, libc::SIGTERM);
+    next.wait().unwrap();
+    assert!(!ephemeral_dir(&ready).exists());
+}
+
+/// An export of [`populate`]'s images.
+fn archive(work: &Path) -> (PathBuf, common::transfer::Pushed) {
+    let reg = TestRegistry::start();
+    let pushed = populate(&reg.url());
+    let data = reg.stop();
+    let archive = work.join("images.tar");
+    must_export(data.path(), &archive, &[]);
+    (archive, pushed)
+}
+
+#[test]
+fn preloaded_images_are_served_from_the_first_request_and_a_bad_preload_stops_the_start() {
+    let work = tempfile::tempdir().unwrap();
+    let (archive, pushed) = archive(work.path());
+    let (mut child, ready) = serve(&["--ephemeral", "--preload", archive.to_str().unwrap()]);
+    let url = ready["url"].as_str().unwrap();
+    let resp = http::get(&http::manifest_url(url, "docker.io/library/app", "1"));
+    assert_eq!(
+        resp.status, 200,
+        "the first request after the ready line: {resp:?}"
+    );
+    assert!(resp.body == pushed.single.manifest);
+    signal(&child, libc::SIGTERM);
+    child.wait().unwrap();
+
+    let layout = work.path().join("layout");
+    unpack(&archive, &layout);
+    let layer = blob_file(&layout, &pushed.arm.layer_digest);
+    let mut bytes = std::fs::read(&layer).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&layer, bytes).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ephemeral",
+            "--preload",
+        ])
+        .arg(&layout)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a damaged preload served");
+    assert!(out.stdout.is_empty(), "a ready line before the refusal");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&pushed.arm.layer_digest),
+        "the bad blob is not named: {said}"
+    );
+}
+
+#[test]
+fn the_builder_serves_a_plain_test_and_cleans_up() {
+    let work = tempfile::tempdir().unwrap();
+    let (archive, pushed) = archive(work.path());
+    let registry = berth::Registry::builder()
+        .preload(&archive)
+        .start()
+        .unwrap();
+    let data = registry.data_dir().to_owned();
+    let resp = http::get(&http::manifest_url(
+        &registry.url(),
+        "docker.io/library/app",
+        "1",
+    ));
+    assert!(
+        resp.status == 200 && resp.body == pushed.single.manifest,
+        "{resp:?}"
+    );
+    assert_eq!(
+        registry.host(),
+        registry.url().trim_start_matches("http://")
+    );
+    drop(registry);
+    assert!(!data.exists(), "{} is left after drop", data.display());
+
+    let kept = work.path().join("kept");
+    let registry = berth::Registry::builder().data(&kept).start().unwrap();
+    http::push_image(&registry.url(), "team/app", Some("1"), 4);
+    registry.stop();
+    assert!(
+        kept.join("berth.redb").exists(),
+        "a given data directory is kept"
+    );
+}
+
+#[tokio::test]
+async fn the_builder_serves_a_tokio_test_too() {
+    let registry = berth::Registry::builder().start().unwrap();
+    let url = format!("{}/v2/", registry.url());
+    let status = tokio::task::spawn_blocking(move || http::get(&url).status)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let data = registry.data_dir().to_owned();
+    drop(registry);
+    assert!(!data.exists());
+
+    let served = berth::Registry::builder().serve().await.unwrap();
+    let data = served.data_dir();
+    let url = format!("{}/v2/", served.url());
+    let status = tokio::task::spawn_blocking(move || http::get(&url).status)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    served.shutdown().await;
+    assert!(!data.exists());
+}
