@@ -24,6 +24,9 @@ const OWNER_FILE: &str = "owner";
 #[derive(Debug)]
 pub struct EphemeralDir {
     path: PathBuf,
+    /// The owner file, locked while this process lives: the kernel lets go
+    /// when it dies, however it dies, in any PID namespace.
+    _lock: std::fs::File,
 }
 
 impl EphemeralDir {
@@ -37,8 +40,12 @@ impl EphemeralDir {
         let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let path = base.join(format!("{EPHEMERAL_PREFIX}{}-{random}", std::process::id()));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        std::fs::write(path.join(OWNER_FILE), std::process::id().to_string())?;
-        Ok(EphemeralDir { path })
+        let mut owner = std::fs::File::create(path.join(OWNER_FILE))?;
+        if !try_lock(&owner) {
+            return Err(io::Error::other("cannot lock a new ephemeral directory"));
+        }
+        std::io::Write::write_all(&mut owner, std::process::id().to_string().as_bytes())?;
+        Ok(EphemeralDir { path, _lock: owner })
     }
 
     /// Where the registry's data goes (beside the owner file).
@@ -55,8 +62,15 @@ impl Drop for EphemeralDir {
     }
 }
 
+/// Takes an exclusive lock on `file` if nobody holds one.
+fn try_lock(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock only reads its arguments; the descriptor is open.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
 /// Removes the ephemeral directories of this user whose owner process no
-/// longer runs.
+/// longer runs: their owner file's lock is free.
 fn sweep(base: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
@@ -65,14 +79,16 @@ fn sweep(base: &Path) {
     let uid = unsafe { libc::getuid() };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(EPHEMERAL_PREFIX)) else {
+        if !name
+            .to_str()
+            .is_some_and(|n| n.starts_with(EPHEMERAL_PREFIX))
+        {
             continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
+        }
         let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
-        if ours && !alive(pid) {
+        // No owner file yet: another start is making it.
+        let owner = std::fs::File::open(entry.path().join(OWNER_FILE));
+        if ours && owner.is_ok_and(|owner| try_lock(&owner)) {
             log::info!(
                 "removing {}, left by a process that is gone",
                 entry.path().display()
@@ -80,12 +96,6 @@ fn sweep(base: &Path) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
-}
-
-fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only asks whether the process exists.
-    let answer = unsafe { libc::kill(pid, 0) };
-    answer == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Builds a registry for a test or a program: a random loopback port and

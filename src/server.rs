@@ -69,12 +69,15 @@ impl Registry {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let dir = config.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&dir))
-            .await
-            .map_err(io::Error::other)?
-            .map_err(|e| {
-                io::Error::other(format!("cannot open {}: {e}", config.data_dir.display()))
-            })?;
+        // Ephemeral data goes with the process: syncing it only costs time.
+        // Its directory goes with the store, once the last user lets go.
+        let store = tokio::task::spawn_blocking(move || match ephemeral {
+            Some(owner) => Store::open_volatile(&dir, Box::new(owner)),
+            None => Store::open(&dir),
+        })
+        .await
+        .map_err(io::Error::other)?
+        .map_err(|e| io::Error::other(format!("cannot open {}: {e}", config.data_dir.display())))?;
         let authority = config
             .auth
             .as_ref()
@@ -93,6 +96,7 @@ impl Registry {
             metrics: Arc::clone(&metrics),
             access_log: config.access_log,
             min_free_space: config.min_free_space,
+            stopping: Default::default(),
         });
         // Start-up must stay fast whatever the store's size: orphans left by
         // a crash are swept beside the server instead of before it.
@@ -178,8 +182,6 @@ impl Registry {
             }
             expirer.abort();
             close(store).await;
-            // Only once the database is closed does its directory go.
-            drop(ephemeral);
         });
         let registry = Registry {
             addr,
@@ -277,6 +279,7 @@ async fn serve(
         });
     }
     drop(listener);
+    shared.api.stop();
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
         .is_err()

@@ -226,7 +226,7 @@ impl Store {
         // synced under the lock.
         let mut synced = false;
         if !exists()? {
-            upload_file.sync_all()?;
+            self.sync_file(upload_file)?;
             synced = true;
         }
         let _guard = self.lock_digest(digest);
@@ -234,12 +234,12 @@ impl Store {
         let mut sync_dir = None;
         if !exists()? {
             if !synced {
-                upload_file.sync_all()?;
+                self.sync_file(upload_file)?;
             }
             // Every digest of a shard takes the same stripe lock, so a
             // shard directory is synced before any link into it is trusted.
             let dir = self.blob_dir(digest);
-            create_dirs_durable(&dir)?;
+            self.create_dirs(&dir)?;
             // A hard link, not a rename: until the commit below, the upload
             // keeps its file, so a crash here leaves it resumable (and the
             // blob file an orphan that start-up sweeps).

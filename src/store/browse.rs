@@ -56,6 +56,7 @@ impl Store {
         let tags = txn.open_table(meta::TAGS)?;
         let manifests = txn.open_table(meta::MANIFESTS)?;
         let blobs = txn.open_table(meta::BLOBS)?;
+        let links = txn.open_table(meta::LINKS)?;
         let size_of = |digest: &str| -> Result<u64> {
             Ok(match blobs.get(digest)? {
                 Some(row) => meta::decode::<BlobRow>(row.value())?.size,
@@ -89,20 +90,23 @@ impl Store {
             let row: ManifestRow = meta::decode(row.value())?;
             let mut size = row.body.len() as u64;
             let mut platforms = Vec::new();
-            for blob in &row.blobs {
-                size += size_of(blob)?;
-            }
+            // A layer the platforms share is counted once.
+            let mut counted: std::collections::BTreeSet<String> =
+                row.blobs.iter().cloned().collect();
             for child in &row.manifests {
                 if let Some(child_row) = manifests.get((r, child.as_str()))? {
                     let child_row: ManifestRow = meta::decode(child_row.value())?;
                     size += child_row.body.len() as u64;
-                    for blob in &child_row.blobs {
-                        size += size_of(blob)?;
-                    }
+                    counted.extend(child_row.blobs);
                 }
             }
+            for blob in &counted {
+                size += size_of(blob)?;
+            }
             if row.manifests.is_empty() {
-                platforms.extend(self.config_platform(&row)?);
+                let config = config_digest(&row.body)
+                    .filter(|c| links.get((c.as_str(), r)).is_ok_and(|l| l.is_some()));
+                platforms.extend(self.config_platform(config)?);
             } else {
                 platforms = index_platforms(&row.body);
             }
@@ -137,9 +141,14 @@ impl Store {
                 tags.push(key.value().1.to_owned());
             }
         }
+        let links = txn.open_table(meta::LINKS)?;
         let config = match config_digest(&row.body) {
-            Some(config) => self.read_config(&config)?,
-            None => None,
+            // Only a config this repository holds: a manifest may name any
+            // digest, and the page must not show another repository's.
+            Some(config) if links.get((config.as_str(), r))?.is_some() => {
+                self.read_config(&config)?
+            }
+            _ => None,
         };
         Ok(ManifestView {
             digest: digest.clone(),
@@ -152,8 +161,8 @@ impl Store {
     }
 
     /// `os/architecture[/variant]` from an image's config, if held.
-    fn config_platform(&self, row: &ManifestRow) -> Result<Option<String>> {
-        let Some(config) = config_digest(&row.body) else {
+    fn config_platform(&self, config: Option<Digest>) -> Result<Option<String>> {
+        let Some(config) = config else {
             return Ok(None);
         };
         let Some(bytes) = self.read_config(&config)? else {

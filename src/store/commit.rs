@@ -95,6 +95,9 @@ fn open_database(root: &Path) -> Result<Database> {
     }
 }
 
+/// In a volatile store, one commit in this many is synced all the same.
+const VOLATILE_SYNC_EVERY: u64 = 64;
+
 /// Whoever watches the commits (the metrics), once one does.
 pub(super) type WatcherSlot = std::sync::OnceLock<Arc<dyn super::Watcher>>;
 
@@ -104,11 +107,14 @@ pub(super) struct Committer {
 }
 
 impl Committer {
-    pub(super) fn start(db: Arc<DbHandle>, watcher: Arc<WatcherSlot>) -> Committer {
+    /// `durable`: every commit is synced; otherwise only one in
+    /// [`VOLATILE_SYNC_EVERY`], which lets redb reuse the space of the
+    /// commits between.
+    pub(super) fn start(db: Arc<DbHandle>, watcher: Arc<WatcherSlot>, durable: bool) -> Committer {
         let (queue, jobs) = sync_channel(4 * MAX_BATCH);
         let thread = std::thread::Builder::new()
             .name("berth-commit".into())
-            .spawn(move || run(&db, &jobs, &watcher))
+            .spawn(move || run(&db, &jobs, &watcher, durable))
             .expect("the commit thread starts");
         Committer {
             queue: Some(queue),
@@ -154,8 +160,11 @@ impl Drop for Committer {
     }
 }
 
-fn run(db: &DbHandle, jobs: &Receiver<Pending>, watcher: &WatcherSlot) {
+fn run(db: &DbHandle, jobs: &Receiver<Pending>, watcher: &WatcherSlot, durable: bool) {
+    let mut batches: u64 = 0;
     while let Ok(first) = jobs.recv() {
+        batches += 1;
+        let durable = durable || batches.is_multiple_of(VOLATILE_SYNC_EVERY);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
@@ -164,14 +173,14 @@ fn run(db: &DbHandle, jobs: &Receiver<Pending>, watcher: &WatcherSlot) {
             }
         }
         let (jobs, started) = (batch.len(), std::time::Instant::now());
-        commit_batch(db, batch);
+        commit_batch(db, batch, durable);
         if let Some(watcher) = watcher.get() {
             watcher.committed(jobs, started.elapsed());
         }
     }
 }
 
-fn commit_batch(db: &DbHandle, mut batch: Vec<Pending>) {
+fn commit_batch(db: &DbHandle, mut batch: Vec<Pending>, durable: bool) {
     let dirs: BTreeSet<&PathBuf> = batch.iter().filter_map(|p| p.sync_dir.as_ref()).collect();
     let synced = dirs.into_iter().try_for_each(|d| fsync_dir(d));
     if let Err(e) = synced {
@@ -182,7 +191,13 @@ fn commit_batch(db: &DbHandle, mut batch: Vec<Pending>) {
     // fails, and the rest of the batch runs again in a fresh one.
     let (txn, outputs) = loop {
         let txn = match db.get().and_then(|db| Ok(db.begin_write()?)) {
-            Ok(txn) => txn,
+            Ok(mut txn) => {
+                if !durable {
+                    // A fresh transaction has made no savepoints: this holds.
+                    let _ = txn.set_durability(redb::Durability::None);
+                }
+                txn
+            }
             Err(e) => return fail_all(batch, &e),
         };
         match run_jobs(&txn, &batch) {
@@ -289,7 +304,7 @@ mod tests {
     fn a_panicking_job_fails_alone_and_the_commit_thread_lives_on() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(DbHandle::open(dir.path()).unwrap());
-        let committer = Arc::new(Committer::start(Arc::clone(&db), Arc::default()));
+        let committer = Arc::new(Committer::start(Arc::clone(&db), Arc::default(), true));
         std::thread::scope(|scope| {
             // A slow job holds the thread, so the next three share a batch.
             let slow = scope.spawn(|| {

@@ -133,6 +133,12 @@ pub struct Store {
     digest_locks: Vec<Mutex<()>>,
     busy_uploads: Arc<Mutex<HashSet<String>>>,
     sessions: Mutex<sessions::Sessions>,
+    /// Whether what is acknowledged is synced first. Only data thrown away
+    /// with the process (an ephemeral registry's) goes unsynced.
+    durable: bool,
+    /// Dropped last, once the database is closed: what removes a volatile
+    /// store's directory.
+    _owner: Option<Box<dyn Send + Sync>>,
 }
 
 impl Store {
@@ -144,19 +150,49 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens a store whose data is thrown away with the process: nothing
+    /// is synced, so a crash may lose what was acknowledged (and the data
+    /// goes anyway). For ephemeral registries, where syncs only cost time.
+    /// `owner` is dropped with the store, after its database is closed
+    /// (the directory's remover, say).
+    pub fn open_volatile(root: &Path, owner: Box<dyn Send + Sync>) -> Result<Store> {
+        let mut store = Store::open_mode(root, false)?;
+        store._owner = Some(owner);
+        store.remove_orphan_uploads()?;
+        Ok(store)
+    }
+
     /// Opens without touching anything a crash may have left behind, for
     /// checks that must report it first.
     pub fn open_unrepaired(root: &Path) -> Result<Store> {
-        blobs::create_private_dir_durable(root)?;
-        blobs::create_dirs_durable(&root.join("uploads"))?;
-        for algorithm in Algorithm::ALL {
-            blobs::create_dirs_durable(&root.join("blobs").join(algorithm.name()))?;
+        Store::open_mode(root, true)
+    }
+
+    fn open_mode(root: &Path, durable: bool) -> Result<Store> {
+        if durable {
+            blobs::create_private_dir_durable(root)?;
+            blobs::create_dirs_durable(&root.join("uploads"))?;
+            for algorithm in Algorithm::ALL {
+                blobs::create_dirs_durable(&root.join("blobs").join(algorithm.name()))?;
+            }
+        } else {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(root)?;
+            std::fs::create_dir_all(root.join("uploads"))?;
+            for algorithm in Algorithm::ALL {
+                std::fs::create_dir_all(root.join("blobs").join(algorithm.name()))?;
+            }
         }
         let db = Arc::new(DbHandle::open(root)?);
         let watcher = Arc::new(commit::WatcherSlot::new());
         let store = Store {
             root: root.to_path_buf(),
-            committer: Committer::start(Arc::clone(&db), Arc::clone(&watcher)),
+            durable,
+            _owner: None,
+            committer: Committer::start(Arc::clone(&db), Arc::clone(&watcher), durable),
             watcher,
             db,
             digest_locks: (0..DIGEST_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -223,7 +259,27 @@ impl Store {
         T: Send + 'static,
         F: Fn(&redb::WriteTransaction) -> Result<T> + Send + 'static,
     {
-        self.committer.write(sync_dir, work)
+        self.committer
+            .write(sync_dir.filter(|_| self.durable), work)
+    }
+
+    /// Syncs a file's data and size before it is vouched for (unless the
+    /// store is volatile).
+    fn sync_file(&self, file: &std::fs::File) -> io::Result<()> {
+        if self.durable {
+            file.sync_all()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Creates `dir` and its parents, synced like the rest of the store.
+    fn create_dirs(&self, dir: &Path) -> io::Result<()> {
+        if self.durable {
+            blobs::create_dirs_durable(dir)
+        } else {
+            std::fs::create_dir_all(dir)
+        }
     }
 
     /// Passes a result through; if it failed with a storage I/O error
