@@ -468,3 +468,72 @@ fn in_a_browser_a_push_user_deletes_a_tag_and_a_pull_user_is_refused() {
     );
     assert_eq!(tag.status, 404, "the tag is still there");
 }
+
+#[test]
+fn a_manifest_page_shows_only_what_its_own_repository_holds() {
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    let pushed = populate(&base);
+    // An index may name any config: one of team/app's, pushed to team/other.
+    let secret = pushed.app["config"].clone();
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "config": secret,
+        "manifests": [],
+        "layers": [{"mediaType": "x", "digest": "sha256:aéééééééééééééé", "size": 1}],
+    }))
+    .unwrap();
+    http::push_blob(&base, "team/other", b"unrelated");
+    let digest = http::sha256_digest(&index);
+    http::push_manifest(&base, "team/other", "1", OCI_INDEX, &index);
+    let html = page(&format!("{base}/r/team/other/-/manifest/{digest}"), &[]);
+    assert!(
+        !html.contains("SEED=1"),
+        "another repository's config is shown: {html}"
+    );
+    let tags = page(&format!("{base}/r/team/other"), &[]);
+    assert!(!tags.contains("linux/amd64"), "{tags}");
+}
+
+#[test]
+fn a_delete_form_that_trickles_in_is_cut() {
+    let reg = TestRegistry::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.body_idle_timeout = std::time::Duration::from_secs(1);
+    });
+    let head = format!(
+        "POST /r/team/app/-/delete HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 64\r\n\r\ntag=1",
+        reg.host()
+    );
+    let reply = http::raw(
+        reg.addr,
+        head.as_bytes(),
+        false,
+        std::time::Duration::from_secs(10),
+    );
+    let resp = reply
+        .response()
+        .expect("an answer before the client gives up");
+    assert_eq!(resp.status, 400, "{resp:?}");
+}
+
+#[test]
+fn behind_a_proxy_the_public_urls_origin_may_delete() {
+    let reg = TestRegistry::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.public_url = Some("https://registry.example".into());
+    });
+    let base = reg.url();
+    populate(&base);
+    let confirm = page(&format!("{base}/r/team/app/-/delete?tag=1"), &[]);
+    let form = format!("tag=1&token={}", token_of(&confirm));
+    let resp = http::request(
+        "POST",
+        &format!("{base}/r/team/app/-/delete"),
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Origin", "https://registry.example"),
+        ],
+        form.as_bytes(),
+    );
+    assert_eq!(resp.status, 303, "{}", resp.text());
+}

@@ -66,7 +66,12 @@ impl Api {
         config: &Config,
     ) -> Api {
         Api {
-            ui: crate::ui::Ui::new(Arc::clone(&store), authority.clone(), Arc::clone(&mirrors)),
+            ui: crate::ui::Ui::new(
+                Arc::clone(&store),
+                authority.clone(),
+                Arc::clone(&mirrors),
+                config,
+            ),
             store,
             mirrors,
             ops,
@@ -251,7 +256,18 @@ impl Api {
             .expect("valid response"))
     }
 
+    /// The server takes no more connections: probes say so from now on.
+    pub fn stop(&self) {
+        self.ops.stopping.store(true, Ordering::Relaxed);
+    }
+
     async fn readiness(&self) -> Handled {
+        if self.ops.stopping.load(Ordering::Relaxed) {
+            return Ok(text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: stopping\n",
+            ));
+        }
         let min_free = self.ops.min_free_space;
         let problems = self
             .store(move |store| Ok(crate::ops::health::not_ready(store, min_free)))

@@ -24,6 +24,8 @@ pub struct Ops {
     pub access_log: Option<LogFormat>,
     /// Free bytes the data directory needs to be ready.
     pub min_free_space: u64,
+    /// Set once the server stops taking connections: not ready any more.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// One request, from its head to the end of its answer's body. It is

@@ -404,11 +404,13 @@ impl Walk<'_> {
         if !self.seen.insert(digest.clone()) {
             return;
         }
-        let body = match self.check(digest, size) {
-            Ok(()) => match self.destination.read(digest) {
-                Ok(body) => body,
-                Err(why) => return self.problems.push(why),
-            },
+        // Read from the layout if it is there; else (the base of a delta,
+        // which a registry may also report as a blob) as already stored.
+        let read = self
+            .check(digest, size)
+            .and_then(|()| self.destination.read(digest));
+        let body = match read {
+            Ok(body) => body,
             Err(why) => match self.destination.stored_manifest(self.repo, digest, size) {
                 Some(body) => body,
                 None => return self.problems.push(why),

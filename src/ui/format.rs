@@ -39,6 +39,11 @@ pub fn age(millis: u64) -> String {
 /// `sha256:0123456789ab`: enough of a digest to tell it apart on a page.
 pub fn short(digest: &str) -> &str {
     let end = digest.find(':').map_or(0, |i| i + 13).min(digest.len());
+    // A manifest may name anything as a digest: never cut inside a char.
+    let end = (0..=end)
+        .rev()
+        .find(|&i| digest.is_char_boundary(i))
+        .unwrap_or(0);
     &digest[..end]
 }
 
@@ -53,5 +58,6 @@ mod tests {
         assert_eq!(size(3_210_000_000), "3.2 GB");
         assert_eq!(short("sha256:0123456789abcdef"), "sha256:0123456789ab");
         assert_eq!(short("odd"), "");
+        assert_eq!(short("sha256:aéééééééé"), "sha256:aééééé");
     }
 }

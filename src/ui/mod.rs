@@ -39,6 +39,10 @@ pub struct Ui {
     store: Arc<Store>,
     authority: Option<Arc<Authority>>,
     mirrors: Arc<Mirrors>,
+    /// How clients reach us through a proxy (which may rewrite `Host`).
+    public_url: Option<String>,
+    /// A form must arrive within this.
+    form_timeout: std::time::Duration,
     /// Signs delete tokens; new at every start.
     key: [u8; 32],
 }
@@ -65,13 +69,20 @@ pub fn handles(path: &str) -> bool {
 }
 
 impl Ui {
-    pub fn new(store: Arc<Store>, authority: Option<Arc<Authority>>, mirrors: Arc<Mirrors>) -> Ui {
+    pub fn new(
+        store: Arc<Store>,
+        authority: Option<Arc<Authority>>,
+        mirrors: Arc<Mirrors>,
+        config: &crate::config::Config,
+    ) -> Ui {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).expect("the system has randomness");
         Ui {
             store,
             authority,
             mirrors,
+            public_url: config.public_url.clone(),
+            form_timeout: config.body_idle_timeout,
             key,
         }
     }
@@ -131,10 +142,10 @@ impl Ui {
             (Page::Home, Method::GET) => {
                 let filter = param("q").unwrap_or_default();
                 let after = param("after");
-                let (store, authority) = (Arc::clone(&self.store), self.authority.clone());
+                let authority = self.authority.clone();
                 let (caller, wanted) = (viewer.caller.clone(), filter.clone());
                 // A page of names, filtered as they are read.
-                let (names, more) = blocking(move || {
+                let (names, more) = blocking(&self.store, move |store| {
                     let visible = |name: &str| {
                         name.contains(wanted.as_str())
                             && authority
@@ -152,9 +163,11 @@ impl Ui {
                     return Err(store::Error::NameUnknown);
                 }
                 let after = param("after");
-                let (store, r) = (Arc::clone(&self.store), repo.clone());
-                let (tags, more) =
-                    blocking(move || store.tag_summaries(&r, after.as_deref(), PAGE)).await?;
+                let r = repo.clone();
+                let (tags, more) = blocking(&self.store, move |store| {
+                    store.tag_summaries(&r, after.as_deref(), PAGE)
+                })
+                .await?;
                 let may_delete = self.may(viewer, repo.as_str(), Action::Delete);
                 Ok(pages::repository(
                     &repo,
@@ -168,8 +181,8 @@ impl Ui {
                 if !self.may_pull(viewer, repo.as_str()) {
                     return Err(store::Error::NameUnknown);
                 }
-                let (store, r, d) = (Arc::clone(&self.store), repo.clone(), digest.clone());
-                let (view, referrers) = blocking(move || {
+                let (r, d) = (repo.clone(), digest.clone());
+                let (view, referrers) = blocking(&self.store, move |store| {
                     Ok((store.manifest_view(&r, &d)?, store.referrers(&r, &d, None)?))
                 })
                 .await?;
@@ -203,12 +216,24 @@ impl Ui {
         repo: RepoName,
         viewer: &Viewer,
     ) -> Result<Response<Bytes>, store::Error> {
-        if !same_origin(req.headers(), &viewer.host) {
+        let public = self
+            .public_url
+            .as_deref()
+            .and_then(|url| url.split_once("://"))
+            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest));
+        let ours = [Some(viewer.host.as_str()), public];
+        if !same_origin(req.headers(), &ours) {
             return Ok(pages::forbidden_origin());
         }
-        let form = match Limited::new(req.into_body(), MAX_FORM).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(_) => return Ok(pages::bad_request("The form is too large or broken.")),
+        // A form is small: one that trickles in is cut, not waited for.
+        let read = Limited::new(req.into_body(), MAX_FORM).collect();
+        let form = match tokio::time::timeout(self.form_timeout, read).await {
+            Ok(Ok(body)) => body.to_bytes(),
+            _ => {
+                return Ok(pages::bad_request(
+                    "The form is too large, too slow or broken.",
+                ));
+            }
         };
         let fields: Vec<(String, String)> = form_urlencoded::parse(&form).into_owned().collect();
         let field = |key: &str| {
@@ -227,8 +252,8 @@ impl Ui {
         if !self.token_matches(viewer, &repo, &target, &token) {
             return Ok(pages::forbidden_origin());
         }
-        let (store, r, t) = (Arc::clone(&self.store), repo.clone(), target.clone());
-        blocking(move || store.delete_manifest(&r, &t)).await?;
+        let (r, t) = (repo.clone(), target.clone());
+        blocking(&self.store, move |store| store.delete_manifest(&r, &t)).await?;
         Ok(pages::see_other(&pages::repository_path(&repo)))
     }
 
@@ -344,7 +369,9 @@ fn target(tag: Option<String>, digest: Option<String>) -> Option<Reference> {
 /// A form posted from this site: browsers say where it came from in
 /// `Origin` (and `Sec-Fetch-Site`); a request that says neither is not a
 /// browser's cross-site form.
-fn same_origin(headers: &HeaderMap, host: &str) -> bool {
+/// `ours`: the `Host` the request came with and, behind a proxy that
+/// rewrites it, the public URL's authority.
+fn same_origin(headers: &HeaderMap, ours: &[Option<&str>]) -> bool {
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if fetch_site.is_some_and(|site| site != "same-origin") {
         return false;
@@ -352,15 +379,19 @@ fn same_origin(headers: &HeaderMap, host: &str) -> bool {
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         Some(origin) => origin
             .split_once("://")
-            .is_some_and(|(_, authority)| authority == host),
+            .is_some_and(|(_, authority)| ours.contains(&Some(authority))),
         None => true,
     }
 }
 
+/// Runs store work on a blocking thread; a storage error reopens the
+/// database, as the API's calls do.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> store::Result<T> + Send + 'static,
+    store: &Arc<Store>,
+    work: impl FnOnce(&Store) -> store::Result<T> + Send + 'static,
 ) -> store::Result<T> {
-    tokio::task::spawn_blocking(work)
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || store.recover(work(&store)))
         .await
         .unwrap_or_else(|panicked| Err(store::Error::Internal(panicked.to_string())))
 }
