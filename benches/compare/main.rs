@@ -662,47 +662,10 @@ fn startup_and_prune(
 /// the spawn to its ready line, and to its first 200 on /v2/.
 fn fixture_start(extra: &[&str]) -> (f64, f64) {
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "serve",
-            "--ephemeral",
-            "--listen",
-            "127.0.0.1:0",
-            "--ready-json",
-        ])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("berth starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
+    let args = [&["--ephemeral", "--ready-json"], extra].concat();
+    let berth = Berth::spawn(&args);
     let ready = start.elapsed().as_secs_f64() * 1000.0;
-    let url = line
-        .split("\"url\":\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a url in the ready line");
-    let target = Target::parse(&format!("berth={url}")).expect("berth's address");
-    let mut conn = Conn::new(&target);
-    while !conn
-        .request("GET", "/v2/", &[], Body::Empty, Keep::All)
-        .is_ok_and(|(r, _)| r.status == 200)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "berth never answered"
-        );
-    }
-    let first = start.elapsed().as_secs_f64() * 1000.0;
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
-    (ready, first)
+    (ready, berth.first_200(start))
 }
 
 /// An OCI layout archive of one image whose layer is `layer`.
@@ -753,10 +716,16 @@ impl Berth {
         if fresh {
             let _ = std::fs::remove_dir_all(dir);
         }
+        let dir = dir.to_str().expect("a UTF-8 path");
+        Berth::spawn(&[&["--data", dir], extra].concat())
+    }
+
+    /// `berth serve --listen 127.0.0.1:0 ARGS`, once it has said where it
+    /// listens (as text, or as JSON with `--ready-json`).
+    fn spawn(args: &[&str]) -> Berth {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(dir)
-            .args(extra)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -765,7 +734,10 @@ impl Berth {
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .expect("address line");
-        let url = line.trim().rsplit(' ').next().unwrap_or("").to_owned();
+        let url = match line.split_once("\"url\":\"") {
+            Some((_, rest)) => rest.split('"').next().unwrap_or(""),
+            None => line.trim().rsplit(' ').next().unwrap_or(""),
+        };
         let mut target = Target::parse(&format!("berth={url}")).expect("berth's address");
         target.pid = Some(child.id());
         Berth { child, target }
@@ -774,8 +746,12 @@ impl Berth {
     /// Milliseconds from spawning berth to its first 200 on /v2/.
     fn time_to_first_200(dir: &Path) -> f64 {
         let start = Instant::now();
-        let berth = Berth::start(dir, false);
-        let mut conn = Conn::new(&berth.target);
+        Berth::start(dir, false).first_200(start)
+    }
+
+    /// Milliseconds from `start` to this berth's first 200 on /v2/.
+    fn first_200(&self, start: Instant) -> f64 {
+        let mut conn = Conn::new(&self.target);
         while !conn
             .request("GET", "/v2/", &[], Body::Empty, Keep::All)
             .is_ok_and(|(r, _)| r.status == 200)
