@@ -611,9 +611,7 @@ impl Upstream {
             .token
             .or(answer.access_token)
             .ok_or_else(|| self.invalid("a token answer without a token".into()))?;
-        // Kept a little shorter than it lives, so it is never sent stale.
-        let life = Duration::from_secs(answer.expires_in.unwrap_or(60).max(10)) * 9 / 10;
-        Ok((format!("Bearer {token}"), life))
+        Ok((format!("Bearer {token}"), token_life(answer.expires_in)))
     }
 
     /// Sends `ask` once with `body`, and waits for the answer's head
@@ -685,6 +683,13 @@ impl Upstream {
     }
 }
 
+/// How long a token is kept: a little shorter than it lives, so it is
+/// never sent stale (a streamed upload cannot be sent again after a 401).
+/// Docker's token servers default to 60 s when they say nothing.
+fn token_life(expires_in: Option<u64>) -> Duration {
+    Duration::from_secs(expires_in.unwrap_or(60)) * 9 / 10
+}
+
 fn content_length(resp: &Response<Incoming>) -> Option<u64> {
     resp.headers()
         .get(header::CONTENT_LENGTH)
@@ -723,6 +728,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_never_kept_past_its_life() {
+        assert_eq!(token_life(Some(1)), Duration::from_millis(900));
+        assert_eq!(token_life(Some(300)), Duration::from_secs(270));
+        assert_eq!(token_life(None), Duration::from_secs(54));
+    }
 
     #[test]
     fn locations_resolve_against_the_url_they_answered() {
