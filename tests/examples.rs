@@ -13,7 +13,7 @@ fn project() -> std::path::PathBuf {
 
 #[test]
 fn the_shell_example_gets_a_registry_with_known_images() {
-    require_programs("the_shell_example", &[("curl", "curl")]);
+    require_programs("shell_example", &[("curl", "curl")]);
     let out = Command::new("bash")
         .arg("examples/fixture.sh")
         .current_dir(project())
@@ -31,7 +31,7 @@ fn the_shell_example_gets_a_registry_with_known_images() {
 
 #[test]
 fn the_pytest_example_passes() {
-    require_programs("the_pytest_example", &[("pytest-3", "python3-pytest")]);
+    require_programs("pytest", &[("pytest-3", "python3-pytest")]);
     let out = Command::new("pytest-3")
         .args([
             "-q",
