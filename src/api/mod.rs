@@ -225,10 +225,7 @@ impl Api {
         F: FnOnce() -> store::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let result = tokio::task::spawn_blocking(work)
-            .await
-            .unwrap_or_else(|panicked| Err(store::Error::Internal(panicked.to_string())));
-        self.recover(result)
+        self.recover(store::blocking(work).await)
     }
 
     /// Passes a store result on as the API's, reopening the database first

@@ -120,9 +120,7 @@ impl Mirror {
         let size = blob.size;
         let appender = {
             let store = Arc::clone(&self.store);
-            tokio::task::spawn_blocking(move || store.put_blob(&r, size, algorithm))
-                .await
-                .unwrap_or_else(|e| Err(store::Error::Internal(e.to_string())))?
+            store::blocking(move || store.put_blob(&r, size, algorithm)).await?
         };
         let (tx, rx) = mpsc::channel(QUEUED_PIECES);
         let (mirror, d) = (Arc::clone(self), digest.clone());
@@ -219,9 +217,8 @@ impl Mirror {
             let _ = tx.send(Piece::Done).await;
         }
         let d = digest.clone();
-        let size = tokio::task::spawn_blocking(move || appender.finish(&d))
+        let size = store::blocking(move || appender.finish(&d))
             .await
-            .unwrap_or_else(|e| Err(store::Error::Internal(e.to_string())))
             .inspect_err(|e| log::warn!("{digest}: storing the fetched blob failed: {e}"))?;
         log::info!(
             "{digest}: {size} bytes fetched from {}",

@@ -164,9 +164,8 @@ impl Mirror {
         work: impl FnOnce(&Store) -> store::Result<T> + Send + 'static,
     ) -> Result<T> {
         let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || work(&store))
+        store::blocking(move || work(&store))
             .await
-            .unwrap_or_else(|panicked| Err(store::Error::Internal(panicked.to_string())))
             .map_err(Error::Store)
     }
 

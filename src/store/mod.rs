@@ -120,6 +120,16 @@ from_redb!(
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Runs store work from async code: on a blocking thread, since every
+/// store call blocks. A panic in it is an internal error, not a crash.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|panicked| Err(Error::Internal(panicked.to_string())))
+}
+
 /// Lock stripes for digests: finishing a blob (rename, then commit) and
 /// removing one (commit, then unlink) hold the same stripe, so neither ever
 /// sees the other's half-done state.

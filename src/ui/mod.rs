@@ -391,7 +391,5 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce(&Store) -> store::Result<T> + Send + 'static,
 ) -> store::Result<T> {
     let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || store.recover(work(&store)))
-        .await
-        .unwrap_or_else(|panicked| Err(store::Error::Internal(panicked.to_string())))
+    store::blocking(move || store.recover(work(&store))).await
 }
