@@ -219,7 +219,8 @@ fn token_of(confirm: &str) -> String {
         .find(r#"name="token" value=""#)
         .expect("a token field")
         + 20;
-    confirm[at..at + 64].to_owned()
+    let len = confirm[at..].find('"').expect("the field's end");
+    confirm[at..at + len].to_owned()
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, Method, Response, header};
@@ -296,8 +296,9 @@ impl Ui {
         self.may(viewer, repo, Action::Pull)
     }
 
-    /// A token for deleting `target` of `repo` as this viewer.
-    fn token(&self, viewer: &Viewer, repo: &RepoName, target: &Reference) -> String {
+    /// What a delete token signs: the viewer, the repository and the
+    /// thing deleted.
+    fn token_mac(&self, viewer: &Viewer, repo: &RepoName, target: &Reference) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
         for part in [
             "delete",
@@ -308,13 +309,16 @@ impl Ui {
             mac.update(part.as_bytes());
             mac.update(&[0]);
         }
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        mac
     }
 
+    /// A token for deleting `target` of `repo` as this viewer.
+    fn token(&self, viewer: &Viewer, repo: &RepoName, target: &Reference) -> String {
+        let tag = self.token_mac(viewer, repo, target).finalize().into_bytes();
+        URL_SAFE_NO_PAD.encode(tag)
+    }
+
+    /// Checked by the hmac crate, in constant time.
     fn token_matches(
         &self,
         viewer: &Viewer,
@@ -322,14 +326,11 @@ impl Ui {
         target: &Reference,
         token: &str,
     ) -> bool {
-        let expected = self.token(viewer, repo, target);
-        // Compared in full whatever differs, so the time says nothing.
-        expected.len() == token.len()
-            && expected
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        URL_SAFE_NO_PAD.decode(token).is_ok_and(|tag| {
+            self.token_mac(viewer, repo, target)
+                .verify_slice(&tag)
+                .is_ok()
+        })
     }
 }
 
