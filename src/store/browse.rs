@@ -6,6 +6,7 @@ use std::io::Read;
 
 use redb::ReadableDatabase;
 
+use super::manifests::{holds_manifest, page};
 use super::meta::{self, BlobRow, ManifestRow};
 use super::{Error, Result, Store};
 use crate::oci::manifest::platform;
@@ -63,27 +64,18 @@ impl Store {
                 None => 0,
             })
         };
-        // As for tags/list: a repository is known once it has a manifest.
-        if manifests
-            .range((r, "")..=(r, meta::MAX_STR))?
-            .next()
-            .is_none()
-        {
+        if !holds_manifest(&manifests, r)? {
             return Err(Error::NameUnknown);
         }
+        let tagged = tags
+            .range((r, after.unwrap_or(""))..=(r, meta::MAX_STR))?
+            .map(|entry| {
+                let (key, target) = entry?;
+                Ok((key.value().1.to_owned(), target.value().to_owned()))
+            });
+        let (tagged, more) = page(tagged, after, n, |(tag, _)| tag.as_str())?;
         let mut out = Vec::new();
-        let mut more = false;
-        for entry in tags.range((r, after.unwrap_or(""))..=(r, meta::MAX_STR))? {
-            let (key, target) = entry?;
-            let tag = key.value().1.to_owned();
-            if Some(tag.as_str()) == after {
-                continue;
-            }
-            if out.len() == n {
-                more = true;
-                break;
-            }
-            let digest = target.value().to_owned();
+        for (tag, digest) in tagged {
             let Some(row) = manifests.get((r, digest.as_str()))? else {
                 continue;
             };

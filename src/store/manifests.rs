@@ -34,25 +34,39 @@ pub struct Referrer {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
-/// Up to `n` names from a sorted run that starts at `last` (which is
-/// skipped), and whether more follow.
-fn page(
-    names: impl Iterator<Item = Result<String>>,
+/// Up to `n` items from a run sorted by `name` that starts at `last`
+/// (which is skipped), and whether more follow.
+pub(super) fn page<T>(
+    items: impl Iterator<Item = Result<T>>,
     last: Option<&str>,
     n: usize,
-) -> Result<(Vec<String>, bool)> {
+    name: fn(&T) -> &str,
+) -> Result<(Vec<T>, bool)> {
     let mut out = Vec::new();
-    for name in names {
-        let name = name?;
-        if last == Some(name.as_str()) {
+    for item in items {
+        let item = item?;
+        if last == Some(name(&item)) {
             continue;
         }
         if out.len() == n {
             return Ok((out, true));
         }
-        out.push(name);
+        out.push(item);
     }
     Ok((out, false))
+}
+
+/// Whether `repo` holds a manifest: until it does, it has no tags to list
+/// (every tag names one), and one that holds only blobs is as unknown as
+/// one never pushed to.
+pub(super) fn holds_manifest(
+    manifests: &redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
+    repo: &str,
+) -> Result<bool> {
+    Ok(manifests
+        .range((repo, "")..=(repo, meta::MAX_STR))?
+        .next()
+        .is_some())
 }
 
 /// The row that stores a manifest's bytes and what they refer to.
@@ -265,22 +279,14 @@ impl Store {
         let r = repo.as_str();
         let txn = self.db()?.begin_read()?;
         let tags = txn.open_table(meta::TAGS)?;
-        // A repository has tags to list once it has a manifest (every tag
-        // names one); one that holds only blobs is as unknown here as one
-        // never pushed to.
-        let manifests = txn.open_table(meta::MANIFESTS)?;
-        if manifests
-            .range((r, "")..=(r, meta::MAX_STR))?
-            .next()
-            .is_none()
-        {
+        if !holds_manifest(&txn.open_table(meta::MANIFESTS)?, r)? {
             return Err(Error::NameUnknown);
         }
         let start = last.unwrap_or("");
         let names = tags
             .range((r, start)..=(r, meta::MAX_STR))?
             .map(|entry| Ok(entry?.0.value().1.to_owned()));
-        page(names, last, n)
+        page(names, last, n, String::as_str)
     }
 
     /// Up to `n` repository names after `last`, and whether more follow.
@@ -297,7 +303,7 @@ impl Store {
             .range(last.unwrap_or("")..)?
             .map(|entry| Ok(entry?.0.value().to_owned()))
             .filter(|name: &Result<String>| name.as_ref().map_or(true, |n| visible(n)));
-        page(names, last, n)
+        page(names, last, n, String::as_str)
     }
 
     /// The manifests in `repo` whose subject is `subject`, optionally only
