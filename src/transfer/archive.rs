@@ -8,9 +8,10 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
+use super::checked::{Checked, Mismatch};
 use super::import::Error;
 use super::layout;
-use crate::oci::{Digest, Hasher};
+use crate::oci::Digest;
 
 /// Manifests and index.json are small; a bigger one is damage.
 pub const MAX_MANIFEST: u64 = 4 << 20;
@@ -129,34 +130,26 @@ impl Layout {
     }
 }
 
-/// Reads `reader` to its end, hashing: `Err(why)` unless its bytes are
-/// exactly `size` long and have `digest`.
+/// Reads `reader` to its end: `Err(why)` unless its bytes are exactly
+/// `size` long and have `digest`.
 pub fn verify(
     reader: &mut impl Read,
     digest: &Digest,
     size: u64,
 ) -> io::Result<Result<(), String>> {
-    let mut hasher = Hasher::new(digest.algorithm());
+    let mut checked = Checked::new(reader, digest, size);
     let mut buf = vec![0u8; 1 << 20];
-    let mut read = 0u64;
     loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                read += n as u64;
-            }
+        match checked.read(&mut buf) {
+            Ok(0) => return Ok(Ok(())),
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => match Mismatch::of(&e) {
+                Some(why) => return Ok(Err(why.to_string())),
+                None => return Err(e),
+            },
         }
     }
-    Ok(if read != size {
-        Err(format!("{read} bytes where {size} were due"))
-    } else if hasher.digest() != *digest {
-        Err(format!("its bytes have digest {}", hasher.digest()))
-    } else {
-        Ok(())
-    })
 }
 
 type Listing = (Vec<u8>, Vec<(Digest, Place)>);

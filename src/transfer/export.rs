@@ -11,6 +11,7 @@ use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
+use super::checked::Mismatch;
 use super::layout::{self, Entry};
 use super::progress::Progress;
 use crate::oci::manifest;
@@ -31,6 +32,8 @@ pub enum Error {
     Missing { image: String, blob: Digest },
     #[error("the earlier export {0}")]
     Earlier(String),
+    #[error("{blob} as the source sent it is damaged: {why}")]
+    Damaged { blob: Digest, why: String },
 }
 
 /// What to export.
@@ -306,7 +309,15 @@ fn write_archive(
             }
             Part::Blob(repo, size) => {
                 let blob = progress.reader(source.open_blob(repo, digest, *size)?);
-                tar.append_data(&mut header(*size), &path, blob)?;
+                tar.append_data(&mut header(*size), &path, blob).map_err(
+                    |e| match Mismatch::of(&e) {
+                        Some(why) => Error::Damaged {
+                            blob: digest.clone(),
+                            why: why.to_string(),
+                        },
+                        None => e.into(),
+                    },
+                )?;
                 progress.blob_done();
             }
         }

@@ -3,6 +3,7 @@
 //! them into one.
 
 mod archive;
+mod checked;
 pub mod export;
 pub mod import;
 mod layout;

@@ -8,11 +8,12 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use super::archive::{self, Layout, MAX_MANIFEST};
+use super::checked::Checked;
 use super::export::{self, Manifest, Source};
 use super::import::{self, Destination, Summary};
 use super::progress::Progress;
 use crate::oci::manifest;
-use crate::oci::{Digest, Hasher, Reference, RepoName, Tag};
+use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::store::ImportedManifest;
 use crate::upstream::{self, Connector, Settings, Upstream};
 
@@ -173,64 +174,35 @@ impl Source for Registry {
                 blob: digest.clone(),
             });
         };
-        Ok(Box::new(Download {
+        let body = Download {
             registry: self,
             body: blob.body,
-            digest: digest.clone(),
-            size,
-            hasher: Hasher::new(digest.algorithm()),
-            read: 0,
             pending: bytes::Bytes::new(),
-        }))
+        };
+        // What a registry sends is held to its digest and size.
+        Ok(Box::new(Checked::new(body, digest, size)))
     }
 }
 
-/// A blob's bytes from the registry, held to their digest and size: a
-/// reader that ends only once they are proven.
+/// A blob's body from the registry, as a reader.
 struct Download<'a> {
     registry: &'a Registry,
     body: hyper::body::Incoming,
-    digest: Digest,
-    size: u64,
-    hasher: Hasher,
-    read: u64,
     pending: bytes::Bytes,
 }
 
 impl Read for Download<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let damaged = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
         while self.pending.is_empty() {
             let next = self
                 .registry
                 .runtime
                 .block_on(self.registry.upstream.next_chunk(&mut self.body))
                 .map_err(io::Error::other)?;
-            let Some(chunk) = next else {
-                if self.read != self.size {
-                    return Err(damaged(format!(
-                        "{} ended after {} of {} bytes",
-                        self.digest, self.read, self.size
-                    )));
-                }
-                if self.hasher.digest() != self.digest {
-                    return Err(damaged(format!(
-                        "{} came with bytes of digest {}",
-                        self.digest,
-                        self.hasher.digest()
-                    )));
-                }
-                return Ok(0);
-            };
-            self.read += chunk.len() as u64;
-            if self.read > self.size {
-                return Err(damaged(format!(
-                    "{} is longer than its {} bytes",
-                    self.digest, self.size
-                )));
+            match next {
+                Some(chunk) => self.pending = chunk,
+                None => return Ok(0),
             }
-            self.hasher.update(&chunk);
-            self.pending = chunk;
         }
         let n = buf.len().min(self.pending.len());
         buf[..n].copy_from_slice(&self.pending[..n]);
