@@ -39,8 +39,9 @@ pub struct Ui {
     store: Arc<Store>,
     authority: Option<Arc<Authority>>,
     mirrors: Arc<Mirrors>,
-    /// How clients reach us through a proxy (which may rewrite `Host`).
-    public_url: Option<String>,
+    /// The authority clients reach us by through a proxy (which may
+    /// rewrite `Host`), from the public URL.
+    public_authority: Option<String>,
     /// A form must arrive within this.
     form_timeout: std::time::Duration,
     /// Signs delete tokens; new at every start.
@@ -81,7 +82,11 @@ impl Ui {
             store,
             authority,
             mirrors,
-            public_url: config.public_url.clone(),
+            public_authority: config
+                .public_url
+                .as_deref()
+                .and_then(|url| url.split_once("://"))
+                .map(|(_, rest)| rest.split('/').next().unwrap_or(rest).to_owned()),
             form_timeout: config.body_idle_timeout,
             key,
         }
@@ -216,12 +221,7 @@ impl Ui {
         repo: RepoName,
         viewer: &Viewer,
     ) -> Result<Response<Bytes>, store::Error> {
-        let public = self
-            .public_url
-            .as_deref()
-            .and_then(|url| url.split_once("://"))
-            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest));
-        let ours = [Some(viewer.host.as_str()), public];
+        let ours = [Some(viewer.host.as_str()), self.public_authority.as_deref()];
         if !same_origin(req.headers(), &ours) {
             return Ok(pages::forbidden_origin());
         }
