@@ -13,8 +13,12 @@ use crate::store::prune::Policy;
 pub struct Config {
     /// Where to listen; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Database and blob files; created if missing.
+    /// Database and blob files; created if missing. With `cluster`, what
+    /// stays on the node (the token key).
     pub data_dir: PathBuf,
+    /// Serve from PostgreSQL and an object store shared with other nodes,
+    /// not from `data_dir`.
+    pub cluster: Option<crate::store::cluster::Settings>,
     /// Manifests larger than this are refused with 413.
     pub max_manifest_bytes: usize,
     /// Connections served at once; more wait in the listen backlog.
@@ -101,6 +105,7 @@ impl Config {
         Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             data_dir: data_dir.into(),
+            cluster: None,
             max_manifest_bytes: crate::api::DEFAULT_MAX_MANIFEST_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout: Duration::from_secs(30),
@@ -144,6 +149,16 @@ impl Config {
         ];
         if let Some((name, _)) = times.iter().find(|(_, t)| t.is_zero()) {
             return Err(format!("{name} must be longer than zero"));
+        }
+        if self.cluster.is_some() {
+            let unsupported = [
+                ("upstream namespaces", !self.upstreams.is_empty()),
+                ("preload", !self.preload.is_empty()),
+                ("a background prune", self.prune_interval.is_some()),
+            ];
+            if let Some((what, _)) = unsupported.iter().find(|(_, on)| *on) {
+                return Err(format!("{what} cannot be used on the clustered store yet"));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (namespace, _) in &self.upstreams {

@@ -41,6 +41,21 @@ struct Serve {
     /// data directory, created if missing (default ./berth-data)
     #[argh(option)]
     data: Option<PathBuf>,
+    /// keep every index and upload in this PostgreSQL database
+    /// (postgres://USER@HOST:PORT/DB; password from PGPASSWORD) and blobs in
+    /// --blobs, shared with every node given the same two (also
+    /// $BERTH_METADATA)
+    #[argh(option)]
+    metadata: Option<String>,
+    /// with --metadata: the S3-compatible bucket for blob bytes,
+    /// s3://BUCKET?endpoint=URL&region=REGION (also $BERTH_BLOBS); the key
+    /// from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or --blobs-credentials
+    #[argh(option)]
+    blobs: Option<String>,
+    /// a file with aws_access_key_id = ... and aws_secret_access_key = ...
+    /// lines, for --blobs
+    #[argh(option)]
+    blobs_credentials: Option<PathBuf>,
     /// keep the data in a fresh private temporary directory, removed when
     /// berth exits (and swept at the next start if it was killed)
     #[argh(switch)]
@@ -161,6 +176,23 @@ struct Serve {
     /// (default 1 GiB)
     #[argh(option, default = "berth::ops::DEFAULT_MIN_FREE_SPACE")]
     min_free_space: u64,
+}
+
+/// The clustered store's settings, if any: both or neither of its two.
+fn cluster_settings(
+    metadata: Option<String>,
+    blobs: Option<String>,
+    credentials: Option<&std::path::Path>,
+) -> std::io::Result<Option<berth::store::cluster::Settings>> {
+    use berth::store::cluster::{ObjectSettings, Settings};
+    match (metadata, blobs) {
+        (None, None) => Ok(None),
+        (Some(metadata), Some(blobs)) => Ok(Some(Settings {
+            metadata,
+            blobs: ObjectSettings::parse(&blobs, credentials).map_err(std::io::Error::other)?,
+        })),
+        _ => Err(std::io::Error::other("--metadata and --blobs go together")),
+    }
 }
 
 /// Add or change a user's password in an htpasswd file (bcrypt). The
@@ -359,6 +391,12 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
             .unwrap_or_else(|| PathBuf::from(berth::config::DEFAULT_DATA_DIR));
         let mut config = berth::Config::new(&data);
         config.listen = args.listen;
+        config.cluster = cluster_settings(
+            args.metadata
+                .or_else(|| std::env::var("BERTH_METADATA").ok()),
+            args.blobs.or_else(|| std::env::var("BERTH_BLOBS").ok()),
+            args.blobs_credentials.as_deref(),
+        )?;
         config.preload = args.preload;
         config.max_manifest_bytes = args.max_manifest_bytes;
         config.max_connections = args.max_connections;

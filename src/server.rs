@@ -69,15 +69,22 @@ impl Registry {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let dir = config.data_dir.clone();
+        let cluster = config.cluster.clone();
         // Ephemeral data goes with the process: syncing it only costs time.
         // Its directory goes with the store, once the last user lets go.
-        let store = tokio::task::spawn_blocking(move || match ephemeral {
-            Some(owner) => Store::open_volatile(&dir, Box::new(owner)),
-            None => Store::open(&dir),
+        let store = tokio::task::spawn_blocking(move || match (cluster, ephemeral) {
+            (Some(cluster), _) => Store::open_cluster(&cluster),
+            (None, Some(owner)) => Store::open_volatile(&dir, Box::new(owner)),
+            (None, None) => Store::open(&dir),
         })
         .await
         .map_err(io::Error::other)?
-        .map_err(|e| io::Error::other(format!("cannot open {}: {e}", config.data_dir.display())))?;
+        .map_err(|e| match &config.cluster {
+            Some(cluster) => io::Error::other(format!(
+                "cannot open the clustered store ({cluster:?}): {e}"
+            )),
+            None => io::Error::other(format!("cannot open {}: {e}", config.data_dir.display())),
+        })?;
         let authority = config
             .auth
             .as_ref()
@@ -100,12 +107,14 @@ impl Registry {
         });
         // Start-up must stay fast whatever the store's size: orphans left by
         // a crash are swept beside the server instead of before it.
-        let sweeper = Arc::clone(&store);
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = sweeper.remove_orphan_blobs() {
-                log::error!("sweeping orphaned blob files failed: {e}");
-            }
-        });
+        if let Store::Embedded(_) = &*store {
+            let sweeper = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = sweeper.remove_orphan_blobs() {
+                    log::error!("sweeping orphaned blob files failed: {e}");
+                }
+            });
+        }
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -159,18 +168,20 @@ impl Registry {
         // Stale upload sessions expire on every server, prune or not: each
         // holds a place under the session caps and maybe a file.
         let expiration = config.prune.upload_expiration;
-        let expirer = tokio::spawn(every(
-            Arc::clone(&store),
-            (expiration / 4).clamp(Duration::from_millis(250), Duration::from_secs(300)),
-            "expiring uploads",
-            move |store| store.expire_stale_uploads(expiration),
-            move |report| {
-                metrics.pruned(report);
-                if report.uploads > 0 {
-                    log::info!("expired {} stale upload sessions", report.uploads);
-                }
-            },
-        ));
+        let expirer = matches!(&*store, Store::Embedded(_)).then(|| {
+            tokio::spawn(every(
+                Arc::clone(&store),
+                (expiration / 4).clamp(Duration::from_millis(250), Duration::from_secs(300)),
+                "expiring uploads",
+                move |store| store.expire_stale_uploads(expiration),
+                move |report| {
+                    metrics.pruned(report);
+                    if report.uploads > 0 {
+                        log::info!("expired {} stale upload sessions", report.uploads);
+                    }
+                },
+            ))
+        });
         let task = tokio::spawn(async move {
             serve(listener, shared, max_connections, stopped).await;
             if let Some((task, _)) = ops_server {
@@ -180,7 +191,9 @@ impl Registry {
             if let Some(pruner) = pruner {
                 pruner.abort();
             }
-            expirer.abort();
+            if let Some(expirer) = expirer {
+                expirer.abort();
+            }
             close(store).await;
         });
         let registry = Registry {

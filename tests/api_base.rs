@@ -6,6 +6,7 @@ mod common;
 use common::TestRegistry;
 use common::http::{self, assert_error, assert_json_error};
 
+common::both_engines! {
 #[test]
 fn base_route_answers_200_with_api_version_and_empty_json() {
     let reg = TestRegistry::start();
@@ -221,4 +222,5 @@ fn an_upload_started_before_a_restart_continues_after_it() {
     let blob = http::get(&http::blob_url(&base, "lib/app", &digest));
     assert_eq!(blob.status, 200, "{blob:?}");
     assert!(blob.body == data_bytes, "blob bytes differ after a restart");
+}
 }

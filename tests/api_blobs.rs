@@ -11,6 +11,7 @@ fn content_length(resp: &http::Response) -> u64 {
         .unwrap_or_else(|_| panic!("bad Content-Length: {resp:?}"))
 }
 
+common::both_engines! {
 #[test]
 fn head_existing_blob_gives_size_digest_and_accept_ranges_without_body() {
     let reg = TestRegistry::start();
@@ -275,4 +276,5 @@ fn blobs_work_in_deeply_nested_repository_names() {
     let resp = http::get(&http::blob_url(&reg.url(), name, &digest));
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(resp.body, b"nested");
+}
 }

@@ -53,6 +53,187 @@ fn strings(v: &Value) -> Vec<String> {
 
 // --- tags/list -----------------------------------------------------------------
 
+// --- _catalog ----------------------------------------------------------------------------
+
+// --- referrers ----------------------------------------------------------------------------
+
+const TYPE_A: &str = "application/vnd.example.peanut.butter";
+const TYPE_B: &str = "application/vnd.example.strawberry.jam";
+const TYPE_INDEX: &str = "application/vnd.example.food.stand";
+const NOTE: &str = "org.example.note";
+
+/// The pushed fixtures for the referrers tests.
+struct Referrers {
+    subject: http::Image,
+    /// (manifest bytes, media type, expected artifactType, annotation value)
+    referrers: Vec<(Vec<u8>, &'static str, &'static str, &'static str)>,
+    /// A referrer of a subject that was never pushed.
+    orphan: Vec<u8>,
+    orphan_subject: String,
+}
+
+fn manifest_bytes(v: Value) -> Vec<u8> {
+    serde_json::to_vec_pretty(&v).unwrap()
+}
+
+/// Pushes a subject image and five referrers of it to `name`, as the
+/// conformance suite does: two with the artifact type in config.mediaType,
+/// two in artifactType (config is the empty descriptor), and one index.
+fn push_referrers(base: &str, name: &str) -> Referrers {
+    let subject = http::push_image(base, name, Some("subject"), 100);
+    let empty = http::descriptor(http::OCI_EMPTY, b"{}");
+    let blob_a = b"peanut butter on my bagel".to_vec();
+    let blob_b = b"strawberry jam on my croissant".to_vec();
+    http::push_blob(base, name, b"{}");
+    http::push_blob(base, name, &blob_a);
+    http::push_blob(base, name, &blob_b);
+
+    let config_a = manifest_bytes(json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": http::descriptor(TYPE_A, &blob_a),
+        "layers": [empty],
+        "subject": subject.descriptor(),
+        "annotations": {NOTE: "config a"},
+    }));
+    let config_b = manifest_bytes(json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": http::descriptor(TYPE_B, &blob_b),
+        "layers": [empty],
+        "subject": subject.descriptor(),
+        "annotations": {NOTE: "config b"},
+    }));
+    let layer_a = manifest_bytes(json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "artifactType": TYPE_A,
+        "config": empty,
+        "layers": [http::descriptor(TYPE_A, &blob_a)],
+        "subject": subject.descriptor(),
+        "annotations": {NOTE: "layer a"},
+    }));
+    let layer_b = manifest_bytes(json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "artifactType": TYPE_B,
+        "config": empty,
+        "layers": [http::descriptor(TYPE_B, &blob_b)],
+        "subject": subject.descriptor(),
+        "annotations": {NOTE: "layer b"},
+    }));
+    for body in [&config_a, &config_b, &layer_a, &layer_b] {
+        let resp = http::put_manifest(base, name, &http::sha256_digest(body), OCI_MANIFEST, body);
+        assert_eq!(resp.status, 201, "{resp:?}");
+        assert_eq!(
+            resp.header("oci-subject"),
+            Some(subject.digest.as_str()),
+            "{resp:?}"
+        );
+    }
+    let index = manifest_bytes(json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "artifactType": TYPE_INDEX,
+        "manifests": [http::descriptor(OCI_MANIFEST, &config_a), http::descriptor(OCI_MANIFEST, &layer_a)],
+        "subject": subject.descriptor(),
+        "annotations": {NOTE: "index"},
+    }));
+    let resp = http::put_manifest(base, name, &http::sha256_digest(&index), OCI_INDEX, &index);
+    assert_eq!(resp.status, 201, "{resp:?}");
+    assert_eq!(
+        resp.header("oci-subject"),
+        Some(subject.digest.as_str()),
+        "{resp:?}"
+    );
+
+    let missing = http::build_image(101);
+    let orphan = manifest_bytes(json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "artifactType": TYPE_B,
+        "config": empty,
+        "layers": [http::descriptor(TYPE_B, &blob_b)],
+        "subject": missing.descriptor(),
+    }));
+    let resp = http::put_manifest(
+        base,
+        name,
+        &http::sha256_digest(&orphan),
+        OCI_MANIFEST,
+        &orphan,
+    );
+    assert_eq!(resp.status, 201, "{resp:?}");
+    assert_eq!(
+        resp.header("oci-subject"),
+        Some(missing.digest.as_str()),
+        "{resp:?}"
+    );
+
+    Referrers {
+        subject,
+        referrers: vec![
+            (config_a, OCI_MANIFEST, TYPE_A, "config a"),
+            (config_b, OCI_MANIFEST, TYPE_B, "config b"),
+            (layer_a, OCI_MANIFEST, TYPE_A, "layer a"),
+            (layer_b, OCI_MANIFEST, TYPE_B, "layer b"),
+            (index, OCI_INDEX, TYPE_INDEX, "index"),
+        ],
+        orphan,
+        orphan_subject: missing.digest,
+    }
+}
+
+fn referrers_url(base: &str, name: &str, digest: &str) -> String {
+    format!("{base}/v2/{name}/referrers/{digest}")
+}
+
+/// Checks the index envelope and returns its descriptors sorted by digest.
+#[track_caller]
+fn referrers_index(resp: &http::Response) -> Vec<Value> {
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.header("content-type"), Some(OCI_INDEX), "{resp:?}");
+    let body = resp.json();
+    assert_eq!(body["schemaVersion"], 2, "{resp:?}");
+    assert_eq!(body["mediaType"], OCI_INDEX, "{resp:?}");
+    let mut manifests = body["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no manifests array: {resp:?}"))
+        .clone();
+    manifests.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
+    manifests
+}
+
+/// The descriptor the referrers API must list for a manifest.
+fn expected_descriptor(
+    body: &[u8],
+    media_type: &str,
+    artifact_type: &str,
+    note: Option<&str>,
+) -> Value {
+    let mut d = http::descriptor(media_type, body);
+    d["artifactType"] = json!(artifact_type);
+    if let Some(note) = note {
+        d["annotations"] = json!({NOTE: note});
+    }
+    d
+}
+
+#[track_caller]
+fn assert_descriptors(actual: &[Value], expected: &[Value]) {
+    let mut expected = expected.to_vec();
+    expected.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
+    assert_eq!(actual.len(), expected.len(), "referrers: {actual:#?}");
+    for (a, e) in actual.iter().zip(&expected) {
+        for key in ["mediaType", "digest", "size", "artifactType"] {
+            assert_eq!(a[key], e[key], "{key} of {a}");
+        }
+        match e.get("annotations") {
+            Some(annotations) => assert_eq!(&a["annotations"], annotations, "annotations of {a}"),
+            None => assert!(
+                a.get("annotations")
+                    .is_none_or(|v| v.is_null() || v.as_object().is_some_and(|o| o.is_empty())),
+                "annotations where the manifest has none: {a}"
+            ),
+        }
+    }
+}
+
+common::both_engines! {
 #[test]
 fn tags_list_is_sorted_and_names_the_repository() {
     let reg = TestRegistry::start();
@@ -268,8 +449,6 @@ fn tags_list_reflects_tag_and_manifest_deletion() {
     assert_eq!(resp.json(), json!({"name": "lib/app", "tags": ["keep"]}));
 }
 
-// --- _catalog ----------------------------------------------------------------------------
-
 #[test]
 fn catalog_of_an_empty_registry_is_empty() {
     let reg = TestRegistry::start();
@@ -361,184 +540,6 @@ fn catalog_invalid_n_is_400_pagination_number_invalid() {
             400,
             "PAGINATION_NUMBER_INVALID",
         );
-    }
-}
-
-// --- referrers ----------------------------------------------------------------------------
-
-const TYPE_A: &str = "application/vnd.example.peanut.butter";
-const TYPE_B: &str = "application/vnd.example.strawberry.jam";
-const TYPE_INDEX: &str = "application/vnd.example.food.stand";
-const NOTE: &str = "org.example.note";
-
-/// The pushed fixtures for the referrers tests.
-struct Referrers {
-    subject: http::Image,
-    /// (manifest bytes, media type, expected artifactType, annotation value)
-    referrers: Vec<(Vec<u8>, &'static str, &'static str, &'static str)>,
-    /// A referrer of a subject that was never pushed.
-    orphan: Vec<u8>,
-    orphan_subject: String,
-}
-
-fn manifest_bytes(v: Value) -> Vec<u8> {
-    serde_json::to_vec_pretty(&v).unwrap()
-}
-
-/// Pushes a subject image and five referrers of it to `name`, as the
-/// conformance suite does: two with the artifact type in config.mediaType,
-/// two in artifactType (config is the empty descriptor), and one index.
-fn push_referrers(base: &str, name: &str) -> Referrers {
-    let subject = http::push_image(base, name, Some("subject"), 100);
-    let empty = http::descriptor(http::OCI_EMPTY, b"{}");
-    let blob_a = b"peanut butter on my bagel".to_vec();
-    let blob_b = b"strawberry jam on my croissant".to_vec();
-    http::push_blob(base, name, b"{}");
-    http::push_blob(base, name, &blob_a);
-    http::push_blob(base, name, &blob_b);
-
-    let config_a = manifest_bytes(json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": http::descriptor(TYPE_A, &blob_a),
-        "layers": [empty],
-        "subject": subject.descriptor(),
-        "annotations": {NOTE: "config a"},
-    }));
-    let config_b = manifest_bytes(json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": http::descriptor(TYPE_B, &blob_b),
-        "layers": [empty],
-        "subject": subject.descriptor(),
-        "annotations": {NOTE: "config b"},
-    }));
-    let layer_a = manifest_bytes(json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "artifactType": TYPE_A,
-        "config": empty,
-        "layers": [http::descriptor(TYPE_A, &blob_a)],
-        "subject": subject.descriptor(),
-        "annotations": {NOTE: "layer a"},
-    }));
-    let layer_b = manifest_bytes(json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "artifactType": TYPE_B,
-        "config": empty,
-        "layers": [http::descriptor(TYPE_B, &blob_b)],
-        "subject": subject.descriptor(),
-        "annotations": {NOTE: "layer b"},
-    }));
-    for body in [&config_a, &config_b, &layer_a, &layer_b] {
-        let resp = http::put_manifest(base, name, &http::sha256_digest(body), OCI_MANIFEST, body);
-        assert_eq!(resp.status, 201, "{resp:?}");
-        assert_eq!(
-            resp.header("oci-subject"),
-            Some(subject.digest.as_str()),
-            "{resp:?}"
-        );
-    }
-    let index = manifest_bytes(json!({
-        "schemaVersion": 2, "mediaType": OCI_INDEX,
-        "artifactType": TYPE_INDEX,
-        "manifests": [http::descriptor(OCI_MANIFEST, &config_a), http::descriptor(OCI_MANIFEST, &layer_a)],
-        "subject": subject.descriptor(),
-        "annotations": {NOTE: "index"},
-    }));
-    let resp = http::put_manifest(base, name, &http::sha256_digest(&index), OCI_INDEX, &index);
-    assert_eq!(resp.status, 201, "{resp:?}");
-    assert_eq!(
-        resp.header("oci-subject"),
-        Some(subject.digest.as_str()),
-        "{resp:?}"
-    );
-
-    let missing = http::build_image(101);
-    let orphan = manifest_bytes(json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "artifactType": TYPE_B,
-        "config": empty,
-        "layers": [http::descriptor(TYPE_B, &blob_b)],
-        "subject": missing.descriptor(),
-    }));
-    let resp = http::put_manifest(
-        base,
-        name,
-        &http::sha256_digest(&orphan),
-        OCI_MANIFEST,
-        &orphan,
-    );
-    assert_eq!(resp.status, 201, "{resp:?}");
-    assert_eq!(
-        resp.header("oci-subject"),
-        Some(missing.digest.as_str()),
-        "{resp:?}"
-    );
-
-    Referrers {
-        subject,
-        referrers: vec![
-            (config_a, OCI_MANIFEST, TYPE_A, "config a"),
-            (config_b, OCI_MANIFEST, TYPE_B, "config b"),
-            (layer_a, OCI_MANIFEST, TYPE_A, "layer a"),
-            (layer_b, OCI_MANIFEST, TYPE_B, "layer b"),
-            (index, OCI_INDEX, TYPE_INDEX, "index"),
-        ],
-        orphan,
-        orphan_subject: missing.digest,
-    }
-}
-
-fn referrers_url(base: &str, name: &str, digest: &str) -> String {
-    format!("{base}/v2/{name}/referrers/{digest}")
-}
-
-/// Checks the index envelope and returns its descriptors sorted by digest.
-#[track_caller]
-fn referrers_index(resp: &http::Response) -> Vec<Value> {
-    assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(resp.header("content-type"), Some(OCI_INDEX), "{resp:?}");
-    let body = resp.json();
-    assert_eq!(body["schemaVersion"], 2, "{resp:?}");
-    assert_eq!(body["mediaType"], OCI_INDEX, "{resp:?}");
-    let mut manifests = body["manifests"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no manifests array: {resp:?}"))
-        .clone();
-    manifests.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
-    manifests
-}
-
-/// The descriptor the referrers API must list for a manifest.
-fn expected_descriptor(
-    body: &[u8],
-    media_type: &str,
-    artifact_type: &str,
-    note: Option<&str>,
-) -> Value {
-    let mut d = http::descriptor(media_type, body);
-    d["artifactType"] = json!(artifact_type);
-    if let Some(note) = note {
-        d["annotations"] = json!({NOTE: note});
-    }
-    d
-}
-
-#[track_caller]
-fn assert_descriptors(actual: &[Value], expected: &[Value]) {
-    let mut expected = expected.to_vec();
-    expected.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
-    assert_eq!(actual.len(), expected.len(), "referrers: {actual:#?}");
-    for (a, e) in actual.iter().zip(&expected) {
-        for key in ["mediaType", "digest", "size", "artifactType"] {
-            assert_eq!(a[key], e[key], "{key} of {a}");
-        }
-        match e.get("annotations") {
-            Some(annotations) => assert_eq!(&a["annotations"], annotations, "annotations of {a}"),
-            None => assert!(
-                a.get("annotations")
-                    .is_none_or(|v| v.is_null() || v.as_object().is_some_and(|o| o.is_empty())),
-                "annotations where the manifest has none: {a}"
-            ),
-        }
     }
 }
 
@@ -737,4 +738,5 @@ fn following_catalog_links_with_nested_names_visits_every_repository_once() {
         }
     }
     assert_eq!(seen, expected);
+}
 }

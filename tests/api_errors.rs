@@ -56,6 +56,22 @@ fn routes() -> Vec<(&'static str, String, Vec<u8>)> {
     ]
 }
 
+fn bad_digests() -> Vec<String> {
+    vec![
+        "sha256:abc".into(),
+        format!("sha256:{}", "A".repeat(64)),
+        format!("sha256:{}", "z".repeat(64)),
+        format!("sha256:{}", "a".repeat(65)),
+        "sha256:".into(),
+        "md5:d41d8cd98f00b204e9800998ecf8427e".into(),
+        format!("sha512:{}", "a".repeat(64)),
+        format!("sha384:{}", "a".repeat(96)),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+        "sha256-e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+    ]
+}
+
+common::both_engines! {
 #[test]
 fn invalid_names_are_400_name_invalid_on_every_route() {
     let reg = TestRegistry::start();
@@ -119,21 +135,6 @@ fn valid_name_forms_are_accepted() {
         catalog.json(),
         serde_json::json!({ "repositories": expected })
     );
-}
-
-fn bad_digests() -> Vec<String> {
-    vec![
-        "sha256:abc".into(),
-        format!("sha256:{}", "A".repeat(64)),
-        format!("sha256:{}", "z".repeat(64)),
-        format!("sha256:{}", "a".repeat(65)),
-        "sha256:".into(),
-        "md5:d41d8cd98f00b204e9800998ecf8427e".into(),
-        format!("sha512:{}", "a".repeat(64)),
-        format!("sha384:{}", "a".repeat(96)),
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
-        "sha256-e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
-    ]
 }
 
 #[test]
@@ -281,4 +282,5 @@ fn names_containing_route_words_are_routed_by_their_last_segments() {
         catalog.json(),
         serde_json::json!({ "repositories": expected })
     );
+}
 }

@@ -66,6 +66,7 @@ fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }
 
+common::both_engines! {
 #[test]
 fn sends_host_connection_close_and_content_length() {
     let (addr, server) = fake(Script::Answer(
@@ -267,4 +268,5 @@ fn sha256_digests_are_lowercase_hex() {
         http::sha256_digest(b"abc"),
         "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
+}
 }

@@ -64,6 +64,15 @@ fn assert_manifest_unknown(base: &str, name: &str, reference: &str) {
 
 // --- push ---------------------------------------------------------------------
 
+// --- references to blobs and manifests -------------------------------------------
+
+// --- invalid manifests -----------------------------------------------------------
+
+// --- pull ----------------------------------------------------------------------------
+
+// --- delete --------------------------------------------------------------------------
+
+common::both_engines! {
 #[test]
 fn put_manifest_by_tag_is_201_with_location_and_digest() {
     let reg = TestRegistry::start();
@@ -319,8 +328,6 @@ fn manifest_over_4_mib_is_413_size_invalid() {
     assert_manifest_unknown(&base, "lib/app", "huge");
 }
 
-// --- references to blobs and manifests -------------------------------------------
-
 #[test]
 fn manifest_with_missing_config_blob_is_400_manifest_blob_unknown() {
     let reg = TestRegistry::start();
@@ -503,8 +510,6 @@ fn docker_v2_manifest_and_manifest_list_are_accepted_and_served_with_their_types
     );
 }
 
-// --- invalid manifests -----------------------------------------------------------
-
 #[test]
 fn invalid_manifests_are_400_manifest_invalid() {
     let reg = TestRegistry::start();
@@ -552,8 +557,6 @@ fn put_with_malformed_digest_reference_is_400_digest_invalid() {
     );
     assert_error(&resp, 400, "DIGEST_INVALID");
 }
-
-// --- pull ----------------------------------------------------------------------------
 
 #[test]
 fn get_and_head_by_tag_and_by_digest() {
@@ -710,8 +713,6 @@ fn index_with_subject_is_echoed_in_oci_subject() {
     );
 }
 
-// --- delete --------------------------------------------------------------------------
-
 #[test]
 fn delete_by_digest_removes_the_manifest_and_every_tag_pointing_to_it() {
     let reg = TestRegistry::start();
@@ -832,4 +833,5 @@ fn manifests_are_scoped_to_their_repository() {
         http::get(&http::manifest_url(&base, "team/a", "v1")).status,
         200
     );
+}
 }

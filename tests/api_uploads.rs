@@ -62,6 +62,39 @@ fn assert_no_blob(base: &str, name: &str, digest: &str) {
 
 // --- starting uploads ----------------------------------------------------
 
+// --- monolithic ------------------------------------------------------------
+
+// --- streamed ---------------------------------------------------------------
+
+// --- chunked ------------------------------------------------------------------
+
+// --- status ----------------------------------------------------------------------
+
+// --- finishing with errors ---------------------------------------------------------
+
+// --- cancel and unknown ids ------------------------------------------------------------
+
+// --- cross-repository mount ---------------------------------------------------------------
+
+fn mount_url(base: &str, name: &str, query: &str) -> String {
+    http::with_query(&http::uploads_url(base, name), query)
+}
+
+#[track_caller]
+fn assert_fallback_upload(base: &str, resp: &Response, name: &str) -> String {
+    assert_eq!(resp.status, 202, "{resp:?}");
+    let location = resp.location();
+    let prefix = format!("/v2/{name}/blobs/uploads/");
+    assert!(location.starts_with(&prefix), "Location: {resp:?}");
+    assert_eq!(
+        resp.header("docker-upload-uuid"),
+        Some(upload_id(location)),
+        "{resp:?}"
+    );
+    http::resolve(base, location)
+}
+
+common::both_engines! {
 #[test]
 fn post_starts_an_upload_with_relative_location_uuid_and_empty_range() {
     let reg = TestRegistry::start();
@@ -87,8 +120,6 @@ fn each_post_starts_a_distinct_upload() {
     let b = post_upload(&reg.url(), "lib/app");
     assert_ne!(upload_id(a.location()), upload_id(b.location()));
 }
-
-// --- monolithic ------------------------------------------------------------
 
 #[test]
 fn post_with_digest_and_body_stores_blob_with_201() {
@@ -177,8 +208,6 @@ fn pushing_the_same_blob_twice_is_fine() {
     assert_blob(&reg.url(), "lib/app", &d1, &data);
 }
 
-// --- streamed ---------------------------------------------------------------
-
 #[test]
 fn streamed_patch_is_202_with_range_and_put_without_body_completes() {
     let reg = TestRegistry::start();
@@ -238,8 +267,6 @@ fn put_may_carry_the_final_chunk_after_patches() {
     assert_eq!(resp.header("docker-content-digest"), Some(digest.as_str()));
     assert_blob(&base, "lib/app", &digest, &data);
 }
-
-// --- chunked ------------------------------------------------------------------
 
 #[test]
 fn chunked_upload_with_content_range_completes() {
@@ -398,8 +425,6 @@ fn interleaved_uploads_to_one_repository_stay_separate() {
     assert_blob(&base, "lib/app", &db, &b);
 }
 
-// --- status ----------------------------------------------------------------------
-
 #[test]
 fn status_of_an_empty_upload_is_204_with_range_0_0() {
     let reg = TestRegistry::start();
@@ -424,8 +449,6 @@ fn status_reports_the_committed_range() {
     assert_eq!(resp.status, 204, "{resp:?}");
     assert_progress(&base, &resp, "lib/app", &id, "0-1233");
 }
-
-// --- finishing with errors ---------------------------------------------------------
 
 #[test]
 fn put_without_digest_is_400_digest_invalid() {
@@ -461,8 +484,6 @@ fn put_with_malformed_digest_is_400_digest_invalid() {
     let resp = put_digest(&upload, "sha256:abc", b"x");
     assert_error(&resp, 400, "DIGEST_INVALID");
 }
-
-// --- cancel and unknown ids ------------------------------------------------------------
 
 #[test]
 fn delete_cancels_an_upload_and_later_requests_are_404() {
@@ -581,12 +602,6 @@ fn finished_upload_id_is_gone() {
     );
 }
 
-// --- cross-repository mount ---------------------------------------------------------------
-
-fn mount_url(base: &str, name: &str, query: &str) -> String {
-    http::with_query(&http::uploads_url(base, name), query)
-}
-
 #[test]
 fn mount_from_repository_with_the_blob_is_201() {
     let reg = TestRegistry::start();
@@ -626,20 +641,6 @@ fn mounted_blob_survives_deletion_in_the_source_repository() {
     );
     assert_no_blob(&base, "team/a", &digest);
     assert_blob(&base, "team/b", &digest, &data);
-}
-
-#[track_caller]
-fn assert_fallback_upload(base: &str, resp: &Response, name: &str) -> String {
-    assert_eq!(resp.status, 202, "{resp:?}");
-    let location = resp.location();
-    let prefix = format!("/v2/{name}/blobs/uploads/");
-    assert!(location.starts_with(&prefix), "Location: {resp:?}");
-    assert_eq!(
-        resp.header("docker-upload-uuid"),
-        Some(upload_id(location)),
-        "{resp:?}"
-    );
-    http::resolve(base, location)
 }
 
 #[test]
@@ -718,4 +719,5 @@ fn mount_from_a_never_used_repository_falls_back_to_an_upload() {
         b"",
     );
     assert_fallback_upload(&base, &resp, "team/b");
+}
 }

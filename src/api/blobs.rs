@@ -10,6 +10,7 @@ use super::{Api, Handled, header_str};
 use crate::conn::Activity;
 use crate::mirror::{self, BlobAnswer};
 use crate::oci::{Digest, RepoName};
+use crate::store::Blob;
 
 pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, digest: Digest) -> Handled {
     let response = Response::builder()
@@ -73,7 +74,7 @@ pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, digest: Digest)
             .expect("valid response"));
     }
     let blob = api.store(move |s| s.open_blob(&name, &digest)).await?;
-    let size = blob.size;
+    let size = blob.size();
     let (status, start, len, response) =
         match header_str(req, header::RANGE).map(|r| parse_range(r, size)) {
             None | Some(RangeSpec::Ignored) => (StatusCode::OK, 0, size, response),
@@ -92,7 +93,13 @@ pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, digest: Digest)
                 response.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
             ),
         };
-    let body: ResBody = body::file_range(blob.file, start, len, transfer);
+    let body: ResBody = match blob {
+        Blob::File(blob) => body::file_range(blob.file, start, len, transfer),
+        Blob::Object(blob) => {
+            let stream = api.blocking(move || blob.range(start, len)).await?;
+            body::object(stream, transfer)
+        }
+    };
     Ok(response
         .status(status)
         .header(header::CONTENT_LENGTH, len)

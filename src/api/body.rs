@@ -151,13 +151,30 @@ impl HttpBody for FileBody {
     }
 }
 
-/// A blob's first pull through a mirror, as the fetch hands it over.
-struct FetchedBody {
-    stream: ChunkStream,
+/// Bytes that arrive from elsewhere: a blob's first pull through a
+/// mirror, or a clustered store's object.
+trait Chunks: Send + Sync + Unpin + 'static {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>>;
+}
+
+impl Chunks for ChunkStream {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        self.poll_next(cx)
+    }
+}
+
+impl Chunks for store::cluster::ObjectStream {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        self.poll_next(cx)
+    }
+}
+
+struct StreamBody<S> {
+    stream: S,
     meter: Meter,
 }
 
-impl HttpBody for FetchedBody {
+impl<S: Chunks> HttpBody for StreamBody<S> {
     type Data = Bytes;
     type Error = io::Error;
 
@@ -167,15 +184,25 @@ impl HttpBody for FetchedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
         this.meter.taken();
-        let polled = this.stream.poll_next(cx);
-        // Waiting on the upstream is not the client's fault.
+        let polled = this.stream.poll_chunk(cx);
+        // Waiting on the upstream or the object store is not the client's fault.
         this.meter.server_busy(polled.is_pending());
         polled.map(|piece| piece.map(|bytes| bytes.map(|bytes| this.meter.hand(bytes))))
     }
 }
 
+/// A blob's first pull through a mirror, as the fetch hands it over.
 pub fn fetched(stream: ChunkStream, transfer: Option<Arc<Transfer>>) -> ResBody {
-    FetchedBody {
+    StreamBody {
+        stream,
+        meter: Meter::new(transfer),
+    }
+    .boxed()
+}
+
+/// A range of a clustered store's object, as it arrives.
+pub fn object(stream: store::cluster::ObjectStream, transfer: Option<Arc<Transfer>>) -> ResBody {
+    StreamBody {
         stream,
         meter: Meter::new(transfer),
     }

@@ -158,6 +158,13 @@ impl From<store::Error> for ApiError {
                     "the registry's storage is full",
                 )
             }
+            E::Metadata(_) | E::Objects(_) | E::Conflict => {
+                log::error!("{message}");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message)
+            }
+            E::Unsupported(_) => {
+                ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", message)
+            }
             E::Io(_) | E::Db(_) | E::Corrupt(_) | E::InUse(_) | E::Internal(_) => {
                 log::error!("{message}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", message)

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::meta::{self, BlobRow};
-use super::{Error, Result, Store};
+use super::{Embedded, Error, Result};
 use super::{links, sessions};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 
@@ -96,7 +96,7 @@ fn create_durable(dir: &Path, mode: u32) -> io::Result<()> {
     }
 }
 
-impl Store {
+impl Embedded {
     /// The size of a blob, if `repo` may serve it.
     pub fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         let txn = self.db()?.begin_read()?;
@@ -109,10 +109,10 @@ impl Store {
         Ok(meta::decode::<BlobRow>(row.value())?.size)
     }
 
-    pub fn open_blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobFile> {
+    pub fn open_blob(&self, repo: &RepoName, digest: &Digest) -> Result<super::Blob> {
         let size = self.blob_size(repo, digest)?;
         match File::open(self.blob_path(digest)) {
-            Ok(file) => Ok(BlobFile { file, size }),
+            Ok(file) => Ok(super::Blob::File(BlobFile { file, size })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::Corrupt(format!(
                 "blob {digest} is indexed but its file is missing"
             ))),

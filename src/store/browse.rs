@@ -8,7 +8,7 @@ use redb::ReadableDatabase;
 
 use super::manifests::{holds_manifest, page};
 use super::meta::{self, BlobRow, ManifestRow};
-use super::{Error, Result, Store};
+use super::{Embedded, Error, Result};
 use crate::oci::manifest::platform;
 use crate::oci::{Digest, RepoName};
 
@@ -43,7 +43,7 @@ pub struct ManifestView {
     pub config: Option<Vec<u8>>,
 }
 
-impl Store {
+impl Embedded {
     /// Up to `n` tags of `repo` after `after`, summarised, and whether more
     /// follow. `NameUnknown` when it holds no manifest.
     pub fn tag_summaries(

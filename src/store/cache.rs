@@ -7,7 +7,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use super::links;
 use super::manifests;
 use super::meta;
-use super::{Error, Result, Store};
+use super::{Embedded, Error, Result};
 use crate::oci::manifest;
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -19,7 +19,7 @@ pub struct TagTarget {
     pub from_upstream: bool,
 }
 
-impl Store {
+impl Embedded {
     pub fn tag_target(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagTarget>> {
         let (r, t) = (repo.as_str(), tag.as_str());
         let txn = self.db()?.begin_read()?;
@@ -80,7 +80,7 @@ impl Store {
     }
 }
 
-impl Store {
+impl Embedded {
     /// Records that cached manifests were pulled now, so the cache
     /// expiration counts from now. Manifests pushed here have no such
     /// record and are left alone.

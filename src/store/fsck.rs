@@ -9,7 +9,7 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::blobs::{create_dirs_durable, fsync_dir, hash_file, remove_if_present};
 use super::meta::{self, BlobRow, ManifestRow};
-use super::{Result, Store};
+use super::{Embedded, Result};
 use crate::oci::Digest;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub struct Check {
 /// Called after each blob with (blobs done, blobs in all, bytes done).
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64, u64);
 
-impl Store {
+impl Embedded {
     /// Checks everything. With `repair`, removes orphaned files and takes
     /// missing or corrupt blobs out of the index (their files move to
     /// `quarantine/`), so no client is served bytes that are wrong.

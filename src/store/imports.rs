@@ -12,7 +12,7 @@ use super::blobs::touch_blob;
 use super::links;
 use super::manifests::{has_row, insert_refs, insert_row, row_of};
 use super::meta::{self, BlobRow};
-use super::{Error, Result, Store};
+use super::{Embedded, Error, Result};
 use crate::oci::manifest;
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -25,7 +25,7 @@ pub struct ImportedManifest {
     pub body: Vec<u8>,
 }
 
-impl Store {
+impl Embedded {
     /// The size of blob `digest` if this store holds it, linked anywhere
     /// or only staged.
     pub fn held_blob(&self, digest: &Digest) -> Result<Option<u64>> {

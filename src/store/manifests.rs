@@ -6,7 +6,7 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::links;
 use super::meta::{self, ManifestRow};
-use super::{Error, Result, Store};
+use super::{Embedded, Error, Result};
 use crate::oci::manifest::{self, ParsedManifest};
 use crate::oci::{Digest, Reference, RepoName};
 
@@ -122,7 +122,7 @@ pub(super) fn has_row(txn: &WriteTransaction, repo: &str, digest: &str) -> Resul
         .is_some())
 }
 
-impl Store {
+impl Embedded {
     /// Stores a manifest byte for byte. Its blobs are checked in the same
     /// write transaction that stores it, so it never lands pointing at a
     /// blob that is not there.

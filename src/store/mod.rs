@@ -1,11 +1,16 @@
-//! The storage engine: redb for every index and every upload's state, plain
-//! files for blob bytes. It knows nothing of HTTP; the API calls one method
-//! per request, from a blocking thread (every method here blocks).
+//! The storage engines behind one seam. [`Store`] is either the embedded
+//! engine (redb for every index and every upload's state, plain files for
+//! blob bytes: `embedded` and the modules beside it) or the clustered one
+//! (PostgreSQL and an S3-compatible object store: `cluster`), and the rest
+//! of berth never knows which. It knows nothing of HTTP; the API calls one
+//! method per request, from a blocking thread (every method here blocks).
 
 mod blobs;
 mod browse;
 mod cache;
+pub mod cluster;
 mod commit;
+mod embedded;
 mod fsck;
 mod imports;
 mod links;
@@ -17,25 +22,21 @@ mod stats;
 mod uploads;
 mod writeback;
 
-use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase};
+use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
 
-use commit::{Committer, DbHandle};
-
-use crate::oci::{Algorithm, Digest};
-
-pub use blobs::read_chunk;
+pub use blobs::{BlobFile, read_chunk};
 pub use browse::{ManifestView, TagSummary};
 pub use cache::TagTarget;
+pub use embedded::Embedded;
 pub use fsck::{Check, Finding};
 pub use imports::ImportedManifest;
 pub use manifests::{PutManifest, Referrer, StoredManifest};
 pub use stats::{Holdings, Watcher};
-pub use uploads::{Appender, ChunkSpec, Upload};
+pub use uploads::{ChunkSpec, FileAppender, Upload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -78,6 +79,19 @@ pub enum Error {
     Io(#[from] io::Error),
     #[error("database error: {0}")]
     Db(#[from] redb::Error),
+    /// The clustered store's PostgreSQL failed or could not be reached.
+    #[error("metadata database error: {0}")]
+    Metadata(String),
+    /// The clustered store's object store failed or could not be reached.
+    #[error("object store error: {0}")]
+    Objects(String),
+    /// A concurrent transaction of the clustered store got in the way, and
+    /// retrying did not get past it.
+    #[error("too many concurrent changes; try again")]
+    Conflict,
+    /// What the clustered store cannot do yet.
+    #[error("{0} is not available on the clustered store yet")]
+    Unsupported(&'static str),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// Too many upload sessions are open; says which cap.
@@ -130,197 +144,242 @@ pub async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|panicked| Err(Error::Internal(panicked.to_string())))
 }
 
-/// Lock stripes for digests: finishing a blob (rename, then commit) and
-/// removing one (commit, then unlink) hold the same stripe, so neither ever
-/// sees the other's half-done state.
-const DIGEST_STRIPES: usize = 64;
+/// The store a registry runs on: one of two engines, chosen at start-up.
+#[derive(Clone)]
+pub enum Store {
+    /// redb and plain files in one data directory.
+    Embedded(Arc<Embedded>),
+    /// PostgreSQL and an S3-compatible object store, shared by many nodes.
+    Cluster(Arc<cluster::Cluster>),
+}
 
-pub struct Store {
-    root: PathBuf,
-    db: Arc<DbHandle>,
-    committer: Committer,
-    watcher: Arc<commit::WatcherSlot>,
-    digest_locks: Vec<Mutex<()>>,
-    busy_uploads: Arc<Mutex<HashSet<String>>>,
-    sessions: Mutex<sessions::Sessions>,
-    /// Whether what is acknowledged is synced first. Only data thrown away
-    /// with the process (an ephemeral registry's) goes unsynced.
-    durable: bool,
-    /// Dropped last, once the database is closed: what removes a volatile
-    /// store's directory.
-    _owner: Option<Box<dyn Send + Sync>>,
+/// Defines each `Store` method as the same call on whichever engine runs.
+macro_rules! dispatch {
+    ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        impl Store {
+            $(
+                $(#[$doc])*
+                pub fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match self {
+                        Store::Embedded(e) => e.$name($($arg),*),
+                        Store::Cluster(c) => c.$name($($arg),*),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+dispatch! {
+    /// The size of a blob, if `repo` may serve it.
+    fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64>;
+    /// A blob `repo` may serve, ready to be read.
+    fn open_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Blob>;
+    /// Unlinks a blob from one repository; a prune frees the bytes.
+    fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()>;
+    /// Links a blob that `from` holds into `repo`; false when `from` lacks it.
+    fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool>;
+    /// Removes stored blob bytes that no row owns; how many.
+    fn remove_orphan_blobs(&self) -> Result<usize>;
+    /// Up to `n` tags after `after` with what the web page shows of each.
+    fn tag_summaries(&self, repo: &RepoName, after: Option<&str>, n: usize) -> Result<(Vec<TagSummary>, bool)>;
+    /// What the web page shows of one manifest.
+    fn manifest_view(&self, repo: &RepoName, digest: &Digest) -> Result<ManifestView>;
+    /// Where a tag a pull-through cache holds points, and since when.
+    fn tag_target(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagTarget>>;
+    /// Stores a manifest a pull-through cache fetched.
+    fn cache_manifest(&self, repo: &RepoName, digest: &Digest, content_type: Option<&str>, body: Vec<u8>, tag: Option<&Tag>) -> Result<()>;
+    /// Records when cached manifests were last pulled.
+    fn note_pulls(&self, pulls: Vec<(RepoName, Digest)>) -> Result<()>;
+    /// Checks (and with `repair`, mends) everything stored.
+    fn check(&self, repair: bool, progress: fsck::Progress) -> Result<Check>;
+    /// The size of a blob held at all (linked or staged).
+    fn held_blob(&self, digest: &Digest) -> Result<Option<u64>>;
+    /// A held blob's bytes, up to `limit`.
+    fn read_held_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>>;
+    /// Stores an imported image's manifests and links its blobs, tag last.
+    fn import_image(&self, repo: &RepoName, blobs: Vec<Digest>, manifests: Vec<ImportedManifest>, tag: Option<(Tag, Digest)>) -> Result<()>;
+    /// Stores a manifest byte for byte, once its blobs are there.
+    fn put_manifest(&self, repo: &RepoName, reference: &Reference, content_type: Option<&str>, body: Vec<u8>) -> Result<PutManifest>;
+    /// A manifest by tag or digest.
+    fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest>;
+    /// Removes a tag, or a manifest with its tags.
+    fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()>;
+    /// Up to `n` tags after `last`, and whether more follow.
+    fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<(Vec<String>, bool)>;
+    /// Up to `n` repositories after `last` that pass `visible`, and whether more follow.
+    fn list_repositories(&self, last: Option<&str>, n: usize, visible: &dyn Fn(&str) -> bool) -> Result<(Vec<String>, bool)>;
+    /// The manifests in `repo` whose subject is `subject`.
+    fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>>;
+    /// Removes what `policy` says has expired, and what nothing reaches.
+    fn prune(&self, policy: &prune::Policy, dry_run: bool) -> Result<prune::Report>;
+    /// Ends uploads untouched for `expiration`.
+    fn expire_stale_uploads(&self, expiration: std::time::Duration) -> Result<prune::Report>;
+    /// Caps open upload sessions, in all and per repository.
+    fn limit_uploads(&self, total: usize, per_repo: usize) -> ();
+    /// Tells `watcher` of every commit's batch.
+    fn watch(&self, watcher: Arc<dyn Watcher>) -> ();
+    /// What the store holds, for metrics.
+    fn holdings(&self) -> Result<Holdings>;
+    /// Open upload sessions.
+    fn open_uploads(&self) -> u64;
+    /// Commits a write, to show that writes work.
+    fn probe_write(&self) -> Result<()>;
+    /// Starts an upload session hashed with `algorithm`.
+    fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<Upload>;
+    /// The committed size of an upload.
+    fn upload_offset(&self, repo: &RepoName, id: &str) -> Result<u64>;
+    /// Ends an upload session, dropping what it holds.
+    fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()>;
 }
 
 impl Store {
-    /// Opens (creating if needed) the data directory and its database, and
-    /// removes upload files that no database row owns.
+    /// Opens (creating if needed) an embedded store in `root`.
     pub fn open(root: &Path) -> Result<Store> {
-        let store = Store::open_unrepaired(root)?;
-        store.remove_orphan_uploads()?;
-        Ok(store)
+        Embedded::open(root).map(|e| Store::Embedded(Arc::new(e)))
     }
 
-    /// Opens a store whose data is thrown away with the process: nothing
-    /// is synced, so a crash may lose what was acknowledged (and the data
-    /// goes anyway). For ephemeral registries, where syncs only cost time.
-    /// `owner` is dropped with the store, after its database is closed
-    /// (the directory's remover, say).
+    /// An embedded store whose data goes with the process (see
+    /// [`Embedded::open_volatile`]).
     pub fn open_volatile(root: &Path, owner: Box<dyn Send + Sync>) -> Result<Store> {
-        let mut store = Store::open_mode(root, false)?;
-        store._owner = Some(owner);
-        store.remove_orphan_uploads()?;
-        Ok(store)
+        Embedded::open_volatile(root, owner).map(|e| Store::Embedded(Arc::new(e)))
     }
 
-    /// Opens without touching anything a crash may have left behind, for
-    /// checks that must report it first.
+    /// An embedded store opened without repairing anything, for checks.
     pub fn open_unrepaired(root: &Path) -> Result<Store> {
-        Store::open_mode(root, true)
+        Embedded::open_unrepaired(root).map(|e| Store::Embedded(Arc::new(e)))
     }
 
-    fn open_mode(root: &Path, durable: bool) -> Result<Store> {
-        if durable {
-            blobs::create_private_dir_durable(root)?;
-            blobs::create_dirs_durable(&root.join("uploads"))?;
-            for algorithm in Algorithm::ALL {
-                blobs::create_dirs_durable(&root.join("blobs").join(algorithm.name()))?;
-            }
-        } else {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .recursive(true)
-                .create(root)?;
-            std::fs::create_dir_all(root.join("uploads"))?;
-            for algorithm in Algorithm::ALL {
-                std::fs::create_dir_all(root.join("blobs").join(algorithm.name()))?;
-            }
-        }
-        let db = Arc::new(DbHandle::open(root)?);
-        let watcher = Arc::new(commit::WatcherSlot::new());
-        let store = Store {
-            root: root.to_path_buf(),
-            durable,
-            _owner: None,
-            committer: Committer::start(Arc::clone(&db), Arc::clone(&watcher), durable),
-            watcher,
-            db,
-            digest_locks: (0..DIGEST_STRIPES).map(|_| Mutex::new(())).collect(),
-            busy_uploads: Arc::new(Mutex::new(HashSet::new())),
-            sessions: Mutex::new(sessions::Sessions::unlimited()),
-        };
-        store.create_tables()?;
-        store.count_sessions()?;
-        Ok(store)
+    /// Connects to a clustered store (see [`cluster::Settings`]).
+    pub fn open_cluster(settings: &cluster::Settings) -> Result<Store> {
+        cluster::Cluster::open(settings).map(|c| Store::Cluster(Arc::new(c)))
     }
 
-    fn create_tables(&self) -> Result<()> {
-        let txn = self.db()?.begin_write()?;
-        txn.open_table(meta::UPLOADS)?;
-        txn.open_table(meta::BLOBS)?;
-        txn.open_table(meta::LINKS)?;
-        txn.open_table(meta::REPO_BLOBS)?;
-        txn.open_table(meta::BLOB_REFS)?;
-        txn.open_table(meta::REPOS)?;
-        txn.open_table(meta::MANIFESTS)?;
-        txn.open_table(meta::TAGS)?;
-        txn.open_table(meta::REFERRERS)?;
-        txn.open_table(meta::PROBES)?;
-        links::backfill(&txn)?;
-        stats::backfill_totals(&txn)?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    fn remove_orphan_uploads(&self) -> Result<()> {
-        for path in self.orphan_uploads()? {
-            log::info!("removing orphaned upload file {}", path.display());
-            std::fs::remove_file(path)?;
-        }
-        Ok(())
-    }
-
-    /// Files under `uploads/` that no upload row owns.
-    fn orphan_uploads(&self) -> Result<Vec<PathBuf>> {
-        let txn = self.db()?.begin_read()?;
-        let uploads = txn.open_table(meta::UPLOADS)?;
-        let mut orphans = Vec::new();
-        for entry in std::fs::read_dir(self.root.join("uploads"))? {
-            let entry = entry?;
-            let owned = match entry.file_name().to_str() {
-                Some(id) => uploads.get(id)?.is_some(),
-                None => false,
-            };
-            if !owned {
-                orphans.push(entry.path());
-            }
-        }
-        Ok(orphans)
-    }
-
-    fn db(&self) -> Result<Arc<Database>> {
-        self.db.get()
-    }
-
-    /// Runs `work` in a group commit (see `commit`), after syncing
-    /// `sync_dir` if given; returns once it is durable.
-    fn write<T, F>(&self, sync_dir: Option<PathBuf>, work: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: Fn(&redb::WriteTransaction) -> Result<T> + Send + 'static,
-    {
-        self.committer
-            .write(sync_dir.filter(|_| self.durable), work)
-    }
-
-    /// Syncs a file's data and size before it is vouched for (unless the
-    /// store is volatile).
-    fn sync_file(&self, file: &std::fs::File) -> io::Result<()> {
-        if self.durable {
-            file.sync_all()
-        } else {
-            Ok(())
+    /// The data directory, for an embedded store.
+    pub fn root(&self) -> Option<&Path> {
+        match self {
+            Store::Embedded(e) => Some(e.root()),
+            Store::Cluster(_) => None,
         }
     }
 
-    /// Creates `dir` and its parents, synced like the rest of the store.
-    fn create_dirs(&self, dir: &Path) -> io::Result<()> {
-        if self.durable {
-            blobs::create_dirs_durable(dir)
-        } else {
-            std::fs::create_dir_all(dir)
-        }
-    }
-
-    /// Passes a result through; if it failed with a storage I/O error
-    /// (a full disk), reopens the database first, so that once space is
-    /// freed the next request works without a restart.
+    /// Passes a result through, letting the engine recover from a storage
+    /// error first (see [`Embedded::recover`]).
     pub fn recover<T>(&self, result: Result<T>) -> Result<T> {
-        if let Err(Error::Db(redb::Error::Io(_) | redb::Error::PreviousIo)) = &result {
-            self.db.reopen();
+        match self {
+            Store::Embedded(e) => e.recover(result),
+            Store::Cluster(_) => result,
         }
-        result
     }
 
-    fn lock_digest(&self, digest: &Digest) -> MutexGuard<'_, ()> {
-        let stripe = usize::from_str_radix(&digest.hex()[..2], 16).unwrap_or(0) % DIGEST_STRIPES;
-        self.digest_locks[stripe]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Opens the next chunk of a session, starting at `spec.start` if set.
+    pub fn append_to(&self, repo: &RepoName, id: &str, spec: ChunkSpec) -> Result<Appender> {
+        match self {
+            Store::Embedded(e) => e.append_to(repo, id, spec).map(Appender::File),
+            Store::Cluster(c) => c.append_to(repo, id, spec).map(Appender::Object),
+        }
     }
 
-    fn upload_path(&self, id: &str) -> PathBuf {
-        self.root.join("uploads").join(id)
+    /// Opens a blob to be held but linked nowhere, until an import links it.
+    pub fn stage_blob(&self, len: Option<u64>, algorithm: Algorithm) -> Result<Appender> {
+        match self {
+            Store::Embedded(e) => e.stage_blob(len, algorithm).map(Appender::File),
+            Store::Cluster(c) => c.stage_blob(len, algorithm).map(Appender::Object),
+        }
     }
 
-    fn blob_dir(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("blobs")
-            .join(digest.algorithm().name())
-            .join(&digest.hex()[..2])
+    /// Opens a whole blob in one request, with no session.
+    pub fn put_blob(
+        &self,
+        repo: &RepoName,
+        len: Option<u64>,
+        algorithm: Algorithm,
+    ) -> Result<Appender> {
+        match self {
+            Store::Embedded(e) => e.put_blob(repo, len, algorithm).map(Appender::File),
+            Store::Cluster(c) => c.put_blob(repo, len, algorithm).map(Appender::Object),
+        }
+    }
+}
+
+/// A stored blob, ready to be read.
+pub enum Blob {
+    /// A file of the embedded store.
+    File(BlobFile),
+    /// An object of the clustered store.
+    Object(cluster::ObjectBlob),
+}
+
+impl Blob {
+    pub fn size(&self) -> u64 {
+        match self {
+            Blob::File(f) => f.size,
+            Blob::Object(o) => o.size(),
+        }
     }
 
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.blob_dir(digest).join(digest.hex())
+    /// The whole blob as a blocking reader.
+    pub fn into_reader(self) -> Box<dyn io::Read + Send> {
+        match self {
+            Blob::File(f) => Box::new(f.file),
+            Blob::Object(o) => Box::new(o.reader()),
+        }
+    }
+}
+
+/// One request's bytes going into an upload or a blob: written in
+/// batches as they arrive, then committed as a chunk or finished as a blob.
+/// Dropped without either, it gives back what it wrote.
+pub enum Appender {
+    File(FileAppender),
+    Object(cluster::ObjectAppender),
+}
+
+impl Appender {
+    /// Writes a batch of body chunks and adds them to the hash.
+    pub fn write(&mut self, chunks: &[bytes::Bytes]) -> Result<()> {
+        match self {
+            Appender::File(a) => a.write(chunks),
+            Appender::Object(a) => a.write(chunks),
+        }
+    }
+
+    /// Makes the chunk part of the session; returns the upload's new size.
+    pub fn commit(self) -> Result<u64> {
+        match self {
+            Appender::File(a) => a.commit(),
+            Appender::Object(a) => a.commit(),
+        }
+    }
+
+    /// Lets writes go at page-cache speed (see [`FileAppender::unthrottle`]).
+    pub fn unthrottle(&mut self) {
+        if let Appender::File(a) = self {
+            a.unthrottle();
+        }
+    }
+
+    /// Whether what was written is the blob `digest`, ending nothing.
+    pub fn verify(&self, digest: &Digest) -> Result<()> {
+        match self {
+            Appender::File(a) => a.verify(digest),
+            Appender::Object(a) => a.verify(digest),
+        }
+    }
+
+    /// Hashes with `algorithm` from here on, if nothing was hashed yet.
+    pub fn hash_as(&mut self, algorithm: Algorithm) {
+        match self {
+            Appender::File(a) => a.hash_as(algorithm),
+            Appender::Object(a) => a.hash_as(algorithm),
+        }
+    }
+
+    /// Checks the digest and makes the blob visible; returns its size.
+    pub fn finish(self, digest: &Digest) -> Result<u64> {
+        match self {
+            Appender::File(a) => a.finish(digest),
+            Appender::Object(a) => a.finish(digest),
+        }
     }
 }

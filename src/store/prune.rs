@@ -11,7 +11,7 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use super::blobs::remove_if_present;
 use super::links;
 use super::meta::{self, BlobRow, ManifestRow, UploadRow};
-use super::{Result, Store};
+use super::{Embedded, Result};
 use crate::oci::Digest;
 
 /// Rows handled per write transaction: small enough that a push waiting
@@ -70,7 +70,7 @@ impl Report {
     }
 }
 
-impl Store {
+impl Embedded {
     /// Runs one prune. With `dry_run` everything happens inside a single
     /// transaction that is thrown away, so the report is exact and nothing
     /// changes.

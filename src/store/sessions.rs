@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::meta::{self, UploadRow};
-use super::{Error, Result, Store};
+use super::{Embedded, Error, Result};
 
 pub(super) struct Sessions {
     pub(super) total: usize,
@@ -28,7 +28,7 @@ impl Sessions {
     }
 }
 
-impl Store {
+impl Embedded {
     /// Caps the upload sessions open at once, in all and per repository.
     pub fn limit_uploads(&self, total: usize, per_repo: usize) {
         let mut sessions = self.sessions();
@@ -88,7 +88,7 @@ impl Store {
 }
 
 /// Removes an upload's row in a write transaction; the repository it was
-/// in, if there was one, for [`Store::release_session`] once committed.
+/// in, if there was one, for [`Embedded::release_session`] once committed.
 pub(super) fn remove_row(txn: &redb::WriteTransaction, id: &str) -> Result<Option<String>> {
     let mut uploads = txn.open_table(meta::UPLOADS)?;
     let removed = uploads.remove(id)?;

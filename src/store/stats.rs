@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::meta::{self, BlobRow};
-use super::{Result, Store};
+use super::{Embedded, Result};
 
 const BLOBS: &str = "blobs";
 const BYTES: &str = "bytes";
@@ -62,7 +62,7 @@ pub struct Holdings {
     pub uploads: u64,
 }
 
-impl Store {
+impl Embedded {
     /// Has `watcher` told of every commit from now on (once: the first
     /// watcher stays).
     pub fn watch(&self, watcher: Arc<dyn Watcher>) {

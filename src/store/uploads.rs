@@ -13,7 +13,7 @@ use super::blobs::{hash_file, remove_if_present};
 use super::meta::{self, UploadRow};
 use super::sessions;
 use super::writeback::Writeback;
-use super::{Error, Result, Store};
+use super::{Embedded, Error, Result};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 
 /// An upload session as the API reports it.
@@ -72,13 +72,13 @@ fn new_row(repo: &RepoName, algorithm: Algorithm) -> UploadRow {
 const PARALLEL_HASH_FROM: usize = 256 << 10;
 
 /// One request's bytes going onto the end of an upload. The caller feeds
-/// it batches as they arrive from the network ([`Appender::write`] blocks
+/// it batches as they arrive from the network ([`FileAppender::write`] blocks
 /// only on the disk, never on a client), then ends it with
-/// [`Appender::commit`] or [`Appender::finish`]. Dropped without either,
+/// [`FileAppender::commit`] or [`FileAppender::finish`]. Dropped without either,
 /// it gives back what it wrote: the committed part of a session stays, a
 /// whole-blob upload leaves nothing.
-pub struct Appender {
-    store: Arc<Store>,
+pub struct FileAppender {
+    store: Arc<Embedded>,
     repo: RepoName,
     id: String,
     row: UploadRow,
@@ -98,7 +98,7 @@ pub struct Appender {
     _busy: Option<Busy>,
 }
 
-impl Appender {
+impl FileAppender {
     /// Writes a batch of body chunks and adds them to the hash.
     pub fn write(&mut self, chunks: &[bytes::Bytes]) -> Result<()> {
         let total: usize = chunks.iter().map(bytes::Bytes::len).sum();
@@ -243,7 +243,7 @@ impl Appender {
     }
 }
 
-impl Drop for Appender {
+impl Drop for FileAppender {
     fn drop(&mut self) {
         if self.kept {
             return;
@@ -262,7 +262,7 @@ impl Drop for Appender {
     }
 }
 
-impl Store {
+impl Embedded {
     /// Starts a session whose bytes are hashed with `algorithm`, the one
     /// the client expects to finish with.
     pub fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<Upload> {
@@ -339,7 +339,7 @@ impl Store {
         repo: &RepoName,
         id: &str,
         spec: ChunkSpec,
-    ) -> Result<Appender> {
+    ) -> Result<FileAppender> {
         let (row, busy) = self.claim_upload(repo, id)?;
         if spec.start.is_some_and(|s| s != row.offset) {
             return Err(Error::RangeMismatch { offset: row.offset });
@@ -354,7 +354,7 @@ impl Store {
         self: &Arc<Self>,
         len: Option<u64>,
         algorithm: Algorithm,
-    ) -> Result<Appender> {
+    ) -> Result<FileAppender> {
         let staging = RepoName::parse("staging").expect("a valid name");
         let mut appender = self.put_blob(&staging, len, algorithm)?;
         appender.link = false;
@@ -368,7 +368,7 @@ impl Store {
         repo: &RepoName,
         len: Option<u64>,
         algorithm: Algorithm,
-    ) -> Result<Appender> {
+    ) -> Result<FileAppender> {
         let id = uuid::Uuid::new_v4().to_string();
         self.appender(repo, &id, new_row(repo, algorithm), false, len, None)
     }
@@ -381,7 +381,7 @@ impl Store {
         session: bool,
         declared: Option<u64>,
         busy: Option<Busy>,
-    ) -> Result<Appender> {
+    ) -> Result<FileAppender> {
         let hasher = restore_hash(&row.hash_state)?;
         let path = self.upload_path(id);
         let (mut file, created) = match OpenOptions::new().write(true).open(&path) {
@@ -409,7 +409,7 @@ impl Store {
         // Cuts back what a crash or a failed request left past the committed end.
         file.set_len(row.offset)?;
         file.seek(SeekFrom::Start(row.offset))?;
-        Ok(Appender {
+        Ok(FileAppender {
             store: Arc::clone(self),
             repo: repo.clone(),
             id: id.to_owned(),

@@ -195,10 +195,10 @@ impl Source for Store {
         size: u64,
     ) -> Result<Box<dyn Read + Send + '_>, Error> {
         let blob = Store::open_blob(self, repo, digest)?;
-        if blob.size != size {
+        if blob.size() != size {
             return Err(store::Error::Corrupt(format!("{digest} changed size")).into());
         }
-        Ok(Box::new(blob.file))
+        Ok(blob.into_reader())
     }
 }
 

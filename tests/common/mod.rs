@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod cluster;
 pub mod distribution;
 pub mod dockerd;
 pub mod http;
@@ -12,7 +13,62 @@ pub mod skopeo;
 pub mod transfer;
 pub mod webdriver;
 
+use std::cell::Cell;
 use std::net::SocketAddr;
+
+/// Which engine the registries a test starts run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Embedded,
+    /// PostgreSQL and Swift's S3 API (see `cluster`).
+    Cluster,
+}
+
+thread_local! {
+    static ENGINE: Cell<Engine> = const { Cell::new(Engine::Embedded) };
+}
+
+/// The engine this test's registries run on.
+pub fn engine() -> Engine {
+    ENGINE.with(Cell::get)
+}
+
+/// Runs a test body with its registries on `engine`.
+pub fn on_engine(engine: Engine, test: impl FnOnce()) {
+    ENGINE.with(|e| e.set(engine));
+    test();
+}
+
+/// Defines each test twice: in `embedded`, on the embedded store, and in
+/// `cluster`, on the clustered one. The API and its guarantees are the
+/// same on both, so are their tests.
+#[allow(unused_macros)]
+macro_rules! both_engines {
+    ($( $(#[$attr:meta])* fn $name:ident() $body:block )*) => {
+        mod embedded {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$attr])*
+                fn $name() {
+                    common::on_engine(common::Engine::Embedded, || $body)
+                }
+            )*
+        }
+        mod cluster {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$attr])*
+                fn $name() {
+                    common::on_engine(common::Engine::Cluster, || $body)
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both_engines;
 
 /// A berth server on a random loopback port with its data in a temp dir,
 /// stopped and thrown away on drop.
@@ -45,6 +101,9 @@ impl TestRegistry {
             .expect("runtime");
         let mut config = berth::Config::new(data.path());
         config.listen = "127.0.0.1:0".parse().unwrap();
+        if engine() == Engine::Cluster {
+            config.cluster = Some(cluster::settings_for(data.path()));
+        }
         tune(&mut config);
         let registry = runtime
             .block_on(berth::Registry::start(config))

@@ -1,0 +1,267 @@
+//! Blobs: their rows and links in PostgreSQL, their bytes as objects.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+use super::super::{Blob, Error, Result, meta};
+use super::{Cluster, signed, unsigned};
+use crate::oci::{Digest, RepoName};
+
+/// The object that holds a blob's bytes.
+pub(super) fn blob_key(digest: &Digest) -> String {
+    format!("blobs/{}/{}", digest.algorithm().name(), digest.hex())
+}
+
+/// A blob of the clustered store, ready to be read.
+pub struct ObjectBlob {
+    cluster: Arc<Cluster>,
+    key: String,
+    size: u64,
+}
+
+impl ObjectBlob {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// `len` bytes from `start`, as they arrive from the object store.
+    /// Blocks until the store answers.
+    pub fn range(&self, start: u64, len: u64) -> Result<ObjectStream> {
+        let body = self
+            .cluster
+            .run(self.cluster.objects.get(&self.key, start, len))?;
+        Ok(ObjectStream {
+            body,
+            left: len,
+            key: self.key.clone(),
+        })
+    }
+
+    /// The whole blob as a blocking reader.
+    pub fn reader(self) -> ObjectReader {
+        ObjectReader {
+            handle: self.cluster.handle(),
+            blob: self,
+            stream: None,
+            pending: Bytes::new(),
+        }
+    }
+}
+
+/// A range of an object's bytes; ends with an error, never short.
+pub struct ObjectStream {
+    body: ByteStream,
+    left: u64,
+    key: String,
+}
+
+impl ObjectStream {
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        match Pin::new(&mut self.body).poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(bytes))) => {
+                let n = bytes.len() as u64;
+                if n > self.left {
+                    return Poll::Ready(Some(Err(io::Error::other(format!(
+                        "object {} is longer than its row says",
+                        self.key
+                    )))));
+                }
+                self.left -= n;
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(io::Error::other(e)))),
+            Poll::Ready(None) if self.left > 0 => Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("object {} ended {} bytes short", self.key, self.left),
+            )))),
+            Poll::Ready(None) => Poll::Ready(None),
+        }
+    }
+
+    /// The next piece, from async code.
+    async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+}
+
+/// A blob read from a blocking thread.
+pub struct ObjectReader {
+    handle: tokio::runtime::Handle,
+    blob: ObjectBlob,
+    stream: Option<ObjectStream>,
+    pending: Bytes,
+}
+
+impl io::Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pending.is_empty() {
+            let stream = match &mut self.stream {
+                Some(stream) => stream,
+                None => self.stream.insert(
+                    self.blob
+                        .range(0, self.blob.size)
+                        .map_err(io::Error::other)?,
+                ),
+            };
+            match self.handle.block_on(stream.next()) {
+                Some(bytes) => self.pending = bytes?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending.split_to(n));
+        Ok(n)
+    }
+}
+
+impl Cluster {
+    /// The size of a blob, if `repo` may serve it.
+    pub fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        self.run(async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT b.size FROM blobs b JOIN links l ON l.digest = b.digest
+                     WHERE b.digest = $1 AND l.repo = $2",
+                    &[&digest.as_str(), &repo.as_str()],
+                )
+                .await?;
+            row.map(|r| unsigned(r.get(0))).ok_or(Error::BlobUnknown)
+        })
+    }
+
+    pub fn open_blob(self: &Arc<Self>, repo: &RepoName, digest: &Digest) -> Result<Blob> {
+        let size = self.blob_size(repo, digest)?;
+        Ok(Blob::Object(ObjectBlob {
+            cluster: Arc::clone(self),
+            key: blob_key(digest),
+            size,
+        }))
+    }
+
+    /// Unlinks a blob from one repository. The bytes stay until a prune
+    /// finds that nothing reaches them.
+    pub fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        self.run(async {
+            let mut client = self.client().await?;
+            let txn = client.transaction().await?;
+            let (d, r) = (digest.as_str(), repo.as_str());
+            let removed = txn
+                .execute(
+                    "DELETE FROM links WHERE digest = $1 AND repo = $2",
+                    &[&d, &r],
+                )
+                .await?;
+            if removed == 0 {
+                return Err(Error::BlobUnknown);
+            }
+            txn.execute(
+                "DELETE FROM blob_refs WHERE blob = $1 AND repo = $2",
+                &[&d, &r],
+            )
+            .await?;
+            forget_if_empty(&txn, r).await?;
+            txn.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Links a blob that `from` holds into `repo`; false when `from` lacks it.
+    pub fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool> {
+        self.run(async {
+            let mut client = self.client().await?;
+            let txn = client.transaction().await?;
+            let d = digest.as_str();
+            // The blob's row is locked, so a sweep cannot take it between
+            // the check and the link.
+            let found = txn
+                .query_opt(
+                    "UPDATE blobs SET touched = $3 WHERE digest = $1
+                     AND EXISTS (SELECT 1 FROM links WHERE digest = $1 AND repo = $2)
+                     RETURNING size",
+                    &[&d, &from.as_str(), &signed(meta::now())],
+                )
+                .await?;
+            if found.is_none() {
+                return Ok(false);
+            }
+            link(&txn, d, repo.as_str()).await?;
+            txn.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// The size of a blob held at all, linked or staged.
+    pub fn held_blob(&self, digest: &Digest) -> Result<Option<u64>> {
+        self.run(async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT size FROM blobs WHERE digest = $1",
+                    &[&digest.as_str()],
+                )
+                .await?;
+            Ok(row.map(|r| unsigned(r.get(0))))
+        })
+    }
+
+    /// A held blob's bytes, refused past `limit`.
+    pub fn read_held_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
+        let size = self.held_blob(digest)?.ok_or(Error::BlobUnknown)?;
+        if size > limit {
+            return Err(Error::ManifestInvalid(format!(
+                "{digest} is {size} bytes, more than {limit}"
+            )));
+        }
+        let bytes = self.run(self.objects.read(&blob_key(digest), 0, size))?;
+        Ok(bytes.to_vec())
+    }
+}
+
+/// Links `digest` into `repo`, which from now on is listed.
+pub(super) async fn link(
+    txn: &tokio_postgres::Transaction<'_>,
+    digest: &str,
+    repo: &str,
+) -> Result<()> {
+    let now = signed(meta::now());
+    txn.execute(
+        "INSERT INTO links (digest, repo, linked) VALUES ($1, $2, $3)
+         ON CONFLICT (digest, repo) DO UPDATE SET linked = excluded.linked",
+        &[&digest, &repo, &now],
+    )
+    .await?;
+    remember(txn, repo).await
+}
+
+/// Marks `repo` as holding something.
+pub(super) async fn remember(txn: &tokio_postgres::Transaction<'_>, repo: &str) -> Result<()> {
+    txn.execute(
+        "INSERT INTO repos (name, updated) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET updated = excluded.updated",
+        &[&repo, &signed(meta::now())],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Drops `repo` from the list once it holds no manifest and no blob.
+pub(super) async fn forget_if_empty(
+    txn: &tokio_postgres::Transaction<'_>,
+    repo: &str,
+) -> Result<()> {
+    txn.execute(
+        "DELETE FROM repos WHERE name = $1
+         AND NOT EXISTS (SELECT 1 FROM manifests WHERE repo = $1)
+         AND NOT EXISTS (SELECT 1 FROM links WHERE repo = $1)",
+        &[&repo],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! The clustered store's servers for the test suites: a real PostgreSQL
+//! and a real OpenStack Swift with its S3 API, on loopback.
+//!
+//! `.ci/run` starts one pair for the whole run and names them in
+//! `BERTH_TEST_POSTGRES` (a URL) and `BERTH_TEST_S3` (an endpoint). Without
+//! them, the first test that needs a cluster starts its own pair with
+//! `tests/servers/`, stopped by a watchdog once the test process is gone.
+//! Each registry gets a schema and a key prefix of its own (Swift refuses
+//! many buckets made at once), so tests never see each other's data; a
+//! data directory remembers its name, so a registry restarted over it
+//! finds its data again.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use berth::store::cluster::{ObjectSettings, Settings};
+
+const ACCESS_KEY: &str = "berth:admin";
+const SECRET_KEY: &str = "berth-secret";
+
+struct Servers {
+    postgres: String,
+    s3: String,
+}
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers")
+}
+
+fn servers() -> &'static Servers {
+    static SERVERS: OnceLock<Servers> = OnceLock::new();
+    SERVERS.get_or_init(|| {
+        if let (Ok(postgres), Ok(s3)) = (
+            std::env::var("BERTH_TEST_POSTGRES"),
+            std::env::var("BERTH_TEST_S3"),
+        ) {
+            return Servers { postgres, s3 };
+        }
+        start_servers()
+    })
+}
+
+/// Runs a start script, trying other ports if one is taken; returns the
+/// `KEY=value` lines it printed.
+fn start(script: &str, dir: &Path, span: u16) -> Vec<(String, String)> {
+    let mut last = String::new();
+    for attempt in 0..8u16 {
+        let port = 20000 + (std::process::id() as u16 % 2000) * 20 + attempt * 5 * span;
+        let out = Command::new(scripts().join(script))
+            .arg(dir)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run a server start script");
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !last.contains("already in use") {
+            break;
+        }
+    }
+    panic!(
+        "{script} failed. The clustered store's tests need PostgreSQL and Swift: \
+         apt-get install -y postgresql swift-proxy swift-account swift-container \
+         swift-object memcached (see tests/servers/README.md).\n{last}"
+    );
+}
+
+fn start_servers() -> Servers {
+    let dir = tempfile::Builder::new()
+        .prefix("berth-cluster-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    // Stops both once this process is gone, however it ends: a watchdog
+    // in the background of a shell that exits at once.
+    let watchdog = Command::new("sh")
+        .arg("-c")
+        .arg(
+            r#"(while kill -0 "$1" 2>/dev/null; do sleep 0.5; done; exec "$2/stop.sh" "$3" --rm) \
+               </dev/null >/dev/null 2>&1 &"#,
+        )
+        .arg("watchdog")
+        .arg(std::process::id().to_string())
+        .arg(scripts())
+        .arg(&dir)
+        .status()
+        .expect("start the servers' watchdog");
+    assert!(watchdog.success(), "the servers' watchdog did not start");
+    let pg = start("start-postgres.sh", &dir, 1);
+    let swift = start("start-swift.sh", &dir, 5);
+    let get = |lines: &[(String, String)], key: &str| {
+        lines
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {key} from the start script"))
+    };
+    Servers {
+        postgres: get(&pg, "DATABASE_URL"),
+        s3: get(&swift, "S3_ENDPOINT"),
+    }
+}
+
+/// A schema and bucket name no other registry of this run uses.
+fn fresh_name() -> String {
+    static COUNT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "t{}x{}x{nanos}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The settings of a cluster whose data belongs to `data`: a new schema
+/// and bucket the first time, the same ones when a registry is restarted
+/// over the directory.
+pub fn settings_for(data: &Path) -> Settings {
+    let servers = servers();
+    let remembered = data.join(".test-cluster");
+    let name = match std::fs::read_to_string(&remembered) {
+        Ok(name) => name.trim().to_owned(),
+        Err(_) => {
+            let name = fresh_name();
+            let out = Command::new("psql")
+                .arg(&servers.postgres)
+                .args(["-q", "-v", "ON_ERROR_STOP=1", "-c"])
+                .arg(format!("CREATE SCHEMA {name}"))
+                .output()
+                .expect("run psql");
+            assert!(
+                out.status.success(),
+                "psql: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::write(&remembered, &name).expect("remember the cluster's name");
+            name
+        }
+    };
+    let separator = if servers.postgres.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    Settings {
+        metadata: format!(
+            "{}{separator}options=-c%20search_path%3D{name}",
+            servers.postgres
+        ),
+        blobs: ObjectSettings {
+            bucket: "berth-tests".into(),
+            prefix: name,
+            endpoint: servers.s3.clone(),
+            region: "us-east-1".into(),
+            access_key: ACCESS_KEY.into(),
+            secret_key: SECRET_KEY.into(),
+        },
+    }
+}
+
+/// `berth serve` flags and environment for a node of the cluster that
+/// belongs to `data`.
+pub fn node_args(data: &Path) -> (Vec<String>, Vec<(String, String)>) {
+    let settings = settings_for(data);
+    let blobs = format!(
+        "s3://{}/{}?endpoint={}",
+        settings.blobs.bucket, settings.blobs.prefix, settings.blobs.endpoint
+    );
+    (
+        vec![
+            "--metadata".into(),
+            settings.metadata,
+            "--blobs".into(),
+            blobs,
+        ],
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
+        ],
+    )
+}
