@@ -85,10 +85,24 @@ impl Registry {
             )),
             None => io::Error::other(format!("cannot open {}: {e}", config.data_dir.display())),
         })?;
+        // A cluster's nodes sign tokens with one key, kept in the store.
+        let shared_key = match (&config.auth, &store) {
+            (Some(_), Store::Cluster(cluster)) => {
+                let cluster = Arc::clone(cluster);
+                let key = tokio::task::spawn_blocking(move || {
+                    cluster.shared_secret("token-key", crate::auth::TOKEN_KEY_LEN)
+                })
+                .await
+                .map_err(io::Error::other)?
+                .map_err(io::Error::other)?;
+                Some(key)
+            }
+            _ => None,
+        };
         let authority = config
             .auth
             .as_ref()
-            .map(|auth| Authority::open(auth, &config.data_dir))
+            .map(|auth| Authority::open(auth, &config.data_dir, shared_key.as_deref()))
             .transpose()?;
         store.limit_uploads(config.max_uploads, config.max_uploads_per_repo);
         let store = Arc::new(store);

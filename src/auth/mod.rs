@@ -23,6 +23,7 @@ pub use access::Action;
 use access::Rules;
 use htpasswd::Users;
 use limiter::FailureLimiter;
+pub use token::KEY_LEN as TOKEN_KEY_LEN;
 use token::{Claims, Grant, Signer};
 
 #[derive(Debug, Clone)]
@@ -135,7 +136,13 @@ pub struct Authority {
 }
 
 impl Authority {
-    pub fn open(config: &AuthConfig, data_dir: &Path) -> io::Result<Authority> {
+    /// `shared_key`, if given, signs tokens (every node of a cluster must
+    /// accept the others' tokens); else a key kept in `data_dir`.
+    pub fn open(
+        config: &AuthConfig,
+        data_dir: &Path,
+        shared_key: Option<&[u8]>,
+    ) -> io::Result<Authority> {
         let users = load(&config.htpasswd, Users::parse)?;
         let mut rules = match &config.access {
             Some(path) => load(path, Rules::parse)?,
@@ -147,7 +154,10 @@ impl Authority {
         Ok(Authority {
             users,
             rules,
-            signer: Signer::load_or_create(&data_dir.join("token.key"))?,
+            signer: match shared_key {
+                Some(key) => Signer::with_key(key)?,
+                None => Signer::load_or_create(&data_dir.join("token.key"))?,
+            },
             token_ttl: config.token_ttl,
             limiter: FailureLimiter::new(config.max_failures, config.failure_window),
             bcrypt_slots: Arc::new(Semaphore::new(config.max_concurrent_logins.max(1))),

@@ -11,7 +11,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-const KEY_LEN: usize = 32;
+pub const KEY_LEN: usize = 32;
 
 /// What a token grants: to whom, until when, which actions on which names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +45,18 @@ pub struct Signer {
 }
 
 impl Signer {
+    /// A signer with a key kept elsewhere (shared by every node of a
+    /// cluster); it must be the right length.
+    pub fn with_key(key: &[u8]) -> io::Result<Signer> {
+        let key = key.try_into().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the shared token key is not {KEY_LEN} bytes"),
+            )
+        })?;
+        Ok(Signer { key })
+    }
+
     /// Reads the key, or makes one from the OS's random source. The file is
     /// written whole (temp file, fsync, rename) and readable by its owner only.
     pub fn load_or_create(path: &Path) -> io::Result<Signer> {

@@ -169,24 +169,27 @@ pub fn settings_for(data: &Path) -> Settings {
     }
 }
 
-/// `berth serve` flags and environment for a node of the cluster that
-/// belongs to `data`.
-pub fn node_args(data: &Path) -> (Vec<String>, Vec<(String, String)>) {
+/// `berth serve` flags for a node of the cluster that belongs to `data`
+/// (the object store's key in a credentials file there).
+pub fn node_args(data: &Path) -> Vec<String> {
     let settings = settings_for(data);
-    let blobs = format!(
-        "s3://{}/{}?endpoint={}",
-        settings.blobs.bucket, settings.blobs.prefix, settings.blobs.endpoint
-    );
-    (
-        vec![
-            "--metadata".into(),
-            settings.metadata,
-            "--blobs".into(),
-            blobs,
-        ],
-        vec![
-            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
-            ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
-        ],
+    let credentials = data.join(".test-s3-credentials");
+    std::fs::write(
+        &credentials,
+        format!(
+            "[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+        ),
     )
+    .expect("write the credentials file");
+    vec![
+        "--metadata".into(),
+        settings.metadata,
+        "--blobs".into(),
+        format!(
+            "s3://{}/{}?endpoint={}",
+            settings.blobs.bucket, settings.blobs.prefix, settings.blobs.endpoint
+        ),
+        "--blobs-credentials".into(),
+        credentials.display().to_string(),
+    ]
 }

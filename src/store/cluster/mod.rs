@@ -221,6 +221,26 @@ impl Cluster {
         })
     }
 
+    /// A secret every node shares: `len` random bytes made by whichever
+    /// node asks first.
+    pub fn shared_secret(&self, name: &str, len: usize) -> Result<Vec<u8>> {
+        let mut fresh = vec![0u8; len];
+        getrandom::fill(&mut fresh).map_err(|e| Error::Internal(e.to_string()))?;
+        self.run(async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&name, &fresh],
+                )
+                .await?;
+            let row = client
+                .query_one("SELECT value FROM secrets WHERE name = $1", &[&name])
+                .await?;
+            Ok(row.get(0))
+        })
+    }
+
     pub fn holdings(&self) -> Result<Holdings> {
         self.run(async {
             let client = self.client().await?;

@@ -11,7 +11,8 @@ const MIGRATION_LOCK: i64 = 0x0062_6572_7468;
 /// Each entry takes the schema from its index to the next version. Key
 /// columns collate as bytes ("C"), so listings sort as the embedded
 /// store's do.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE blobs (
     digest text COLLATE "C" PRIMARY KEY,
     size bigint NOT NULL,
@@ -74,7 +75,14 @@ CREATE TABLE probes (
     name text PRIMARY KEY,
     at bigint NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE secrets (
+    name text PRIMARY KEY,
+    value bytea NOT NULL
+);
+"#,
+];
 
 /// Brings the schema to this binary's version.
 pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<()> {

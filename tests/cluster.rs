@@ -1,0 +1,337 @@
+//! Several `berth serve` processes on one clustered store (a real
+//! PostgreSQL and Swift's S3 API, see `common::cluster`): what one node
+//! acknowledges, every other node serves, whole; an upload moves between
+//! nodes chunk by chunk; a node killed with SIGKILL loses nothing it
+//! acknowledged, and its uploads continue on the others.
+
+mod common;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use common::http::{self, Response, sha256_digest};
+use common::process::ServerProcess;
+use common::skopeo::Skopeo;
+
+const MIB: usize = 1 << 20;
+const OCTETS: (&str, &str) = ("Content-Type", "application/octet-stream");
+
+/// `n` nodes of one new cluster, each with a data directory of its own.
+fn start_nodes(dir: &Path, n: usize) -> Vec<ServerProcess> {
+    let args = common::cluster::node_args(dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (0..n)
+        .map(|i| {
+            let data = dir.join(format!("node{i}"));
+            ServerProcess::start_with(&data, &dir.join(format!("node{i}.log")), &args)
+        })
+        .collect()
+}
+
+fn start_upload(base: &str, name: &str) -> String {
+    let resp = http::post(&http::uploads_url(base, name), &[], b"");
+    assert_eq!(resp.status, 202, "{resp:?}");
+    let path = http::path_of(resp.location()).to_owned();
+    path.split('?').next().unwrap().to_owned()
+}
+
+fn patch(base: &str, upload: &str, start: usize, chunk: &[u8]) -> Response {
+    let range = format!("{start}-{}", start + chunk.len() - 1);
+    http::patch(
+        &format!("{base}{upload}"),
+        &[OCTETS, ("Content-Range", &range)],
+        chunk,
+    )
+}
+
+fn finish(base: &str, upload: &str, digest: &str, body: &[u8]) -> Response {
+    http::put(
+        &http::with_query(&format!("{base}{upload}"), &format!("digest={digest}")),
+        &[OCTETS],
+        body,
+    )
+}
+
+#[track_caller]
+fn assert_blob(base: &str, name: &str, digest: &str, data: &[u8]) {
+    let resp = http::get(&http::blob_url(base, name, digest));
+    assert_eq!(resp.status, 200, "GET {digest} from {base}: {resp:?}");
+    assert_eq!(resp.body.len(), data.len(), "size of {digest} from {base}");
+    assert_eq!(
+        sha256_digest(&resp.body),
+        digest,
+        "bytes of {digest} from {base}"
+    );
+}
+
+#[test]
+fn a_chunked_upload_moves_between_nodes_and_every_node_serves_the_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), 3);
+    let urls: Vec<String> = nodes.iter().map(ServerProcess::url).collect();
+    // Sizes that make the composition copy big pieces inside the store and
+    // read back small runs: 3 MiB + 7 MiB, a byte, 12 MiB, 100 KiB.
+    let sizes = [3 * MIB, 7 * MIB, 1, 12 * MIB, 100 << 10];
+    let data = http::random_bytes(sizes.iter().sum(), 14);
+    let digest = sha256_digest(&data);
+    let upload = start_upload(&urls[0], "moving/blob");
+    let mut at = 0;
+    for (i, size) in sizes.iter().enumerate() {
+        let node = &urls[i % 3];
+        let resp = patch(node, &upload, at, &data[at..at + size]);
+        assert_eq!(resp.status, 202, "chunk {i} through {node}: {resp:?}");
+        at += size;
+        // Every node knows where the upload stands.
+        let status = http::get(&format!("{}{upload}", urls[(i + 1) % 3]));
+        assert_eq!(status.status, 204, "{status:?}");
+        assert_eq!(status.header("range"), Some(&*format!("0-{}", at - 1)));
+    }
+    // A chunk retried through another node after it landed is refused.
+    let stale = patch(&urls[2], &upload, 0, &data[..10]);
+    assert_eq!(stale.status, 416, "{stale:?}");
+    let resp = finish(&urls[1], &upload, &digest, b"");
+    assert_eq!(resp.status, 201, "{resp:?}");
+    for url in &urls {
+        assert_blob(url, "moving/blob", &digest, &data);
+    }
+    let part = http::request(
+        "GET",
+        &http::blob_url(&urls[2], "moving/blob", &digest),
+        &[("Range", "bytes=10485759-10485761")],
+        b"",
+    );
+    assert_eq!(part.status, 206, "{part:?}");
+    assert_eq!(part.body, &data[10485759..10485762]);
+}
+
+#[test]
+fn one_blob_uploaded_through_three_nodes_at_once_is_whole_after_every_201() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), 3);
+    let urls: Vec<String> = nodes.iter().map(ServerProcess::url).collect();
+    let data = Arc::new(http::random_bytes(9 * MIB + 17, 7));
+    let digest = sha256_digest(&data);
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..12)
+        .map(|i| {
+            let (urls, data, digest, answers) = (
+                urls.clone(),
+                Arc::clone(&data),
+                digest.clone(),
+                Arc::clone(&answers),
+            );
+            thread::spawn(move || {
+                let (node, other) = (&urls[i % 3], &urls[(i + 1) % 3]);
+                let resp = if i % 2 == 0 {
+                    http::post(
+                        &http::with_query(
+                            &http::uploads_url(node, "same/blob"),
+                            &format!("digest={digest}"),
+                        ),
+                        &[OCTETS],
+                        &data,
+                    )
+                } else {
+                    let upload = start_upload(node, "same/blob");
+                    let half = data.len() / 2;
+                    let first = patch(node, &upload, 0, &data[..half]);
+                    assert_eq!(first.status, 202, "{first:?}");
+                    finish(other, &upload, &digest, &data[half..])
+                };
+                // Right after the 201, another node has all of it.
+                let head = http::head(&http::blob_url(other, "same/blob", &digest));
+                answers.lock().unwrap().push((
+                    resp.status,
+                    head.status,
+                    head.header("content-length").map(str::to_owned),
+                ));
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("client thread");
+    }
+    let size = data.len().to_string();
+    for (put, head, length) in answers.lock().unwrap().iter() {
+        assert_eq!(*put, 201);
+        assert_eq!((*head, length.as_deref()), (200, Some(&*size)));
+    }
+    for url in &urls {
+        assert_blob(url, "same/blob", &digest, &data);
+    }
+}
+
+#[test]
+fn a_node_killed_under_load_loses_nothing_it_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_nodes(dir.path(), 3);
+    let urls: Vec<String> = nodes.iter().map(ServerProcess::url).collect();
+    // An upload half done on the node about to die.
+    let data = http::random_bytes(6 * MIB, 3);
+    let digest = sha256_digest(&data);
+    let upload = start_upload(&urls[0], "killed/upload");
+    let resp = patch(&urls[0], &upload, 0, &data[..4 * MIB]);
+    assert_eq!(resp.status, 202, "{resp:?}");
+    // Pushers through every node, each recording what was acknowledged.
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let pushers: Vec<_> = (0..6)
+        .map(|p| {
+            let (urls, acknowledged) = (urls.clone(), Arc::clone(&acknowledged));
+            thread::spawn(move || {
+                for i in 0..15u64 {
+                    let node = &urls[(p + i as usize) % 3];
+                    let blob = http::random_bytes(64 << 10, p as u64 * 1000 + i);
+                    let digest = sha256_digest(&blob);
+                    let url = http::with_query(
+                        &http::uploads_url(node, "killed/load"),
+                        &format!("digest={digest}"),
+                    );
+                    // Requests to the killed node fail; only 201s count.
+                    if let Ok(resp) = http::try_request("POST", &url, &[OCTETS], &blob)
+                        && resp.status == 201
+                    {
+                        acknowledged.lock().unwrap().push((digest, blob));
+                    }
+                }
+            })
+        })
+        .collect();
+    thread::sleep(std::time::Duration::from_millis(300));
+    nodes.remove(0).kill();
+    for pusher in pushers {
+        pusher.join().expect("pusher thread");
+    }
+    let acknowledged = acknowledged.lock().unwrap();
+    assert!(
+        acknowledged.len() >= 60,
+        "only {} pushes were acknowledged",
+        acknowledged.len()
+    );
+    for (digest, blob) in acknowledged.iter() {
+        for url in &urls[1..] {
+            assert_blob(url, "killed/load", digest, blob);
+        }
+    }
+    // The dead node's upload continues on another node from what it acknowledged.
+    let status = http::get(&format!("{}{upload}", urls[1]));
+    assert_eq!(
+        status.header("range"),
+        Some(&*format!("0-{}", 4 * MIB - 1)),
+        "{status:?}"
+    );
+    let resp = patch(&urls[2], &upload, 4 * MIB, &data[4 * MIB..]);
+    assert_eq!(resp.status, 202, "{resp:?}");
+    let resp = finish(&urls[1], &upload, &digest, b"");
+    assert_eq!(resp.status, 201, "{resp:?}");
+    assert_blob(&urls[2], "killed/upload", &digest, &data);
+}
+
+#[test]
+fn skopeo_pushes_through_one_node_and_pulls_through_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), 2);
+    let skopeo = Skopeo::new();
+    let layout = dir.path().join("layout");
+    let image = common::layout::write_image(&layout, "v1", 21);
+    let src = format!("oci:{}:v1", layout.display());
+    let pushed = format!("docker://{}/cross/app:v1", nodes[0].addr);
+    skopeo.ok(&["copy", "--dest-tls-verify=false", &src, &pushed]);
+    let pulled_dir = dir.path().join("pulled");
+    let pulled = format!("oci:{}:v1", pulled_dir.display());
+    let from_other = format!("docker://{}/cross/app:v1", nodes[1].addr);
+    skopeo.ok(&["copy", "--src-tls-verify=false", &from_other, &pulled]);
+    for blob in image.blobs() {
+        let hex = blob.strip_prefix("sha256:").unwrap();
+        let bytes = std::fs::read(pulled_dir.join("blobs/sha256").join(hex))
+            .unwrap_or_else(|e| panic!("{blob} not pulled: {e}"));
+        assert_eq!(sha256_digest(&bytes), blob);
+    }
+}
+
+#[test]
+fn a_token_one_node_issues_is_honoured_by_the_others() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/auth");
+    let mut args = common::cluster::node_args(dir.path());
+    args.extend([
+        "--htpasswd".into(),
+        fixtures.join("htpasswd").display().to_string(),
+        "--access".into(),
+        fixtures.join("access").display().to_string(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let nodes: Vec<ServerProcess> = (0..2)
+        .map(|i| {
+            let data = dir.path().join(format!("node{i}"));
+            ServerProcess::start_with(&data, &dir.path().join(format!("node{i}.log")), &args)
+        })
+        .collect();
+    let login = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:alice-password")
+    );
+    let resp = http::request(
+        "GET",
+        &format!(
+            "{}/token?service=berth&scope=repository:team/app:pull,push",
+            nodes[0].url()
+        ),
+        &[("Authorization", &login)],
+        b"",
+    );
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let token = resp.json()["token"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {token}");
+    let other = http::request(
+        "POST",
+        &http::uploads_url(&nodes[1].url(), "team/app"),
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(
+        other.status, 202,
+        "the other node refused the token: {other:?}"
+    );
+    let anonymous = http::post(&http::uploads_url(&nodes[1].url(), "team/app"), &[], b"");
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+}
+
+#[test]
+fn a_node_refuses_a_schema_newer_than_it_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = common::cluster::node_args(dir.path());
+    let node = ServerProcess::start_with(
+        &dir.path().join("node"),
+        &dir.path().join("node.log"),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    node.stop();
+    let metadata = &args[1];
+    let out = std::process::Command::new("psql")
+        .arg(metadata)
+        .args([
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "UPDATE berth_schema SET version = version + 1",
+        ])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = std::process::Command::new(common::process::BERTH)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("node"))
+        .args(&args)
+        .output()
+        .expect("run berth");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("newer than this berth knows"), "{stderr}");
+}
