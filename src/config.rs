@@ -154,7 +154,6 @@ impl Config {
             let unsupported = [
                 ("upstream namespaces", !self.upstreams.is_empty()),
                 ("preload", !self.preload.is_empty()),
-                ("a background prune", self.prune_interval.is_some()),
             ];
             if let Some((what, _)) = unsupported.iter().find(|(_, on)| *on) {
                 return Err(format!("{what} cannot be used on the clustered store yet"));

@@ -219,6 +219,16 @@ struct Prune {
     /// data directory (default ./berth-data)
     #[argh(option, default = "PathBuf::from(berth::config::DEFAULT_DATA_DIR)")]
     data: PathBuf,
+    /// prune the clustered store in this PostgreSQL database instead (with
+    /// --blobs; also $BERTH_METADATA); safe while its nodes serve
+    #[argh(option)]
+    metadata: Option<String>,
+    /// the clustered store's bucket, as `berth serve --blobs` (also $BERTH_BLOBS)
+    #[argh(option)]
+    blobs: Option<String>,
+    /// a file with the object store's key, as `berth serve --blobs-credentials`
+    #[argh(option)]
+    blobs_credentials: Option<PathBuf>,
     /// list what would go, and how many bytes, without deleting anything
     #[argh(switch)]
     dry_run: bool,
@@ -527,7 +537,16 @@ fn run_passwd(args: Passwd) -> std::io::Result<()> {
 }
 
 fn run_prune(args: Prune) -> std::io::Result<ExitCode> {
-    let store = open_existing(&args.data)?;
+    let cluster = cluster_settings(
+        args.metadata
+            .or_else(|| std::env::var("BERTH_METADATA").ok()),
+        args.blobs.or_else(|| std::env::var("BERTH_BLOBS").ok()),
+        args.blobs_credentials.as_deref(),
+    )?;
+    let store = match cluster {
+        Some(cluster) => Store::open_cluster(&cluster).map_err(std::io::Error::other)?,
+        None => open_existing(&args.data)?,
+    };
     let policy = prune_policy(
         args.upload_expiration,
         args.manifest_expiration,

@@ -182,20 +182,18 @@ impl Registry {
         // Stale upload sessions expire on every server, prune or not: each
         // holds a place under the session caps and maybe a file.
         let expiration = config.prune.upload_expiration;
-        let expirer = matches!(&*store, Store::Embedded(_)).then(|| {
-            tokio::spawn(every(
-                Arc::clone(&store),
-                (expiration / 4).clamp(Duration::from_millis(250), Duration::from_secs(300)),
-                "expiring uploads",
-                move |store| store.expire_stale_uploads(expiration),
-                move |report| {
-                    metrics.pruned(report);
-                    if report.uploads > 0 {
-                        log::info!("expired {} stale upload sessions", report.uploads);
-                    }
-                },
-            ))
-        });
+        let expirer = tokio::spawn(every(
+            Arc::clone(&store),
+            (expiration / 4).clamp(Duration::from_millis(250), Duration::from_secs(300)),
+            "expiring uploads",
+            move |store| store.expire_stale_uploads(expiration),
+            move |report| {
+                metrics.pruned(report);
+                if report.uploads > 0 {
+                    log::info!("expired {} stale upload sessions", report.uploads);
+                }
+            },
+        ));
         let task = tokio::spawn(async move {
             serve(listener, shared, max_connections, stopped).await;
             if let Some((task, _)) = ops_server {
@@ -205,9 +203,7 @@ impl Registry {
             if let Some(pruner) = pruner {
                 pruner.abort();
             }
-            if let Some(expirer) = expirer {
-                expirer.abort();
-            }
+            expirer.abort();
             close(store).await;
         });
         let registry = Registry {

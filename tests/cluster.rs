@@ -335,3 +335,85 @@ fn a_node_refuses_a_schema_newer_than_it_knows() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("newer than this berth knows"), "{stderr}");
 }
+
+/// `berth prune --grace 0s` run again and again against the cluster while
+/// two nodes take pushes: every manifest PUT either succeeds with its
+/// blobs in place for good, or is refused with MANIFEST_BLOB_UNKNOWN.
+#[test]
+fn prunes_from_another_process_racing_pushes_on_two_nodes_never_lose_a_blob() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), 2);
+    let urls: Vec<String> = nodes.iter().map(ServerProcess::url).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let pruner = {
+        let (args, stop) = (common::cluster::node_args(dir.path()), Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut runs = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let out = std::process::Command::new(common::process::BERTH)
+                    .args(["prune", "--grace", "0s"])
+                    .args(&args)
+                    .output()
+                    .expect("run berth prune");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let (mut pushed, mut refused) = (Vec::new(), 0);
+    for i in 0..2000u64 {
+        if (pushed.len() >= 10 && refused >= 1) || Instant::now() > deadline {
+            break;
+        }
+        let (node, other) = (&urls[(i % 2) as usize], &urls[((i + 1) % 2) as usize]);
+        let config = http::random_bytes(300, 50_000 + i);
+        let layer = http::random_bytes(4000, 60_000 + i);
+        http::push_blob(node, "race", &config);
+        http::push_blob(other, "race", &layer);
+        // A pause as long as a prune, so that some sweeps fall into it.
+        thread::sleep(Duration::from_millis(i % 4 * 100));
+        let manifest = http::image_manifest(
+            &http::descriptor(http::OCI_CONFIG, &config),
+            &[http::descriptor(http::OCI_LAYER, &layer)],
+        );
+        let tag = format!("t{i}");
+        let resp = http::put_manifest(node, "race", &tag, http::OCI_MANIFEST, &manifest);
+        match resp.status {
+            201 => pushed.push((tag, config, layer)),
+            400 => {
+                assert_eq!(resp.error_codes(), ["MANIFEST_BLOB_UNKNOWN"], "{resp:?}");
+                refused += 1;
+            }
+            _ => panic!("manifest PUT: {resp:?}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let runs = pruner.join().expect("pruner thread");
+    assert!(runs >= 2, "only {runs} prunes ran");
+    assert!(pushed.len() >= 10, "only {} pushes succeeded", pushed.len());
+    assert!(refused >= 1, "no push ever met a sweep");
+    // One more prune over what was acknowledged.
+    let args = common::cluster::node_args(dir.path());
+    let out = std::process::Command::new(common::process::BERTH)
+        .args(["prune", "--grace", "0s"])
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for (tag, config, layer) in &pushed {
+        for url in &urls {
+            let resp = http::get(&http::manifest_url(url, "race", tag));
+            assert_eq!(resp.status, 200, "{tag} through {url}");
+            assert_blob(url, "race", &sha256_digest(config), config);
+            assert_blob(url, "race", &sha256_digest(layer), layer);
+        }
+    }
+}

@@ -14,12 +14,18 @@ use common::TestRegistry;
 use common::http::{self, *};
 use serde_json::json;
 
-/// Runs `berth prune` on a stopped registry's data directory.
+/// Runs `berth prune` on a stopped registry's data directory (or its
+/// clustered store).
 fn prune(data: &Path, args: &[&str]) -> String {
+    let cluster = match common::engine() {
+        common::Engine::Cluster => common::cluster::node_args(data),
+        common::Engine::Embedded => Vec::new(),
+    };
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
         .arg("prune")
         .arg("--data")
         .arg(data)
+        .args(cluster)
         .args(args)
         .output()
         .expect("berth runs");
@@ -32,9 +38,28 @@ fn prune(data: &Path, args: &[&str]) -> String {
     stdout
 }
 
-fn blob_file(data: &Path, digest: &str) -> std::path::PathBuf {
+/// Whether a blob's bytes are still stored: its file, or its object.
+fn blob_stored(data: &Path, digest: &str) -> bool {
     let hex = digest.strip_prefix("sha256:").unwrap();
-    data.join("blobs").join("sha256").join(&hex[..2]).join(hex)
+    match common::engine() {
+        common::Engine::Embedded => data
+            .join("blobs")
+            .join("sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .exists(),
+        common::Engine::Cluster => {
+            !common::cluster::objects(data, &format!("blobs/sha256/{hex}")).is_empty()
+        }
+    }
+}
+
+/// How many upload files (or upload piece objects) are stored.
+fn upload_files(data: &Path) -> usize {
+    match common::engine() {
+        common::Engine::Embedded => std::fs::read_dir(data.join("uploads")).unwrap().count(),
+        common::Engine::Cluster => common::cluster::objects(data, "uploads/").len(),
+    }
 }
 
 #[track_caller]
@@ -68,6 +93,136 @@ fn pushed_then_pruned<T>(args: &[&str], work: impl FnOnce(&str) -> T) -> (TestRe
     (TestRegistry::start_in(data), state, output)
 }
 
+/// A manifest of `media_type` over fresh blobs of those media types.
+fn docker_image(base: &str, repo: &str, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes();
+    let layer = http::random_bytes(3000, seed);
+    push_blob(base, repo, &config);
+    push_blob(base, repo, &layer);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": descriptor(DOCKER_CONFIG, &config),
+        "layers": [descriptor(DOCKER_LAYER, &layer)],
+    }))
+    .unwrap();
+    (manifest, layer)
+}
+
+#[test]
+fn prune_refuses_a_live_data_directory_and_a_missing_one() {
+    let reg = TestRegistry::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["prune", "--data"])
+        .arg(reg.data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{out:?}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["prune", "--data", "/nonexistent/berth", "--grace", "10x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+/// An artifact pushed before (or without) its subject, as OCI 1.1 allows:
+/// one tagged, one not.
+fn subjectless_artifacts(base: &str) -> (String, String, Vec<u8>) {
+    let absent = build_image(40);
+    let blob = b"a signature that arrived first".to_vec();
+    push_blob(base, "early", &blob);
+    push_blob(base, "early", b"{}");
+    let artifact = |kind: &str| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": kind,
+            "config": descriptor(OCI_EMPTY, b"{}"),
+            "layers": [descriptor("application/octet-stream", &blob)],
+            "subject": absent.descriptor(),
+        }))
+        .unwrap()
+    };
+    let tagged = push_manifest(
+        base,
+        "early",
+        "sig",
+        OCI_MANIFEST,
+        &artifact("application/vnd.example.tagged"),
+    );
+    let untagged_body = artifact("application/vnd.example.untagged");
+    let untagged = push_manifest(
+        base,
+        "early",
+        &sha256_digest(&untagged_body),
+        OCI_MANIFEST,
+        &untagged_body,
+    );
+    (tagged, untagged, blob)
+}
+
+fn catalog(base: &str) -> Vec<String> {
+    let resp = http::get(&format!("{base}/v2/_catalog"));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    serde_json::from_value(resp.json()["repositories"].clone()).unwrap()
+}
+
+/// Two tables of berth's database, as its files hold them: these tests
+/// read and break the schema on disk, which is no API of berth's.
+const BLOB_REFS: redb::TableDefinition<(&str, &str, &str), ()> =
+    redb::TableDefinition::new("blob_refs");
+const REPO_BLOBS: redb::TableDefinition<(&str, &str), ()> =
+    redb::TableDefinition::new("repo_blobs");
+
+#[test]
+fn deleting_a_blob_drops_the_record_of_which_manifests_needed_it() {
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    let image = push_image(&base, "app", Some("v1"), 55);
+    assert_eq!(
+        http::delete(&blob_url(&base, "app", &image.layer_digest)).status,
+        202
+    );
+    let data = reg.stop();
+    let db = redb::Database::open(data.path().join("berth.redb")).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let refs = txn.open_table(BLOB_REFS).unwrap();
+    let layer = image.layer_digest.as_str();
+    let left: Vec<String> =
+        redb::ReadableTable::range(&refs, (layer, "", "")..=(layer, "\u{10FFFF}", ""))
+            .unwrap()
+            .map(|e| format!("{:?}", e.unwrap().0.value()))
+            .collect();
+    assert!(left.is_empty(), "rows left for a deleted blob: {left:?}");
+}
+
+#[test]
+fn a_database_from_before_the_repository_blob_index_is_filled_in_at_start() {
+    let reg = TestRegistry::start();
+    let image = push_image(&reg.url(), "older", Some("v1"), 56);
+    let data = reg.stop();
+    {
+        let db = redb::Database::open(data.path().join("berth.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(REPO_BLOBS).unwrap());
+        txn.commit().unwrap();
+    }
+    let reg = TestRegistry::start_in(data);
+    let base = reg.url();
+    assert_eq!(
+        http::delete(&manifest_url(&base, "older", &image.digest)).status,
+        202
+    );
+    // Its blobs are still linked, which only the filled-in index can tell.
+    assert_eq!(catalog(&base), ["older"]);
+    assert_blob(&base, "older", &image.layer);
+}
+
+common::both_engines! {
 #[test]
 fn dry_run_lists_what_would_go_and_removes_nothing() {
     let (reg, stray, output) = pushed_then_pruned(&["--dry-run", "--grace", "0s"], |base| {
@@ -89,7 +244,7 @@ fn dry_run_lists_what_would_go_and_removes_nothing() {
         "{output}"
     );
     assert_blob(&reg.url(), "app", &stray);
-    assert!(blob_file(reg.data.path(), &digest).exists());
+    assert!(blob_stored(reg.data.path(), &digest));
 }
 
 #[test]
@@ -105,7 +260,7 @@ fn unreferenced_blobs_are_swept_and_referenced_ones_kept() {
     let digest = sha256_digest(&stray);
     assert_no_blob(&base, "app", &digest);
     assert!(
-        !blob_file(reg.data.path(), &digest).exists(),
+        !blob_stored(reg.data.path(), &digest),
         "the swept blob's file is gone"
     );
     assert_blob(&base, "app", &image.config);
@@ -139,12 +294,7 @@ fn stale_uploads_expire_and_fresh_ones_stay() {
     );
     let output = prune(data.path(), &["--upload-expiration", "0s"]);
     assert!(output.contains("pruned 1 uploads"), "{output}");
-    assert_eq!(
-        std::fs::read_dir(data.path().join("uploads"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(upload_files(data.path()), 0);
     let reg = TestRegistry::start_in(data);
     let moved = upload.replace(&base, &reg.url());
     assert_error(&http::get(&moved), 404, "BLOB_UPLOAD_UNKNOWN");
@@ -199,22 +349,6 @@ fn a_sparse_index_keeps_the_children_that_arrive_after_it() {
     assert_eq!(manifest_status(&base, "sparse", &late.digest), 200);
     assert_blob(&base, "sparse", &late.layer);
     assert_eq!(manifest_status(&base, "sparse", &never.digest), 404);
-}
-
-/// A manifest of `media_type` over fresh blobs of those media types.
-fn docker_image(base: &str, repo: &str, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes();
-    let layer = http::random_bytes(3000, seed);
-    push_blob(base, repo, &config);
-    push_blob(base, repo, &layer);
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": DOCKER_MANIFEST,
-        "config": descriptor(DOCKER_CONFIG, &config),
-        "layers": [descriptor(DOCKER_LAYER, &layer)],
-    }))
-    .unwrap();
-    (manifest, layer)
 }
 
 #[test]
@@ -347,8 +481,8 @@ fn what_an_api_delete_leaves_unreferenced_is_reclaimed() {
         (image, kept)
     });
     assert!(output.contains("2 blobs"), "{output}");
-    assert!(!blob_file(reg.data.path(), &image.layer_digest).exists());
-    assert!(!blob_file(reg.data.path(), &image.config_digest).exists());
+    assert!(!blob_stored(reg.data.path(), &image.layer_digest));
+    assert!(!blob_stored(reg.data.path(), &image.config_digest));
     assert_blob(&reg.url(), "app", &kept.layer);
 }
 
@@ -368,27 +502,7 @@ fn a_blob_shared_by_repositories_stays_while_any_manifest_needs_it() {
     let base = reg.url();
     assert_blob(&base, "one", &image.layer);
     assert_no_blob(&base, "two", &image.layer_digest);
-    assert!(blob_file(reg.data.path(), &image.layer_digest).exists());
-}
-
-#[test]
-fn prune_refuses_a_live_data_directory_and_a_missing_one() {
-    let reg = TestRegistry::start();
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["prune", "--data"])
-        .arg(reg.data.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("in use"),
-        "{out:?}"
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["prune", "--data", "/nonexistent/berth", "--grace", "10x"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    assert!(blob_stored(reg.data.path(), &image.layer_digest));
 }
 
 /// Pushes race a background prune with no grace period: every manifest PUT
@@ -466,42 +580,6 @@ fn pushes_racing_prunes_never_leave_a_manifest_without_its_blobs() {
     }
 }
 
-/// An artifact pushed before (or without) its subject, as OCI 1.1 allows:
-/// one tagged, one not.
-fn subjectless_artifacts(base: &str) -> (String, String, Vec<u8>) {
-    let absent = build_image(40);
-    let blob = b"a signature that arrived first".to_vec();
-    push_blob(base, "early", &blob);
-    push_blob(base, "early", b"{}");
-    let artifact = |kind: &str| {
-        serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "artifactType": kind,
-            "config": descriptor(OCI_EMPTY, b"{}"),
-            "layers": [descriptor("application/octet-stream", &blob)],
-            "subject": absent.descriptor(),
-        }))
-        .unwrap()
-    };
-    let tagged = push_manifest(
-        base,
-        "early",
-        "sig",
-        OCI_MANIFEST,
-        &artifact("application/vnd.example.tagged"),
-    );
-    let untagged_body = artifact("application/vnd.example.untagged");
-    let untagged = push_manifest(
-        base,
-        "early",
-        &sha256_digest(&untagged_body),
-        OCI_MANIFEST,
-        &untagged_body,
-    );
-    (tagged, untagged, blob)
-}
-
 #[test]
 fn a_tag_is_a_root_even_on_an_artifact_whose_subject_is_absent() {
     for args in [&["--grace", "0s"][..], &["--grace", "0s", "--untagged"][..]] {
@@ -528,12 +606,6 @@ fn a_tag_is_a_root_even_on_an_artifact_whose_subject_is_absent() {
             "{args:?}: {output}"
         );
     }
-}
-
-fn catalog(base: &str) -> Vec<String> {
-    let resp = http::get(&format!("{base}/v2/_catalog"));
-    assert_eq!(resp.status, 200, "{resp:?}");
-    serde_json::from_value(resp.json()["repositories"].clone()).unwrap()
 }
 
 #[test]
@@ -571,54 +643,4 @@ fn a_repository_emptied_by_prune_leaves_the_catalog() {
     assert!(output.contains("3 blobs"), "{output}");
     assert_eq!(catalog(&reg.url()), ["kept"]);
 }
-
-/// Two tables of berth's database, as its files hold them: these tests
-/// read and break the schema on disk, which is no API of berth's.
-const BLOB_REFS: redb::TableDefinition<(&str, &str, &str), ()> =
-    redb::TableDefinition::new("blob_refs");
-const REPO_BLOBS: redb::TableDefinition<(&str, &str), ()> =
-    redb::TableDefinition::new("repo_blobs");
-
-#[test]
-fn deleting_a_blob_drops_the_record_of_which_manifests_needed_it() {
-    let reg = TestRegistry::start();
-    let base = reg.url();
-    let image = push_image(&base, "app", Some("v1"), 55);
-    assert_eq!(
-        http::delete(&blob_url(&base, "app", &image.layer_digest)).status,
-        202
-    );
-    let data = reg.stop();
-    let db = redb::Database::open(data.path().join("berth.redb")).unwrap();
-    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
-    let refs = txn.open_table(BLOB_REFS).unwrap();
-    let layer = image.layer_digest.as_str();
-    let left: Vec<String> =
-        redb::ReadableTable::range(&refs, (layer, "", "")..=(layer, "\u{10FFFF}", ""))
-            .unwrap()
-            .map(|e| format!("{:?}", e.unwrap().0.value()))
-            .collect();
-    assert!(left.is_empty(), "rows left for a deleted blob: {left:?}");
-}
-
-#[test]
-fn a_database_from_before_the_repository_blob_index_is_filled_in_at_start() {
-    let reg = TestRegistry::start();
-    let image = push_image(&reg.url(), "older", Some("v1"), 56);
-    let data = reg.stop();
-    {
-        let db = redb::Database::open(data.path().join("berth.redb")).unwrap();
-        let txn = db.begin_write().unwrap();
-        assert!(txn.delete_table(REPO_BLOBS).unwrap());
-        txn.commit().unwrap();
-    }
-    let reg = TestRegistry::start_in(data);
-    let base = reg.url();
-    assert_eq!(
-        http::delete(&manifest_url(&base, "older", &image.digest)).status,
-        202
-    );
-    // Its blobs are still linked, which only the filled-in index can tell.
-    assert_eq!(catalog(&base), ["older"]);
-    assert_blob(&base, "older", &image.layer);
 }

@@ -265,11 +265,9 @@ impl Changes for bool {
     }
 }
 
-/// Decides, inside one repository's write transaction, which manifests stay.
-/// Kept: every manifest younger than the grace period; every manifest that
-/// has not expired and is tagged (or any, without the untagged policy); the
-/// children of a kept index; the unexpired referrers of a kept manifest.
-/// Everything else goes, with its tags and edges.
+/// Decides, inside one repository's write transaction, which manifests
+/// stay (see [`kept_manifests`]); everything else goes, with its tags and
+/// edges.
 fn prune_repo_manifests(
     txn: &WriteTransaction,
     repo: &str,
@@ -277,8 +275,6 @@ fn prune_repo_manifests(
     now: u64,
     report: &mut Report,
 ) -> Result<bool> {
-    let grace_cutoff = meta::ago(now, policy.grace);
-    let expiry_cutoff = policy.manifest_expiration.map(|e| meta::ago(now, e));
     let mut manifests_table = txn.open_table(meta::MANIFESTS)?;
     let mut tags_table = txn.open_table(meta::TAGS)?;
 
@@ -298,13 +294,6 @@ fn prune_repo_manifests(
             .or_default()
             .push(key.value().1.to_owned());
     }
-    let mut referrers: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (digest, row) in &rows {
-        if let Some(subject) = &row.subject {
-            referrers.entry(subject.as_str()).or_default().push(digest);
-        }
-    }
-
     // What a pull-through cache fetched, and which tags it took from its
     // upstream: the rest was pushed here.
     let mut pulled: HashMap<String, u64> = HashMap::new();
@@ -322,58 +311,23 @@ fn prune_repo_manifests(
     {
         upstream_tags.insert(entry?.0.value().1.to_owned());
     }
-    let cache_cutoff = policy.cache_expiration.map(|e| meta::ago(now, e));
-    let stale = |digest: &str| {
-        cache_cutoff.is_some_and(|cutoff| pulled.get(digest).is_some_and(|at| *at <= cutoff))
-    };
-    let tagged_here = |digest: &str| {
-        tags.get(digest)
-            .is_some_and(|names| names.iter().any(|t| !upstream_tags.contains(t)))
-    };
-
-    let expired = |row: &ManifestRow| expiry_cutoff.is_some_and(|cutoff| row.created <= cutoff);
-    // A tag is always a root, and without the untagged policy so is every
-    // unexpired manifest, referrer or not: OCI lets an artifact arrive
-    // before its subject, or without one. What the cache fetched and nobody
-    // pulled lately is no root, unless a tag pushed here names it.
-    let root = |digest: &str, row: &ManifestRow| {
-        row.created > grace_cutoff
-            || (!expired(row)
-                && (tagged_here(digest)
-                    || (!stale(digest) && (tags.contains_key(digest) || !policy.untagged))))
-    };
-    let mut kept: BTreeSet<&str> = BTreeSet::new();
-    let mut queue: VecDeque<&str> = VecDeque::new();
-    for (digest, row) in &rows {
-        if root(digest, row) {
-            queue.push_back(digest);
-        }
-    }
-    while let Some(digest) = queue.pop_front() {
-        if !kept.insert(digest) {
-            continue;
-        }
-        let row = &rows[digest];
-        for child in &row.manifests {
-            if let Some((child, _)) = rows.get_key_value(child.as_str()) {
-                queue.push_back(child);
-            }
-        }
-        // An untagged referrer lives while its subject does.
-        for &referrer in referrers.get(digest).into_iter().flatten() {
-            if !expired(&rows[referrer]) {
-                queue.push_back(referrer);
-            }
-        }
-    }
-
+    let kept = kept_manifests(
+        &rows,
+        &tags,
+        &Origin {
+            pulled: &pulled,
+            upstream_tags: &upstream_tags,
+        },
+        policy,
+        now,
+    );
     let mut removed = false;
     let mut edges = txn.open_table(meta::REFERRERS)?;
     let mut refs = txn.open_table(meta::BLOB_REFS)?;
     let mut pulls_table = txn.open_table(meta::CACHE_PULLS)?;
     let mut upstream_tags_table = txn.open_table(meta::UPSTREAM_TAGS)?;
     for (digest, row) in &rows {
-        if kept.contains(digest.as_str()) {
+        if kept.contains(digest) {
             continue;
         }
         manifests_table.remove((repo, digest.as_str()))?;
@@ -403,6 +357,81 @@ fn prune_repo_manifests(
         upstream_tags_table,
     ));
     Ok(links::forget_if_empty(txn, repo)? || removed)
+}
+
+/// What a pull-through cache knows of a repository's manifests: when it
+/// last served each it fetched, and which tags it took from its upstream.
+pub(super) struct Origin<'a> {
+    pub pulled: &'a HashMap<String, u64>,
+    pub upstream_tags: &'a BTreeSet<String>,
+}
+
+/// Which of a repository's manifests stay (`rows` by digest, `tags` by
+/// the digest they name). Kept: every manifest younger than the grace
+/// period; every manifest that has not expired and is tagged (or any,
+/// without the untagged policy); the children of a kept index; the
+/// unexpired referrers of a kept manifest. Both engines decide here.
+pub(super) fn kept_manifests(
+    rows: &BTreeMap<String, ManifestRow>,
+    tags: &HashMap<String, Vec<String>>,
+    origin: &Origin<'_>,
+    policy: &Policy,
+    now: u64,
+) -> BTreeSet<String> {
+    let grace_cutoff = meta::ago(now, policy.grace);
+    let expiry_cutoff = policy.manifest_expiration.map(|e| meta::ago(now, e));
+    let mut referrers: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (digest, row) in rows {
+        if let Some(subject) = &row.subject {
+            referrers.entry(subject.as_str()).or_default().push(digest);
+        }
+    }
+    let cache_cutoff = policy.cache_expiration.map(|e| meta::ago(now, e));
+    let stale = |digest: &str| {
+        cache_cutoff.is_some_and(|cutoff| origin.pulled.get(digest).is_some_and(|at| *at <= cutoff))
+    };
+    let tagged_here = |digest: &str| {
+        tags.get(digest)
+            .is_some_and(|names| names.iter().any(|t| !origin.upstream_tags.contains(t)))
+    };
+
+    let expired = |row: &ManifestRow| expiry_cutoff.is_some_and(|cutoff| row.created <= cutoff);
+    // A tag is always a root, and without the untagged policy so is every
+    // unexpired manifest, referrer or not: OCI lets an artifact arrive
+    // before its subject, or without one. What the cache fetched and nobody
+    // pulled lately is no root, unless a tag pushed here names it.
+    let root = |digest: &str, row: &ManifestRow| {
+        row.created > grace_cutoff
+            || (!expired(row)
+                && (tagged_here(digest)
+                    || (!stale(digest) && (tags.contains_key(digest) || !policy.untagged))))
+    };
+    let mut kept: BTreeSet<&str> = BTreeSet::new();
+    let mut queue: VecDeque<&str> = VecDeque::new();
+    for (digest, row) in rows {
+        if root(digest, row) {
+            queue.push_back(digest);
+        }
+    }
+    while let Some(digest) = queue.pop_front() {
+        if !kept.insert(digest) {
+            continue;
+        }
+        let row = &rows[digest];
+        for child in &row.manifests {
+            if let Some((child, _)) = rows.get_key_value(child.as_str()) {
+                queue.push_back(child);
+            }
+        }
+        // An untagged referrer lives while its subject does.
+        for &referrer in referrers.get(digest).into_iter().flatten() {
+            if !expired(&rows[referrer]) {
+                queue.push_back(referrer);
+            }
+        }
+    }
+
+    kept.into_iter().map(str::to_owned).collect()
 }
 
 #[derive(Default)]

@@ -44,9 +44,11 @@ fn servers() -> &'static Servers {
 
 /// Runs a start script, trying other ports if one is taken; returns the
 /// `KEY=value` lines it printed.
-fn start(script: &str, dir: &Path, span: u16) -> Vec<(String, String)> {
+fn start(script: &str, dir: &Path, span: u16, sub: &str) -> Vec<(String, String)> {
     let mut last = String::new();
     for attempt in 0..8u16 {
+        // A failed start stopped what it started; its directory goes too.
+        let _ = std::fs::remove_dir_all(dir.join(sub));
         let port = 20000 + (std::process::id() as u16 % 2000) * 20 + attempt * 5 * span;
         let out = Command::new(scripts().join(script))
             .arg(dir)
@@ -94,8 +96,8 @@ fn start_servers() -> Servers {
         .status()
         .expect("start the servers' watchdog");
     assert!(watchdog.success(), "the servers' watchdog did not start");
-    let pg = start("start-postgres.sh", &dir, 1);
-    let swift = start("start-swift.sh", &dir, 5);
+    let pg = start("start-postgres.sh", &dir, 1, "pg");
+    let swift = start("start-swift.sh", &dir, 5, "swift");
     let get = |lines: &[(String, String)], key: &str| {
         lines
             .iter()
@@ -192,4 +194,50 @@ pub fn node_args(data: &Path) -> Vec<String> {
         "--blobs-credentials".into(),
         credentials.display().to_string(),
     ]
+}
+
+/// Keys (under the store's prefix) of the objects of the cluster that
+/// belongs to `data` whose keys start with `under`.
+pub fn objects(data: &Path, under: &str) -> Vec<String> {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let settings = settings_for(data);
+    let prefix = format!("{}/", settings.blobs.prefix);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&settings.blobs.endpoint)
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "tests",
+            ))
+            .http_client(http)
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(config);
+        let page = client
+            .list_objects_v2()
+            .bucket(&settings.blobs.bucket)
+            .prefix(format!("{prefix}{under}"))
+            .send()
+            .await
+            .expect("list objects");
+        assert_ne!(
+            page.is_truncated(),
+            Some(true),
+            "more than a page of objects"
+        );
+        page.contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .map(|k| k.strip_prefix(&prefix).unwrap_or(k).to_owned())
+            .collect()
+    })
 }

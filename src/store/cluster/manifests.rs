@@ -1,5 +1,6 @@
 //! Manifests, tags, the referrers relation and the repository list, in
-//! PostgreSQL.
+//! PostgreSQL. Row locks are always taken blobs first, then the
+//! repository's row, so no two writers wait on each other in a circle.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -63,6 +64,10 @@ impl Cluster {
             if let Some(missing) = parsed.blobs.iter().find(|b| !present.contains(b.as_str())) {
                 return Err(Error::ManifestBlobUnknown(missing.clone()));
             }
+            // The repository's row, locked before anything is written: a
+            // prune decides over a repository's manifests and tags under
+            // the same lock, so it never acts on half of this PUT.
+            remember(&txn, r).await?;
             txn.execute(
                 "INSERT INTO manifests (repo, digest, media_type, body, blobs, children,
                                         subject, artifact_type, annotations, created)
@@ -108,7 +113,6 @@ impl Cluster {
                 )
                 .await?;
             }
-            remember(&txn, r).await?;
             txn.commit().await?;
             Ok(())
         })?;
@@ -161,6 +165,9 @@ impl Cluster {
         self.run(async {
             let mut client = self.client().await?;
             let txn = client.transaction().await?;
+            // As a PUT does: no prune acts on this repository meanwhile.
+            txn.execute("SELECT 1 FROM repos WHERE name = $1 FOR UPDATE", &[&r])
+                .await?;
             match reference {
                 Reference::Tag(tag) => {
                     let removed = txn

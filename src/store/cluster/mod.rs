@@ -21,6 +21,7 @@ mod blobs;
 mod compose;
 mod manifests;
 mod objects;
+mod prune;
 mod schema;
 mod uploads;
 
@@ -33,7 +34,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 use super::{
     Check, Error, Holdings, ImportedManifest, ManifestView, Result, TagSummary, TagTarget, Watcher,
-    fsck, prune,
+    fsck,
 };
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -315,13 +316,5 @@ impl Cluster {
         _tag: Option<(Tag, Digest)>,
     ) -> Result<()> {
         Err(Error::Unsupported("import"))
-    }
-
-    pub fn prune(&self, _policy: &prune::Policy, _dry_run: bool) -> Result<prune::Report> {
-        Err(Error::Unsupported("prune"))
-    }
-
-    pub fn expire_stale_uploads(&self, _expiration: std::time::Duration) -> Result<prune::Report> {
-        Err(Error::Unsupported("upload expiry"))
     }
 }

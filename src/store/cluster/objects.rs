@@ -111,6 +111,14 @@ fn read_credentials(path: &std::path::Path) -> std::result::Result<(String, Stri
     })
 }
 
+/// A time the object store gave, in milliseconds since the epoch; none
+/// counts as now, so nothing is taken for old that is not known to be.
+fn millis(at: Option<&aws_sdk_s3::primitives::DateTime>) -> u64 {
+    at.and_then(|t| t.to_millis().ok())
+        .and_then(|ms| u64::try_from(ms).ok())
+        .unwrap_or_else(super::super::meta::now)
+}
+
 fn failed<E>(what: &str, key: &str, e: aws_sdk_s3::error::SdkError<E>) -> Error
 where
     E: std::error::Error + Send + Sync + 'static,
@@ -260,6 +268,77 @@ impl Objects {
             .await
             .map_err(|e| failed("removing", key, e))?;
         Ok(())
+    }
+
+    /// Every object under `prefix` (a key of the store): its key, and when
+    /// it was last written (milliseconds since the epoch).
+    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(self.full(prefix))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| failed("listing", prefix, e))?;
+            for object in page.contents() {
+                if let Some(key) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) {
+                    out.push((key.to_owned(), millis(object.last_modified())));
+                }
+            }
+            match (page.is_truncated(), page.next_continuation_token()) {
+                (Some(true), Some(next)) => token = Some(next.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Aborts the multipart uploads under this store's keys started at or
+    /// before `cutoff`: what a node that died while composing left behind
+    /// (object stores keep them, and their parts, until told).
+    pub(super) async fn abort_stale_multipart(&self, cutoff: u64) -> Result<usize> {
+        let mut aborted = 0;
+        let (mut key_marker, mut id_marker) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| failed("listing multipart uploads in", &self.bucket, e))?;
+            for upload in page.uploads() {
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                if millis(upload.initiated()) > cutoff {
+                    continue;
+                }
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| failed("aborting the multipart upload of", key, e))?;
+                aborted += 1;
+            }
+            match (page.is_truncated(), page.next_key_marker()) {
+                (Some(true), Some(next)) => {
+                    key_marker = Some(next.to_owned());
+                    id_marker = page.next_upload_id_marker().map(str::to_owned);
+                }
+                _ => return Ok(aborted),
+            }
+        }
     }
 
     /// Makes `dst` the concatenation of `pieces` (key and size each),

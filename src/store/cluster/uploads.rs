@@ -273,7 +273,7 @@ fn remove_objects(cluster: &Cluster, keys: &[String]) {
 }
 
 /// An i64 that names a digest for a transaction-scoped advisory lock.
-fn lock_key(digest: &Digest) -> i64 {
+pub(super) fn lock_key(digest: &Digest) -> i64 {
     let hex = digest.hex();
     i64::from_str_radix(&hex[..15], 16).expect("a digest's hex")
 }
