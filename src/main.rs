@@ -277,6 +277,16 @@ struct Fsck {
     /// data directory (default ./berth-data)
     #[argh(option, default = "PathBuf::from(berth::config::DEFAULT_DATA_DIR)")]
     data: PathBuf,
+    /// check the clustered store in this PostgreSQL database instead (with
+    /// --blobs; also $BERTH_METADATA); safe while its nodes serve
+    #[argh(option)]
+    metadata: Option<String>,
+    /// the clustered store's bucket, as `berth serve --blobs` (also $BERTH_BLOBS)
+    #[argh(option)]
+    blobs: Option<String>,
+    /// a file with the object store's key, as `berth serve --blobs-credentials`
+    #[argh(option)]
+    blobs_credentials: Option<PathBuf>,
     /// remove orphaned files and take missing or corrupt blobs out of service
     #[argh(switch)]
     repair: bool,
@@ -761,8 +771,19 @@ fn run_import(args: Import) -> std::io::Result<ExitCode> {
 
 fn run_fsck(args: Fsck) -> std::io::Result<ExitCode> {
     use std::io::IsTerminal;
-    require_database(&args.data)?;
-    let store = Store::open_unrepaired(&args.data).map_err(std::io::Error::other)?;
+    let cluster = cluster_settings(
+        args.metadata
+            .or_else(|| std::env::var("BERTH_METADATA").ok()),
+        args.blobs.or_else(|| std::env::var("BERTH_BLOBS").ok()),
+        args.blobs_credentials.as_deref(),
+    )?;
+    let store = match cluster {
+        Some(cluster) => Store::open_cluster(&cluster).map_err(std::io::Error::other)?,
+        None => {
+            require_database(&args.data)?;
+            Store::open_unrepaired(&args.data).map_err(std::io::Error::other)?
+        }
+    };
     let tty = std::io::stderr().is_terminal();
     let mut progress = |done: u64, total: u64, bytes: u64| {
         if tty {

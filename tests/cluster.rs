@@ -417,3 +417,57 @@ fn prunes_from_another_process_racing_pushes_on_two_nodes_never_lose_a_blob() {
         }
     }
 }
+
+/// `berth fsck` against the cluster while a node serves: clean, then a
+/// blob's object overwritten is found corrupt, and `--repair` takes the
+/// blob out of service (kept under quarantine/) on every node.
+#[test]
+fn fsck_finds_a_corrupt_object_and_repair_takes_it_out_of_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), 2);
+    let good = http::random_bytes(3000, 91);
+    let bad = http::random_bytes(2000, 92);
+    let (good_digest, bad_digest) = (
+        http::push_blob(&nodes[0].url(), "checked", &good),
+        http::push_blob(&nodes[0].url(), "checked", &bad),
+    );
+    let args = common::cluster::node_args(dir.path());
+    let fsck = |extra: &[&str]| {
+        std::process::Command::new(common::process::BERTH)
+            .arg("fsck")
+            .args(&args)
+            .args(extra)
+            .output()
+            .expect("run berth fsck")
+    };
+    let clean = fsck(&[]);
+    assert!(clean.status.success(), "{clean:?}");
+    assert!(
+        String::from_utf8_lossy(&clean.stdout).contains("2 blobs (5000 bytes) checked, 0 problems"),
+        "{clean:?}"
+    );
+    let hex = bad_digest.strip_prefix("sha256:").unwrap();
+    common::cluster::overwrite_object(dir.path(), &format!("blobs/sha256/{hex}"), vec![0; 2000]);
+    let found = fsck(&[]);
+    let report = String::from_utf8_lossy(&found.stdout);
+    assert!(!found.status.success(), "{report}");
+    assert!(
+        report.contains(&format!("corrupt: blob {bad_digest}")),
+        "{report}"
+    );
+    let repaired = fsck(&["--repair"]);
+    assert!(repaired.status.success(), "{repaired:?}");
+    for node in &nodes {
+        assert_eq!(
+            http::head(&http::blob_url(&node.url(), "checked", &bad_digest)).status,
+            404
+        );
+        assert_blob(&node.url(), "checked", &good_digest, &good);
+    }
+    assert_eq!(
+        common::cluster::objects(dir.path(), "quarantine/"),
+        [format!("quarantine/{hex}")]
+    );
+    let after = fsck(&[]);
+    assert!(after.status.success(), "{after:?}");
+}

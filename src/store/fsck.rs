@@ -20,6 +20,8 @@ pub enum Finding {
     CorruptBlob { digest: Digest, why: String },
     /// A file under blobs/ or uploads/ that no row owns.
     OrphanFile(PathBuf),
+    /// An object of the clustered store that no row owns.
+    OrphanObject(String),
     /// A manifest that refers to a blob or child the repository lacks.
     DanglingManifest {
         repo: String,
@@ -34,6 +36,7 @@ impl fmt::Display for Finding {
             Finding::MissingBlob(d) => write!(f, "missing: blob {d} is indexed but has no file"),
             Finding::CorruptBlob { digest, why } => write!(f, "corrupt: blob {digest}: {why}"),
             Finding::OrphanFile(p) => write!(f, "orphaned: {} belongs to no row", p.display()),
+            Finding::OrphanObject(key) => write!(f, "orphaned: object {key} belongs to no row"),
             Finding::DanglingManifest {
                 repo,
                 digest,
@@ -200,7 +203,7 @@ impl Embedded {
                         fsync_dir(path.parent().expect("blob files have a shard"))?;
                     }
                 }
-                Finding::DanglingManifest { .. } => continue,
+                Finding::DanglingManifest { .. } | Finding::OrphanObject(_) => continue,
             }
             check.repaired += 1;
         }

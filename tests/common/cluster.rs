@@ -199,7 +199,6 @@ pub fn node_args(data: &Path) -> Vec<String> {
 /// Keys (under the store's prefix) of the objects of the cluster that
 /// belongs to `data` whose keys start with `under`.
 pub fn objects(data: &Path, under: &str) -> Vec<String> {
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
     let settings = settings_for(data);
     let prefix = format!("{}/", settings.blobs.prefix);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -207,22 +206,7 @@ pub fn objects(data: &Path, under: &str) -> Vec<String> {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(&settings.blobs.endpoint)
-            .force_path_style(true)
-            .credentials_provider(Credentials::new(
-                ACCESS_KEY, SECRET_KEY, None, None, "tests",
-            ))
-            .http_client(http)
-            .build();
-        let client = aws_sdk_s3::Client::from_conf(config);
-        let page = client
+        let page = client(&settings.blobs.endpoint)
             .list_objects_v2()
             .bucket(&settings.blobs.bucket)
             .prefix(format!("{prefix}{under}"))
@@ -240,4 +224,45 @@ pub fn objects(data: &Path, under: &str) -> Vec<String> {
             .map(|k| k.strip_prefix(&prefix).unwrap_or(k).to_owned())
             .collect()
     })
+}
+
+/// Overwrites an object of the cluster that belongs to `data` (a key
+/// under its prefix), as a failing disk or a careless hand would.
+pub fn overwrite_object(data: &Path, key: &str, bytes: Vec<u8>) {
+    let settings = settings_for(data);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        client(&settings.blobs.endpoint)
+            .put_object()
+            .bucket(&settings.blobs.bucket)
+            .key(format!("{}/{key}", settings.blobs.prefix))
+            .body(bytes.into())
+            .send()
+            .await
+            .expect("put object");
+    });
+}
+
+/// An S3 client of the test servers' object store.
+fn client(endpoint: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(
+            ACCESS_KEY, SECRET_KEY, None, None, "tests",
+        ))
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .http_client(http)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
 }

@@ -19,6 +19,7 @@
 
 mod blobs;
 mod compose;
+mod fsck;
 mod manifests;
 mod objects;
 mod prune;
@@ -33,8 +34,7 @@ use std::sync::{Arc, Mutex};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 use super::{
-    Check, Error, Holdings, ImportedManifest, ManifestView, Result, TagSummary, TagTarget, Watcher,
-    fsck,
+    Error, Holdings, ImportedManifest, ManifestView, Result, TagSummary, TagTarget, Watcher,
 };
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -302,10 +302,6 @@ impl Cluster {
 
     pub fn note_pulls(&self, _pulls: Vec<(RepoName, Digest)>) -> Result<()> {
         Err(Error::Unsupported("a pull-through cache"))
-    }
-
-    pub fn check(&self, _repair: bool, _progress: fsck::Progress) -> Result<Check> {
-        Err(Error::Unsupported("fsck"))
     }
 
     pub fn import_image(

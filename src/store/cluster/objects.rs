@@ -241,6 +241,54 @@ impl Objects {
         Ok(answer.body)
     }
 
+    /// An object's size and digest in `algorithm`, read through once;
+    /// `None` if there is no such object.
+    pub(super) async fn hash(
+        &self,
+        key: &str,
+        algorithm: crate::oci::Algorithm,
+    ) -> Result<Option<(u64, crate::oci::Digest)>> {
+        let answer = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(failed("reading", key, e)),
+        };
+        let mut body = answer.body;
+        let mut hasher = crate::oci::Hasher::new(algorithm);
+        let mut size = 0u64;
+        while let Some(bytes) = body
+            .try_next()
+            .await
+            .map_err(|e| Error::Objects(format!("reading {key}: {e}")))?
+        {
+            hasher.update(&bytes);
+            size += bytes.len() as u64;
+        }
+        Ok(Some((size, hasher.digest())))
+    }
+
+    /// Copies an object whole (at most [`compose::MAX_COPY`] bytes).
+    pub(super) async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(self.full(to))
+            .copy_source(format!("{}/{}", self.bucket, self.full(from)))
+            .send()
+            .await
+            .map_err(|e| failed("copying to", to, e))?;
+        Ok(())
+    }
+
     /// `len` bytes of an object from `start`, in memory.
     pub(super) async fn read(&self, key: &str, start: u64, len: u64) -> Result<Bytes> {
         let body = self.get(key, start, len).await?;
@@ -346,17 +394,7 @@ impl Objects {
     pub(super) async fn compose(&self, dst: &str, pieces: &[(String, u64)]) -> Result<()> {
         match pieces {
             [] => return self.put(dst, Bytes::new()).await,
-            [(key, size)] if *size <= compose::MAX_COPY => {
-                self.client
-                    .copy_object()
-                    .bucket(&self.bucket)
-                    .key(self.full(dst))
-                    .copy_source(format!("{}/{}", self.bucket, self.full(key)))
-                    .send()
-                    .await
-                    .map_err(|e| failed("copying to", dst, e))?;
-                return Ok(());
-            }
+            [(key, size)] if *size <= compose::MAX_COPY => return self.copy(key, dst).await,
             _ => {}
         }
         let sizes: Vec<u64> = pieces.iter().map(|(_, size)| *size).collect();

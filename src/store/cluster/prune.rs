@@ -168,7 +168,7 @@ impl Cluster {
 
     /// Removes a swept blob's object, unless a finish brought the blob
     /// back since (it holds the same advisory lock while it writes).
-    async fn remove_blob_object(&self, digest: &str) -> Result<()> {
+    pub(super) async fn remove_blob_object(&self, digest: &str) -> Result<()> {
         let Some(digest) = Digest::parse(digest) else {
             return Ok(());
         };

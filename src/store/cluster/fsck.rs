@@ -1,0 +1,178 @@
+//! Checking the clustered store: every blob's object read through and
+//! hashed, objects no row owns found, manifests that point at what their
+//! repository lacks; with `repair`, set right. Safe while nodes serve:
+//! objects written in the last hour are left out of the orphan search (a
+//! finish may be between its compose and its commit), and a blob is taken
+//! out of service under the digest's advisory lock, as a finish holds it.
+
+use std::collections::BTreeSet;
+
+use super::super::fsck::{Check, Finding, Progress};
+use super::super::{Result, meta};
+use super::blobs::blob_key;
+use super::uploads::lock_key;
+use super::{Cluster, unsigned};
+use crate::oci::Digest;
+
+/// How old an object must be before a check calls it orphaned.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl Cluster {
+    /// Checks everything; with `repair`, removes orphaned objects and takes
+    /// missing or corrupt blobs out of the index (a corrupt blob's object
+    /// is kept under `quarantine/`).
+    pub fn check(&self, repair: bool, progress: Progress) -> Result<Check> {
+        self.run(async {
+            let mut check = Check::default();
+            self.check_blobs(&mut check, progress).await?;
+            self.find_orphans(&mut check).await?;
+            self.check_manifests(&mut check).await?;
+            if repair {
+                self.repair(&mut check).await?;
+            }
+            Ok(check)
+        })
+    }
+
+    async fn check_blobs(&self, check: &mut Check, progress: Progress<'_>) -> Result<()> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT digest, size FROM blobs ORDER BY digest", &[])
+            .await?;
+        let total = rows.len() as u64;
+        for row in rows {
+            let (key, size): (String, i64) = (row.get(0), row.get(1));
+            let size = unsigned(size);
+            let Some(digest) = Digest::parse(&key) else {
+                return Err(super::Error::Corrupt(format!(
+                    "blob row with bad key {key:?}"
+                )));
+            };
+            match self
+                .objects
+                .hash(&blob_key(&digest), digest.algorithm())
+                .await?
+            {
+                None => check.findings.push(Finding::MissingBlob(digest)),
+                Some((stored, _)) if stored != size => check.findings.push(Finding::CorruptBlob {
+                    why: format!("{stored} bytes stored, {size} indexed"),
+                    digest,
+                }),
+                Some((_, actual)) if actual != digest => {
+                    check.findings.push(Finding::CorruptBlob {
+                        why: format!("bytes hash to {actual}"),
+                        digest,
+                    });
+                }
+                Some(_) => {}
+            }
+            check.blobs += 1;
+            check.bytes += size;
+            progress(check.blobs, total, check.bytes);
+        }
+        Ok(())
+    }
+
+    async fn find_orphans(&self, check: &mut Check) -> Result<()> {
+        let client = self.client().await?;
+        let settled = meta::ago(meta::now(), SETTLED);
+        let held: BTreeSet<String> = client
+            .query("SELECT digest FROM blobs", &[])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let sessions: BTreeSet<String> = client
+            .query("SELECT id FROM uploads", &[])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        for (key, written) in self.objects.list("blobs/").await? {
+            let digest = key
+                .strip_prefix("blobs/")
+                .and_then(|rest| rest.split_once('/'))
+                .map(|(algorithm, hex)| format!("{algorithm}:{hex}"));
+            if written <= settled && !digest.is_some_and(|d| held.contains(&d)) {
+                check.findings.push(Finding::OrphanObject(key));
+            }
+        }
+        for (key, written) in self.objects.list("uploads/").await? {
+            let id = key.split('/').nth(1).unwrap_or("");
+            if written <= settled && !sessions.contains(id) {
+                check.findings.push(Finding::OrphanObject(key));
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_manifests(&self, check: &mut Check) -> Result<()> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT m.repo, m.digest, b FROM manifests m, unnest(m.blobs) AS b
+                 WHERE NOT EXISTS (
+                     SELECT 1 FROM links l JOIN blobs x ON x.digest = l.digest
+                     WHERE l.digest = b AND l.repo = m.repo)
+                 UNION ALL
+                 SELECT m.repo, m.digest, c FROM manifests m, unnest(m.children) AS c
+                 WHERE NOT EXISTS (
+                     SELECT 1 FROM manifests k WHERE k.repo = m.repo AND k.digest = c)
+                 ORDER BY 1, 2, 3",
+                &[],
+            )
+            .await?;
+        check
+            .findings
+            .extend(rows.iter().map(|row| Finding::DanglingManifest {
+                repo: row.get(0),
+                digest: row.get(1),
+                missing: row.get(2),
+            }));
+        Ok(())
+    }
+
+    async fn repair(&self, check: &mut Check) -> Result<()> {
+        for finding in &check.findings {
+            match finding {
+                Finding::OrphanObject(key) => {
+                    let digest = key
+                        .strip_prefix("blobs/")
+                        .and_then(|rest| rest.split_once('/'))
+                        .and_then(|(algorithm, hex)| Digest::parse(&format!("{algorithm}:{hex}")));
+                    match digest {
+                        // Gone only if no finish brought the blob in since.
+                        Some(digest) => self.remove_blob_object(digest.as_str()).await?,
+                        None => self.objects.delete(key).await?,
+                    }
+                }
+                Finding::MissingBlob(digest) => self.take_out(digest, false).await?,
+                Finding::CorruptBlob { digest, .. } => self.take_out(digest, true).await?,
+                Finding::DanglingManifest { .. } | Finding::OrphanFile(_) => continue,
+            }
+            check.repaired += 1;
+        }
+        Ok(())
+    }
+
+    /// Removes a blob's row and its object (kept under `quarantine/` with
+    /// `keep`), under the digest's advisory lock.
+    async fn take_out(&self, digest: &Digest, keep: bool) -> Result<()> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await?;
+        txn.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(digest)])
+            .await?;
+        txn.execute("DELETE FROM blobs WHERE digest = $1", &[&digest.as_str()])
+            .await?;
+        let key = blob_key(digest);
+        if keep {
+            self.objects
+                .copy(&key, &format!("quarantine/{}", digest.hex()))
+                .await?;
+        }
+        self.objects.delete(&key).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
