@@ -194,7 +194,7 @@ pub fn small_blobs(target: &Target, clients: usize, per_client: usize) -> io::Re
     let barrier = Arc::new(Barrier::new(clients + 1));
     let workers: Vec<_> = (0..clients)
         .map(|c| {
-            let (target, barrier) = (target.clone(), Arc::clone(&barrier));
+            let (target, barrier) = (target.node(c), Arc::clone(&barrier));
             std::thread::spawn(move || {
                 let blobs: Vec<(Vec<u8>, String)> = (0..per_client)
                     .map(|i| {
@@ -273,8 +273,8 @@ pub fn manifest_load(
 ) -> Load {
     let barrier = Arc::new(Barrier::new(connections + 1));
     let workers: Vec<_> = (0..connections)
-        .map(|_| {
-            let (target, barrier) = (target.clone(), Arc::clone(&barrier));
+        .map(|c| {
+            let (target, barrier) = (target.node(c), Arc::clone(&barrier));
             std::thread::spawn(move || {
                 let mut conn = Conn::new(&target);
                 let headers = [("Accept", OCI_MANIFEST)];

@@ -15,6 +15,20 @@ pub struct Target {
     pub addr: SocketAddr,
     pub creds: Option<(String, String)>,
     pub pid: Option<u32>,
+    /// Every node of a registry that has several, `addr` first; clients
+    /// of the many-client cases take them in turn.
+    pub nodes: Vec<SocketAddr>,
+}
+
+impl Target {
+    /// The target as client number `i` sees it: one of its nodes.
+    pub fn node(&self, i: usize) -> Target {
+        let mut target = self.clone();
+        if !self.nodes.is_empty() {
+            target.addr = self.nodes[i % self.nodes.len()];
+        }
+        target
+    }
 }
 
 impl Target {
@@ -38,6 +52,7 @@ impl Target {
             addr,
             creds: None,
             pid: None,
+            nodes: Vec::new(),
         };
         for part in parts {
             match part.split_once('=') {

@@ -6,6 +6,7 @@
 
 mod cases;
 mod client;
+mod objects;
 mod sys;
 
 use std::collections::BTreeMap;
@@ -70,6 +71,10 @@ struct Args {
     /// where berth's data and scratch files go (default /tmp/berth-bench)
     #[argh(option, default = "PathBuf::from(\"/tmp/berth-bench\")")]
     data_dir: PathBuf,
+    /// also measure three berth nodes on one clustered store: a PostgreSQL
+    /// and a Swift (S3 API) started here from tests/servers/ (as root)
+    #[argh(switch)]
+    cluster: bool,
     /// write the results as markdown to this file too
     #[argh(option)]
     md: Option<PathBuf>,
@@ -107,6 +112,10 @@ fn main() {
     let berth = (!args.no_berth).then(|| Berth::start(&args.data_dir.join("berth-data"), true));
     if let Some(b) = &berth {
         targets.insert(0, b.target.clone());
+    }
+    let cluster = args.cluster.then(|| Cluster::start(&args.data_dir.join("cluster"), 3));
+    if let Some(c) = &cluster {
+        targets.insert(usize::from(berth.is_some()), c.target.clone());
     }
     let mut results: Results = BTreeMap::new();
     let only = |c: char| args.only.contains(c);
@@ -200,6 +209,14 @@ fn main() {
             let r = pull(t, &big_digest, big.len() as u64, 2);
             record(t, "c. pull, MB/s", show(r.map(|v| format!("{v:.0}"))));
             record_cpu(&mut record, t, "c. server CPU s", before, cpu_of(t));
+            if let Some(c) = cluster.as_ref().filter(|c| c.target.name == t.name) {
+                let key = format!("blobs/sha256/{}", big_digest.trim_start_matches("sha256:"));
+                let raw = objects::get_mbps(&c.s3, "bench", &key);
+                record(t, "c. its object store's own GET, MB/s", match raw {
+                    Ok(v) => format!("{v:.0}"),
+                    Err(e) => format!("failed: {e}"),
+                });
+            }
             note_peak(t);
         }
     }
@@ -329,6 +346,13 @@ fn main() {
             );
             record_cpu(&mut record, t, "d. server CPU s", before, cpu_of(t));
             record(t, "d. machine busy", format!("{:.0}%", busy * 100.0));
+            if let Some(c) = cluster.as_ref().filter(|c| c.target.name == t.name) {
+                let raw = objects::small_puts(&c.s3, "bench", args.clients, args.per_client);
+                record(t, "d. its object store's own small PUTs/s", match raw {
+                    Ok(v) => format!("{v:.0}"),
+                    Err(e) => format!("failed: {e}"),
+                });
+            }
             note_peak(t);
         }
     }
@@ -698,6 +722,89 @@ fn write_layout(path: &Path, layer: &[u8], layer_digest: &str) {
     add(&blob(&digest_of(manifest.as_bytes())), manifest.as_bytes());
     add(&blob(layer_digest), layer);
     tar.finish().expect("tar end");
+}
+
+/// Three berth nodes on one PostgreSQL and one Swift, all on loopback:
+/// the servers started by tests/servers/ and stopped by the PIDs they
+/// recorded when this goes.
+struct Cluster {
+    dir: PathBuf,
+    /// The object store's endpoint.
+    s3: String,
+    _nodes: Vec<Berth>,
+    target: Target,
+}
+
+impl Cluster {
+    fn start(dir: &Path, nodes: usize) -> Cluster {
+        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers");
+        if dir.exists() {
+            let _ = Command::new(scripts.join("stop.sh")).arg(dir).arg("--rm").status();
+        }
+        std::fs::create_dir_all(dir).expect("cluster dir");
+        let start = |script: &str, port: &str, key: &str| {
+            let out = Command::new(scripts.join(script))
+                .arg(dir)
+                .arg(port)
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run a server start script");
+            assert!(out.status.success(), "{script} failed");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap_or_else(|| panic!("{script} printed no {key}"))
+                .to_owned()
+        };
+        let mut cluster = Cluster {
+            dir: dir.to_path_buf(),
+            s3: String::new(),
+            _nodes: Vec::new(),
+            target: Target::parse("x=http://127.0.0.1:1").expect("a target"),
+        };
+        let postgres = start("start-postgres.sh", "56432", "DATABASE_URL=");
+        let s3 = start("start-swift.sh", "59080", "S3_ENDPOINT=");
+        let credentials = dir.join("s3-credentials");
+        std::fs::write(
+            &credentials,
+            "aws_access_key_id = berth:admin\naws_secret_access_key = berth-secret\n",
+        )
+        .expect("credentials file");
+        let blobs = format!("s3://bench?endpoint={s3}");
+        let credentials = credentials.to_str().expect("a UTF-8 path").to_owned();
+        for i in 0..nodes {
+            let data = dir.join(format!("node{i}"));
+            let args = [
+                "--data",
+                data.to_str().expect("a UTF-8 path"),
+                "--metadata",
+                &postgres,
+                "--blobs",
+                &blobs,
+                "--blobs-credentials",
+                &credentials,
+            ];
+            cluster._nodes.push(Berth::spawn(&args));
+        }
+        let mut target = cluster._nodes[0].target.clone();
+        target.name = format!("berth x{nodes} (pg+swift)");
+        target.nodes = cluster._nodes.iter().map(|n| n.target.addr).collect();
+        cluster.target = target;
+        cluster.s3 = s3;
+        cluster
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self._nodes.clear();
+        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers");
+        let _ = Command::new(scripts.join("stop.sh"))
+            .arg(&self.dir)
+            .arg("--rm")
+            .stdout(Stdio::null())
+            .status();
+    }
 }
 
 /// berth, started from the binary this bench was built with.
