@@ -151,10 +151,7 @@ impl Config {
             return Err(format!("{name} must be longer than zero"));
         }
         if self.cluster.is_some() {
-            let unsupported = [
-                ("upstream namespaces", !self.upstreams.is_empty()),
-                ("preload", !self.preload.is_empty()),
-            ];
+            let unsupported = [("preload", !self.preload.is_empty())];
             if let Some((what, _)) = unsupported.iter().find(|(_, on)| *on) {
                 return Err(format!("{what} cannot be used on the clustered store yet"));
             }

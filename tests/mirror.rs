@@ -43,6 +43,51 @@ fn assert_image(base: &str, repo: &str, reference: &str, image: &http::Image) {
 }
 
 #[test]
+fn an_upstream_namespace_must_name_a_host_and_come_once() {
+    for upstreams in [
+        vec![("not_a_host".to_owned(), "http://127.0.0.1:1".to_owned())],
+        vec![
+            ("up.test".to_owned(), "http://127.0.0.1:1".to_owned()),
+            ("up.test".to_owned(), "http://127.0.0.1:2".to_owned()),
+        ],
+        vec![("up.test".to_owned(), "ftp://127.0.0.1:1".to_owned())],
+    ] {
+        let data = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut config = berth::Config::new(data.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.upstreams = upstreams.clone();
+        let started = runtime.block_on(berth::Registry::start(config));
+        assert!(started.is_err(), "{upstreams:?} started");
+    }
+}
+
+/// Runs `berth prune ARGS` on a stopped registry's data directory (or its
+/// clustered store).
+fn prune(data: &std::path::Path, args: &[&str]) -> String {
+    let cluster = match common::engine() {
+        common::Engine::Cluster => common::cluster::node_args(data),
+        common::Engine::Embedded => Vec::new(),
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("prune")
+        .arg("--data")
+        .arg(data)
+        .args(cluster)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+common::both_engines! {
+#[test]
 fn an_image_is_pulled_through_by_tag_and_digest_both_ways_in() {
     let upstream = TestRegistry::start();
     let image = http::push_image(&upstream.url(), "team/app", Some("1"), 1);
@@ -247,69 +292,35 @@ fn a_namespace_without_an_upstream_and_the_default_one_never_ask_it() {
 }
 
 #[test]
-fn an_upstream_namespace_must_name_a_host_and_come_once() {
-    for upstreams in [
-        vec![("not_a_host".to_owned(), "http://127.0.0.1:1".to_owned())],
-        vec![
-            ("up.test".to_owned(), "http://127.0.0.1:1".to_owned()),
-            ("up.test".to_owned(), "http://127.0.0.1:2".to_owned()),
-        ],
-        vec![("up.test".to_owned(), "ftp://127.0.0.1:1".to_owned())],
-    ] {
-        let data = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let mut config = berth::Config::new(data.path());
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.upstreams = upstreams.clone();
-        let started = runtime.block_on(berth::Registry::start(config));
-        assert!(started.is_err(), "{upstreams:?} started");
-    }
-}
-
-/// Runs `berth prune ARGS` on a stopped registry's data directory.
-fn prune(data: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("prune")
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-#[test]
 fn cached_content_nobody_pulls_expires_and_what_was_pushed_stays() {
     let upstream = TestRegistry::start();
     let up = upstream.url();
     let stale = http::push_image(&up, "team/old", Some("1"), 11);
     let fresh = http::push_image(&up, "team/new", Some("1"), 12);
-    // The server writes pulls down often enough for a 3 s expiration.
+    // The server writes pulls down often enough for a 6 s expiration.
     let mirror = TestRegistry::start_with(tempfile::tempdir().unwrap(), move |c| {
         c.upstreams = vec![("up.test".into(), up)];
-        c.prune.cache_expiration = Some(Duration::from_secs(3));
+        c.prune.cache_expiration = Some(Duration::from_secs(6));
     });
     let base = mirror.url();
+    // Times are kept from here, not slept: a clustered store's steps take
+    // longer than an embedded one's.
+    let first = Instant::now();
     assert_image(&base, "up.test/team/old", "1", &stale);
     assert_image(&base, "up.test/team/new", "1", &fresh);
     let ours = http::push_image(&base, "up.test/team/ours", Some("1"), 13);
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep((first + Duration::from_secs(3)).saturating_duration_since(Instant::now()));
     // Pulled again: its clock starts over.
     assert_image(&base, "up.test/team/new", "1", &fresh);
     // The pull is written down beside the answer, not before it.
     std::thread::sleep(Duration::from_millis(300));
     let data = mirror.stop();
 
-    let kept = prune(data.path(), &["--grace", "0s", "--cache-expiration", "3s"]);
+    let kept = prune(data.path(), &["--grace", "0s", "--cache-expiration", "6s"]);
     assert!(kept.contains("0 manifests, 0 tags, 0 blobs"), "{kept}");
-    std::thread::sleep(Duration::from_millis(2000));
-    let out = prune(data.path(), &["--grace", "0s", "--cache-expiration", "3s"]);
+    // Past old's expiration, three seconds before new's.
+    std::thread::sleep((first + Duration::from_millis(6500)).saturating_duration_since(Instant::now()));
+    let out = prune(data.path(), &["--grace", "0s", "--cache-expiration", "6s"]);
     assert!(out.contains("1 manifests, 1 tags, 2 blobs"), "{out}");
 
     drop(upstream);
@@ -401,4 +412,5 @@ fn tags_list_the_upstreams_with_those_pushed_here() {
     // With the upstream gone, what is held here is listed.
     drop(upstream);
     assert_eq!(list("").json()["tags"], json!(["ours"]));
+}
 }

@@ -231,6 +231,7 @@ fn get_layer(base: &str, image: &http::Image) -> Result<Vec<u8>, String> {
     }
 }
 
+common::both_engines! {
 #[test]
 fn corrupt_cut_or_stalled_blobs_are_never_stored_or_completed() {
     let upstream = FakeUpstream::start();
@@ -378,4 +379,5 @@ fn an_upstream_that_names_no_digest_is_pulled_by_the_tags_bytes() {
         resp.header("docker-content-digest"),
         Some(image.digest.as_str())
     );
+}
 }

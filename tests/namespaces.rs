@@ -19,6 +19,7 @@ fn assert_manifest(url: &str, body: &[u8]) {
     assert!(resp.body == body, "GET {url} served other bytes");
 }
 
+common::both_engines! {
 #[test]
 fn the_path_prefix_and_ns_name_the_same_repository() {
     let reg = TestRegistry::start();
@@ -164,4 +165,5 @@ fn a_malformed_ns_is_400_name_invalid() {
         let resp = http::get(&with_ns(&http::manifest_url(&base, "team/app", "v1"), ns));
         assert_error(&resp, 400, "NAME_INVALID");
     }
+}
 }

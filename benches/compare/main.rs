@@ -113,7 +113,9 @@ fn main() {
     if let Some(b) = &berth {
         targets.insert(0, b.target.clone());
     }
-    let cluster = args.cluster.then(|| Cluster::start(&args.data_dir.join("cluster"), 3));
+    let cluster = args
+        .cluster
+        .then(|| Cluster::start(&args.data_dir.join("cluster"), 3));
     if let Some(c) = &cluster {
         targets.insert(usize::from(berth.is_some()), c.target.clone());
     }
@@ -212,10 +214,14 @@ fn main() {
             if let Some(c) = cluster.as_ref().filter(|c| c.target.name == t.name) {
                 let key = format!("blobs/sha256/{}", big_digest.trim_start_matches("sha256:"));
                 let raw = objects::get_mbps(&c.s3, "bench", &key);
-                record(t, "c. its object store's own GET, MB/s", match raw {
-                    Ok(v) => format!("{v:.0}"),
-                    Err(e) => format!("failed: {e}"),
-                });
+                record(
+                    t,
+                    "c. its object store's own GET, MB/s",
+                    match raw {
+                        Ok(v) => format!("{v:.0}"),
+                        Err(e) => format!("failed: {e}"),
+                    },
+                );
             }
             note_peak(t);
         }
@@ -348,10 +354,14 @@ fn main() {
             record(t, "d. machine busy", format!("{:.0}%", busy * 100.0));
             if let Some(c) = cluster.as_ref().filter(|c| c.target.name == t.name) {
                 let raw = objects::small_puts(&c.s3, "bench", args.clients, args.per_client);
-                record(t, "d. its object store's own small PUTs/s", match raw {
-                    Ok(v) => format!("{v:.0}"),
-                    Err(e) => format!("failed: {e}"),
-                });
+                record(
+                    t,
+                    "d. its object store's own small PUTs/s",
+                    match raw {
+                        Ok(v) => format!("{v:.0}"),
+                        Err(e) => format!("failed: {e}"),
+                    },
+                );
             }
             note_peak(t);
         }
@@ -739,7 +749,10 @@ impl Cluster {
     fn start(dir: &Path, nodes: usize) -> Cluster {
         let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers");
         if dir.exists() {
-            let _ = Command::new(scripts.join("stop.sh")).arg(dir).arg("--rm").status();
+            let _ = Command::new(scripts.join("stop.sh"))
+                .arg(dir)
+                .arg("--rm")
+                .status();
         }
         std::fs::create_dir_all(dir).expect("cluster dir");
         let start = |script: &str, port: &str, key: &str| {

@@ -66,7 +66,12 @@ pub fn get_mbps(endpoint: &str, bucket: &str, key: &str) -> Result<f64, String> 
 
 /// `clients` tasks each PUTting `per_client` objects of 4-64 KiB (the
 /// sizes of case d) straight into the store: objects per second.
-pub fn small_puts(endpoint: &str, bucket: &str, clients: usize, per_client: usize) -> Result<f64, String> {
+pub fn small_puts(
+    endpoint: &str,
+    bucket: &str,
+    clients: usize,
+    per_client: usize,
+) -> Result<f64, String> {
     runtime().block_on(async {
         let client = client(endpoint);
         let start = Instant::now();

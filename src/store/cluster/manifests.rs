@@ -15,6 +15,62 @@ fn strings(digests: &[Digest]) -> Vec<String> {
     digests.iter().map(|d| d.to_string()).collect()
 }
 
+/// Writes a manifest's row (replacing one of the same digest), the record
+/// of which blobs it needs, and its referrers edge: what every way in
+/// (push, cache) stores.
+pub(super) async fn insert_row(
+    txn: &tokio_postgres::Transaction<'_>,
+    repo: &str,
+    digest: &Digest,
+    parsed: &ParsedManifest,
+    body: &[u8],
+) -> Result<()> {
+    let d = digest.as_str();
+    let blobs = strings(&parsed.blobs);
+    let annotations = parsed
+        .annotations
+        .as_ref()
+        .map(|a| serde_json::to_string(a).expect("a map of strings serializes"));
+    txn.execute(
+        "INSERT INTO manifests (repo, digest, media_type, body, blobs, children,
+                                subject, artifact_type, annotations, created)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (repo, digest) DO UPDATE SET
+             media_type = excluded.media_type, body = excluded.body,
+             blobs = excluded.blobs, children = excluded.children,
+             subject = excluded.subject, artifact_type = excluded.artifact_type,
+             annotations = excluded.annotations, created = excluded.created",
+        &[
+            &repo,
+            &d,
+            &parsed.media_type.as_str(),
+            &body,
+            &blobs,
+            &strings(&parsed.manifests),
+            &parsed.subject.as_ref().map(Digest::as_str),
+            &parsed.artifact_type,
+            &annotations,
+            &signed(meta::now()),
+        ],
+    )
+    .await?;
+    txn.execute(
+        "INSERT INTO blob_refs (blob, repo, manifest)
+         SELECT unnest($1::text[]), $2, $3 ON CONFLICT DO NOTHING",
+        &[&blobs, &repo, &d],
+    )
+    .await?;
+    if let Some(subject) = &parsed.subject {
+        txn.execute(
+            "INSERT INTO referrers (repo, subject, referrer) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            &[&repo, &subject.as_str(), &d],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 impl Cluster {
     /// Stores a manifest byte for byte. Its blobs are checked, and their
     /// rows locked against a sweep, in the transaction that stores it.
@@ -39,10 +95,6 @@ impl Cluster {
         }
         let parsed: ParsedManifest =
             manifest::parse(content_type, &body).map_err(Error::ManifestInvalid)?;
-        let annotations = parsed
-            .annotations
-            .as_ref()
-            .map(|a| serde_json::to_string(a).expect("a map of strings serializes"));
         let (r, d) = (repo.as_str(), digest.as_str());
         let blobs = strings(&parsed.blobs);
         self.run(async {
@@ -68,48 +120,24 @@ impl Cluster {
             // prune decides over a repository's manifests and tags under
             // the same lock, so it never acts on half of this PUT.
             remember(&txn, r).await?;
+            insert_row(&txn, r, &digest, &parsed, &body).await?;
+            // Pushed here, it is ours, whatever the cache fetched before.
             txn.execute(
-                "INSERT INTO manifests (repo, digest, media_type, body, blobs, children,
-                                        subject, artifact_type, annotations, created)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 ON CONFLICT (repo, digest) DO UPDATE SET
-                     media_type = excluded.media_type, body = excluded.body,
-                     blobs = excluded.blobs, children = excluded.children,
-                     subject = excluded.subject, artifact_type = excluded.artifact_type,
-                     annotations = excluded.annotations, created = excluded.created",
-                &[
-                    &r,
-                    &d,
-                    &parsed.media_type.as_str(),
-                    &body,
-                    &blobs,
-                    &strings(&parsed.manifests),
-                    &parsed.subject.as_ref().map(Digest::as_str),
-                    &parsed.artifact_type,
-                    &annotations,
-                    &signed(meta::now()),
-                ],
+                "DELETE FROM cache_pulls WHERE repo = $1 AND digest = $2",
+                &[&r, &d],
             )
             .await?;
-            txn.execute(
-                "INSERT INTO blob_refs (blob, repo, manifest)
-                 SELECT unnest($1::text[]), $2, $3 ON CONFLICT DO NOTHING",
-                &[&blobs, &r, &d],
-            )
-            .await?;
-            if let Some(subject) = &parsed.subject {
-                txn.execute(
-                    "INSERT INTO referrers (repo, subject, referrer) VALUES ($1, $2, $3)
-                     ON CONFLICT DO NOTHING",
-                    &[&r, &subject.as_str(), &d],
-                )
-                .await?;
-            }
             if let Some(tag) = reference.tag() {
                 txn.execute(
                     "INSERT INTO tags (repo, tag, digest) VALUES ($1, $2, $3)
                      ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest",
                     &[&r, &tag, &d],
+                )
+                .await?;
+                // Pushed here, the tag is ours: it shadows any upstream's.
+                txn.execute(
+                    "DELETE FROM upstream_tags WHERE repo = $1 AND tag = $2",
+                    &[&r, &tag],
                 )
                 .await?;
             }
@@ -179,6 +207,11 @@ impl Cluster {
                     if removed == 0 {
                         return Err(Error::ManifestUnknown);
                     }
+                    txn.execute(
+                        "DELETE FROM upstream_tags WHERE repo = $1 AND tag = $2",
+                        &[&r, &tag.as_str()],
+                    )
+                    .await?;
                 }
                 Reference::Digest(digest) => {
                     let d = digest.as_str();
@@ -192,7 +225,18 @@ impl Cluster {
                         .ok_or(Error::ManifestUnknown)?;
                     let subject: Option<String> = row.get(0);
                     txn.execute(
+                        "DELETE FROM upstream_tags u USING tags t
+                         WHERE u.repo = $1 AND t.repo = $1 AND t.tag = u.tag AND t.digest = $2",
+                        &[&r, &d],
+                    )
+                    .await?;
+                    txn.execute(
                         "DELETE FROM tags WHERE repo = $1 AND digest = $2",
+                        &[&r, &d],
+                    )
+                    .await?;
+                    txn.execute(
+                        "DELETE FROM cache_pulls WHERE repo = $1 AND digest = $2",
                         &[&r, &d],
                     )
                     .await?;

@@ -18,6 +18,7 @@
 //!   manifest's references or makes the PUT find the blob gone.
 
 mod blobs;
+mod cache;
 mod compose;
 mod fsck;
 mod manifests;
@@ -33,9 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
-use super::{
-    Error, Holdings, ImportedManifest, ManifestView, Result, TagSummary, TagTarget, Watcher,
-};
+use super::{Error, Holdings, ImportedManifest, ManifestView, Result, TagSummary, Watcher};
 use crate::oci::{Digest, RepoName, Tag};
 
 pub use blobs::{ObjectBlob, ObjectReader, ObjectStream};
@@ -283,25 +282,6 @@ impl Cluster {
 
     pub fn manifest_view(&self, _repo: &RepoName, _digest: &Digest) -> Result<ManifestView> {
         Err(Error::Unsupported("the web page"))
-    }
-
-    pub fn tag_target(&self, _repo: &RepoName, _tag: &Tag) -> Result<Option<TagTarget>> {
-        Err(Error::Unsupported("a pull-through cache"))
-    }
-
-    pub fn cache_manifest(
-        &self,
-        _repo: &RepoName,
-        _digest: &Digest,
-        _content_type: Option<&str>,
-        _body: Vec<u8>,
-        _tag: Option<&Tag>,
-    ) -> Result<()> {
-        Err(Error::Unsupported("a pull-through cache"))
-    }
-
-    pub fn note_pulls(&self, _pulls: Vec<(RepoName, Digest)>) -> Result<()> {
-        Err(Error::Unsupported("a pull-through cache"))
     }
 
     pub fn import_image(

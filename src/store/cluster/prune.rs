@@ -241,8 +241,7 @@ impl Cluster {
 
 /// Decides, under the repository row's lock, which of its manifests stay
 /// (see [`kept_manifests`]), and removes the rest with their tags and
-/// edges. The clustered store has no pull-through cache: no manifest
-/// came from an upstream.
+/// edges.
 async fn prune_repo(
     txn: &Transaction<'_>,
     repo: &str,
@@ -285,9 +284,24 @@ async fn prune_repo(
     {
         tags.entry(row.get(1)).or_default().push(row.get(0));
     }
+    let pulled: HashMap<String, u64> = txn
+        .query(
+            "SELECT digest, pulled FROM cache_pulls WHERE repo = $1",
+            &[&repo],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), unsigned(row.get(1))))
+        .collect();
+    let upstream_tags: BTreeSet<String> = txn
+        .query("SELECT tag FROM upstream_tags WHERE repo = $1", &[&repo])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
     let origin = Origin {
-        pulled: &HashMap::new(),
-        upstream_tags: &BTreeSet::new(),
+        pulled: &pulled,
+        upstream_tags: &upstream_tags,
     };
     let kept = kept_manifests(&rows, &tags, &origin, policy, now);
     let gone: Vec<&String> = rows.keys().filter(|d| !kept.contains(*d)).collect();
@@ -298,9 +312,19 @@ async fn prune_repo(
             &[&repo, &d],
         )
         .await?;
+        txn.execute(
+            "DELETE FROM cache_pulls WHERE repo = $1 AND digest = $2",
+            &[&repo, &d],
+        )
+        .await?;
         for tag in tags.get(digest).into_iter().flatten() {
             txn.execute(
                 "DELETE FROM tags WHERE repo = $1 AND tag = $2",
+                &[&repo, tag],
+            )
+            .await?;
+            txn.execute(
+                "DELETE FROM upstream_tags WHERE repo = $1 AND tag = $2",
                 &[&repo, tag],
             )
             .await?;

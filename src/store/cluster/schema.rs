@@ -82,6 +82,20 @@ CREATE TABLE secrets (
     value bytea NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE upstream_tags (
+    repo text COLLATE "C" NOT NULL,
+    tag text COLLATE "C" NOT NULL,
+    fetched bigint NOT NULL,
+    PRIMARY KEY (repo, tag)
+);
+CREATE TABLE cache_pulls (
+    repo text COLLATE "C" NOT NULL,
+    digest text COLLATE "C" NOT NULL,
+    pulled bigint NOT NULL,
+    PRIMARY KEY (repo, digest)
+);
+"#,
 ];
 
 /// Brings the schema to this binary's version.
