@@ -150,12 +150,6 @@ impl Config {
         if let Some((name, _)) = times.iter().find(|(_, t)| t.is_zero()) {
             return Err(format!("{name} must be longer than zero"));
         }
-        if self.cluster.is_some() {
-            let unsupported = [("preload", !self.preload.is_empty())];
-            if let Some((what, _)) = unsupported.iter().find(|(_, on)| *on) {
-                return Err(format!("{what} cannot be used on the clustered store yet"));
-            }
-        }
         let mut seen = std::collections::HashSet::new();
         for (namespace, _) in &self.upstreams {
             if !crate::oci::name::is_namespace(namespace) {

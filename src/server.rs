@@ -85,19 +85,27 @@ impl Registry {
             )),
             None => io::Error::other(format!("cannot open {}: {e}", config.data_dir.display())),
         })?;
-        // A cluster's nodes sign tokens with one key, kept in the store.
-        let shared_key = match (&config.auth, &store) {
-            (Some(_), Store::Cluster(cluster)) => {
+        // A cluster's nodes sign tokens and the page's forms with keys kept
+        // in the store, so any node honours what another issued.
+        let shared = match &store {
+            Store::Cluster(cluster) => {
                 let cluster = Arc::clone(cluster);
-                let key = tokio::task::spawn_blocking(move || {
-                    cluster.shared_secret("token-key", crate::auth::TOKEN_KEY_LEN)
+                let keys = tokio::task::spawn_blocking(move || {
+                    Ok::<_, crate::store::Error>((
+                        cluster.shared_secret("token-key", crate::auth::TOKEN_KEY_LEN)?,
+                        cluster.shared_secret("page-form-key", crate::ui::KEY_LEN)?,
+                    ))
                 })
                 .await
                 .map_err(io::Error::other)?
                 .map_err(io::Error::other)?;
-                Some(key)
+                Some(keys)
             }
-            _ => None,
+            Store::Embedded(_) => None,
+        };
+        let (shared_key, page_key) = match shared {
+            Some((token, page)) => (Some(token), Some(page)),
+            None => (None, None),
         };
         let authority = config
             .auth
@@ -152,6 +160,7 @@ impl Registry {
             mirrors,
             ops,
             &config,
+            page_key.as_deref(),
         ));
         let ops_server = match config.metrics_listen {
             Some(addr) => Some(ops_listener(addr, Arc::clone(&api)).await?),

@@ -471,3 +471,95 @@ fn fsck_finds_a_corrupt_object_and_repair_takes_it_out_of_service() {
     let after = fsck(&[]);
     assert!(after.status.success(), "{after:?}");
 }
+
+/// `--preload` on one node imports into the shared store: every node
+/// serves the image, and a second node preloading the same layout finds
+/// it there and changes nothing.
+#[test]
+fn an_image_preloaded_by_one_node_is_served_by_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/layouts/app");
+    let mut args = common::cluster::node_args(dir.path());
+    args.extend(["--preload".into(), layout.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = ServerProcess::start_with(&dir.path().join("a"), &dir.path().join("a.log"), &args);
+    let second = ServerProcess::start_with(&dir.path().join("b"), &dir.path().join("b.log"), &args);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    for node in [&first, &second] {
+        let resp = http::request(
+            "GET",
+            &http::manifest_url(&node.url(), "fixtures/app", "1"),
+            &[("Accept", http::OCI_MANIFEST)],
+            b"",
+        );
+        assert_eq!(resp.status, 200, "{resp:?}");
+        assert_eq!(sha256_digest(&resp.body), digest);
+        let manifest = resp.json();
+        for layer in manifest["layers"].as_array().unwrap() {
+            let d = layer["digest"].as_str().unwrap();
+            let hex = d.strip_prefix("sha256:").unwrap();
+            let bytes = std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap();
+            assert_blob(&node.url(), "fixtures/app", d, &bytes);
+        }
+    }
+}
+
+/// Behind one public URL, the web page's delete form that one node gave
+/// is honoured by another: the form key is the cluster's, not a node's.
+#[test]
+fn a_delete_form_from_one_node_is_honoured_by_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = common::cluster::node_args(dir.path());
+    args.extend(["--public-url".into(), "http://registry.test".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let nodes: Vec<ServerProcess> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            ServerProcess::start_with(
+                &dir.path().join(n),
+                &dir.path().join(format!("{n}.log")),
+                &args,
+            )
+        })
+        .collect();
+    let config = http::random_bytes(200, 71);
+    let layer = http::random_bytes(3000, 72);
+    http::push_blob(&nodes[0].url(), "team/app", &config);
+    http::push_blob(&nodes[0].url(), "team/app", &layer);
+    let manifest = http::image_manifest(
+        &http::descriptor(http::OCI_CONFIG, &config),
+        &[http::descriptor(http::OCI_LAYER, &layer)],
+    );
+    let put = http::put_manifest(
+        &nodes[0].url(),
+        "team/app",
+        "1",
+        http::OCI_MANIFEST,
+        &manifest,
+    );
+    assert_eq!(put.status, 201, "{put:?}");
+    let confirm = http::get(&format!("{}/r/team/app/-/delete?tag=1", nodes[0].url())).text();
+    let at = confirm
+        .find(r#"name="token" value=""#)
+        .expect("a token field")
+        + 20;
+    let token = &confirm[at..at + confirm[at..].find('"').unwrap()];
+    let resp = http::request(
+        "POST",
+        &format!("{}/r/team/app/-/delete", nodes[1].url()),
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Origin", "http://registry.test"),
+        ],
+        format!("tag=1&token={token}").as_bytes(),
+    );
+    assert_eq!(resp.status, 303, "{}", resp.text());
+    for node in &nodes {
+        assert_eq!(
+            http::get(&http::manifest_url(&node.url(), "team/app", "1")).status,
+            404
+        );
+    }
+}

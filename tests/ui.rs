@@ -118,101 +118,6 @@ fn page(url: &str, headers: &[(&str, &str)]) -> String {
     resp.text()
 }
 
-#[test]
-fn the_pages_lead_from_repositories_to_platforms_layers_config_and_referrers() {
-    let reg = TestRegistry::start();
-    let base = reg.url();
-    let pushed = populate(&base);
-    for i in 0..105 {
-        http::push_blob(&base, &format!("many/r{i:03}"), b"x");
-        let m = http::image_manifest(&http::descriptor(http::OCI_CONFIG, b"x"), &[]);
-        http::push_manifest(&base, &format!("many/r{i:03}"), "latest", OCI_MANIFEST, &m);
-    }
-    let home = page(&format!("{base}/"), &[]);
-    assert!(home.contains(r#"href="/r/many/r000""#), "{home}");
-    assert!(home.contains("Next page"), "100 to a page: {home}");
-    let second = page(&format!("{base}/?after=many%2Fr099"), &[]);
-    assert!(second.contains("/r/team/multi") && second.contains("/r/many/r104"));
-    let filtered = page(&format!("{base}/?q=team"), &[]);
-    assert!(filtered.contains("/r/team/app") && !filtered.contains("/r/many/"));
-
-    let multi = page(&format!("{base}/r/team/multi"), &[]);
-    for part in [
-        "linux/amd64",
-        "linux/arm64/v8",
-        &pushed.index_digest[..19],
-        &format!("docker pull {}/team/multi:2", reg.host()),
-        &format!("podman pull {}/team/multi:2", reg.host()),
-        "just now",
-    ] {
-        assert!(
-            multi.contains(part),
-            "no {part:?} on the tags page: {multi}"
-        );
-    }
-    let index = page(
-        &format!("{base}/r/team/multi/-/manifest/{}", pushed.index_digest),
-        &[],
-    );
-    assert!(index.contains(&format!("/r/team/multi/-/manifest/{}", pushed.arm_digest)));
-    assert!(
-        index.contains("application/vnd.dev.cosign.artifact.sig.v1+json"),
-        "{index}"
-    );
-    assert!(index.contains(&format!(
-        "/r/team/multi/-/manifest/{}",
-        pushed.signature_digest
-    )));
-    let arm = page(
-        &format!("{base}/r/team/multi/-/manifest/{}", pushed.arm_digest),
-        &[],
-    );
-    let layer = pushed.app["layers"][0]["digest"].as_str().unwrap();
-    for part in [
-        "/bin/serve --port 8080",
-        "SEED=3",
-        "linux/arm64/v8",
-        "2026-11-01T10:00:00Z",
-        "Layers",
-    ] {
-        assert!(
-            arm.contains(part),
-            "no {part:?} on the manifest page: {arm}"
-        );
-    }
-    let app = page(
-        &format!("{base}/r/team/app/-/manifest/{}", pushed.app_digest),
-        &[],
-    );
-    assert!(app.contains(&layer[..19]), "{app}");
-    assert_eq!(http::get(&format!("{base}/r/team/nothing")).status, 404);
-    let css = http::get(&format!("{base}/-/berth.css"));
-    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
-    // The registry API is where it was.
-    assert_eq!(http::get(&format!("{base}/v2/")).status, 200);
-}
-
-#[test]
-fn every_value_from_a_manifest_is_escaped() {
-    let reg = TestRegistry::start();
-    let base = reg.url();
-    let pushed = populate(&base);
-    let html = page(
-        &format!("{base}/r/team/app/-/manifest/{}", pushed.app_digest),
-        &[],
-    );
-    assert!(
-        !html.contains("<script>"),
-        "a manifest's value came through raw: {html}"
-    );
-    assert!(html.contains("&lt;script&gt;"), "{html}");
-    let filter = page(&format!("{base}/?q=%22%3E%3Cscript%3E"), &[]);
-    assert!(!filter.contains("<script>"), "{filter}");
-    let resp = http::get(&format!("{base}/"));
-    let policy = resp.header("content-security-policy").unwrap_or("");
-    assert!(policy.contains("default-src 'none'"), "{policy}");
-}
-
 /// The confirmation page's form: its token.
 fn token_of(confirm: &str) -> String {
     let at = confirm
@@ -221,61 +126,6 @@ fn token_of(confirm: &str) -> String {
         + 20;
     let len = confirm[at..].find('"').expect("the field's end");
     confirm[at..at + len].to_owned()
-}
-
-#[test]
-fn a_delete_takes_the_pages_own_form_and_its_token() {
-    let reg = TestRegistry::start();
-    let base = reg.url();
-    populate(&base);
-    let confirm = page(&format!("{base}/r/team/app/-/delete?tag=1"), &[]);
-    assert!(
-        confirm.contains("Delete?") && confirm.contains("tag 1"),
-        "{confirm}"
-    );
-    let token = token_of(&confirm);
-    let delete = |form: &str, headers: &[(&str, &str)]| {
-        let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
-        all.extend_from_slice(headers);
-        http::request(
-            "POST",
-            &format!("{base}/r/team/app/-/delete"),
-            &all,
-            form.as_bytes(),
-        )
-    };
-    let tag_url = http::manifest_url(&base, "team/app", "1");
-    let origin = format!("http://{}", reg.host());
-    for (form, headers) in [
-        ("tag=1", vec![("Origin", origin.as_str())]),
-        (
-            &*format!("tag=1&token={}", "0".repeat(64)),
-            vec![("Origin", origin.as_str())],
-        ),
-        (
-            &*format!("tag=1&token={token}"),
-            vec![("Origin", "http://evil.example")],
-        ),
-        (
-            &*format!("tag=1&token={token}"),
-            vec![("Sec-Fetch-Site", "cross-site")],
-        ),
-    ] {
-        let resp = delete(form, &headers);
-        assert_eq!(resp.status, 403, "{form} {headers:?}: {}", resp.text());
-        assert_eq!(
-            http::get(&tag_url).status,
-            200,
-            "deleted by {form} {headers:?}"
-        );
-    }
-    let resp = delete(
-        &format!("tag=1&token={token}"),
-        &[("Origin", &origin), ("Sec-Fetch-Site", "same-origin")],
-    );
-    assert_eq!(resp.status, 303, "{}", resp.text());
-    assert_eq!(resp.header("location"), Some("/r/team/app"));
-    assert_eq!(http::get(&tag_url).status, 404);
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -306,63 +156,6 @@ fn secured() -> (TestRegistry, Pushed, tempfile::TempDir) {
         c.auth = Some(auth);
     });
     (reg, pushed, files)
-}
-
-#[test]
-fn with_auth_the_page_asks_for_a_login_and_shows_only_what_the_user_may_pull() {
-    let (reg, _, _files) = secured();
-    let base = reg.url();
-    let resp = http::get(&format!("{base}/"));
-    assert_eq!(resp.status, 401);
-    assert!(
-        resp.header("www-authenticate")
-            .unwrap_or("")
-            .starts_with("Basic "),
-        "{resp:?}"
-    );
-    let wrong = http::request(
-        "GET",
-        &format!("{base}/"),
-        &[("Authorization", &basic("reader", "nope"))],
-        b"",
-    );
-    assert_eq!(wrong.status, 401);
-
-    let reader = basic("reader", "read-pw");
-    let home = page(&format!("{base}/"), &[("Authorization", &reader)]);
-    assert!(
-        home.contains("/r/team/app") && !home.contains("/r/team/multi"),
-        "{home}"
-    );
-    let app = page(&format!("{base}/r/team/app"), &[("Authorization", &reader)]);
-    assert!(
-        !app.contains("Delete"),
-        "a pull user is offered a delete: {app}"
-    );
-    let hidden = http::request(
-        "GET",
-        &format!("{base}/r/team/multi"),
-        &[("Authorization", &reader)],
-        b"",
-    );
-    assert_eq!(
-        hidden.status, 404,
-        "a repository the user may not pull is shown"
-    );
-    let refused = http::request(
-        "GET",
-        &format!("{base}/r/team/app/-/delete?tag=1"),
-        &[("Authorization", &reader)],
-        b"",
-    );
-    assert_eq!(refused.status, 403);
-
-    let pusher = basic("pusher", "push-pw");
-    let multi = page(
-        &format!("{base}/r/team/multi"),
-        &[("Authorization", &pusher)],
-    );
-    assert!(multi.contains("Delete tag"), "{multi}");
 }
 
 /// Where the browser test leaves its screenshots.
@@ -470,6 +263,214 @@ fn in_a_browser_a_push_user_deletes_a_tag_and_a_pull_user_is_refused() {
     assert_eq!(tag.status, 404, "the tag is still there");
 }
 
+common::both_engines! {
+#[test]
+fn the_pages_lead_from_repositories_to_platforms_layers_config_and_referrers() {
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    let pushed = populate(&base);
+    for i in 0..105 {
+        http::push_blob(&base, &format!("many/r{i:03}"), b"x");
+        let m = http::image_manifest(&http::descriptor(http::OCI_CONFIG, b"x"), &[]);
+        http::push_manifest(&base, &format!("many/r{i:03}"), "latest", OCI_MANIFEST, &m);
+    }
+    let home = page(&format!("{base}/"), &[]);
+    assert!(home.contains(r#"href="/r/many/r000""#), "{home}");
+    assert!(home.contains("Next page"), "100 to a page: {home}");
+    let second = page(&format!("{base}/?after=many%2Fr099"), &[]);
+    assert!(second.contains("/r/team/multi") && second.contains("/r/many/r104"));
+    let filtered = page(&format!("{base}/?q=team"), &[]);
+    assert!(filtered.contains("/r/team/app") && !filtered.contains("/r/many/"));
+
+    let multi = page(&format!("{base}/r/team/multi"), &[]);
+    for part in [
+        "linux/amd64",
+        "linux/arm64/v8",
+        &pushed.index_digest[..19],
+        &format!("docker pull {}/team/multi:2", reg.host()),
+        &format!("podman pull {}/team/multi:2", reg.host()),
+        "just now",
+    ] {
+        assert!(
+            multi.contains(part),
+            "no {part:?} on the tags page: {multi}"
+        );
+    }
+    let index = page(
+        &format!("{base}/r/team/multi/-/manifest/{}", pushed.index_digest),
+        &[],
+    );
+    assert!(index.contains(&format!("/r/team/multi/-/manifest/{}", pushed.arm_digest)));
+    assert!(
+        index.contains("application/vnd.dev.cosign.artifact.sig.v1+json"),
+        "{index}"
+    );
+    assert!(index.contains(&format!(
+        "/r/team/multi/-/manifest/{}",
+        pushed.signature_digest
+    )));
+    let arm = page(
+        &format!("{base}/r/team/multi/-/manifest/{}", pushed.arm_digest),
+        &[],
+    );
+    let layer = pushed.app["layers"][0]["digest"].as_str().unwrap();
+    for part in [
+        "/bin/serve --port 8080",
+        "SEED=3",
+        "linux/arm64/v8",
+        "2026-11-01T10:00:00Z",
+        "Layers",
+    ] {
+        assert!(
+            arm.contains(part),
+            "no {part:?} on the manifest page: {arm}"
+        );
+    }
+    let app = page(
+        &format!("{base}/r/team/app/-/manifest/{}", pushed.app_digest),
+        &[],
+    );
+    assert!(app.contains(&layer[..19]), "{app}");
+    assert_eq!(http::get(&format!("{base}/r/team/nothing")).status, 404);
+    let css = http::get(&format!("{base}/-/berth.css"));
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
+    // The registry API is where it was.
+    assert_eq!(http::get(&format!("{base}/v2/")).status, 200);
+}
+
+#[test]
+fn every_value_from_a_manifest_is_escaped() {
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    let pushed = populate(&base);
+    let html = page(
+        &format!("{base}/r/team/app/-/manifest/{}", pushed.app_digest),
+        &[],
+    );
+    assert!(
+        !html.contains("<script>"),
+        "a manifest's value came through raw: {html}"
+    );
+    assert!(html.contains("&lt;script&gt;"), "{html}");
+    let filter = page(&format!("{base}/?q=%22%3E%3Cscript%3E"), &[]);
+    assert!(!filter.contains("<script>"), "{filter}");
+    let resp = http::get(&format!("{base}/"));
+    let policy = resp.header("content-security-policy").unwrap_or("");
+    assert!(policy.contains("default-src 'none'"), "{policy}");
+}
+
+#[test]
+fn a_delete_takes_the_pages_own_form_and_its_token() {
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    populate(&base);
+    let confirm = page(&format!("{base}/r/team/app/-/delete?tag=1"), &[]);
+    assert!(
+        confirm.contains("Delete?") && confirm.contains("tag 1"),
+        "{confirm}"
+    );
+    let token = token_of(&confirm);
+    let delete = |form: &str, headers: &[(&str, &str)]| {
+        let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
+        all.extend_from_slice(headers);
+        http::request(
+            "POST",
+            &format!("{base}/r/team/app/-/delete"),
+            &all,
+            form.as_bytes(),
+        )
+    };
+    let tag_url = http::manifest_url(&base, "team/app", "1");
+    let origin = format!("http://{}", reg.host());
+    for (form, headers) in [
+        ("tag=1", vec![("Origin", origin.as_str())]),
+        (
+            &*format!("tag=1&token={}", "0".repeat(64)),
+            vec![("Origin", origin.as_str())],
+        ),
+        (
+            &*format!("tag=1&token={token}"),
+            vec![("Origin", "http://evil.example")],
+        ),
+        (
+            &*format!("tag=1&token={token}"),
+            vec![("Sec-Fetch-Site", "cross-site")],
+        ),
+    ] {
+        let resp = delete(form, &headers);
+        assert_eq!(resp.status, 403, "{form} {headers:?}: {}", resp.text());
+        assert_eq!(
+            http::get(&tag_url).status,
+            200,
+            "deleted by {form} {headers:?}"
+        );
+    }
+    let resp = delete(
+        &format!("tag=1&token={token}"),
+        &[("Origin", &origin), ("Sec-Fetch-Site", "same-origin")],
+    );
+    assert_eq!(resp.status, 303, "{}", resp.text());
+    assert_eq!(resp.header("location"), Some("/r/team/app"));
+    assert_eq!(http::get(&tag_url).status, 404);
+}
+
+#[test]
+fn with_auth_the_page_asks_for_a_login_and_shows_only_what_the_user_may_pull() {
+    let (reg, _, _files) = secured();
+    let base = reg.url();
+    let resp = http::get(&format!("{base}/"));
+    assert_eq!(resp.status, 401);
+    assert!(
+        resp.header("www-authenticate")
+            .unwrap_or("")
+            .starts_with("Basic "),
+        "{resp:?}"
+    );
+    let wrong = http::request(
+        "GET",
+        &format!("{base}/"),
+        &[("Authorization", &basic("reader", "nope"))],
+        b"",
+    );
+    assert_eq!(wrong.status, 401);
+
+    let reader = basic("reader", "read-pw");
+    let home = page(&format!("{base}/"), &[("Authorization", &reader)]);
+    assert!(
+        home.contains("/r/team/app") && !home.contains("/r/team/multi"),
+        "{home}"
+    );
+    let app = page(&format!("{base}/r/team/app"), &[("Authorization", &reader)]);
+    assert!(
+        !app.contains("Delete"),
+        "a pull user is offered a delete: {app}"
+    );
+    let hidden = http::request(
+        "GET",
+        &format!("{base}/r/team/multi"),
+        &[("Authorization", &reader)],
+        b"",
+    );
+    assert_eq!(
+        hidden.status, 404,
+        "a repository the user may not pull is shown"
+    );
+    let refused = http::request(
+        "GET",
+        &format!("{base}/r/team/app/-/delete?tag=1"),
+        &[("Authorization", &reader)],
+        b"",
+    );
+    assert_eq!(refused.status, 403);
+
+    let pusher = basic("pusher", "push-pw");
+    let multi = page(
+        &format!("{base}/r/team/multi"),
+        &[("Authorization", &pusher)],
+    );
+    assert!(multi.contains("Delete tag"), "{multi}");
+}
+
 #[test]
 fn a_manifest_page_shows_only_what_its_own_repository_holds() {
     let reg = TestRegistry::start();
@@ -537,4 +538,5 @@ fn behind_a_proxy_the_public_urls_origin_may_delete() {
         form.as_bytes(),
     );
     assert_eq!(resp.status, 303, "{}", resp.text());
+}
 }

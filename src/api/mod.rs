@@ -64,6 +64,7 @@ impl Api {
         mirrors: Arc<Mirrors>,
         ops: Arc<Ops>,
         config: &Config,
+        page_key: Option<&[u8]>,
     ) -> Api {
         Api {
             ui: crate::ui::Ui::new(
@@ -71,6 +72,7 @@ impl Api {
                 authority.clone(),
                 Arc::clone(&mirrors),
                 config,
+                page_key,
             ),
             store,
             mirrors,

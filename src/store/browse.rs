@@ -13,7 +13,7 @@ use crate::oci::manifest::platform;
 use crate::oci::{Digest, RepoName};
 
 /// Configs above this are not read for a page: real ones are a few KiB.
-const MAX_CONFIG: u64 = 1 << 20;
+pub(super) const MAX_CONFIG: u64 = 1 << 20;
 
 /// One tag as a page lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,12 +175,12 @@ impl Embedded {
     }
 }
 
-fn config_digest(body: &[u8]) -> Option<Digest> {
+pub(super) fn config_digest(body: &[u8]) -> Option<Digest> {
     let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
     doc["config"]["digest"].as_str().and_then(Digest::parse)
 }
 
-fn index_platforms(body: &[u8]) -> Vec<String> {
+pub(super) fn index_platforms(body: &[u8]) -> Vec<String> {
     let doc: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     doc["manifests"]
         .as_array()

@@ -45,7 +45,7 @@ pub struct Ui {
     /// A form must arrive within this.
     form_timeout: std::time::Duration,
     /// Signs delete tokens; new at every start.
-    key: [u8; 32],
+    key: [u8; KEY_LEN],
 }
 
 /// What a page may show and do, for whom.
@@ -64,6 +64,9 @@ enum Page {
     Delete(RepoName),
 }
 
+/// The length of the key that signs the page's delete forms.
+pub const KEY_LEN: usize = 32;
+
 /// Whether `path` is the web page's rather than the registry API's.
 pub fn handles(path: &str) -> bool {
     path == "/" || path.starts_with("/r/") || path == STYLESHEET_PATH
@@ -75,9 +78,14 @@ impl Ui {
         authority: Option<Arc<Authority>>,
         mirrors: Arc<Mirrors>,
         config: &crate::config::Config,
+        shared_key: Option<&[u8]>,
     ) -> Ui {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).expect("the system has randomness");
+        // Shared by a cluster's nodes; else this process's own.
+        let mut key = [0u8; KEY_LEN];
+        match shared_key {
+            Some(shared) if shared.len() == KEY_LEN => key.copy_from_slice(shared),
+            _ => getrandom::fill(&mut key).expect("the system has randomness"),
+        }
         Ui {
             store,
             authority,

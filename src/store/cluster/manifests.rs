@@ -54,10 +54,21 @@ pub(super) async fn insert_row(
         ],
     )
     .await?;
+    insert_refs(txn, repo, digest, parsed).await
+}
+
+/// The record of which blobs a manifest needs, and its referrers edge.
+pub(super) async fn insert_refs(
+    txn: &tokio_postgres::Transaction<'_>,
+    repo: &str,
+    digest: &Digest,
+    parsed: &ParsedManifest,
+) -> Result<()> {
+    let d = digest.as_str();
     txn.execute(
         "INSERT INTO blob_refs (blob, repo, manifest)
          SELECT unnest($1::text[]), $2, $3 ON CONFLICT DO NOTHING",
-        &[&blobs, &repo, &d],
+        &[&strings(&parsed.blobs), &repo, &d],
     )
     .await?;
     if let Some(subject) = &parsed.subject {

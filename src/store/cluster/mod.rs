@@ -18,9 +18,11 @@
 //!   manifest's references or makes the PUT find the blob gone.
 
 mod blobs;
+mod browse;
 mod cache;
 mod compose;
 mod fsck;
+mod imports;
 mod manifests;
 mod objects;
 mod prune;
@@ -34,8 +36,7 @@ use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
-use super::{Error, Holdings, ImportedManifest, ManifestView, Result, TagSummary, Watcher};
-use crate::oci::{Digest, RepoName, Tag};
+use super::{Error, Holdings, Result, Watcher};
 
 pub use blobs::{ObjectBlob, ObjectReader, ObjectStream};
 pub use objects::ObjectSettings;
@@ -269,28 +270,5 @@ impl Cluster {
 
     pub fn remove_orphan_blobs(&self) -> Result<usize> {
         Err(Error::Unsupported("sweeping orphaned objects"))
-    }
-
-    pub fn tag_summaries(
-        &self,
-        _repo: &RepoName,
-        _after: Option<&str>,
-        _n: usize,
-    ) -> Result<(Vec<TagSummary>, bool)> {
-        Err(Error::Unsupported("the web page"))
-    }
-
-    pub fn manifest_view(&self, _repo: &RepoName, _digest: &Digest) -> Result<ManifestView> {
-        Err(Error::Unsupported("the web page"))
-    }
-
-    pub fn import_image(
-        &self,
-        _repo: &RepoName,
-        _blobs: Vec<Digest>,
-        _manifests: Vec<ImportedManifest>,
-        _tag: Option<(Tag, Digest)>,
-    ) -> Result<()> {
-        Err(Error::Unsupported("import"))
     }
 }
