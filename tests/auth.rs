@@ -451,6 +451,251 @@ fn names(items: &[&str]) -> Vec<String> {
 // ---------------------------------------------------------------------------
 // Off by default
 
+// ---------------------------------------------------------------------------
+// The challenge
+
+// ---------------------------------------------------------------------------
+// Basic auth
+
+// ---------------------------------------------------------------------------
+// Access rules
+
+// ---------------------------------------------------------------------------
+// The catalog
+
+// ---------------------------------------------------------------------------
+// The token flow
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).unwrap();
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Each registry makes its own random 32-byte key in DATA/token.key (mode
+/// 0600) on first start and keeps it: its tokens survive a restart, another
+/// registry (same users, same rules) refuses them, and a user taken out of
+/// the htpasswd file loses the tokens it holds.
+#[test]
+fn token_keys_are_per_registry_private_and_kept_across_restarts() {
+    let a = Secured::start(Some(RULES), |_| {});
+    let b = Secured::start(Some(RULES), |_| {});
+    let (key_a, key_b) = (a.data().join("token.key"), b.data().join("token.key"));
+    let bytes_a = std::fs::read(&key_a).expect("DATA/token.key exists");
+    let bytes_b = std::fs::read(&key_b).expect("DATA/token.key exists");
+    assert_eq!(bytes_a.len(), 32, "a 32-byte key");
+    assert_eq!(bytes_b.len(), 32, "a 32-byte key");
+    assert_ne!(bytes_a, bytes_b, "two registries, two keys");
+    assert!(bytes_a.iter().any(|&b| b != 0), "a random key, not zeros");
+    assert_eq!(
+        mode(&key_a),
+        0o600,
+        "token.key is readable by its owner only"
+    );
+
+    let image = push_image(&a.url, "team/app", "v1", Who::User("alice"), 1000);
+    push_image(&b.url, "team/app", "v1", Who::User("alice"), 1000);
+    let t = token(&a.url, Who::User("bob"), &["repository:team/app:pull"]);
+    assert_eq!(
+        get_manifest(&a.url, "team/app", "v1", Who::Bearer(&t)).status,
+        200
+    );
+    let resp = get_manifest(&b.url, "team/app", "v1", Who::Bearer(&t));
+    assert_error(&resp, 401, "UNAUTHORIZED");
+    assert_eq!(get(&format!("{}/v2/", b.url), Who::Bearer(&t)).status, 401);
+    drop(b);
+
+    let (data, files) = a.stop();
+    let a = Secured::start_in(data, files, Some(RULES), |_| {});
+    assert_eq!(
+        std::fs::read(&key_a).unwrap(),
+        bytes_a,
+        "the key is kept across a restart"
+    );
+    let resp = get_manifest(&a.url, "team/app", "v1", Who::Bearer(&t));
+    assert_eq!(resp.status, 200, "a token survives a restart: {resp:?}");
+    assert_eq!(resp.body, image.manifest);
+
+    // bob leaves the htpasswd file.
+    let (data, files) = a.stop();
+    let without_bob: String = htpasswd_text()
+        .lines()
+        .filter(|l| !l.starts_with("bob:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let htpasswd = files.path().join("htpasswd-without-bob");
+    std::fs::write(&htpasswd, without_bob).unwrap();
+    let a = Secured::start_in(data, files, Some(RULES), |auth| {
+        auth.htpasswd = htpasswd.clone()
+    });
+    let resp = get_manifest(&a.url, "team/app", "v1", Who::Bearer(&t));
+    assert_error(&resp, 401, "UNAUTHORIZED");
+}
+
+/// A data directory berth creates is its owner's only (0700): blobs,
+/// manifests and the token key are nobody else's business. One that
+/// exists keeps the mode its owner gave it.
+#[test]
+fn a_new_data_directory_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let files = tempfile::tempdir().unwrap();
+    let htpasswd = files.path().join("htpasswd");
+    std::fs::write(&htpasswd, htpasswd_text()).unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let fresh = parent.path().join("registry");
+    let existing = parent.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o750)).unwrap();
+    for dir in [&fresh, &existing] {
+        let registry = TestRegistry::start_with(tempfile::tempdir().unwrap(), |config| {
+            config.data_dir = dir.clone();
+            config.auth = Some(AuthConfig::new(&htpasswd));
+        });
+        push_image(&registry.url(), "a/b", "v1", Who::User("alice"), 1500);
+        drop(registry);
+        assert_eq!(mode(&dir.join("token.key")), 0o600, "{}", dir.display());
+    }
+    let (fresh, existing) = (mode(&fresh), mode(&existing));
+    assert_eq!(fresh, 0o700, "a data directory berth created: {fresh:o}");
+    assert_eq!(existing, 0o750, "an existing data directory: {existing:o}");
+}
+
+// ---------------------------------------------------------------------------
+// Cross-repository mounts
+
+/// Sends `GET /v2/` with exactly this Host header (and no credentials).
+fn get_v2_with_host(addr: std::net::SocketAddr, host: &str) -> Response {
+    let mut stream = http::connect_addr(addr).unwrap();
+    let head = format!("GET /v2/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    http::read_response(&mut stream, false)
+        .unwrap_or_else(|e| panic!("GET /v2/ with Host {host:?}: {e}"))
+}
+
+// ---------------------------------------------------------------------------
+// Failed logins
+
+/// `curl` status code of a GET from another loopback address.
+fn curl_from(source: &str, url: &str, user: &str, password: &str) -> u16 {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "30",
+        ])
+        .args(["--interface", source, "-u"])
+        .arg(format!("{user}:{password}"))
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("curl is needed for this test (Debian: apt-get install -y curl): {e}")
+        });
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().parse().unwrap_or_else(|_| {
+        panic!(
+            "curl --interface {source} {url}: {} {text} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Start-up and the command line
+
+fn start_error(data: &Path, auth: AuthConfig) -> String {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = berth::Config::new(data);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.auth = Some(auth);
+    match runtime.block_on(berth::Registry::start(config)) {
+        Ok(registry) => {
+            runtime.block_on(registry.shutdown());
+            panic!("the registry started")
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The real binary and its log
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `berth serve` as a child process, killed on drop.
+struct Served {
+    child: Option<Child>,
+    url: String,
+}
+
+impl Served {
+    /// Starts `berth serve --listen 127.0.0.1:0 ARGS` with `RUST_LOG` and
+    /// its stderr in `log`; waits for the address line.
+    fn start(args: &[&str], rust_log: &str, log: &Path) -> Served {
+        let log_file = std::fs::File::create(log).unwrap();
+        let (child, url) = common::process::spawn_serve(args, rust_log, log_file, log);
+        Served {
+            child: Some(child),
+            url,
+        }
+    }
+
+    /// SIGTERM, and waits (bounded) for a clean exit.
+    fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let status = wait_timeout(&mut child, Duration::from_secs(40));
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "berth serve did not exit cleanly on SIGTERM: {status:?}"
+        );
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+common::both_engines! {
 /// Without an htpasswd file nobody is asked for anything: anonymous callers
 /// push, pull and list, and there is no token endpoint to speak of.
 #[test]
@@ -479,9 +724,6 @@ fn without_auth_everyone_reads_and_writes() {
         "no tokens are handed out with auth off"
     );
 }
-
-// ---------------------------------------------------------------------------
-// The challenge
 
 /// Every endpoint asked without credentials answers 401 UNAUTHORIZED with
 /// `WWW-Authenticate: Bearer realm="http://HOST/token",service="berth"`, and
@@ -563,9 +805,6 @@ fn requests_without_credentials_get_a_bearer_challenge_with_the_needed_scope() {
     let resp = get(&format!("{base}/v2/team/app/tags/list"), Who::User("alice"));
     assert_error(&resp, 404, "NAME_UNKNOWN");
 }
-
-// ---------------------------------------------------------------------------
-// Basic auth
 
 /// Basic credentials are accepted on every request of a whole push (both
 /// upload styles), pull, listing and delete; a wrong password, an unknown
@@ -692,9 +931,6 @@ fn basic_credentials_work_on_every_request_and_wrong_ones_are_401() {
     let resp = get_manifest(base, "team/app", "v1", alice);
     assert_error(&resp, 404, "MANIFEST_UNKNOWN");
 }
-
-// ---------------------------------------------------------------------------
-// Access rules
 
 /// The rules decide per user and repository: exact names, `prefix/*` (which
 /// does not match `prefix` itself nor `prefixx/...`), `*`, push implying pull
@@ -893,9 +1129,6 @@ fn anonymous_pull_lets_anyone_read_and_nobody_anonymous_write() {
     assert_eq!(resp.status, 200, "{resp:?}");
 }
 
-// ---------------------------------------------------------------------------
-// The catalog
-
 /// `_catalog` lists exactly the repositories the caller may pull by the
 /// rules, for Basic and Bearer callers alike, also page by page (hidden
 /// names neither listed nor used as page marks); anonymous callers, with a
@@ -984,9 +1217,6 @@ fn catalog_lists_only_repositories_the_caller_may_pull() {
     );
     assert_eq!(catalog(&plain.url, Who::User("alice")), names(&["a/b"]));
 }
-
-// ---------------------------------------------------------------------------
-// The token flow
 
 /// `/token` answers `{token, access_token, expires_in, issued_at}`; the token
 /// grants what was asked and allowed, nothing more: a repository it does not
@@ -1248,13 +1478,6 @@ fn expired_tokens_are_refused() {
     }
 }
 
-fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
-    use hmac::{Hmac, KeyInit, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).unwrap();
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
-}
-
 /// Tokens are signed: changing the claims, the signature, or signing with a
 /// guessable key gives 401, never more access.
 #[test]
@@ -1339,103 +1562,6 @@ fn forged_and_tampered_tokens_are_refused() {
     let resp = get_manifest(base, "team/app", "v2", Who::User("alice"));
     assert_error(&resp, 404, "MANIFEST_UNKNOWN");
 }
-
-#[cfg(unix)]
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
-/// Each registry makes its own random 32-byte key in DATA/token.key (mode
-/// 0600) on first start and keeps it: its tokens survive a restart, another
-/// registry (same users, same rules) refuses them, and a user taken out of
-/// the htpasswd file loses the tokens it holds.
-#[test]
-fn token_keys_are_per_registry_private_and_kept_across_restarts() {
-    let a = Secured::start(Some(RULES), |_| {});
-    let b = Secured::start(Some(RULES), |_| {});
-    let (key_a, key_b) = (a.data().join("token.key"), b.data().join("token.key"));
-    let bytes_a = std::fs::read(&key_a).expect("DATA/token.key exists");
-    let bytes_b = std::fs::read(&key_b).expect("DATA/token.key exists");
-    assert_eq!(bytes_a.len(), 32, "a 32-byte key");
-    assert_eq!(bytes_b.len(), 32, "a 32-byte key");
-    assert_ne!(bytes_a, bytes_b, "two registries, two keys");
-    assert!(bytes_a.iter().any(|&b| b != 0), "a random key, not zeros");
-    assert_eq!(
-        mode(&key_a),
-        0o600,
-        "token.key is readable by its owner only"
-    );
-
-    let image = push_image(&a.url, "team/app", "v1", Who::User("alice"), 1000);
-    push_image(&b.url, "team/app", "v1", Who::User("alice"), 1000);
-    let t = token(&a.url, Who::User("bob"), &["repository:team/app:pull"]);
-    assert_eq!(
-        get_manifest(&a.url, "team/app", "v1", Who::Bearer(&t)).status,
-        200
-    );
-    let resp = get_manifest(&b.url, "team/app", "v1", Who::Bearer(&t));
-    assert_error(&resp, 401, "UNAUTHORIZED");
-    assert_eq!(get(&format!("{}/v2/", b.url), Who::Bearer(&t)).status, 401);
-    drop(b);
-
-    let (data, files) = a.stop();
-    let a = Secured::start_in(data, files, Some(RULES), |_| {});
-    assert_eq!(
-        std::fs::read(&key_a).unwrap(),
-        bytes_a,
-        "the key is kept across a restart"
-    );
-    let resp = get_manifest(&a.url, "team/app", "v1", Who::Bearer(&t));
-    assert_eq!(resp.status, 200, "a token survives a restart: {resp:?}");
-    assert_eq!(resp.body, image.manifest);
-
-    // bob leaves the htpasswd file.
-    let (data, files) = a.stop();
-    let without_bob: String = htpasswd_text()
-        .lines()
-        .filter(|l| !l.starts_with("bob:"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let htpasswd = files.path().join("htpasswd-without-bob");
-    std::fs::write(&htpasswd, without_bob).unwrap();
-    let a = Secured::start_in(data, files, Some(RULES), |auth| {
-        auth.htpasswd = htpasswd.clone()
-    });
-    let resp = get_manifest(&a.url, "team/app", "v1", Who::Bearer(&t));
-    assert_error(&resp, 401, "UNAUTHORIZED");
-}
-
-/// A data directory berth creates is its owner's only (0700): blobs,
-/// manifests and the token key are nobody else's business. One that
-/// exists keeps the mode its owner gave it.
-#[test]
-fn a_new_data_directory_is_readable_by_its_owner_only() {
-    use std::os::unix::fs::PermissionsExt;
-    let files = tempfile::tempdir().unwrap();
-    let htpasswd = files.path().join("htpasswd");
-    std::fs::write(&htpasswd, htpasswd_text()).unwrap();
-    let parent = tempfile::tempdir().unwrap();
-    let fresh = parent.path().join("registry");
-    let existing = parent.path().join("existing");
-    std::fs::create_dir(&existing).unwrap();
-    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o750)).unwrap();
-    for dir in [&fresh, &existing] {
-        let registry = TestRegistry::start_with(tempfile::tempdir().unwrap(), |config| {
-            config.data_dir = dir.clone();
-            config.auth = Some(AuthConfig::new(&htpasswd));
-        });
-        push_image(&registry.url(), "a/b", "v1", Who::User("alice"), 1500);
-        drop(registry);
-        assert_eq!(mode(&dir.join("token.key")), 0o600, "{}", dir.display());
-    }
-    let (fresh, existing) = (mode(&fresh), mode(&existing));
-    assert_eq!(fresh, 0o700, "a data directory berth created: {fresh:o}");
-    assert_eq!(existing, 0o750, "an existing data directory: {existing:o}");
-}
-
-// ---------------------------------------------------------------------------
-// Cross-repository mounts
 
 /// A mount from a repository the caller may not pull is no mount: 202 and an
 /// upload session, and the blob is not linked into the target; from one it
@@ -1732,15 +1858,6 @@ fn a_refusal_before_the_body_is_read_leaves_the_connection_usable() {
     }
 }
 
-/// Sends `GET /v2/` with exactly this Host header (and no credentials).
-fn get_v2_with_host(addr: std::net::SocketAddr, host: &str) -> Response {
-    let mut stream = http::connect_addr(addr).unwrap();
-    let head = format!("GET /v2/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    http::read_response(&mut stream, false)
-        .unwrap_or_else(|e| panic!("GET /v2/ with Host {host:?}: {e}"))
-}
-
 /// The token realm is built from the Host header, so with auth on a Host
 /// that is not a host name, an IPv4 address or a bracketed IPv6 address
 /// (with an optional port) is refused with 400, never written into
@@ -1825,38 +1942,6 @@ fn upload_status_needs_push_rights() {
     assert_challenge(&get(&status_url, Who::Anonymous), base, push);
     let t = token(base, Who::User("alice"), &["repository:team/app:pull"]);
     assert_challenge(&get(&status_url, Who::Bearer(&t)), base, push);
-}
-
-// ---------------------------------------------------------------------------
-// Failed logins
-
-/// `curl` status code of a GET from another loopback address.
-fn curl_from(source: &str, url: &str, user: &str, password: &str) -> u16 {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "30",
-        ])
-        .args(["--interface", source, "-u"])
-        .arg(format!("{user}:{password}"))
-        .arg(url)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("curl is needed for this test (Debian: apt-get install -y curl): {e}")
-        });
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim().parse().unwrap_or_else(|_| {
-        panic!(
-            "curl --interface {source} {url}: {} {text} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 /// After `max_failures` failed logins from one address within the window,
@@ -2077,27 +2162,6 @@ fn unknown_users_cost_what_the_files_own_hashes_cost() {
     );
 }
 
-// ---------------------------------------------------------------------------
-// Start-up and the command line
-
-fn start_error(data: &Path, auth: AuthConfig) -> String {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut config = berth::Config::new(data);
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.auth = Some(auth);
-    match runtime.block_on(berth::Registry::start(config)) {
-        Ok(registry) => {
-            runtime.block_on(registry.shutdown());
-            panic!("the registry started")
-        }
-        Err(e) => e.to_string(),
-    }
-}
-
 /// A missing or malformed htpasswd or access file stops the start with an
 /// error naming the file.
 #[test]
@@ -2236,69 +2300,6 @@ fn berth_passwd_writes_and_replaces_bcrypt_lines() {
     assert!(!std::fs::read_to_string(&file).unwrap().contains("erin:"));
 }
 
-// ---------------------------------------------------------------------------
-// The real binary and its log
-
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// `berth serve` as a child process, killed on drop.
-struct Served {
-    child: Option<Child>,
-    url: String,
-}
-
-impl Served {
-    /// Starts `berth serve --listen 127.0.0.1:0 ARGS` with `RUST_LOG` and
-    /// its stderr in `log`; waits for the address line.
-    fn start(args: &[&str], rust_log: &str, log: &Path) -> Served {
-        let log_file = std::fs::File::create(log).unwrap();
-        let (child, url) = common::process::spawn_serve(args, rust_log, log_file, log);
-        Served {
-            child: Some(child),
-            url,
-        }
-    }
-
-    /// SIGTERM, and waits (bounded) for a clean exit.
-    fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        let status = wait_timeout(&mut child, Duration::from_secs(40));
-        if status.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "berth serve did not exit cleanly on SIGTERM: {status:?}"
-        );
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// `berth serve --htpasswd --access --token-ttl` at `RUST_LOG=trace`: good
 /// and bad logins, a push, token requests with the password; the log then
 /// holds the failed login (user and 127.0.0.1) but no password, in plain
@@ -2402,4 +2403,5 @@ fn passwords_never_reach_the_log_even_at_trace() {
         failed.iter().any(|l| l.contains("bob")),
         "the failed token login is not logged: {failed:?}"
     );
+}
 }

@@ -563,3 +563,37 @@ fn a_delete_form_from_one_node_is_honoured_by_another() {
         );
     }
 }
+
+/// podman pushes an image through one node and, its local copy gone,
+/// pulls it through another: the same image, by its config's digest.
+#[test]
+fn podman_pushes_through_one_node_and_pulls_through_another() {
+    common::clients::require_programs("podman", &[("podman", "podman")]);
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), 2);
+    let work = tempfile::tempdir().unwrap();
+    let podman = common::podman::Podman::in_dir(work.path());
+    // podman names an image pulled from a layout after its path, and image
+    // names must be lowercase: temp dir names are not.
+    let layout_dir =
+        std::env::temp_dir().join(format!("berth-cluster-podman-{}", std::process::id()));
+    let image = common::layout::write_image(&layout_dir, "v1", 33);
+    let pulled = podman.run(&["pull", &format!("oci:{}:v1", layout_dir.display())]);
+    let _ = std::fs::remove_dir_all(&layout_dir);
+    assert!(pulled.ok, "{}", pulled.output);
+    let config = image.config.digest.trim_start_matches("sha256:").to_owned();
+    let pushed = podman.run(&[
+        "push",
+        "--tls-verify=false",
+        &config,
+        &format!("docker://{}/team/app:v1", nodes[0].addr),
+    ]);
+    assert!(pushed.ok, "{}", pushed.output);
+    let removed = podman.run(&["rmi", "--all", "--force"]);
+    assert!(removed.ok, "{}", removed.output);
+    let other = format!("{}/team/app:v1", nodes[1].addr);
+    let pulled = podman.run(&["pull", "--tls-verify=false", &other]);
+    assert!(pulled.ok, "{}", pulled.output);
+    let id = podman.run(&["image", "inspect", "--format", "{{.Id}}", &other]);
+    assert!(id.ok && id.output.contains(&config), "{}", id.output);
+}

@@ -188,8 +188,16 @@ fn assert_blob(base: &str, repo: &str, data: &[u8]) {
     assert!(resp.body == data, "GET {digest} from {repo}: other bytes");
 }
 
-/// The blob files under `blobs/` and the files under `uploads/` of a data directory.
+/// The blob files under `blobs/` and the files under `uploads/` of a data
+/// directory; of a clustered store, its blob objects and upload pieces.
 fn stored_files(data_dir: &Path) -> (Vec<String>, Vec<String>) {
+    if common::engine() == common::Engine::Cluster {
+        let blobs = common::cluster::objects(data_dir, "blobs/sha256/")
+            .iter()
+            .map(|key| key.rsplit('/').next().unwrap().to_owned())
+            .collect();
+        return (blobs, common::cluster::objects(data_dir, "uploads/"));
+    }
     let mut blobs = Vec::new();
     let sha = data_dir.join("blobs").join("sha256");
     for dir in std::fs::read_dir(&sha).expect("read blobs/sha256") {
@@ -213,14 +221,21 @@ fn assert_stored_once(reg: &TestRegistry, data: &[u8]) {
     let (blobs, uploads) = stored_files(reg.data.path());
     let copies = blobs.iter().filter(|b| b.as_str() == hex).count();
     assert_eq!(copies, 1, "blob files named {hex}: {blobs:?}");
-    let path = reg
-        .data
-        .path()
-        .join("blobs/sha256")
-        .join(&hex[..2])
-        .join(hex);
-    let on_disk = std::fs::read(&path).expect("read the blob file");
-    assert!(on_disk == data, "{} holds other bytes", path.display());
+    let on_disk = match common::engine() {
+        common::Engine::Embedded => {
+            let path = reg
+                .data
+                .path()
+                .join("blobs/sha256")
+                .join(&hex[..2])
+                .join(hex);
+            std::fs::read(&path).expect("read the blob file")
+        }
+        common::Engine::Cluster => {
+            common::cluster::read_object(reg.data.path(), &format!("blobs/sha256/{hex}"))
+        }
+    };
+    assert!(on_disk == data, "the stored bytes of {digest} differ");
     assert!(
         uploads.is_empty(),
         "every upload finished, yet uploads/ holds {uploads:?}"
@@ -252,6 +267,76 @@ fn race_same_blob(base: &str, data: &[u8], repo: &(dyn Fn(usize) -> String + Syn
     });
 }
 
+// ---- images sharing layers ---------------------------------------------------------------
+
+struct TestImage {
+    tag: String,
+    /// Config first, then the layers.
+    blobs: Vec<Vec<u8>>,
+    manifest: Vec<u8>,
+    digest: String,
+}
+
+/// Image `i`: its own config, the two shared layers, and a layer of its own.
+fn sharing_image(i: usize, shared: &[Vec<u8>]) -> TestImage {
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": [] },
+        "config": { "Labels": { "image": i.to_string() } },
+    }))
+    .unwrap();
+    let own = http::random_bytes(200_000 + i, 4100 + i as u64);
+    let layers = [shared[0].clone(), shared[1].clone(), own];
+    let manifest = http::image_manifest(
+        &http::descriptor(http::OCI_CONFIG, &config),
+        &layers
+            .iter()
+            .map(|l| http::descriptor(http::OCI_LAYER, l))
+            .collect::<Vec<_>>(),
+    );
+    let mut blobs = vec![config];
+    blobs.extend(layers);
+    TestImage {
+        tag: format!("v{i}"),
+        digest: http::sha256_digest(&manifest),
+        blobs,
+        manifest,
+    }
+}
+
+// ---- the same with skopeo ---------------------------------------------------------------
+
+/// Runs `work(i)` for `0..n` on `n` threads at once; panics naming the ones that failed.
+fn all_at_once(n: usize, work: impl Fn(usize) + Sync) {
+    let barrier = Barrier::new(n);
+    thread::scope(|s| {
+        let handles = (0..n)
+            .map(|i| {
+                let (barrier, work) = (&barrier, &work);
+                (
+                    format!("task {i}"),
+                    s.spawn(move || at_barrier(barrier, || (), |()| work(i))),
+                )
+            })
+            .collect();
+        join_all(handles);
+    });
+}
+
+// ---- two writers on one upload -----------------------------------------------------------
+
+/// The end offset in a `Range: 0-<last>` header (`0-0` reads as 0 or 1; the caller knows).
+fn range_last(resp: &Response) -> u64 {
+    let range = resp.must_header("range");
+    let last = range
+        .strip_prefix("0-")
+        .unwrap_or_else(|| panic!("Range {range:?} does not start at 0: {resp:?}"));
+    last.parse()
+        .unwrap_or_else(|_| panic!("Range {range:?} is not 0-<n>: {resp:?}"))
+}
+
+common::both_engines! {
 /// 32 sessions push the same content into one repository at once, in all four upload styles:
 /// all get 201, each sees HEAD 200 with the full length the instant its 201 arrives, GET
 /// returns the exact bytes, the blob file exists once and no upload file is left. Two rounds
@@ -380,44 +465,6 @@ fn pushing_a_blob_while_other_repositories_delete_it() {
     }
 }
 
-// ---- images sharing layers ---------------------------------------------------------------
-
-struct TestImage {
-    tag: String,
-    /// Config first, then the layers.
-    blobs: Vec<Vec<u8>>,
-    manifest: Vec<u8>,
-    digest: String,
-}
-
-/// Image `i`: its own config, the two shared layers, and a layer of its own.
-fn sharing_image(i: usize, shared: &[Vec<u8>]) -> TestImage {
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "rootfs": { "type": "layers", "diff_ids": [] },
-        "config": { "Labels": { "image": i.to_string() } },
-    }))
-    .unwrap();
-    let own = http::random_bytes(200_000 + i, 4100 + i as u64);
-    let layers = [shared[0].clone(), shared[1].clone(), own];
-    let manifest = http::image_manifest(
-        &http::descriptor(http::OCI_CONFIG, &config),
-        &layers
-            .iter()
-            .map(|l| http::descriptor(http::OCI_LAYER, l))
-            .collect::<Vec<_>>(),
-    );
-    let mut blobs = vec![config];
-    blobs.extend(layers);
-    TestImage {
-        tag: format!("v{i}"),
-        digest: http::sha256_digest(&manifest),
-        blobs,
-        manifest,
-    }
-}
-
 /// 8 clients each push an image (config + 3 layers, 2 of them shared by all 8) at once, into
 /// a repository of its own and into one shared repository, with its own tag; the shared
 /// layers go first so their uploads collide. Then every manifest GETs byte for byte (by tag
@@ -511,25 +558,6 @@ fn images_sharing_layers_pushed_at_once() {
     }
 }
 
-// ---- the same with skopeo ---------------------------------------------------------------
-
-/// Runs `work(i)` for `0..n` on `n` threads at once; panics naming the ones that failed.
-fn all_at_once(n: usize, work: impl Fn(usize) + Sync) {
-    let barrier = Barrier::new(n);
-    thread::scope(|s| {
-        let handles = (0..n)
-            .map(|i| {
-                let (barrier, work) = (&barrier, &work);
-                (
-                    format!("task {i}"),
-                    s.spawn(move || at_barrier(barrier, || (), |()| work(i))),
-                )
-            })
-            .collect();
-        join_all(handles);
-    });
-}
-
 /// Five OCI layouts whose images share three base layers (built offline by
 /// `layout::write_images_sharing_layers`) are pushed by five concurrent `skopeo copy`
 /// processes, first all into one repository (different tags), then each into a repository of
@@ -618,18 +646,6 @@ fn skopeo_pushes_images_sharing_layers_concurrently() {
             layer.digest
         );
     }
-}
-
-// ---- two writers on one upload -----------------------------------------------------------
-
-/// The end offset in a `Range: 0-<last>` header (`0-0` reads as 0 or 1; the caller knows).
-fn range_last(resp: &Response) -> u64 {
-    let range = resp.must_header("range");
-    let last = range
-        .strip_prefix("0-")
-        .unwrap_or_else(|| panic!("Range {range:?} does not start at 0: {resp:?}"));
-    last.parse()
-        .unwrap_or_else(|_| panic!("Range {range:?} is not 0-<n>: {resp:?}"))
 }
 
 /// Two PATCHes with the same Content-Range, different bytes, sent to one upload session at
@@ -834,4 +850,5 @@ fn streamed_patches_to_one_session_at_once_never_interleave() {
     );
     assert_eq!(resp.status, 201, "{resp:?}");
     assert_blob(&base, "race/stream", &expected);
+}
 }

@@ -101,40 +101,6 @@ fn assert_manifest(base: &str, name: &str, reference: &str, media_type: &str, bo
 }
 
 #[test]
-fn an_upload_continues_after_a_restart() {
-    let data = http::random_bytes(3 * 100_000 + 123, 1);
-    let digest = http::sha256_digest(&data);
-    let registry = TestRegistry::start();
-    let upload = http::start_upload(&registry.url(), "restart/chunks");
-    must_patch(&upload, 0, &data[..100_000]);
-    must_patch(&upload, 100_000, &data[100_000..200_000]);
-    let dir = registry.stop();
-    assert_eq!(
-        std::fs::metadata(upload_file(dir.path(), &upload))
-            .unwrap()
-            .len(),
-        200_000,
-        "the upload file holds the committed bytes"
-    );
-
-    let registry = TestRegistry::start_in(dir);
-    let base = registry.url();
-    let upload = on(&base, &upload);
-    assert_status(&upload, 200_000);
-    // A chunk at the wrong offset is refused with the committed range.
-    let resp = patch_at(&upload, 100_000, &data[100_000..200_000]);
-    assert_eq!(resp.status, 416, "PATCH at an old offset: {resp:?}");
-    assert_eq!(resp.header("range"), Some("0-199999"), "{resp:?}");
-    must_patch(&upload, 200_000, &data[200_000..300_000]);
-    let resp = finish(&upload, &digest, &data[300_000..]);
-    assert_eq!(resp.status, 201, "PUT after a restart: {resp:?}");
-    assert_eq!(resp.header("docker-content-digest"), Some(digest.as_str()));
-    assert_blob(&base, "restart/chunks", &data);
-    let resp = http::get(&upload);
-    assert_error(&resp, 404, "BLOB_UPLOAD_UNKNOWN");
-}
-
-#[test]
 fn a_chunk_half_written_when_the_server_died_is_cut_back() {
     let data = http::random_bytes(250_000, 2);
     let digest = http::sha256_digest(&data);
@@ -256,6 +222,82 @@ fn the_hash_state_comes_from_the_database_not_from_the_file() {
     on_disk.extend_from_slice(&data[150_000..]);
     let resp = finish(&other, &http::sha256_digest(&on_disk), &data[150_000..]);
     assert_error(&resp, 400, "DIGEST_INVALID");
+}
+
+/// A cancel cut short by a crash unlinks the upload file before it removes
+/// the session's row. That session must then be gone for every request,
+/// status included: it cannot be continued, and it must not look as if it
+/// could.
+#[test]
+fn a_session_whose_file_is_gone_is_unknown_to_every_request() {
+    let registry = TestRegistry::start();
+    let base = registry.url();
+    let data = http::random_bytes(30_000, 13);
+    let upload = http::start_upload(&base, "restart/lost");
+    must_patch(&upload, 0, &data[..10_000]);
+    let dir = registry.stop();
+    std::fs::remove_file(upload_file(dir.path(), &upload)).expect("the upload file exists");
+
+    let registry = TestRegistry::start_in(dir);
+    let base = registry.url();
+    let upload = on(&base, &upload);
+    assert_error(&http::get(&upload), 404, "BLOB_UPLOAD_UNKNOWN");
+    assert_error(
+        &patch_at(&upload, 10_000, &data[10_000..]),
+        404,
+        "BLOB_UPLOAD_UNKNOWN",
+    );
+    assert_error(
+        &finish(&upload, &http::sha256_digest(&data), &data[10_000..]),
+        404,
+        "BLOB_UPLOAD_UNKNOWN",
+    );
+    assert_eq!(
+        http::head(&http::blob_url(
+            &base,
+            "restart/lost",
+            &http::sha256_digest(&data)
+        ))
+        .status,
+        404
+    );
+}
+
+common::both_engines! {
+#[test]
+fn an_upload_continues_after_a_restart() {
+    let data = http::random_bytes(3 * 100_000 + 123, 1);
+    let digest = http::sha256_digest(&data);
+    let registry = TestRegistry::start();
+    let upload = http::start_upload(&registry.url(), "restart/chunks");
+    must_patch(&upload, 0, &data[..100_000]);
+    must_patch(&upload, 100_000, &data[100_000..200_000]);
+    let dir = registry.stop();
+    if common::engine() == common::Engine::Embedded {
+        assert_eq!(
+            std::fs::metadata(upload_file(dir.path(), &upload))
+                .unwrap()
+                .len(),
+            200_000,
+            "the upload file holds the committed bytes"
+        );
+    }
+
+    let registry = TestRegistry::start_in(dir);
+    let base = registry.url();
+    let upload = on(&base, &upload);
+    assert_status(&upload, 200_000);
+    // A chunk at the wrong offset is refused with the committed range.
+    let resp = patch_at(&upload, 100_000, &data[100_000..200_000]);
+    assert_eq!(resp.status, 416, "PATCH at an old offset: {resp:?}");
+    assert_eq!(resp.header("range"), Some("0-199999"), "{resp:?}");
+    must_patch(&upload, 200_000, &data[200_000..300_000]);
+    let resp = finish(&upload, &digest, &data[300_000..]);
+    assert_eq!(resp.status, 201, "PUT after a restart: {resp:?}");
+    assert_eq!(resp.header("docker-content-digest"), Some(digest.as_str()));
+    assert_blob(&base, "restart/chunks", &data);
+    let resp = http::get(&upload);
+    assert_error(&resp, 404, "BLOB_UPLOAD_UNKNOWN");
 }
 
 #[test]
@@ -385,42 +427,4 @@ fn a_cancelled_upload_is_unknown_after_a_restart() {
     assert_eq!(resp.status, 201, "{resp:?}");
     assert_blob(&base, "restart/cancel", &data);
 }
-
-/// A cancel cut short by a crash unlinks the upload file before it removes
-/// the session's row. That session must then be gone for every request,
-/// status included: it cannot be continued, and it must not look as if it
-/// could.
-#[test]
-fn a_session_whose_file_is_gone_is_unknown_to_every_request() {
-    let registry = TestRegistry::start();
-    let base = registry.url();
-    let data = http::random_bytes(30_000, 13);
-    let upload = http::start_upload(&base, "restart/lost");
-    must_patch(&upload, 0, &data[..10_000]);
-    let dir = registry.stop();
-    std::fs::remove_file(upload_file(dir.path(), &upload)).expect("the upload file exists");
-
-    let registry = TestRegistry::start_in(dir);
-    let base = registry.url();
-    let upload = on(&base, &upload);
-    assert_error(&http::get(&upload), 404, "BLOB_UPLOAD_UNKNOWN");
-    assert_error(
-        &patch_at(&upload, 10_000, &data[10_000..]),
-        404,
-        "BLOB_UPLOAD_UNKNOWN",
-    );
-    assert_error(
-        &finish(&upload, &http::sha256_digest(&data), &data[10_000..]),
-        404,
-        "BLOB_UPLOAD_UNKNOWN",
-    );
-    assert_eq!(
-        http::head(&http::blob_url(
-            &base,
-            "restart/lost",
-            &http::sha256_digest(&data)
-        ))
-        .status,
-        404
-    );
 }

@@ -16,6 +16,40 @@ fn assert_capped(base: &str, repo: &str) {
 }
 
 #[test]
+fn stale_uploads_expire_on_a_live_server_without_a_prune_interval() {
+    let reg = TestRegistry::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.prune.upload_expiration = Duration::from_secs(1);
+    });
+    let base = reg.url();
+    let upload = start_upload(&base, "app");
+    assert_eq!(
+        http::patch(&resolve(&base, &upload), &[], b"half a blob").status,
+        202
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = http::get(&resolve(&base, &upload)).status;
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 204);
+        assert!(
+            Instant::now() < deadline,
+            "an upload idle for 10 s with a 1 s expiration is still there"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        std::fs::read_dir(reg.data.path().join("uploads"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the expired upload's file is gone"
+    );
+}
+
+common::both_engines! {
+#[test]
 fn open_sessions_are_capped_per_repository_and_in_total() {
     let reg = TestRegistry::start_with(tempfile::tempdir().unwrap(), |c| {
         c.max_uploads = 12;
@@ -69,36 +103,4 @@ fn the_cap_counts_sessions_left_open_before_a_restart() {
     let reg = TestRegistry::start_with(data, |c| c.max_uploads_per_repo = 3);
     assert_capped(&reg.url(), "a");
 }
-
-#[test]
-fn stale_uploads_expire_on_a_live_server_without_a_prune_interval() {
-    let reg = TestRegistry::start_with(tempfile::tempdir().unwrap(), |c| {
-        c.prune.upload_expiration = Duration::from_secs(1);
-    });
-    let base = reg.url();
-    let upload = start_upload(&base, "app");
-    assert_eq!(
-        http::patch(&resolve(&base, &upload), &[], b"half a blob").status,
-        202
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = http::get(&resolve(&base, &upload)).status;
-        if status == 404 {
-            break;
-        }
-        assert_eq!(status, 204);
-        assert!(
-            Instant::now() < deadline,
-            "an upload idle for 10 s with a 1 s expiration is still there"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(
-        std::fs::read_dir(reg.data.path().join("uploads"))
-            .unwrap()
-            .next()
-            .is_none(),
-        "the expired upload's file is gone"
-    );
 }

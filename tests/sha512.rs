@@ -90,6 +90,146 @@ fn a_monolithic_post_stores_a_sha512_blob_under_its_own_directory() {
 }
 
 #[test]
+fn a_hinted_sha512_upload_resumes_its_hash_from_the_database_after_a_restart() {
+    let data = http::random_bytes(200_000, 6);
+    let registry = TestRegistry::start();
+    let base = registry.url();
+    let resp = http::post(
+        &uploads(&base, "s/resume", "digest-algorithm=sha512"),
+        &[],
+        b"",
+    );
+    assert_eq!(resp.status, 202, "{resp:?}");
+    let upload = http::resolve(&base, resp.location());
+    let next = must_patch(&upload, &data[..150_000]);
+    let dir = registry.stop();
+
+    // The committed bytes are overwritten on disk: only a hash resumed from
+    // the saved sha512 state still matches the original content.
+    let id = http::path_of(&upload)
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("uploads").join(&id))
+        .unwrap();
+    file.seek(SeekFrom::Start(0)).unwrap();
+    file.write_all(&http::random_bytes(150_000, 7)).unwrap();
+    drop(file);
+
+    let registry = TestRegistry::start_in(dir);
+    let base = registry.url();
+    let upload = http::resolve(&base, &next);
+    let resp = finish(&upload, &sha512_digest(&data), &data[150_000..]);
+    assert_created(&resp, "s/resume", &sha512_digest(&data));
+}
+
+/// Pushes `data` by its sha512 digest and returns its descriptor.
+fn push_sha512(base: &str, repo: &str, media_type: &str, data: &[u8]) -> Value {
+    let digest = sha512_digest(data);
+    let resp = http::post(
+        &uploads(base, repo, &format!("digest={digest}")),
+        &[OCTETS],
+        data,
+    );
+    assert_created(&resp, repo, &digest);
+    json!({"mediaType": media_type, "digest": digest, "size": data.len()})
+}
+
+#[track_caller]
+fn put_manifest(
+    base: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> Response {
+    http::put(
+        &http::manifest_url(base, repo, reference),
+        &[("Content-Type", media_type)],
+        body,
+    )
+}
+
+/// An image whose blobs and manifest are all named by sha512 digests;
+/// returns the manifest and its digest.
+fn push_image(base: &str, repo: &str, seed: u64) -> (Vec<u8>, String) {
+    let config = push_sha512(
+        base,
+        repo,
+        "application/vnd.oci.image.config.v1+json",
+        format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).as_bytes(),
+    );
+    let layer = push_sha512(
+        base,
+        repo,
+        "application/vnd.oci.image.layer.v1.tar",
+        &http::random_bytes(5_000, seed),
+    );
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config,
+        "layers": [layer],
+    }))
+    .unwrap();
+    let digest = sha512_digest(&manifest);
+    let resp = put_manifest(base, repo, &digest, OCI_MANIFEST, &manifest);
+    assert_eq!(resp.status, 201, "{resp:?}");
+    assert_eq!(resp.header("docker-content-digest"), Some(digest.as_str()));
+    assert_eq!(resp.location(), format!("/v2/{repo}/manifests/{digest}"));
+    (manifest, digest)
+}
+
+#[test]
+fn prune_and_fsck_handle_sha512_blobs() {
+    let registry = TestRegistry::start();
+    let base = registry.url();
+    let (_, digest) = push_image(&base, "s/gc", 10);
+    let loose = http::random_bytes(8_000, 11);
+    push_sha512(&base, "s/gc", "application/octet-stream", &loose);
+    let dir = registry.stop();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["prune", "--grace", "0s", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("0 manifests, 0 tags, 1 blobs"), "{stdout}");
+    assert!(!blob_file(dir.path(), &sha512_digest(&loose)).exists());
+
+    let clean = process::fsck(dir.path(), false);
+    assert_eq!(clean.code, Some(0), "{clean:#?}");
+    // The image's layer, damaged on disk, is found by its sha512 hash.
+    let layer = sha512_digest(&http::random_bytes(5_000, 10));
+    let mut bytes = std::fs::read(blob_file(dir.path(), &layer)).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(blob_file(dir.path(), &layer), bytes).unwrap();
+    let found = process::fsck(dir.path(), false);
+    assert_ne!(found.code, Some(0), "{found:#?}");
+    assert!(
+        found
+            .findings_of("corrupt:")
+            .iter()
+            .any(|f| f.contains(&layer)),
+        "{found:#?}"
+    );
+
+    let registry = TestRegistry::start_in(dir);
+    let resp = http::get(&http::manifest_url(&registry.url(), "s/gc", &digest));
+    assert_eq!(resp.status, 200, "{resp:?}");
+}
+
+common::both_engines! {
+#[test]
 fn post_then_put_and_chunked_uploads_finish_with_a_sha512_digest() {
     let registry = TestRegistry::start();
     let base = registry.url();
@@ -182,100 +322,6 @@ fn an_unknown_digest_algorithm_is_refused_at_post() {
         b"x",
     );
     assert_error(&resp, 400, "DIGEST_INVALID");
-}
-
-#[test]
-fn a_hinted_sha512_upload_resumes_its_hash_from_the_database_after_a_restart() {
-    let data = http::random_bytes(200_000, 6);
-    let registry = TestRegistry::start();
-    let base = registry.url();
-    let resp = http::post(
-        &uploads(&base, "s/resume", "digest-algorithm=sha512"),
-        &[],
-        b"",
-    );
-    assert_eq!(resp.status, 202, "{resp:?}");
-    let upload = http::resolve(&base, resp.location());
-    let next = must_patch(&upload, &data[..150_000]);
-    let dir = registry.stop();
-
-    // The committed bytes are overwritten on disk: only a hash resumed from
-    // the saved sha512 state still matches the original content.
-    let id = http::path_of(&upload)
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.path().join("uploads").join(&id))
-        .unwrap();
-    file.seek(SeekFrom::Start(0)).unwrap();
-    file.write_all(&http::random_bytes(150_000, 7)).unwrap();
-    drop(file);
-
-    let registry = TestRegistry::start_in(dir);
-    let base = registry.url();
-    let upload = http::resolve(&base, &next);
-    let resp = finish(&upload, &sha512_digest(&data), &data[150_000..]);
-    assert_created(&resp, "s/resume", &sha512_digest(&data));
-}
-
-/// Pushes `data` by its sha512 digest and returns its descriptor.
-fn push_sha512(base: &str, repo: &str, media_type: &str, data: &[u8]) -> Value {
-    let digest = sha512_digest(data);
-    let resp = http::post(
-        &uploads(base, repo, &format!("digest={digest}")),
-        &[OCTETS],
-        data,
-    );
-    assert_created(&resp, repo, &digest);
-    json!({"mediaType": media_type, "digest": digest, "size": data.len()})
-}
-
-#[track_caller]
-fn put_manifest(
-    base: &str,
-    repo: &str,
-    reference: &str,
-    media_type: &str,
-    body: &[u8],
-) -> Response {
-    http::put(
-        &http::manifest_url(base, repo, reference),
-        &[("Content-Type", media_type)],
-        body,
-    )
-}
-
-/// An image whose blobs and manifest are all named by sha512 digests;
-/// returns the manifest and its digest.
-fn push_image(base: &str, repo: &str, seed: u64) -> (Vec<u8>, String) {
-    let config = push_sha512(
-        base,
-        repo,
-        "application/vnd.oci.image.config.v1+json",
-        format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).as_bytes(),
-    );
-    let layer = push_sha512(
-        base,
-        repo,
-        "application/vnd.oci.image.layer.v1.tar",
-        &http::random_bytes(5_000, seed),
-    );
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": config,
-        "layers": [layer],
-    }))
-    .unwrap();
-    let digest = sha512_digest(&manifest);
-    let resp = put_manifest(base, repo, &digest, OCI_MANIFEST, &manifest);
-    assert_eq!(resp.status, 201, "{resp:?}");
-    assert_eq!(resp.header("docker-content-digest"), Some(digest.as_str()));
-    assert_eq!(resp.location(), format!("/v2/{repo}/manifests/{digest}"));
-    (manifest, digest)
 }
 
 #[test]
@@ -376,48 +422,4 @@ fn sha512_blobs_mount_and_delete_like_any_other() {
     );
     assert_blob(&base, "s/from", &data);
 }
-
-#[test]
-fn prune_and_fsck_handle_sha512_blobs() {
-    let registry = TestRegistry::start();
-    let base = registry.url();
-    let (_, digest) = push_image(&base, "s/gc", 10);
-    let loose = http::random_bytes(8_000, 11);
-    push_sha512(&base, "s/gc", "application/octet-stream", &loose);
-    let dir = registry.stop();
-
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["prune", "--grace", "0s", "--data"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("0 manifests, 0 tags, 1 blobs"), "{stdout}");
-    assert!(!blob_file(dir.path(), &sha512_digest(&loose)).exists());
-
-    let clean = process::fsck(dir.path(), false);
-    assert_eq!(clean.code, Some(0), "{clean:#?}");
-    // The image's layer, damaged on disk, is found by its sha512 hash.
-    let layer = sha512_digest(&http::random_bytes(5_000, 10));
-    let mut bytes = std::fs::read(blob_file(dir.path(), &layer)).unwrap();
-    bytes[0] ^= 1;
-    std::fs::write(blob_file(dir.path(), &layer), bytes).unwrap();
-    let found = process::fsck(dir.path(), false);
-    assert_ne!(found.code, Some(0), "{found:#?}");
-    assert!(
-        found
-            .findings_of("corrupt:")
-            .iter()
-            .any(|f| f.contains(&layer)),
-        "{found:#?}"
-    );
-
-    let registry = TestRegistry::start_in(dir);
-    let resp = http::get(&http::manifest_url(&registry.url(), "s/gc", &digest));
-    assert_eq!(resp.status, 200, "{resp:?}");
 }

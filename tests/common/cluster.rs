@@ -266,3 +266,26 @@ fn client(endpoint: &str) -> aws_sdk_s3::Client {
         .build();
     aws_sdk_s3::Client::from_conf(config)
 }
+
+/// The bytes of an object of the cluster that belongs to `data`.
+pub fn read_object(data: &Path, key: &str) -> Vec<u8> {
+    let settings = settings_for(data);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        client(&settings.blobs.endpoint)
+            .get_object()
+            .bucket(&settings.blobs.bucket)
+            .key(format!("{}/{key}", settings.blobs.prefix))
+            .send()
+            .await
+            .expect("get object")
+            .body
+            .collect()
+            .await
+            .expect("read object")
+            .to_vec()
+    })
+}

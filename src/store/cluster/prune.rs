@@ -43,10 +43,14 @@ macro_rules! unit {
     };
 }
 
-/// Blobs old enough to sweep that no manifest needs: only a hint, each is
-/// checked again under its row's lock.
+/// Blobs old enough to sweep with a link no manifest needs, or none at
+/// all: the only ones a sweep changes. Only a hint; each is checked again
+/// under its row's lock.
 const CANDIDATES: &str = "SELECT b.digest FROM blobs b WHERE b.touched <= $1
-     AND NOT EXISTS (SELECT 1 FROM blob_refs r WHERE r.blob = b.digest)";
+     AND (NOT EXISTS (SELECT 1 FROM links l WHERE l.digest = b.digest)
+          OR EXISTS (SELECT 1 FROM links l WHERE l.digest = b.digest
+                     AND NOT EXISTS (SELECT 1 FROM blob_refs r
+                                     WHERE r.blob = l.digest AND r.repo = l.repo)))";
 
 impl Cluster {
     /// Runs one prune. With `dry_run` it all happens in one transaction
