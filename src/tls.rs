@@ -11,6 +11,46 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
 
+/// A client's TLS settings: the system's roots, and the certificates in
+/// `extra_ca` (a PEM file) beside them.
+pub fn client_config(extra_ca: Option<&Path>) -> io::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A system root rustls cannot read is one fewer root, not a failure.
+        let _ = roots.add(cert);
+    }
+    if let Some(ca) = extra_ca {
+        add_pem_roots(&mut roots, ca)?;
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(io::Error::other)?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
+fn add_pem_roots(roots: &mut rustls::RootCertStore, path: &Path) -> io::Result<()> {
+    let bad = |why: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {why}", path.display()),
+        )
+    };
+    let mut added = 0;
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(bad("holds no PEM certificate".into()));
+    }
+    Ok(())
+}
+
 /// Builds the acceptor, or says plainly which file is wrong and why.
 pub fn acceptor(config: &TlsConfig) -> io::Result<TlsAcceptor> {
     let bad = |what: &str, e: &dyn std::fmt::Display| {

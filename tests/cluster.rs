@@ -597,3 +597,40 @@ fn podman_pushes_through_one_node_and_pulls_through_another() {
     let id = podman.run(&["image", "inspect", "--format", "{{.Id}}", &other]);
     assert!(id.ok && id.output.contains(&config), "{}", id.output);
 }
+
+/// With `sslmode=require`, the metadata connection is TLS, verified against
+/// the system's roots and `PGSSLROOTCERT`: a server whose CA is not
+/// trusted is refused, one whose CA is named is used.
+#[test]
+fn postgres_over_tls_is_verified_against_pgsslrootcert() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    let pg = common::cluster::TlsPostgres::start(
+        &fixtures.join("server.pem"),
+        &fixtures.join("server.key"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = common::cluster::node_args(dir.path());
+    args[1] = format!(
+        "{}?sslmode=require",
+        pg.url.replace("127.0.0.1", "localhost")
+    );
+    let prune = |ca: Option<&Path>| {
+        let mut command = std::process::Command::new(common::process::BERTH);
+        command.arg("prune").args(&args);
+        if let Some(ca) = ca {
+            command.env("PGSSLROOTCERT", ca);
+        }
+        command.output().expect("run berth prune")
+    };
+    let untrusted = prune(None);
+    assert!(!untrusted.status.success());
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    let trusted = prune(Some(&fixtures.join("ca.pem")));
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&trusted.stdout).contains("pruned 0 uploads"));
+}

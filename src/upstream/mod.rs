@@ -9,7 +9,6 @@ mod push;
 
 use std::collections::HashMap;
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -91,22 +90,7 @@ pub struct Connector {
 
 impl Connector {
     pub fn new(settings: Settings) -> io::Result<Connector> {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            // A system root rustls cannot read is one fewer root, not a failure.
-            let _ = roots.add(cert);
-        }
-        if let Some(ca) = &settings.extra_ca {
-            add_pem_roots(&mut roots, ca)?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(io::Error::other)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = crate::tls::client_config(settings.extra_ca.as_deref())?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(settings.connect_timeout));
@@ -147,27 +131,6 @@ impl Connector {
             failures: AtomicU64::new(0),
         })
     }
-}
-
-fn add_pem_roots(roots: &mut rustls::RootCertStore, path: &Path) -> io::Result<()> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let bad = |why: String| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {why}", path.display()),
-        )
-    };
-    let mut added = 0;
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
-        let cert = cert.map_err(|e| bad(e.to_string()))?;
-        roots.add(cert).map_err(|e| bad(e.to_string()))?;
-        added += 1;
-    }
-    if added == 0 {
-        return Err(bad("holds no PEM certificate".into()));
-    }
-    Ok(())
 }
 
 /// A manifest as an upstream sent it.

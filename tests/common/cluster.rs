@@ -45,6 +45,16 @@ fn servers() -> &'static Servers {
 /// Runs a start script, trying other ports if one is taken; returns the
 /// `KEY=value` lines it printed.
 fn start(script: &str, dir: &Path, span: u16, sub: &str) -> Vec<(String, String)> {
+    start_with_env(script, dir, span, sub, &[])
+}
+
+fn start_with_env(
+    script: &str,
+    dir: &Path,
+    span: u16,
+    sub: &str,
+    env: &[(&str, &Path)],
+) -> Vec<(String, String)> {
     let mut last = String::new();
     for attempt in 0..8u16 {
         // A failed start stopped what it started; its directory goes too.
@@ -53,6 +63,7 @@ fn start(script: &str, dir: &Path, span: u16, sub: &str) -> Vec<(String, String)
         let out = Command::new(scripts().join(script))
             .arg(dir)
             .arg(port.to_string())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .expect("run a server start script");
@@ -288,4 +299,45 @@ pub fn read_object(data: &Path, key: &str) -> Vec<u8> {
             .expect("read object")
             .to_vec()
     })
+}
+
+/// A PostgreSQL of its own that serves TLS with `cert` and `key`, stopped
+/// (by the PIDs its script recorded) when this goes.
+pub struct TlsPostgres {
+    dir: PathBuf,
+    /// Its URL, without `sslmode`.
+    pub url: String,
+}
+
+impl TlsPostgres {
+    pub fn start(cert: &Path, key: &Path) -> TlsPostgres {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-tls-pg-")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let lines = start_with_env(
+            "start-postgres.sh",
+            &dir,
+            3,
+            "pg",
+            &[("PG_TLS_CERT", cert), ("PG_TLS_KEY", key)],
+        );
+        let url = lines
+            .into_iter()
+            .find(|(k, _)| k == "DATABASE_URL")
+            .map(|(_, v)| v)
+            .expect("a DATABASE_URL");
+        TlsPostgres { dir, url }
+    }
+}
+
+impl Drop for TlsPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new(scripts().join("stop.sh"))
+            .arg(&self.dir)
+            .arg("--rm")
+            .stdout(Stdio::null())
+            .status();
+    }
 }

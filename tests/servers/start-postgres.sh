@@ -5,6 +5,7 @@
 # pg_ctlcluster), as the 'postgres' OS user (initdb/postgres refuse root).
 # Appends "postgres <pid>" to DIR/pids and prints the connection URL.
 # Env: PG_USER (berth) PG_PASSWORD (berth) PG_DB (berth) PG_WAIT (60 s)
+#      PG_TLS_CERT, PG_TLS_KEY (PEM files: serve TLS with them too)
 set -euo pipefail
 
 DIR=${1:?usage: start-postgres.sh DIR PORT}
@@ -37,10 +38,18 @@ t0=$(date +%s.%N)
   || { echo "initdb failed, see $PG/initdb.log" >&2; tail -5 "$PG/initdb.log" >&2; exit 1; }
 t1=$(date +%s.%N)
 
+# PG_TLS_CERT and PG_TLS_KEY (PEM files): serve TLS with them too.
+TLS=()
+if [ -n "${PG_TLS_CERT:-}" ]; then
+  install -o postgres -g postgres -m 0600 "$PG_TLS_CERT" "$PG/data/server.crt"
+  install -o postgres -g postgres -m 0600 "${PG_TLS_KEY:?PG_TLS_KEY goes with PG_TLS_CERT}" "$PG/data/server.key"
+  TLS=(-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key)
+fi
+
 # Durability off: test-only server. Remove the -c fsync/synchronous_commit/full_page_writes for a real one.
 "${RUNAS[@]}" "$PGBIN/postgres" -D "$PG/data" \
     -c listen_addresses=127.0.0.1 -p "$PORT" -c unix_socket_directories="$PG/sock" \
-    -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+    -c fsync=off -c synchronous_commit=off -c full_page_writes=off "${TLS[@]}" \
     </dev/null >"$PG/postgres.log" 2>&1 &
 PID=$!
 echo "postgres $PID" >>"$DIR/pids"

@@ -46,7 +46,9 @@ pub use uploads::ObjectAppender;
 #[derive(Clone)]
 pub struct Settings {
     /// A PostgreSQL URL (`postgres://user@host:port/db`); a password not in
-    /// it comes from `PGPASSWORD`.
+    /// it comes from `PGPASSWORD`. TLS as its `sslmode` says (`prefer` by
+    /// default; `require` to insist), trusting the system's roots and the
+    /// certificates in the PEM file `PGSSLROOTCERT` names.
     pub metadata: String,
     /// The object store.
     pub blobs: ObjectSettings,
@@ -90,7 +92,7 @@ impl From<tokio_postgres::Error> for Error {
             Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => Error::Conflict,
             _ => Error::Metadata(match e.as_db_error() {
                 Some(db) => db.to_string(),
-                None => e.to_string(),
+                None => with_causes(&e),
             }),
         }
     }
@@ -103,6 +105,19 @@ impl From<deadpool_postgres::PoolError> for Error {
             e => Error::Metadata(e.to_string()),
         }
     }
+}
+
+/// An error with what caused it ("error performing TLS handshake: invalid
+/// peer certificate: UnknownIssuer"), which its own message leaves out.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    message
 }
 
 /// Reads a BIGINT column written from a u64.
@@ -134,9 +149,11 @@ impl Cluster {
             config.password(password);
         }
         config.connect_timeout(std::time::Duration::from_secs(10));
+        let roots = std::env::var_os("PGSSLROOTCERT").map(std::path::PathBuf::from);
+        let tls = crate::tls::client_config(roots.as_deref())?;
         let manager = Manager::from_config(
             config,
-            tokio_postgres::NoTls,
+            tokio_postgres_rustls::MakeRustlsConnect::new(tls),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
