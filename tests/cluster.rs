@@ -634,3 +634,51 @@ fn postgres_over_tls_is_verified_against_pgsslrootcert() {
     );
     assert!(String::from_utf8_lossy(&trusted.stdout).contains("pruned 0 uploads"));
 }
+
+/// What dead nodes leave in the object store (a piece of a request that
+/// never committed, a composed blob whose row never committed, a multipart
+/// upload never completed) goes with a prune once older than the grace
+/// period; what rows own stays.
+#[test]
+fn a_prune_removes_what_dead_nodes_left_in_the_object_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), 1);
+    let image = http::push_image(&nodes[0].url(), "left", Some("v1"), 81);
+    let stray = sha256_digest(b"never committed");
+    let stray_key = format!("blobs/sha256/{}", stray.strip_prefix("sha256:").unwrap());
+    common::cluster::overwrite_object(dir.path(), "uploads/dead-request/piece", vec![1; 100]);
+    common::cluster::overwrite_object(dir.path(), &stray_key, b"never committed".to_vec());
+    common::cluster::leave_multipart(dir.path(), &stray_key);
+    assert_eq!(common::cluster::multipart_uploads(dir.path()).len(), 1);
+    // Object stores give times to the second, rounded up.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let args = common::cluster::node_args(dir.path());
+    let out = std::process::Command::new(common::process::BERTH)
+        .args(["prune", "--grace", "0s"])
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        common::cluster::objects(dir.path(), "uploads/"),
+        Vec::<String>::new()
+    );
+    let mut kept: Vec<String> = [&image.config_digest, &image.layer_digest]
+        .iter()
+        .map(|d| format!("blobs/sha256/{}", d.strip_prefix("sha256:").unwrap()))
+        .collect();
+    kept.sort();
+    assert_eq!(common::cluster::objects(dir.path(), "blobs/"), kept);
+    assert_eq!(
+        common::cluster::multipart_uploads(dir.path()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        http::get(&http::manifest_url(&nodes[0].url(), "left", "v1")).status,
+        200
+    );
+}

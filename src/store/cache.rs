@@ -8,7 +8,6 @@ use super::links;
 use super::manifests;
 use super::meta;
 use super::{Embedded, Error, Result};
-use crate::oci::manifest;
 use crate::oci::{Digest, RepoName, Tag};
 
 /// Where a tag points, and whose it is.
@@ -46,14 +45,7 @@ impl Embedded {
         body: Vec<u8>,
         tag: Option<&Tag>,
     ) -> Result<()> {
-        let actual = Digest::with(digest.algorithm(), &body);
-        if &actual != digest {
-            return Err(Error::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            });
-        }
-        let parsed = manifest::parse(content_type, &body).map_err(Error::ManifestInvalid)?;
+        let parsed = manifests::fetched_manifest(digest, content_type, &body)?;
         let row = manifests::row_of(&parsed, body);
         let (r, d) = (repo.as_str().to_owned(), digest.to_string());
         let tag = tag.map(|t| t.as_str().to_owned());

@@ -69,6 +69,40 @@ pub(super) fn holds_manifest(
         .is_some())
 }
 
+/// A pushed manifest's digest and what it refers to, once its bytes match
+/// the digest it was pushed by (by tag: its sha256) and it parses.
+pub(super) fn pushed_manifest(
+    reference: &Reference,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<(Digest, ParsedManifest)> {
+    let expected = match reference {
+        Reference::Digest(expected) => expected.clone(),
+        Reference::Tag(_) => Digest::of(body),
+    };
+    Ok((
+        expected.clone(),
+        fetched_manifest(&expected, content_type, body)?,
+    ))
+}
+
+/// What a manifest refers to, once its bytes hash to `digest` (in its
+/// algorithm) and it parses.
+pub(super) fn fetched_manifest(
+    digest: &Digest,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<ParsedManifest> {
+    let actual = Digest::with(digest.algorithm(), body);
+    if &actual != digest {
+        return Err(Error::DigestMismatch {
+            expected: digest.clone(),
+            actual,
+        });
+    }
+    manifest::parse(content_type, body).map_err(Error::ManifestInvalid)
+}
+
 /// The row that stores a manifest's bytes and what they refer to.
 pub(super) fn row_of(parsed: &ParsedManifest, body: Vec<u8>) -> ManifestRow {
     ManifestRow {
@@ -133,21 +167,7 @@ impl Embedded {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<PutManifest> {
-        // By digest, the client's algorithm names the manifest; by tag, sha256.
-        let digest = match reference {
-            Reference::Digest(expected) => Digest::with(expected.algorithm(), &body),
-            Reference::Tag(_) => Digest::of(&body),
-        };
-        if let Reference::Digest(expected) = reference
-            && expected != &digest
-        {
-            return Err(Error::DigestMismatch {
-                expected: expected.clone(),
-                actual: digest,
-            });
-        }
-        let parsed: ParsedManifest =
-            manifest::parse(content_type, &body).map_err(Error::ManifestInvalid)?;
+        let (digest, parsed) = pushed_manifest(reference, content_type, &body)?;
         let row = row_of(&parsed, body);
         let (r, d, tag) = (
             repo.as_str().to_owned(),

@@ -341,3 +341,47 @@ impl Drop for TlsPostgres {
             .status();
     }
 }
+
+/// Starts a multipart upload of `key` and leaves it, as a node that died
+/// while composing a blob would.
+pub fn leave_multipart(data: &Path, key: &str) {
+    let settings = settings_for(data);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        client(&settings.blobs.endpoint)
+            .create_multipart_upload()
+            .bucket(&settings.blobs.bucket)
+            .key(format!("{}/{key}", settings.blobs.prefix))
+            .send()
+            .await
+            .expect("create multipart upload");
+    });
+}
+
+/// The keys (under the store's prefix) of the unfinished multipart uploads
+/// of the cluster that belongs to `data`.
+pub fn multipart_uploads(data: &Path) -> Vec<String> {
+    let settings = settings_for(data);
+    let prefix = format!("{}/", settings.blobs.prefix);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let page = client(&settings.blobs.endpoint)
+            .list_multipart_uploads()
+            .bucket(&settings.blobs.bucket)
+            .prefix(&prefix)
+            .send()
+            .await
+            .expect("list multipart uploads");
+        page.uploads()
+            .iter()
+            .filter_map(|u| u.key())
+            .map(|k| k.strip_prefix(&prefix).unwrap_or(k).to_owned())
+            .collect()
+    })
+}

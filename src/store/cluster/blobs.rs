@@ -17,6 +17,12 @@ pub(super) fn blob_key(digest: &Digest) -> String {
     format!("blobs/{}/{}", digest.algorithm().name(), digest.hex())
 }
 
+/// The blob an object under `blobs/` holds, by its key.
+pub(super) fn digest_of_key(key: &str) -> Option<Digest> {
+    let (algorithm, hex) = key.strip_prefix("blobs/")?.split_once('/')?;
+    Digest::parse(&format!("{algorithm}:{hex}"))
+}
+
 /// A blob of the clustered store, ready to be read.
 pub struct ObjectBlob {
     cluster: Arc<Cluster>,

@@ -2,11 +2,11 @@
 //! store: manifests fetched by digest, and tags marked as the upstream's,
 //! which a push takes over (see the embedded store's `cache`).
 
+use super::super::manifests::fetched_manifest;
 use super::super::{Error, Result, TagTarget, meta};
 use super::blobs::remember;
 use super::manifests::insert_row;
 use super::{Cluster, signed};
-use crate::oci::manifest;
 use crate::oci::{Digest, RepoName, Tag};
 
 impl Cluster {
@@ -45,14 +45,7 @@ impl Cluster {
         body: Vec<u8>,
         tag: Option<&Tag>,
     ) -> Result<()> {
-        let actual = Digest::with(digest.algorithm(), &body);
-        if &actual != digest {
-            return Err(Error::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            });
-        }
-        let parsed = manifest::parse(content_type, &body).map_err(Error::ManifestInvalid)?;
+        let parsed = fetched_manifest(digest, content_type, &body)?;
         let (r, d) = (repo.as_str(), digest.as_str());
         self.run(async {
             let mut client = self.client().await?;

@@ -5,11 +5,10 @@
 //! finish may be between its compose and its commit), and a blob is taken
 //! out of service under the digest's advisory lock, as a finish holds it.
 
-use std::collections::BTreeSet;
-
 use super::super::fsck::{Check, Finding, Progress};
 use super::super::{Result, meta};
-use super::blobs::blob_key;
+use super::blobs::{blob_key, digest_of_key};
+use super::orphans::Orphan;
 use super::uploads::lock_key;
 use super::{Cluster, unsigned};
 use crate::oci::Digest;
@@ -75,34 +74,9 @@ impl Cluster {
     }
 
     async fn find_orphans(&self, check: &mut Check) -> Result<()> {
-        let client = self.client().await?;
         let settled = meta::ago(meta::now(), SETTLED);
-        let held: BTreeSet<String> = client
-            .query("SELECT digest FROM blobs", &[])
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        let sessions: BTreeSet<String> = client
-            .query("SELECT id FROM uploads", &[])
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        for (key, written) in self.objects.list("blobs/").await? {
-            let digest = key
-                .strip_prefix("blobs/")
-                .and_then(|rest| rest.split_once('/'))
-                .map(|(algorithm, hex)| format!("{algorithm}:{hex}"));
-            if written <= settled && !digest.is_some_and(|d| held.contains(&d)) {
-                check.findings.push(Finding::OrphanObject(key));
-            }
-        }
-        for (key, written) in self.objects.list("uploads/").await? {
-            let id = key.split('/').nth(1).unwrap_or("");
-            if written <= settled && !sessions.contains(id) {
-                check.findings.push(Finding::OrphanObject(key));
-            }
+        for orphan in self.orphans(settled).await? {
+            check.findings.push(Finding::OrphanObject(orphan.key));
         }
         Ok(())
     }
@@ -137,15 +111,11 @@ impl Cluster {
         for finding in &check.findings {
             match finding {
                 Finding::OrphanObject(key) => {
-                    let digest = key
-                        .strip_prefix("blobs/")
-                        .and_then(|rest| rest.split_once('/'))
-                        .and_then(|(algorithm, hex)| Digest::parse(&format!("{algorithm}:{hex}")));
-                    match digest {
-                        // Gone only if no finish brought the blob in since.
-                        Some(digest) => self.remove_blob_object(digest.as_str()).await?,
-                        None => self.objects.delete(key).await?,
-                    }
+                    let orphan = Orphan {
+                        key: key.clone(),
+                        blob: digest_of_key(key),
+                    };
+                    self.remove_orphan(&orphan).await?;
                 }
                 Finding::MissingBlob(digest) => self.take_out(digest, false).await?,
                 Finding::CorruptBlob { digest, .. } => self.take_out(digest, true).await?,

@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::super::manifests::page;
+use super::super::manifests::{page, pushed_manifest};
 use super::super::{Error, PutManifest, Referrer, Result, StoredManifest, meta};
 use super::blobs::{forget_if_empty, remember};
 use super::{Cluster, signed};
-use crate::oci::manifest::{self, ParsedManifest};
+use crate::oci::manifest::ParsedManifest;
 use crate::oci::{Digest, Reference, RepoName};
 
 fn strings(digests: &[Digest]) -> Vec<String> {
@@ -92,20 +92,7 @@ impl Cluster {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<PutManifest> {
-        let digest = match reference {
-            Reference::Digest(expected) => Digest::with(expected.algorithm(), &body),
-            Reference::Tag(_) => Digest::of(&body),
-        };
-        if let Reference::Digest(expected) = reference
-            && expected != &digest
-        {
-            return Err(Error::DigestMismatch {
-                expected: expected.clone(),
-                actual: digest,
-            });
-        }
-        let parsed: ParsedManifest =
-            manifest::parse(content_type, &body).map_err(Error::ManifestInvalid)?;
+        let (digest, parsed) = pushed_manifest(reference, content_type, &body)?;
         let (r, d) = (repo.as_str(), digest.as_str());
         let blobs = strings(&parsed.blobs);
         self.run(async {

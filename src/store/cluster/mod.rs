@@ -25,6 +25,7 @@ mod fsck;
 mod imports;
 mod manifests;
 mod objects;
+mod orphans;
 mod prune;
 mod schema;
 mod uploads;

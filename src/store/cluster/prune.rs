@@ -195,44 +195,11 @@ impl Cluster {
     /// Removes objects no row owns that are older than `cutoff`, and the
     /// multipart uploads of nodes that died composing a blob.
     async fn remove_leftovers(&self, cutoff: u64) -> Result<()> {
-        let client = self.client().await?;
-        let sessions: BTreeSet<String> = client
-            .query("SELECT id FROM uploads", &[])
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        let mut removed = 0;
-        for (key, written) in self.objects.list("uploads/").await? {
-            let id = key.split('/').nth(1).unwrap_or("");
-            // A whole-blob request's pieces have no session: only age
-            // tells a live request's pieces from a dead one's.
-            if written <= cutoff && !sessions.contains(id) {
-                self.objects.delete(&key).await?;
-                removed += 1;
-            }
+        let orphans = self.orphans(cutoff).await?;
+        for orphan in &orphans {
+            self.remove_orphan(orphan).await?;
         }
-        let held: BTreeSet<String> = client
-            .query("SELECT digest FROM blobs", &[])
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        for (key, written) in self.objects.list("blobs/").await? {
-            let digest = key
-                .strip_prefix("blobs/")
-                .and_then(|rest| rest.split_once('/'))
-                .and_then(|(algorithm, hex)| Digest::parse(&format!("{algorithm}:{hex}")));
-            let Some(digest) = digest else {
-                log::warn!("unexpected object {key} left alone");
-                continue;
-            };
-            // Checked again under the digest's lock before it goes.
-            if written <= cutoff && !held.contains(digest.as_str()) {
-                self.remove_blob_object(digest.as_str()).await?;
-                removed += 1;
-            }
-        }
+        let removed = orphans.len();
         let aborted = self.objects.abort_stale_multipart(cutoff).await?;
         if removed + aborted > 0 {
             log::info!(
