@@ -682,3 +682,35 @@ fn a_prune_removes_what_dead_nodes_left_in_the_object_store() {
         200
     );
 }
+
+/// An upload of more pieces than the object store takes parts in one
+/// multipart upload is joined in runs first (here with the cap set to 3):
+/// the blob is whole, and nothing of the runs is left behind.
+#[test]
+fn more_pieces_than_the_store_takes_parts_are_joined_in_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = common::cluster::node_args(dir.path());
+    args[3].push_str("&max_parts=3");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = ServerProcess::start_with(&dir.path().join("n"), &dir.path().join("n.log"), &args);
+    let base = node.url();
+    let chunk = 6 * MIB;
+    let data = http::random_bytes(7 * chunk + 5, 61);
+    let digest = sha256_digest(&data);
+    let upload = start_upload(&base, "many/pieces");
+    for (i, piece) in data.chunks(chunk).enumerate() {
+        let resp = patch(&base, &upload, i * chunk, piece);
+        assert_eq!(resp.status, 202, "{resp:?}");
+    }
+    let resp = finish(&base, &upload, &digest, b"");
+    assert_eq!(resp.status, 201, "{resp:?}");
+    assert_blob(&base, "many/pieces", &digest, &data);
+    assert_eq!(
+        common::cluster::objects(dir.path(), "uploads/"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        common::cluster::multipart_uploads(dir.path()),
+        Vec::<String>::new()
+    );
+}

@@ -174,6 +174,7 @@ pub fn settings_for(data: &Path) -> Settings {
         blobs: ObjectSettings {
             bucket: "berth-tests".into(),
             prefix: name,
+            max_parts: 1000,
             endpoint: servers.s3.clone(),
             region: "us-east-1".into(),
             access_key: ACCESS_KEY.into(),

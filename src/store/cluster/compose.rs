@@ -15,7 +15,8 @@
 pub(super) const MIN_PART: u64 = 5 << 20;
 /// S3's largest part, and the largest object one CopyObject copies.
 pub(super) const MAX_COPY: u64 = 5 << 30;
-/// The fewest parts any S3-compatible store takes (Swift stops at 1000).
+/// The parts of one multipart upload Swift takes by default (S3: 10,000);
+/// the `max_parts` setting of the object store's URL changes it.
 pub(super) const MAX_PARTS: usize = 1000;
 
 /// A byte range `start..end` of piece number `piece`.
@@ -49,8 +50,9 @@ impl Part {
     }
 }
 
-/// The parts that join pieces of `sizes`, in order.
-pub(super) fn plan(sizes: &[u64]) -> Result<Vec<Part>, String> {
+/// The parts that join pieces of `sizes`, in order; an error if they are
+/// more than `max_parts` (see [`groups`]).
+pub(super) fn plan(sizes: &[u64], max_parts: usize) -> Result<Vec<Part>, String> {
     let mut parts = Vec::new();
     let mut run: Vec<Segment> = Vec::new();
     let mut run_len = 0;
@@ -116,15 +118,37 @@ pub(super) fn plan(sizes: &[u64]) -> Result<Vec<Part>, String> {
     if !run.is_empty() {
         parts.push(Part::Upload(run));
     }
-    if parts.len() > MAX_PARTS {
+    if parts.len() > max_parts {
         return Err(format!(
-            "{} pieces need {} parts; object stores take at most {MAX_PARTS}",
+            "{} pieces need {} parts; the object store takes at most {max_parts}",
             sizes.len(),
             parts.len()
         ));
     }
     debug_assert!(parts.iter().rev().skip(1).all(|p| p.len() >= MIN_PART));
     Ok(parts)
+}
+
+/// Runs of consecutive pieces (as index ranges) each of which one
+/// multipart upload of at most `max_parts` parts joins: when all of them
+/// need more, each run is joined into an object of its own first, and
+/// those objects are joined after (again in runs, if need be). `None` if
+/// no run of two pieces fits, so joining in runs would not get smaller.
+pub(super) fn groups(sizes: &[u64], max_parts: usize) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < sizes.len() {
+        let mut end = start + 1;
+        while end < sizes.len() && plan(&sizes[start..=end], max_parts).is_ok() {
+            end += 1;
+        }
+        if end - start < 2 && end < sizes.len() {
+            return None;
+        }
+        runs.push(start..end);
+        start = end;
+    }
+    Some(runs)
 }
 
 #[cfg(test)]
@@ -135,7 +159,7 @@ mod tests {
 
     /// The plan covers every byte once, in order, with valid part sizes.
     fn check(sizes: &[u64]) -> Vec<Part> {
-        let parts = plan(sizes).unwrap();
+        let parts = plan(sizes, MAX_PARTS).unwrap();
         let mut covered = Vec::new();
         for (i, part) in parts.iter().enumerate() {
             if i + 1 < parts.len() {
@@ -206,7 +230,22 @@ mod tests {
 
     #[test]
     fn too_many_parts_is_an_error() {
-        assert!(plan(&vec![MIN_PART; MAX_PARTS + 1]).is_err());
-        assert!(plan(&vec![MIN_PART; MAX_PARTS]).is_ok());
+        assert!(plan(&vec![MIN_PART; MAX_PARTS + 1], MAX_PARTS).is_err());
+        assert!(plan(&vec![MIN_PART; MAX_PARTS], MAX_PARTS).is_ok());
+    }
+
+    #[test]
+    fn too_many_pieces_are_joined_in_runs_that_each_fit() {
+        let sizes = vec![6 * M; 7];
+        let runs = groups(&sizes, 3).unwrap();
+        assert_eq!(runs, [0..3, 3..6, 6..7]);
+        for run in runs {
+            assert!(plan(&sizes[run], 3).is_ok());
+        }
+        // Small pieces share parts, so more of them fit in a run.
+        let runs = groups(&[M; 20], 2).unwrap();
+        assert_eq!(runs, [0..10, 10..20]);
+        // Pieces too big to pair under the cap cannot be joined in runs.
+        assert_eq!(groups(&[3 * MAX_COPY, 3 * MAX_COPY], 3), None);
     }
 }

@@ -20,6 +20,8 @@ pub struct ObjectSettings {
     pub bucket: String,
     /// Put before every key, so several registries may share a bucket.
     pub prefix: String,
+    /// The most parts the store takes in one multipart upload.
+    pub max_parts: usize,
     pub endpoint: String,
     pub region: String,
     pub access_key: String,
@@ -38,7 +40,9 @@ impl std::fmt::Debug for ObjectSettings {
 }
 
 impl ObjectSettings {
-    /// Reads `s3://BUCKET[/PREFIX]?endpoint=URL&region=REGION`. The key comes from
+    /// Reads `s3://BUCKET[/PREFIX]?endpoint=URL&region=REGION[&max_parts=N]`
+    /// (`max_parts`: the most parts the store takes in one multipart
+    /// upload; Swift's default, 1000, unless given). The key comes from
     /// `credentials` (an AWS-style file: `aws_access_key_id = ...` and
     /// `aws_secret_access_key = ...`) or else from `AWS_ACCESS_KEY_ID` and
     /// `AWS_SECRET_ACCESS_KEY`: never from the command line.
@@ -56,10 +60,20 @@ impl ObjectSettings {
         }
         let mut endpoint = None;
         let mut region = "us-east-1".to_owned();
+        let mut max_parts = compose::MAX_PARTS;
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match &*key {
                 "endpoint" => endpoint = Some(value.into_owned()),
                 "region" => region = value.into_owned(),
+                "max_parts" => {
+                    max_parts = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (2..=10_000).contains(n))
+                        .ok_or_else(|| {
+                            format!("max_parts={value} is not a number from 2 to 10000")
+                        })?;
+                }
                 other => return Err(format!("unknown s3 URL parameter {other:?}")),
             }
         }
@@ -81,6 +95,7 @@ impl ObjectSettings {
         Ok(ObjectSettings {
             bucket: bucket.to_owned(),
             prefix: prefix.trim_matches('/').to_owned(),
+            max_parts,
             endpoint,
             region,
             access_key,
@@ -131,6 +146,7 @@ pub(super) struct Objects {
     bucket: String,
     /// Empty, or the settings' prefix and a slash.
     prefix: String,
+    max_parts: usize,
 }
 
 impl Objects {
@@ -166,6 +182,7 @@ impl Objects {
                 "" => String::new(),
                 prefix => format!("{prefix}/"),
             },
+            max_parts: settings.max_parts,
         };
         if objects.probe().await.is_err() {
             match objects
@@ -398,7 +415,12 @@ impl Objects {
             _ => {}
         }
         let sizes: Vec<u64> = pieces.iter().map(|(_, size)| *size).collect();
-        let parts = compose::plan(&sizes).map_err(Error::Objects)?;
+        let parts = match compose::plan(&sizes, self.max_parts) {
+            Ok(parts) => parts,
+            Err(too_many) => {
+                return Box::pin(self.compose_in_runs(dst, pieces, &sizes, too_many)).await;
+            }
+        };
         let started = self
             .client
             .create_multipart_upload()
@@ -443,6 +465,43 @@ impl Objects {
                 Err(e)
             }
         }
+    }
+
+    /// Joins runs of pieces into objects of their own, then those into
+    /// `dst`; the objects in between go afterwards, and ones a crash
+    /// leaves are orphans a prune removes (they live under `uploads/`).
+    async fn compose_in_runs(
+        &self,
+        dst: &str,
+        pieces: &[(String, u64)],
+        sizes: &[u64],
+        too_many: String,
+    ) -> Result<()> {
+        let runs = compose::groups(sizes, self.max_parts)
+            // Runs no fewer than the pieces would never end.
+            .filter(|runs| runs.len() < pieces.len())
+            .ok_or(Error::Objects(too_many))?;
+        let scratch = format!("uploads/compose-{}", uuid::Uuid::new_v4());
+        let mut joined = Vec::with_capacity(runs.len());
+        let mut result = Ok(());
+        for (n, run) in runs.into_iter().enumerate() {
+            let key = format!("{scratch}/{n}");
+            let size = sizes[run.clone()].iter().sum();
+            result = Box::pin(self.compose(&key, &pieces[run])).await;
+            if result.is_err() {
+                break;
+            }
+            joined.push((key, size));
+        }
+        if result.is_ok() {
+            result = Box::pin(self.compose(dst, &joined)).await;
+        }
+        for (key, _) in &joined {
+            if let Err(e) = self.delete(key).await {
+                log::warn!("removing {key}: {e}");
+            }
+        }
+        result
     }
 
     async fn send_parts(
