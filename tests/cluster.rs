@@ -714,3 +714,45 @@ fn more_pieces_than_the_store_takes_parts_are_joined_in_runs() {
         Vec::<String>::new()
     );
 }
+
+/// A client that goes away in the middle of a chunk (after a full piece
+/// was written) leaves the upload where it was, the piece removed, and
+/// the node unharmed.
+#[test]
+fn a_client_gone_mid_chunk_leaves_the_upload_and_no_piece() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), 1);
+    let upload = start_upload(&nodes[0].url(), "gone/mid");
+    let declared = 20 * MIB;
+    let head = format!(
+        "PATCH {upload} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {declared}\r\n\r\n",
+        nodes[0].addr
+    );
+    let mut request = head.into_bytes();
+    request.extend(http::random_bytes(9 * MIB, 5));
+    http::send_and_close(nodes[0].addr, &request);
+    // The node has seen the body end early once the upload is free again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let resp = patch(&nodes[0].url(), &upload, 0, b"after");
+        if resp.status == 202 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{resp:?}");
+        thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The dead request's piece goes beside the next request, not before it.
+    loop {
+        let pieces = common::cluster::objects(dir.path(), "uploads/");
+        if pieces.len() == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only the new chunk's piece stays: {pieces:?}"
+        );
+        thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(&nodes[0].log).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+}

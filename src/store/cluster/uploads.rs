@@ -253,12 +253,20 @@ impl ObjectAppender {
 
 impl Drop for ObjectAppender {
     fn drop(&mut self) {
-        if self.kept {
+        if self.kept || self.written.is_empty() {
             return;
         }
-        // What a failed request wrote goes; the session's committed pieces stay.
-        let written = std::mem::take(&mut self.written);
-        remove_objects(&self.cluster, &written);
+        // What a failed request wrote goes; the session's committed pieces
+        // stay. Removed on the store's runtime, not here: an appender whose
+        // body failed is dropped on an async thread, which must not block.
+        let (cluster, written) = (Arc::clone(&self.cluster), std::mem::take(&mut self.written));
+        self.cluster.handle().spawn(async move {
+            for key in &written {
+                if let Err(e) = cluster.objects.delete(key).await {
+                    log::warn!("removing {key}: {e}");
+                }
+            }
+        });
     }
 }
 
