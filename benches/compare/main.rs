@@ -213,7 +213,7 @@ fn main() {
             record_cpu(&mut record, t, "c. server CPU s", before, cpu_of(t));
             if let Some(c) = cluster.as_ref().filter(|c| c.target.name == t.name) {
                 let key = format!("blobs/sha256/{}", big_digest.trim_start_matches("sha256:"));
-                let raw = objects::get_mbps(&c.s3, "bench", &key);
+                let raw = objects::get_mbps(&c.objects, &key);
                 record(
                     t,
                     "c. its object store's own GET, MB/s",
@@ -353,7 +353,7 @@ fn main() {
             record_cpu(&mut record, t, "d. server CPU s", before, cpu_of(t));
             record(t, "d. machine busy", format!("{:.0}%", busy * 100.0));
             if let Some(c) = cluster.as_ref().filter(|c| c.target.name == t.name) {
-                let raw = objects::small_puts(&c.s3, "bench", args.clients, args.per_client);
+                let raw = objects::small_puts(&c.objects, args.clients, args.per_client);
                 record(
                     t,
                     "d. its object store's own small PUTs/s",
@@ -734,29 +734,48 @@ fn write_layout(path: &Path, layer: &[u8], layer_digest: &str) {
     tar.finish().expect("tar end");
 }
 
-/// Three berth nodes on one PostgreSQL and one Swift, all on loopback:
-/// the servers started by tests/servers/ and stopped by the PIDs they
-/// recorded when this goes.
+/// Three berth nodes on one PostgreSQL and one Swift, all on loopback.
 struct Cluster {
-    dir: PathBuf,
-    /// The object store's endpoint.
-    s3: String,
+    // Dropped in this order: the nodes, then the servers under them.
     _nodes: Vec<Berth>,
+    _servers: Servers,
     target: Target,
+    /// The object store, as the nodes were given it.
+    objects: berth::store::cluster::ObjectSettings,
+}
+
+/// Servers started by tests/servers/ in `dir`, stopped by the PIDs they
+/// recorded when this goes.
+struct Servers {
+    dir: PathBuf,
+}
+
+fn server_scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers")
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let _ = Command::new(server_scripts().join("stop.sh"))
+            .arg(&self.dir)
+            .arg("--rm")
+            .stdout(Stdio::null())
+            .status();
+    }
 }
 
 impl Cluster {
     fn start(dir: &Path, nodes: usize) -> Cluster {
-        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers");
-        if dir.exists() {
-            let _ = Command::new(scripts.join("stop.sh"))
-                .arg(dir)
-                .arg("--rm")
-                .status();
-        }
+        // What an earlier run left behind goes first.
+        drop(Servers {
+            dir: dir.to_path_buf(),
+        });
         std::fs::create_dir_all(dir).expect("cluster dir");
+        let servers = Servers {
+            dir: dir.to_path_buf(),
+        };
         let start = |script: &str, port: &str, key: &str| {
-            let out = Command::new(scripts.join(script))
+            let out = Command::new(server_scripts().join(script))
                 .arg(dir)
                 .arg(port)
                 .stderr(Stdio::inherit())
@@ -769,12 +788,6 @@ impl Cluster {
                 .unwrap_or_else(|| panic!("{script} printed no {key}"))
                 .to_owned()
         };
-        let mut cluster = Cluster {
-            dir: dir.to_path_buf(),
-            s3: String::new(),
-            _nodes: Vec::new(),
-            target: Target::parse("x=http://127.0.0.1:1").expect("a target"),
-        };
         let postgres = start("start-postgres.sh", "56432", "DATABASE_URL=");
         let s3 = start("start-swift.sh", "59080", "S3_ENDPOINT=");
         let credentials = dir.join("s3-credentials");
@@ -784,39 +797,33 @@ impl Cluster {
         )
         .expect("credentials file");
         let blobs = format!("s3://bench?endpoint={s3}");
-        let credentials = credentials.to_str().expect("a UTF-8 path").to_owned();
-        for i in 0..nodes {
-            let data = dir.join(format!("node{i}"));
-            let args = [
-                "--data",
-                data.to_str().expect("a UTF-8 path"),
-                "--metadata",
-                &postgres,
-                "--blobs",
-                &blobs,
-                "--blobs-credentials",
-                &credentials,
-            ];
-            cluster._nodes.push(Berth::spawn(&args));
+        let objects = berth::store::cluster::ObjectSettings::parse(&blobs, Some(&credentials))
+            .expect("the object store's settings");
+        let credentials = credentials.to_str().expect("a UTF-8 path");
+        let nodes: Vec<Berth> = (0..nodes)
+            .map(|i| {
+                let data = dir.join(format!("node{i}"));
+                Berth::spawn(&[
+                    "--data",
+                    data.to_str().expect("a UTF-8 path"),
+                    "--metadata",
+                    &postgres,
+                    "--blobs",
+                    &blobs,
+                    "--blobs-credentials",
+                    credentials,
+                ])
+            })
+            .collect();
+        let mut target = nodes[0].target.clone();
+        target.name = format!("berth x{} (pg+swift)", nodes.len());
+        target.nodes = nodes.iter().map(|n| n.target.addr).collect();
+        Cluster {
+            _nodes: nodes,
+            _servers: servers,
+            target,
+            objects,
         }
-        let mut target = cluster._nodes[0].target.clone();
-        target.name = format!("berth x{nodes} (pg+swift)");
-        target.nodes = cluster._nodes.iter().map(|n| n.target.addr).collect();
-        cluster.target = target;
-        cluster.s3 = s3;
-        cluster
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self._nodes.clear();
-        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers");
-        let _ = Command::new(scripts.join("stop.sh"))
-            .arg(&self.dir)
-            .arg("--rm")
-            .stdout(Stdio::null())
-            .status();
     }
 }
 

@@ -3,37 +3,10 @@
 
 use std::time::Instant;
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
 use aws_sdk_s3::primitives::ByteStream;
+use berth::store::cluster::{ObjectSettings, s3_client};
 
 use crate::cases::random_bytes;
-
-fn client(endpoint: &str) -> Client {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .credentials_provider(Credentials::new(
-            "berth:admin",
-            "berth-secret",
-            None,
-            None,
-            "bench",
-        ))
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .http_client(http)
-        .build();
-    Client::from_conf(config)
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -44,13 +17,13 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// One GET of a whole object straight from the store, MB/s.
-pub fn get_mbps(endpoint: &str, bucket: &str, key: &str) -> Result<f64, String> {
+pub fn get_mbps(store: &ObjectSettings, key: &str) -> Result<f64, String> {
     runtime().block_on(async {
-        let client = client(endpoint);
+        let client = s3_client(store);
         let start = Instant::now();
         let mut body = client
             .get_object()
-            .bucket(bucket)
+            .bucket(&store.bucket)
             .key(key)
             .send()
             .await
@@ -67,18 +40,17 @@ pub fn get_mbps(endpoint: &str, bucket: &str, key: &str) -> Result<f64, String> 
 /// `clients` tasks each PUTting `per_client` objects of 4-64 KiB (the
 /// sizes of case d) straight into the store: objects per second.
 pub fn small_puts(
-    endpoint: &str,
-    bucket: &str,
+    store: &ObjectSettings,
     clients: usize,
     per_client: usize,
 ) -> Result<f64, String> {
     runtime().block_on(async {
-        let client = client(endpoint);
+        let client = s3_client(store);
         let start = Instant::now();
         let tasks: Vec<_> = (0..clients)
             .map(|c| {
                 let client = client.clone();
-                let bucket = bucket.to_owned();
+                let bucket = store.bucket.clone();
                 tokio::spawn(async move {
                     for i in 0..per_client {
                         let seed = (c * 100_003 + i) as u64 ^ 0xD1;

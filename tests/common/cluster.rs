@@ -208,100 +208,6 @@ pub fn node_args(data: &Path) -> Vec<String> {
     ]
 }
 
-/// Keys (under the store's prefix) of the objects of the cluster that
-/// belongs to `data` whose keys start with `under`.
-pub fn objects(data: &Path, under: &str) -> Vec<String> {
-    let settings = settings_for(data);
-    let prefix = format!("{}/", settings.blobs.prefix);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let page = client(&settings.blobs.endpoint)
-            .list_objects_v2()
-            .bucket(&settings.blobs.bucket)
-            .prefix(format!("{prefix}{under}"))
-            .send()
-            .await
-            .expect("list objects");
-        assert_ne!(
-            page.is_truncated(),
-            Some(true),
-            "more than a page of objects"
-        );
-        page.contents()
-            .iter()
-            .filter_map(|o| o.key())
-            .map(|k| k.strip_prefix(&prefix).unwrap_or(k).to_owned())
-            .collect()
-    })
-}
-
-/// Overwrites an object of the cluster that belongs to `data` (a key
-/// under its prefix), as a failing disk or a careless hand would.
-pub fn overwrite_object(data: &Path, key: &str, bytes: Vec<u8>) {
-    let settings = settings_for(data);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        client(&settings.blobs.endpoint)
-            .put_object()
-            .bucket(&settings.blobs.bucket)
-            .key(format!("{}/{key}", settings.blobs.prefix))
-            .body(bytes.into())
-            .send()
-            .await
-            .expect("put object");
-    });
-}
-
-/// An S3 client of the test servers' object store.
-fn client(endpoint: &str) -> aws_sdk_s3::Client {
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .credentials_provider(Credentials::new(
-            ACCESS_KEY, SECRET_KEY, None, None, "tests",
-        ))
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .http_client(http)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-}
-
-/// The bytes of an object of the cluster that belongs to `data`.
-pub fn read_object(data: &Path, key: &str) -> Vec<u8> {
-    let settings = settings_for(data);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        client(&settings.blobs.endpoint)
-            .get_object()
-            .bucket(&settings.blobs.bucket)
-            .key(format!("{}/{key}", settings.blobs.prefix))
-            .send()
-            .await
-            .expect("get object")
-            .body
-            .collect()
-            .await
-            .expect("read object")
-            .to_vec()
-    })
-}
-
 /// A PostgreSQL of its own that serves TLS with `cert` and `key`, stopped
 /// (by the PIDs its script recorded) when this goes.
 pub struct TlsPostgres {
@@ -343,46 +249,137 @@ impl Drop for TlsPostgres {
     }
 }
 
+/// The object store of the cluster that belongs to `data`, looked at beside
+/// berth with the S3 client berth uses.
+struct Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    /// The cluster's key prefix and a slash.
+    prefix: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Store {
+    fn of(data: &Path) -> Store {
+        let settings = settings_for(data);
+        Store {
+            client: berth::store::cluster::s3_client(&settings.blobs),
+            bucket: settings.blobs.bucket,
+            prefix: format!("{}/", settings.blobs.prefix),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        }
+    }
+
+    /// The object key of a key of the cluster.
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// A key of the cluster from an object key.
+    fn own(&self, key: &str) -> String {
+        key.strip_prefix(&self.prefix).unwrap_or(key).to_owned()
+    }
+}
+
+/// Keys (under the store's prefix) of the objects of the cluster that
+/// belongs to `data` whose keys start with `under`.
+pub fn objects(data: &Path, under: &str) -> Vec<String> {
+    let store = Store::of(data);
+    let page = store
+        .runtime
+        .block_on(
+            store
+                .client
+                .list_objects_v2()
+                .bucket(&store.bucket)
+                .prefix(store.key(under))
+                .send(),
+        )
+        .expect("list objects");
+    assert_ne!(
+        page.is_truncated(),
+        Some(true),
+        "more than a page of objects"
+    );
+    page.contents()
+        .iter()
+        .filter_map(|o| o.key())
+        .map(|k| store.own(k))
+        .collect()
+}
+
+/// Overwrites an object of the cluster that belongs to `data` (a key
+/// under its prefix), as a failing disk or a careless hand would.
+pub fn overwrite_object(data: &Path, key: &str, bytes: Vec<u8>) {
+    let store = Store::of(data);
+    store
+        .runtime
+        .block_on(
+            store
+                .client
+                .put_object()
+                .bucket(&store.bucket)
+                .key(store.key(key))
+                .body(bytes.into())
+                .send(),
+        )
+        .expect("put object");
+}
+
+/// The bytes of an object of the cluster that belongs to `data`.
+pub fn read_object(data: &Path, key: &str) -> Vec<u8> {
+    let store = Store::of(data);
+    store.runtime.block_on(async {
+        let answer = store
+            .client
+            .get_object()
+            .bucket(&store.bucket)
+            .key(store.key(key))
+            .send()
+            .await
+            .expect("get object");
+        answer.body.collect().await.expect("read object").to_vec()
+    })
+}
+
 /// Starts a multipart upload of `key` and leaves it, as a node that died
 /// while composing a blob would.
 pub fn leave_multipart(data: &Path, key: &str) {
-    let settings = settings_for(data);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        client(&settings.blobs.endpoint)
-            .create_multipart_upload()
-            .bucket(&settings.blobs.bucket)
-            .key(format!("{}/{key}", settings.blobs.prefix))
-            .send()
-            .await
-            .expect("create multipart upload");
-    });
+    let store = Store::of(data);
+    store
+        .runtime
+        .block_on(
+            store
+                .client
+                .create_multipart_upload()
+                .bucket(&store.bucket)
+                .key(store.key(key))
+                .send(),
+        )
+        .expect("create multipart upload");
 }
 
 /// The keys (under the store's prefix) of the unfinished multipart uploads
 /// of the cluster that belongs to `data`.
 pub fn multipart_uploads(data: &Path) -> Vec<String> {
-    let settings = settings_for(data);
-    let prefix = format!("{}/", settings.blobs.prefix);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let page = client(&settings.blobs.endpoint)
-            .list_multipart_uploads()
-            .bucket(&settings.blobs.bucket)
-            .prefix(&prefix)
-            .send()
-            .await
-            .expect("list multipart uploads");
-        page.uploads()
-            .iter()
-            .filter_map(|u| u.key())
-            .map(|k| k.strip_prefix(&prefix).unwrap_or(k).to_owned())
-            .collect()
-    })
+    let store = Store::of(data);
+    let page = store
+        .runtime
+        .block_on(
+            store
+                .client
+                .list_multipart_uploads()
+                .bucket(&store.bucket)
+                .prefix(&store.prefix)
+                .send(),
+        )
+        .expect("list multipart uploads");
+    page.uploads()
+        .iter()
+        .filter_map(|u| u.key())
+        .map(|k| store.own(k))
+        .collect()
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use super::super::browse::{MAX_CONFIG, config_digest, index_platforms};
 use super::super::{Error, ManifestView, Result, TagSummary};
 use super::blobs::blob_key;
+use super::manifests::{limit, require_manifest};
 use super::{Cluster, unsigned};
 use crate::oci::manifest::platform;
 use crate::oci::{Digest, RepoName};
@@ -23,19 +24,13 @@ impl Cluster {
         let r = repo.as_str();
         self.run(async {
             let client = self.client().await?;
-            let holds = client
-                .query_opt("SELECT 1 FROM manifests WHERE repo = $1 LIMIT 1", &[&r])
-                .await?;
-            if holds.is_none() {
-                return Err(Error::NameUnknown);
-            }
-            let limit = i64::try_from(n).unwrap_or(i64::MAX).saturating_add(1);
+            require_manifest(&client, r).await?;
             let rows = client
                 .query(
                     "SELECT t.tag, t.digest, m.media_type, m.body, m.created, m.blobs, m.children
                      FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
                      WHERE t.repo = $1 AND t.tag > $2 ORDER BY t.tag LIMIT $3",
-                    &[&r, &after.unwrap_or(""), &limit],
+                    &[&r, &after.unwrap_or(""), &limit(n)],
                 )
                 .await?;
             let more = rows.len() > n;

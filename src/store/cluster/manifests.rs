@@ -270,12 +270,7 @@ impl Cluster {
         let r = repo.as_str();
         self.run(async {
             let client = self.client().await?;
-            let holds = client
-                .query_opt("SELECT 1 FROM manifests WHERE repo = $1 LIMIT 1", &[&r])
-                .await?;
-            if holds.is_none() {
-                return Err(Error::NameUnknown);
-            }
+            require_manifest(&client, r).await?;
             let rows = client
                 .query(
                     "SELECT tag FROM tags WHERE repo = $1 AND tag > $2 ORDER BY tag LIMIT $3",
@@ -367,7 +362,16 @@ impl Cluster {
     }
 }
 
+/// `NameUnknown` unless `repo` holds a manifest: until it does, it has no
+/// tags to list (every tag names one).
+pub(super) async fn require_manifest(client: &tokio_postgres::Client, repo: &str) -> Result<()> {
+    let holds = client
+        .query_opt("SELECT 1 FROM manifests WHERE repo = $1 LIMIT 1", &[&repo])
+        .await?;
+    holds.map(|_| ()).ok_or(Error::NameUnknown)
+}
+
 /// A LIMIT that also tells whether more rows follow.
-fn limit(n: usize) -> i64 {
+pub(super) fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX).saturating_add(1)
 }

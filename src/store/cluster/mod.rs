@@ -40,7 +40,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use super::{Error, Holdings, Result, Watcher};
 
 pub use blobs::{ObjectBlob, ObjectReader, ObjectStream};
-pub use objects::ObjectSettings;
+pub use objects::{ObjectSettings, client as s3_client};
 pub use uploads::ObjectAppender;
 
 /// Where a clustered store lives.

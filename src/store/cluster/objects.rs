@@ -141,6 +141,34 @@ where
     Error::Objects(format!("{what} {key}: {}", DisplayErrorContext(e)))
 }
 
+/// An S3 client of the store `settings` names, as berth uses it (also for
+/// the tests and the bench, which look at the store beside berth).
+pub fn client(settings: &ObjectSettings) -> Client {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(settings.region.clone()))
+        .endpoint_url(&settings.endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(
+            &settings.access_key,
+            &settings.secret_key,
+            None,
+            None,
+            "berth",
+        ))
+        .http_client(http)
+        // Checksums only where S3 requires them: otherwise the SDK sends
+        // aws-chunked bodies, which S3-compatible stores (Swift) refuse.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    Client::from_conf(config)
+}
+
 pub(super) struct Objects {
     client: Client,
     bucket: String,
@@ -152,31 +180,8 @@ pub(super) struct Objects {
 impl Objects {
     /// Connects, creating the bucket if it is missing.
     pub(super) async fn connect(settings: &ObjectSettings) -> Result<Objects> {
-        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(settings.region.clone()))
-            .endpoint_url(&settings.endpoint)
-            .force_path_style(true)
-            .credentials_provider(Credentials::new(
-                &settings.access_key,
-                &settings.secret_key,
-                None,
-                None,
-                "berth",
-            ))
-            .http_client(http)
-            // Checksums only where S3 requires them: otherwise the SDK
-            // sends aws-chunked bodies, which S3-compatible stores (Swift)
-            // refuse.
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .build();
         let objects = Objects {
-            client: Client::from_conf(config),
+            client: client(settings),
             bucket: settings.bucket.clone(),
             prefix: match settings.prefix.as_str() {
                 "" => String::new(),
