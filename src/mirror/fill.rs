@@ -182,7 +182,7 @@ impl Mirror {
                     .await?;
             }
         }
-        let appender = writer
+        let mut appender = writer
             .write(pending, &mut client)
             .await?
             .idle(&mut client)

@@ -12,6 +12,7 @@ pub mod cluster;
 mod commit;
 mod embedded;
 mod fsck;
+mod hashing;
 mod imports;
 mod links;
 mod manifests;
@@ -360,7 +361,7 @@ impl Appender {
     }
 
     /// Whether what was written is the blob `digest`, ending nothing.
-    pub fn verify(&self, digest: &Digest) -> Result<()> {
+    pub fn verify(&mut self, digest: &Digest) -> Result<()> {
         match self {
             Appender::File(a) => a.verify(digest),
             Appender::Object(a) => a.verify(digest),

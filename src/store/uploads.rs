@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use redb::ReadableDatabase;
 
 use super::blobs::{hash_file, remove_if_present};
+use super::hashing::Hashing;
 use super::meta::{self, UploadRow};
 use super::sessions;
 use super::writeback::Writeback;
@@ -66,11 +67,6 @@ fn new_row(repo: &RepoName, algorithm: Algorithm) -> UploadRow {
     }
 }
 
-/// From this many bytes in one batch, hashing runs on a second thread
-/// beside the write: alone, a sha2 hash is slower than a fast disk, and small
-/// batches should not pay for a thread.
-const PARALLEL_HASH_FROM: usize = 256 << 10;
-
 /// One request's bytes going onto the end of an upload. The caller feeds
 /// it batches as they arrive from the network ([`FileAppender::write`] blocks
 /// only on the disk, never on a client), then ends it with
@@ -89,7 +85,7 @@ pub struct FileAppender {
     declared: Option<u64>,
     file: File,
     writeback: Writeback,
-    hasher: Hasher,
+    hashing: Hashing,
     received: u64,
     /// Whether this request created the file: its name is not yet durable.
     created: bool,
@@ -102,21 +98,8 @@ impl FileAppender {
     /// Writes a batch of body chunks and adds them to the hash.
     pub fn write(&mut self, chunks: &[bytes::Bytes]) -> Result<()> {
         let total: usize = chunks.iter().map(bytes::Bytes::len).sum();
-        let (file, writeback, hasher) = (&self.file, &mut self.writeback, &mut self.hasher);
-        let written = if total >= PARALLEL_HASH_FROM {
-            std::thread::scope(|scope| {
-                let hashing = scope.spawn(|| chunks.iter().for_each(|c| hasher.update(c)));
-                let written = chunks.iter().try_for_each(|c| writeback.write_all(file, c));
-                hashing.join().expect("hashing does not panic");
-                written
-            })
-        } else {
-            chunks.iter().try_for_each(|c| {
-                hasher.update(c);
-                writeback.write_all(file, c)
-            })
-        };
-        written?;
+        self.hashing.update(chunks);
+        self.writeback.write_all(&self.file, chunks)?;
         self.received += total as u64;
         Ok(())
     }
@@ -147,7 +130,7 @@ impl FileAppender {
         let sync_dir = self.created.then(|| self.store.root.join("uploads"));
         let updated = UploadRow {
             offset,
-            hash_state: self.hasher.state(),
+            hash_state: self.hashing.hasher().state(),
             updated: meta::now(),
             ..self.row.clone()
         };
@@ -171,7 +154,7 @@ impl FileAppender {
 
     /// Whether what was written is the blob `digest`, without ending
     /// anything: the caller may act on the answer before the commit.
-    pub fn verify(&self, digest: &Digest) -> Result<()> {
+    pub fn verify(&mut self, digest: &Digest) -> Result<()> {
         self.check_length()?;
         let actual = self.actual(digest)?;
         if &actual == digest {
@@ -185,9 +168,10 @@ impl FileAppender {
     }
 
     /// The digest of what was written, in `digest`'s algorithm.
-    fn actual(&self, digest: &Digest) -> Result<Digest> {
-        if self.hasher.algorithm() == digest.algorithm() {
-            return Ok(self.hasher.digest());
+    fn actual(&mut self, digest: &Digest) -> Result<Digest> {
+        let hasher = self.hashing.hasher();
+        if hasher.algorithm() == digest.algorithm() {
+            return Ok(hasher.digest());
         }
         // The session hashed with another algorithm than the one the
         // client finishes with: only a second pass over the file can say.
@@ -207,7 +191,7 @@ impl FileAppender {
     /// `digest-algorithm` then needs no second pass over the file.
     pub fn hash_as(&mut self, algorithm: Algorithm) {
         if self.row.offset == 0 && self.received == 0 {
-            self.hasher = Hasher::new(algorithm);
+            self.hashing.replace(Hasher::new(algorithm));
         }
     }
 
@@ -419,7 +403,7 @@ impl Embedded {
             link: true,
             declared,
             file,
-            hasher,
+            hashing: Hashing::new(hasher),
             received: 0,
             created,
             kept: false,

@@ -4,7 +4,7 @@
 //! then finds almost nothing left to write, and dirty memory stays bounded.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;
 
 const WINDOW: u64 = 2 << 20;
@@ -38,9 +38,21 @@ impl Writeback {
         self.throttled = false;
     }
 
-    pub fn write_all(&mut self, mut file: &File, bytes: &[u8]) -> io::Result<()> {
-        file.write_all(bytes)?;
-        self.written += bytes.len() as u64;
+    /// Writes a batch of chunks, in as few calls as the kernel allows.
+    pub fn write_all(&mut self, mut file: &File, chunks: &[bytes::Bytes]) -> io::Result<()> {
+        let mut slices: Vec<IoSlice> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match file.write_vectored(slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.written += n as u64;
+                    IoSlice::advance_slices(&mut slices, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
         if !self.throttled {
             return Ok(());
         }
