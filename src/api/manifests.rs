@@ -60,7 +60,7 @@ pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, reference: Refe
     let manifest = match api.mirrors.for_repo(&name) {
         Some(mirror) => mirror.manifest(&name, &reference).await?,
         None => {
-            api.store(move |s| s.get_manifest(&name, &reference))
+            api.lookup(move |s| s.get_manifest(&name, &reference))
                 .await?
         }
     };

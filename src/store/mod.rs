@@ -264,6 +264,14 @@ impl Store {
         }
     }
 
+    /// Whether a lookup by key (a manifest by tag, a blob's row) is local
+    /// and quick enough to run on an async thread: redb's pages are in its
+    /// own cache or the page cache once read, where a lookup takes
+    /// microseconds; the clustered engine asks PostgreSQL over the network.
+    pub fn local_lookups(&self) -> bool {
+        matches!(self, Store::Embedded(_))
+    }
+
     /// Passes a result through, letting the engine recover from a storage
     /// error first (see [`Embedded::recover`]).
     pub fn recover<T>(&self, result: Result<T>) -> Result<T> {
