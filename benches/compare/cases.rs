@@ -268,6 +268,7 @@ pub struct Load {
 pub fn manifest_load(
     target: &Target,
     method: &'static str,
+    path: &'static str,
     connections: usize,
     duration: Duration,
 ) -> Load {
@@ -284,13 +285,7 @@ pub fn manifest_load(
                 let end = Instant::now() + duration;
                 while Instant::now() < end {
                     let start = Instant::now();
-                    match conn.request(
-                        method,
-                        "/v2/bench/e/manifests/v1",
-                        &headers,
-                        Body::Empty,
-                        Keep::All,
-                    ) {
+                    match conn.request(method, path, &headers, Body::Empty, Keep::All) {
                         Ok((resp, _)) if resp.status == 200 => {
                             latencies.push(start.elapsed().as_micros().min(u32::MAX as u128) as u32)
                         }

@@ -6,6 +6,9 @@
 
 mod cases;
 mod client;
+mod crowd;
+mod instructions;
+mod limits;
 mod objects;
 mod sys;
 
@@ -19,6 +22,7 @@ use argh::FromArgs;
 
 use cases::*;
 use client::{Body, Conn, Keep, Target};
+use limits::{Limits, ratio};
 
 /// Measure registries side by side.
 #[derive(FromArgs)]
@@ -29,8 +33,8 @@ struct Args {
     /// do not start and measure berth itself
     #[argh(switch)]
     no_berth: bool,
-    /// which tests to run, by letter (default abcdefghijklm)
-    #[argh(option, default = "String::from(\"abcdefghijklm\")")]
+    /// which tests to run, by letter (default abcdefghijklmnop)
+    #[argh(option, default = "String::from(\"abcdefghijklmnop\")")]
     only: String,
     /// size of the big blob in MiB (default 1024)
     #[argh(option, default = "1024")]
@@ -136,20 +140,10 @@ fn main() {
 
     let big = random_bytes(args.big_mib * MIB, 1);
     let big_digest = digest_of(&big);
-    let mut limits = BTreeMap::new();
     eprintln!("limits");
-    limits.insert(
-        "disk write + fdatasync, MB/s",
-        sys::disk_write_mbps(&args.data_dir, &big, true),
-    );
-    limits.insert(
-        "disk write to page cache, MB/s",
-        sys::disk_write_mbps(&args.data_dir, &big, false),
-    );
-    limits.insert("loopback TCP copy, MB/s", sys::loopback_mbps(&big));
-    limits.insert("sha256, MB/s", sys::sha256_mbps(&big));
-    for (k, v) in &limits {
-        eprintln!("  {k}: {v:.0}");
+    let mut limits = Limits::measure(&args.data_dir, &big);
+    for (k, v) in limits.rows() {
+        eprintln!("  {k}: {v}");
     }
 
     for t in &targets {
@@ -178,8 +172,8 @@ fn main() {
             let r = monolithic_push(t, &big, &big_digest);
             record(
                 t,
-                "a. monolithic push, MB/s",
-                show(r.map(|v| format!("{v:.0}"))),
+                "a. monolithic push, MB/s (x min(sha256, durable write))",
+                show(r.map(|v| ratio(v, limits.push()))),
             );
             record_cpu(&mut record, t, "a. server CPU s", before, cpu_of(t));
             note_peak(t);
@@ -195,8 +189,8 @@ fn main() {
             let r = chunked_push(t, data, args.chunk_mib * MIB);
             record(
                 t,
-                "b. chunked push, MB/s",
-                show(r.map(|v| format!("{v:.0}"))),
+                "b. chunked push, MB/s (x min(sha256, durable write))",
+                show(r.map(|v| ratio(v, limits.push()))),
             );
             note_peak(t);
         }
@@ -209,7 +203,11 @@ fn main() {
             }
             let before = cpu_of(t);
             let r = pull(t, &big_digest, big.len() as u64, 2);
-            record(t, "c. pull, MB/s", show(r.map(|v| format!("{v:.0}"))));
+            record(
+                t,
+                "c. pull, MB/s (x loopback)",
+                show(r.map(|v| ratio(v, limits.loopback.value))),
+            );
             record_cpu(&mut record, t, "c. server CPU s", before, cpu_of(t));
             if let Some(c) = cluster.as_ref().filter(|c| c.target.name == t.name) {
                 let key = format!("blobs/sha256/{}", big_digest.trim_start_matches("sha256:"));
@@ -226,115 +224,6 @@ fn main() {
             note_peak(t);
         }
     }
-    if only('k') {
-        eprintln!("k. {} MiB pulled through a berth mirror", args.big_mib);
-        for t in &targets {
-            if !only('a') && !only('c') {
-                let _ = monolithic_push(t, &big, &big_digest);
-            }
-            let size = big.len() as u64;
-            let direct = pull(t, &big_digest, size, 2);
-            let dir = args.data_dir.join("mirror-data");
-            let upstream = format!("up.bench=http://{}", t.addr);
-            let mirror = Berth::start_with(&dir, true, &["--upstream", &upstream]);
-            let through =
-                |reps| pull_from(&mirror.target, "up.bench/bench/a", &big_digest, size, reps);
-            // A first pull writes the blob into new page-cache pages, whose
-            // speed on a VM swings widely: measured now, beside it.
-            let write_now = sys::disk_write_mbps(&args.data_dir, &big, false);
-            record(
-                t,
-                "k. page-cache write now, MB/s",
-                format!("{write_now:.0}"),
-            );
-            let first = through(1);
-            let second = through(2);
-            let ratio = |r: &io::Result<f64>| match (r, &direct) {
-                (Ok(r), Ok(d)) if *d > 0.0 => format!("{r:.0} ({:.2}x direct)", r / d),
-                (Ok(r), _) => format!("{r:.0}"),
-                (Err(e), _) => format!("failed: {e}"),
-            };
-            let shown = match &direct {
-                Ok(v) => format!("{v:.0}"),
-                Err(e) => format!("failed: {e}"),
-            };
-            record(t, "k. direct pull, MB/s", shown);
-            let first_shown = match &first {
-                Ok(r) => format!("{} ({:.2}x that write)", ratio(&first), r / write_now),
-                Err(_) => ratio(&first),
-            };
-            record(t, "k. first pull through a mirror, MB/s", first_shown);
-            record(t, "k. second pull through it, MB/s", ratio(&second));
-            if let Some(k) = mirror.target.pid.and_then(sys::peak_rss_kib) {
-                record(
-                    t,
-                    "k. mirror peak RSS, MiB",
-                    format!("{:.1}", k as f64 / 1024.0),
-                );
-            }
-            drop(mirror);
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-    }
-    if only('l') && !args.no_berth {
-        eprintln!("l. {} MiB single-layer berth import", args.big_mib);
-        let dir = args.data_dir.join("import");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("import dir");
-        let archive = dir.join("image.tar");
-        write_layout(&archive, &big, &big_digest);
-        let start = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["import", "--data"])
-            .arg(dir.join("data"))
-            .arg(&archive)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("berth import runs");
-        let secs = start.elapsed().as_secs_f64();
-        let limit = limits["disk write + fdatasync, MB/s"];
-        let shown = if out.status.success() {
-            let mbps = big.len() as f64 / secs / 1e6;
-            format!("{mbps:.0} ({:.2}x disk write + fdatasync)", mbps / limit)
-        } else {
-            format!("failed: {}", String::from_utf8_lossy(&out.stdout))
-        };
-        if let Some(b) = &berth {
-            record(&b.target, "l. import, MB/s", shown);
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    if only('m') && !args.no_berth {
-        let preload_mib = 100.min(args.big_mib);
-        eprintln!("m. ephemeral start, and start with a {preload_mib} MiB preload");
-        let dir = args.data_dir.join("fixture");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("fixture dir");
-        let mut starts: Vec<f64> = (0..10).map(|_| fixture_start(&[]).1).collect();
-        starts.sort_by(f64::total_cmp);
-        let layer = &big[..preload_mib << 20];
-        let archive = dir.join("preload.tar");
-        write_layout(&archive, layer, &digest_of(layer));
-        let (ready, _) = fixture_start(&["--preload", archive.to_str().expect("a UTF-8 path")]);
-        let mbps = layer.len() as f64 / (ready / 1000.0) / 1e6;
-        if let Some(b) = &berth {
-            record(
-                &b.target,
-                "m. ephemeral start to first /v2/ 200, ms (median of 10)",
-                format!("{:.1}", starts[starts.len() / 2]),
-            );
-            record(
-                &b.target,
-                "m. start to ready with a 100 MiB preload, ms",
-                format!(
-                    "{ready:.0} ({mbps:.0} MB/s, {:.2}x disk write + fdatasync)",
-                    mbps / limits["disk write + fdatasync, MB/s"]
-                ),
-            );
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    drop(big);
     if only('d') {
         eprintln!(
             "d. {} clients x {} small blobs",
@@ -375,34 +264,302 @@ fn main() {
             );
         }
     }
+    if only('k') {
+        let size = (256 * MIB).min(big.len());
+        let (blob, clients) = (&big[..size], 64);
+        let digest = digest_of(blob);
+        eprintln!(
+            "k. {clients} clients pulling one {} MiB blob at once",
+            size / MIB
+        );
+        for t in &targets {
+            if let Err(e) = push_blob(&mut Conn::new(t), "bench/a", blob, &digest) {
+                record(
+                    t,
+                    "k. 64 pulls at once, MB/s (x loopback)",
+                    format!("failed: {e}"),
+                );
+                continue;
+            }
+            if let Some(pid) = t.pid {
+                sys::reset_peak_rss(pid);
+            }
+            let r = crowd::many_pulls(t, &digest, size as u64, clients);
+            record(
+                t,
+                "k. 64 pulls at once, MB/s (x loopback)",
+                show(
+                    r.map(|(v, bad)| format!("{}{}", ratio(v, limits.loopback.value), errors(bad))),
+                ),
+            );
+            if let Some(k) = t.pid.and_then(sys::peak_rss_kib) {
+                record(t, "k. peak RSS, MiB", format!("{:.1}", k as f64 / 1024.0));
+            }
+        }
+    }
+    if only('l') {
+        eprintln!(
+            "l. manifest GETs while a {} MiB push, {} small-blob pushers and a prune run",
+            args.big_mib, args.clients
+        );
+        for t in &targets {
+            // berth's own run gets a berth that prunes every second.
+            let pruning = berth.as_ref().filter(|b| b.target.name == t.name).map(|_| {
+                Berth::start_with(
+                    &args.data_dir.join("mixed-data"),
+                    true,
+                    &["--prune-interval", "1s", "--grace", "1s"],
+                )
+            });
+            let on = pruning.as_ref().map_or(t, |b| &b.target);
+            if let Err(e) = push_small_image(on, "bench/e") {
+                record(
+                    t,
+                    "l. GET under load, req/s (p50/p99 ms)",
+                    format!("failed: {e}"),
+                );
+                continue;
+            }
+            let m = crowd::mixed_load(
+                on,
+                &big,
+                args.clients,
+                args.connections,
+                Duration::from_secs(args.seconds),
+            );
+            record(
+                t,
+                "l. GET under load, req/s (p50/p99 ms)",
+                format!(
+                    "{:.0} ({:.2}/{:.2}){}",
+                    m.gets.per_second,
+                    m.gets.p50_ms,
+                    m.gets.p99_ms,
+                    errors(m.gets.errors)
+                ),
+            );
+            record(
+                t,
+                "l. meanwhile: big pushes (MB/s), small blobs (failed)",
+                format!(
+                    "{} ({:.0}), {} ({}){}",
+                    m.pushes,
+                    m.push_mbps,
+                    m.small,
+                    m.small_failed,
+                    if pruning.is_some() {
+                        ", pruning every 1 s"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            drop(pruning);
+            let _ = std::fs::remove_dir_all(args.data_dir.join("mixed-data"));
+        }
+    }
+    if only('m') && !args.no_berth {
+        eprintln!("m. instructions under callgrind");
+        let r = instructions::count(
+            Path::new(env!("CARGO_BIN_EXE_berth")),
+            &args.data_dir.join("callgrind"),
+        );
+        if let Some(b) = &berth {
+            match r {
+                Ok(c) => {
+                    record(
+                        &b.target,
+                        "m. instructions per manifest GET",
+                        format!("{:.0}", c.per_get),
+                    );
+                    record(
+                        &b.target,
+                        "m. instructions per MiB pushed",
+                        format!("{:.0}", c.per_mib_pushed),
+                    );
+                }
+                Err(e) => record(
+                    &b.target,
+                    "m. instructions per manifest GET",
+                    format!("failed: {e}"),
+                ),
+            }
+        }
+    }
+    if only('n') {
+        eprintln!("n. {} MiB pulled through a berth mirror", args.big_mib);
+        for t in &targets {
+            if !only('a') && !only('c') {
+                let _ = monolithic_push(t, &big, &big_digest);
+            }
+            let size = big.len() as u64;
+            let direct = pull(t, &big_digest, size, 2);
+            let dir = args.data_dir.join("mirror-data");
+            let upstream = format!("up.bench=http://{}", t.addr);
+            let mirror = Berth::start_with(&dir, true, &["--upstream", &upstream]);
+            let through =
+                |reps| pull_from(&mirror.target, "up.bench/bench/a", &big_digest, size, reps);
+            // A first pull writes the blob into new page-cache pages, whose
+            // speed on a VM swings widely: measured now, beside it.
+            let write_now = sys::disk_write_mbps(&args.data_dir, &big, false);
+            record(
+                t,
+                "n. page-cache write now, MB/s",
+                format!("{write_now:.0}"),
+            );
+            let first = through(1);
+            let second = through(2);
+            let ratio = |r: &io::Result<f64>| match (r, &direct) {
+                (Ok(r), Ok(d)) if *d > 0.0 => format!("{r:.0} ({:.2}x direct)", r / d),
+                (Ok(r), _) => format!("{r:.0}"),
+                (Err(e), _) => format!("failed: {e}"),
+            };
+            let shown = match &direct {
+                Ok(v) => format!("{v:.0}"),
+                Err(e) => format!("failed: {e}"),
+            };
+            record(t, "n. direct pull, MB/s", shown);
+            let first_shown = match &first {
+                Ok(r) => format!("{} ({:.2}x that write)", ratio(&first), r / write_now),
+                Err(_) => ratio(&first),
+            };
+            record(t, "n. first pull through a mirror, MB/s", first_shown);
+            record(t, "n. second pull through it, MB/s", ratio(&second));
+            if let Some(k) = mirror.target.pid.and_then(sys::peak_rss_kib) {
+                record(
+                    t,
+                    "n. mirror peak RSS, MiB",
+                    format!("{:.1}", k as f64 / 1024.0),
+                );
+            }
+            drop(mirror);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    if only('o') && !args.no_berth {
+        eprintln!("o. {} MiB single-layer berth import", args.big_mib);
+        let dir = args.data_dir.join("import");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("import dir");
+        let archive = dir.join("image.tar");
+        write_layout(&archive, &big, &big_digest);
+        let start = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["import", "--data"])
+            .arg(dir.join("data"))
+            .arg(&archive)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("berth import runs");
+        let secs = start.elapsed().as_secs_f64();
+        let shown = if out.status.success() {
+            let mbps = big.len() as f64 / secs / 1e6;
+            format!("{} durable write", ratio(mbps, limits.durable_write.value))
+        } else {
+            format!("failed: {}", String::from_utf8_lossy(&out.stdout))
+        };
+        if let Some(b) = &berth {
+            record(&b.target, "o. import, MB/s", shown);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if only('p') && !args.no_berth {
+        let preload_mib = 100.min(args.big_mib);
+        eprintln!("p. ephemeral start, and start with a {preload_mib} MiB preload");
+        let dir = args.data_dir.join("fixture");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("fixture dir");
+        let mut starts: Vec<f64> = (0..10).map(|_| fixture_start(&[]).1).collect();
+        starts.sort_by(f64::total_cmp);
+        let layer = &big[..preload_mib << 20];
+        let archive = dir.join("preload.tar");
+        write_layout(&archive, layer, &digest_of(layer));
+        let (ready, _) = fixture_start(&["--preload", archive.to_str().expect("a UTF-8 path")]);
+        let mbps = layer.len() as f64 / (ready / 1000.0) / 1e6;
+        if let Some(b) = &berth {
+            record(
+                &b.target,
+                "p. ephemeral start to first /v2/ 200, ms (median of 10)",
+                format!("{:.1}", starts[starts.len() / 2]),
+            );
+            record(
+                &b.target,
+                "p. start to ready with a 100 MiB preload, ms",
+                format!(
+                    "{ready:.0} ({} MB/s durable write)",
+                    ratio(mbps, limits.durable_write.value)
+                ),
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    drop(big);
     if only('e') {
         eprintln!(
             "e. manifest GET/HEAD by tag, {} connections, {} s each",
             args.connections, args.seconds
         );
+        let load = |t: &Target, method, path| {
+            manifest_load(
+                t,
+                method,
+                path,
+                args.connections,
+                Duration::from_secs(args.seconds),
+            )
+        };
+        let manifest_path = "/v2/bench/e/manifests/v1";
         for t in &targets {
             if let Err(e) = push_small_image(t, "bench/e") {
                 record(t, "e. GET req/s", format!("failed: {e}"));
                 continue;
             }
-            for (method, key) in [("GET", "e. GET"), ("HEAD", "e. HEAD")] {
-                let l = manifest_load(
-                    t,
-                    method,
-                    args.connections,
-                    Duration::from_secs(args.seconds),
-                );
-                let key: &'static str = if key == "e. GET" {
-                    "e. GET req/s (p50/p99 ms)"
+            if limits.nginx.is_none() {
+                // nginx serves the same bytes, to the same client, first.
+                let manifest = Conn::new(t)
+                    .request(
+                        "GET",
+                        manifest_path,
+                        &[("Accept", OCI_MANIFEST)],
+                        Body::Empty,
+                        Keep::All,
+                    )
+                    .map(|(r, _)| r.body)
+                    .unwrap_or_default();
+                if let Some(nginx) = limits::Nginx::start(&args.data_dir, &manifest) {
+                    let limit = |method| {
+                        let l = load(&nginx.target, method, nginx.path);
+                        limits::Limit {
+                            value: l.per_second,
+                            how: if l.errors == 0 {
+                                "nginx, a static file of the manifest's bytes, same client"
+                            } else {
+                                "nginx, with errors"
+                            },
+                        }
+                    };
+                    limits.nginx = Some((limit("GET"), limit("HEAD")));
+                }
+            }
+            for method in ["GET", "HEAD"] {
+                let l = load(t, method, manifest_path);
+                let (key, limit): (&'static str, _) = if method == "GET" {
+                    (
+                        "e. GET req/s (x nginx) (p50/p99 ms)",
+                        limits.nginx.as_ref().map(|n| n.0.value),
+                    )
                 } else {
-                    "e. HEAD req/s (p50/p99 ms)"
+                    (
+                        "e. HEAD req/s (x nginx) (p50/p99 ms)",
+                        limits.nginx.as_ref().map(|n| n.1.value),
+                    )
                 };
                 record(
                     t,
                     key,
                     format!(
-                        "{:.0} ({:.2}/{:.2}){}",
-                        l.per_second,
+                        "{} ({:.2}/{:.2}){}",
+                        ratio(l.per_second, limit.unwrap_or(0.0)),
                         l.p50_ms,
                         l.p99_ms,
                         errors(l.errors)
@@ -902,7 +1059,7 @@ impl Drop for Berth {
     }
 }
 
-fn render(targets: &[Target], results: &Results, limits: &BTreeMap<&str, f64>) -> String {
+fn render(targets: &[Target], results: &Results, limits: &Limits) -> String {
     let mut keys: Vec<&'static str> = Vec::new();
     for r in results.values() {
         for k in r.keys() {
@@ -934,9 +1091,9 @@ fn render(targets: &[Target], results: &Results, limits: &BTreeMap<&str, f64>) -
             .collect();
         out.push_str(&format!("| {k} | {} |\n", row.join(" | ")));
     }
-    out.push_str("\n| machine limit | MB/s |\n|---|---|\n");
-    for (k, v) in limits {
-        out.push_str(&format!("| {k} | {v:.0} |\n"));
+    out.push_str("\n| machine limit | measured |\n|---|---|\n");
+    for (k, v) in limits.rows() {
+        out.push_str(&format!("| {k} | {v} |\n"));
     }
     out
 }

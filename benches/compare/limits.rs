@@ -1,0 +1,265 @@
+//! The machine's own limits, measured in the same run and the same way as
+//! ../shared/peers/perf.py measures them: sha256 on one core (openssl
+//! speed), a durable write (fio: 1 MiB writes, one fsync at the end), TCP
+//! over loopback (iperf3), and nginx serving a static file (measured by the
+//! same load client as the registries, see main.rs's e). Where a tool is
+//! missing, the bench's own in-process measure stands in, and says so.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::client::{Body, Conn, Keep, Target};
+use crate::sys;
+
+/// One limit: its value, and what measured it.
+pub struct Limit {
+    pub value: f64,
+    pub how: &'static str,
+}
+
+pub struct Limits {
+    /// MB/s.
+    pub sha256: Limit,
+    pub durable_write: Limit,
+    pub page_cache_write: Limit,
+    pub loopback: Limit,
+    /// req/s of nginx serving the manifest's bytes as a file: GET, HEAD.
+    pub nginx: Option<(Limit, Limit)>,
+}
+
+impl Limits {
+    pub fn measure(dir: &Path, big: &[u8]) -> Limits {
+        let sha256 = openssl_sha256().map_or_else(
+            || Limit {
+                value: sys::sha256_mbps(big),
+                how: "sha2 crate, in process (no openssl)",
+            },
+            |value| Limit {
+                value,
+                how: "openssl speed -evp sha256, 1 MiB blocks, one core",
+            },
+        );
+        let durable_write = fio_durable(dir, big.len()).map_or_else(
+            || Limit {
+                value: sys::disk_write_mbps(dir, big, true),
+                how: "write + fdatasync, in process (no fio)",
+            },
+            |value| Limit {
+                value,
+                how: "fio: 1 MiB buffered writes, fsync at the end",
+            },
+        );
+        let page_cache_write = Limit {
+            value: sys::disk_write_mbps(dir, big, false),
+            how: "write to the page cache, in process",
+        };
+        let loopback = iperf3().map_or_else(
+            || Limit {
+                value: sys::loopback_mbps(big),
+                how: "TCP copy over loopback, in process (no iperf3)",
+            },
+            |value| Limit {
+                value,
+                how: "iperf3 over loopback, one stream, 5 s",
+            },
+        );
+        Limits {
+            sha256,
+            durable_write,
+            page_cache_write,
+            loopback,
+            nginx: None,
+        }
+    }
+
+    /// What a push can go at: hashing on one core or writing durably,
+    /// whichever is slower.
+    pub fn push(&self) -> f64 {
+        self.sha256.value.min(self.durable_write.value)
+    }
+
+    pub fn rows(&self) -> Vec<(String, String)> {
+        let mut rows = vec![
+            ("sha256, MB/s".to_owned(), &self.sha256),
+            ("durable write, MB/s".to_owned(), &self.durable_write),
+            ("page-cache write, MB/s".to_owned(), &self.page_cache_write),
+            ("loopback TCP, MB/s".to_owned(), &self.loopback),
+        ];
+        if let Some((get, head)) = &self.nginx {
+            rows.push(("nginx static GET, req/s".to_owned(), get));
+            rows.push(("nginx static HEAD, req/s".to_owned(), head));
+        }
+        rows.into_iter()
+            .map(|(k, l)| (k, format!("{:.0} ({})", l.value, l.how)))
+            .collect()
+    }
+}
+
+/// `value` and its ratio to `limit`.
+pub fn ratio(value: f64, limit: f64) -> String {
+    if limit > 0.0 {
+        format!("{value:.0} ({:.2}x)", value / limit)
+    } else {
+        format!("{value:.0}")
+    }
+}
+
+fn run(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn openssl_sha256() -> Option<f64> {
+    let out = run(Command::new("openssl").args([
+        "speed", "-seconds", "2", "-bytes", "1048576", "-evp", "sha256",
+    ]))?;
+    let line = out
+        .lines()
+        .rfind(|l| l.to_ascii_lowercase().starts_with("sha256"))?;
+    let kilo: f64 = line
+        .split_whitespace()
+        .last()?
+        .trim_end_matches('k')
+        .parse()
+        .ok()?;
+    Some(kilo * 1000.0 / 1e6)
+}
+
+fn fio_durable(dir: &Path, size: usize) -> Option<f64> {
+    let file = dir.join("fio.test");
+    let out = run(Command::new("fio").args([
+        "--name=w",
+        &format!("--filename={}", file.display()),
+        "--rw=write",
+        "--bs=1M",
+        &format!("--size={}M", (size >> 20).max(64)),
+        "--end_fsync=1",
+        "--ioengine=psync",
+        "--output-format=json",
+    ]));
+    let _ = std::fs::remove_file(&file);
+    let json: serde_json::Value = serde_json::from_str(&out?).ok()?;
+    Some(json["jobs"][0]["write"]["bw_bytes"].as_f64()? / 1e6)
+}
+
+fn free_port() -> Option<u16> {
+    Some(
+        TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port(),
+    )
+}
+
+/// A child process killed and reaped when this goes.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn iperf3() -> Option<f64> {
+    let port = free_port()?.to_string();
+    let _server = Reaped(
+        Command::new("iperf3")
+            .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?,
+    );
+    // iperf3 -s binds a moment after it starts; the client retries.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(out) =
+            run(Command::new("iperf3").args(["-c", "127.0.0.1", "-p", &port, "-t", "5", "-J"]))
+        {
+            let json: serde_json::Value = serde_json::from_str(&out).ok()?;
+            let got = &json["end"]["sum_received"];
+            return Some(got["bytes"].as_f64()? / got["seconds"].as_f64()? / 1e6);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// nginx serving one file, `bytes`, at `/m`: one worker per core, access
+/// log off, as perf.py runs it.
+pub struct Nginx {
+    _child: Reaped,
+    pub target: Target,
+    pub path: &'static str,
+}
+
+impl Nginx {
+    pub fn start(dir: &Path, bytes: &[u8]) -> Option<Nginx> {
+        let root = dir.join("nginx");
+        let www = root.join("www");
+        std::fs::create_dir_all(&www).ok()?;
+        std::fs::write(www.join("m"), bytes).ok()?;
+        let port = free_port()?;
+        let r = root.display();
+        let conf = root.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon off; worker_processes auto; pid {r}/nginx.pid; error_log {r}/error.log;\n\
+                 events {{ worker_connections 1024; }}\n\
+                 http {{ access_log off; keepalive_requests 1000000;\n\
+                 client_body_temp_path {r}; proxy_temp_path {r}; fastcgi_temp_path {r};\n\
+                 uwsgi_temp_path {r}; scgi_temp_path {r};\n\
+                 server {{ listen 127.0.0.1:{port}; root {r}/www; }} }}\n"
+            ),
+        )
+        .ok()?;
+        let binary = ["nginx", "/usr/sbin/nginx"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|b| {
+                Command::new(b)
+                    .arg("-v")
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok()
+            })?;
+        let child = Reaped(
+            Command::new(binary)
+                .arg("-c")
+                .arg(&conf)
+                .arg("-p")
+                .arg(&root)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()?,
+        );
+        let target = Target::parse(&format!("nginx=http://127.0.0.1:{port}")).ok()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let answered = Conn::new(&target)
+                .request("GET", "/m", &[], Body::Empty, Keep::All)
+                .is_ok_and(|(r, _)| r.status == 200);
+            if answered {
+                return Some(Nginx {
+                    _child: child,
+                    target,
+                    path: "/m",
+                });
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
