@@ -226,11 +226,11 @@ impl Embedded {
         let row = manifests
             .get((r, digest.as_str()))?
             .ok_or(Error::ManifestUnknown)?;
-        let row: ManifestRow = meta::decode(row.value())?;
+        let served: meta::ServedManifest = meta::decode_in_place(row.value())?;
         Ok(StoredManifest {
             digest,
-            media_type: row.media_type,
-            body: row.body,
+            media_type: served.media_type.to_owned(),
+            body: served.body.to_vec(),
         })
     }
 
