@@ -28,13 +28,15 @@ use crate::store::{self, Appender};
 pub type ResBody = BoxBody<Bytes, io::Error>;
 
 /// Read size for blob downloads. Large chunks are what lets a pull go at
-/// loopback speed; a stalled download holds one in hyper, beside less than
-/// hyper's 128 KiB buffer (see server.rs): under 512 KiB in all.
-const READ_SIZE: usize = 384 << 10;
+/// loopback speed: 1 MiB pulled 10-29% faster than 384 KiB, with 14-16%
+/// less server CPU. A stalled download holds one in hyper, beside less
+/// than hyper's 128 KiB buffer (see server.rs); READ_BUDGET below bounds
+/// what many hold together.
+const READ_SIZE: usize = 1 << 20;
 /// What all file downloads together hold in chunks, at most, once there
-/// are so many that each cannot have a whole READ_SIZE: 64 clients pulling
-/// at once took 43 MiB of RSS with 384 KiB each, and smaller chunks cost
-/// them little, since they share the cores anyway.
+/// are so many that each cannot have a whole READ_SIZE (more than four):
+/// 64 clients pulling at once took 43 MiB of RSS with 384 KiB each, and
+/// smaller chunks cost them little, since they share the cores anyway.
 const READ_BUDGET: usize = 4 << 20;
 const MIN_READ_SIZE: usize = 64 << 10;
 /// File downloads under way in this process.
