@@ -297,6 +297,27 @@ fn retagging_moves_the_tag_to_the_new_manifest() {
     assert_eq!(tags.json(), json!({"name": "lib/app", "tags": ["latest"]}));
 }
 
+/// GETs are answered from what earlier GETs read while nothing has
+/// committed since: each change below follows a read of what it changes.
+#[test]
+fn a_manifest_read_before_it_moves_or_goes_is_read_anew_after() {
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    let latest = http::manifest_url(&base, "lib/app", "latest");
+    let old = http::push_image(&base, "lib/app", Some("latest"), 12);
+    for _ in 0..3 {
+        assert_manifest(&http::get(&latest), &old.manifest, OCI_MANIFEST);
+    }
+    let new = http::push_image(&base, "lib/app", Some("latest"), 13);
+    assert_manifest(&http::get(&latest), &new.manifest, OCI_MANIFEST);
+    assert_eq!(http::delete(&latest).status, 202);
+    assert_manifest_unknown(&base, "lib/app", "latest");
+    let by_digest = http::manifest_url(&base, "lib/app", &old.digest);
+    assert_manifest(&http::get(&by_digest), &old.manifest, OCI_MANIFEST);
+    assert_eq!(http::delete(&by_digest).status, 202);
+    assert_manifest_unknown(&base, "lib/app", &old.digest);
+}
+
 #[test]
 fn manifest_exactly_4_mib_is_accepted() {
     let reg = TestRegistry::start();

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -40,6 +41,11 @@ const MAX_BATCH: usize = 256;
 pub(super) struct DbHandle {
     root: PathBuf,
     slot: RwLock<Option<Arc<Database>>>,
+    /// Moves on around every commit, so what was read before it can be
+    /// known to be stale (see served.rs): odd while a commit is under way,
+    /// even between. Every write transaction commits through
+    /// [`DbHandle::commit`], and redb runs one write transaction at a time.
+    generation: AtomicU64,
 }
 
 impl DbHandle {
@@ -47,7 +53,23 @@ impl DbHandle {
         Ok(DbHandle {
             root: root.to_path_buf(),
             slot: RwLock::new(Some(Arc::new(open_database(root)?))),
+            generation: AtomicU64::new(0),
         })
+    }
+
+    /// Commits `txn`, with the generation odd from before the commit
+    /// until after it (even if it failed: what it left is not known).
+    pub(super) fn commit(&self, txn: WriteTransaction) -> Result<()> {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let committed = txn.commit();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(committed?)
+    }
+
+    /// Read before a read transaction begins: if it is even and the same
+    /// later, nothing has committed since, and what was read is current.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub(super) fn get(&self) -> Result<Arc<Database>> {
@@ -216,7 +238,7 @@ fn commit_batch(db: &DbHandle, mut batch: Vec<Pending>, durable: bool) {
         }
     };
     let replies: Vec<_> = batch.into_iter().map(|p| p.reply).zip(outputs).collect();
-    match txn.commit() {
+    match db.commit(txn) {
         Ok(()) => {
             for (reply, output) in replies {
                 let _ = reply.send(output);
@@ -225,7 +247,7 @@ fn commit_batch(db: &DbHandle, mut batch: Vec<Pending>, durable: bool) {
         Err(e) => {
             // A failed commit poisons redb's handle: reopen it here, and
             // answer with plain I/O errors so no request reopens it again.
-            let error = match Error::from(e) {
+            let error = match e {
                 Error::Db(redb::Error::Io(io)) => {
                     db.reopen();
                     Error::Io(io)

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use redb::{Database, ReadableDatabase};
 
 use super::commit::{self, Committer, DbHandle};
+use super::served::Served;
 use super::{Error, Result, blobs, links, meta, sessions, stats};
 use crate::oci::{Algorithm, Digest};
 
@@ -25,6 +26,8 @@ pub struct Embedded {
     pub(super) digest_locks: Vec<Mutex<()>>,
     pub(super) busy_uploads: Arc<Mutex<HashSet<String>>>,
     pub(super) sessions: Mutex<sessions::Sessions>,
+    /// Manifests as lookups last read them (see served.rs).
+    pub(super) served: Served,
     /// Whether what is acknowledged is synced first. Only data thrown away
     /// with the process (an ephemeral registry's) goes unsynced.
     pub(super) durable: bool,
@@ -85,6 +88,7 @@ impl Embedded {
             durable,
             _owner: None,
             committer: Committer::start(Arc::clone(&db), Arc::clone(&watcher), durable),
+            served: Served::new(),
             watcher,
             db,
             digest_locks: (0..DIGEST_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -110,7 +114,7 @@ impl Embedded {
         txn.open_table(meta::PROBES)?;
         links::backfill(&txn)?;
         stats::backfill_totals(&txn)?;
-        txn.commit()?;
+        self.db.commit(txn)?;
         Ok(())
     }
 

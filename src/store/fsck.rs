@@ -194,7 +194,7 @@ impl Embedded {
                     if let Some(row) = removed {
                         super::stats::count_blob(&txn, row.size, false)?;
                     }
-                    txn.commit()?;
+                    self.db.commit(txn)?;
                     let path = self.blob_path(digest);
                     if path.exists() {
                         create_dirs_durable(&quarantine)?;

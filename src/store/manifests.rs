@@ -210,6 +210,18 @@ impl Embedded {
     }
 
     pub fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest> {
+        let (r, key) = (repo.as_str(), reference.as_str());
+        // Read before the transaction begins: see served.rs.
+        let generation = self.db.generation();
+        if let Some(manifest) = self.served.get(r, key, generation) {
+            return Ok(manifest);
+        }
+        let manifest = self.read_manifest(repo, reference)?;
+        self.served.put(r, key, generation, &manifest);
+        Ok(manifest)
+    }
+
+    fn read_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest> {
         let r = repo.as_str();
         let txn = self.db()?.begin_read()?;
         let digest = match reference {

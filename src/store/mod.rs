@@ -18,6 +18,7 @@ mod links;
 mod manifests;
 pub(crate) mod meta;
 pub mod prune;
+mod served;
 mod sessions;
 mod stats;
 mod uploads;

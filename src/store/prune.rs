@@ -108,7 +108,7 @@ impl Embedded {
                 let txn = self.db()?.begin_write()?;
                 let out = work(&txn)?;
                 if out.changed() {
-                    txn.commit()?;
+                    self.db.commit(txn)?;
                 } else {
                     txn.abort()?;
                 }
