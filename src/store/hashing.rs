@@ -2,10 +2,12 @@
 //! takes writes, so a big request's bytes are hashed on a thread of its own
 //! that lives as long as the request, while the request's thread writes
 //! them: neither waits for the other batch by batch, and no thread is
-//! started per batch.
+//! started per batch. A thread left with nothing to hash ends soon, so an
+//! upload whose client stalls holds none.
 
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -14,9 +16,13 @@ use crate::oci::Hasher;
 /// From this many bytes in one batch, hashing moves to its own thread:
 /// small requests should not pay for one.
 const AWAY_FROM: usize = 256 << 10;
-/// Batches queued for the hashing thread before the writer waits for it:
-/// what the writer may run ahead by, in memory held.
+/// Batches queued for the hashing thread: none, a rendezvous. The writer
+/// hands a batch over once the thread has hashed the one before, so at
+/// most one batch more is held than with hashing done inline.
 const QUEUED: usize = 0;
+/// A hashing thread given nothing for this long ends, and the hash comes
+/// back to the request's thread with the next batch.
+const IDLE: Duration = Duration::from_secs(1);
 
 /// A running hash, computed here or on its own thread.
 pub struct Hashing {
@@ -52,15 +58,14 @@ impl Hashing {
             };
             self.state = away(hasher);
         }
-        match &mut self.state {
-            State::Here(hasher) => batch.iter().for_each(|b| hasher.update(b)),
-            State::Away { batches, .. } => {
-                batches
-                    .send(batch.to_vec())
-                    .expect("the hashing thread runs until its sender is dropped");
-            }
-            State::Moving => unreachable!("never left moving"),
+        if let State::Away { batches, .. } = &self.state
+            && batches.send(batch.to_vec()).is_ok()
+        {
+            return;
         }
+        // Here, or the thread sat idle and ended: its hash comes back.
+        let hasher = self.hasher();
+        batch.iter().for_each(|b| hasher.update(b));
     }
 
     /// The hash of every batch so far, once the hashing thread (if any)
@@ -93,7 +98,7 @@ fn away(hasher: Hasher) -> State {
     let thread = std::thread::Builder::new()
         .name("berth-hash".into())
         .spawn(move || {
-            for batch in received {
+            while let Ok(batch) = received.recv_timeout(IDLE) {
                 batch.iter().for_each(|b| moved.update(b));
             }
             moved
@@ -135,6 +140,23 @@ mod tests {
         hashing.update(&big);
         expected.update(&big[0]);
         expected.update(&big[1]);
+        assert_eq!(hashing.hasher().digest(), expected.digest());
+    }
+
+    #[test]
+    fn a_thread_left_idle_ends_and_the_hash_goes_on_here() {
+        let big = vec![Bytes::from(vec![3u8; AWAY_FROM])];
+        let mut expected = Hasher::new(Algorithm::Sha256);
+        let mut hashing = Hashing::new(Hasher::new(Algorithm::Sha256));
+        hashing.update(&big);
+        expected.update(&big[0]);
+        std::thread::sleep(IDLE + Duration::from_millis(500));
+        let State::Away { thread, .. } = &hashing.state else {
+            panic!("a big batch is hashed away");
+        };
+        assert!(thread.is_finished(), "the idle thread ended");
+        hashing.update(&big);
+        expected.update(&big[0]);
         assert_eq!(hashing.hasher().digest(), expected.digest());
     }
 }
