@@ -28,13 +28,16 @@ use crate::store::{self, Appender};
 pub type ResBody = BoxBody<Bytes, io::Error>;
 
 /// Read size for blob downloads. Large chunks are what lets a pull go at
-/// loopback speed: 1 MiB pulled 10-29% faster than 384 KiB, with 14-16%
-/// less server CPU. A stalled download holds one in hyper, beside less
-/// than hyper's 128 KiB buffer (see server.rs); READ_BUDGET below bounds
-/// what many hold together.
-const READ_SIZE: usize = 1 << 20;
+/// loopback speed; a stalled download holds one in hyper, beside less than
+/// hyper's 128 KiB buffer (see server.rs), and READ_BUDGET below bounds
+/// what many hold together. 1 MiB pulled 10-29% faster, but the rate
+/// watchdog counts a download's bytes a whole chunk at a time, as the
+/// client takes it: a client must take a chunk per window (60 s), so 1 MiB
+/// would cut clients slower than about 17 KiB/s, where this cuts those
+/// slower than about 6.4 KiB/s.
+const READ_SIZE: usize = 384 << 10;
 /// What all file downloads together hold in chunks, at most, once there
-/// are so many that each cannot have a whole READ_SIZE (more than four):
+/// are so many that each cannot have a whole READ_SIZE (more than ten):
 /// 64 clients pulling at once took 43 MiB of RSS with 384 KiB each, and
 /// smaller chunks cost them little, since they share the cores anyway.
 const READ_BUDGET: usize = 4 << 20;
