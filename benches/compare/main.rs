@@ -215,10 +215,7 @@ fn main() {
                 record(
                     t,
                     "c. its object store's own GET, MB/s",
-                    match raw {
-                        Ok(v) => format!("{v:.0}"),
-                        Err(e) => format!("failed: {e}"),
-                    },
+                    show(raw.map(|v| format!("{v:.0}"))),
                 );
             }
             note_peak(t);
@@ -246,10 +243,7 @@ fn main() {
                 record(
                     t,
                     "d. its object store's own small PUTs/s",
-                    match raw {
-                        Ok(v) => format!("{v:.0}"),
-                        Err(e) => format!("failed: {e}"),
-                    },
+                    show(raw.map(|v| format!("{v:.0}"))),
                 );
             }
             note_peak(t);
@@ -292,9 +286,7 @@ fn main() {
                     r.map(|(v, bad)| format!("{}{}", ratio(v, limits.loopback.value), errors(bad))),
                 ),
             );
-            if let Some(k) = t.pid.and_then(sys::peak_rss_kib) {
-                record(t, "k. peak RSS, MiB", format!("{:.1}", k as f64 / 1024.0));
-            }
+            record_peak(&mut record, t, "k. peak RSS, MiB");
         }
     }
     if only('l') {
@@ -583,9 +575,7 @@ fn main() {
                     r.bad_heads, r.failed_puts, r.bad_gets, r.rounds
                 ),
             );
-            if let Some(k) = t.pid.and_then(sys::peak_rss_kib) {
-                record(t, "g. peak RSS, MiB", format!("{:.1}", k as f64 / 1024.0));
-            }
+            record_peak(&mut record, t, "g. peak RSS, MiB");
         }
     }
     if only('i') {
@@ -638,12 +628,23 @@ fn errors(n: usize) -> String {
     }
 }
 
-fn show(r: std::io::Result<String>) -> String {
+fn show<E: std::fmt::Display>(r: Result<String, E>) -> String {
     r.unwrap_or_else(|e| format!("failed: {e}"))
 }
 
 fn kib_to_mib(k: Option<u64>) -> f64 {
     k.unwrap_or(0) as f64 / 1024.0
+}
+
+/// The target's peak RSS since it was last reset, if its PID is known.
+fn record_peak(
+    record: &mut impl FnMut(&Target, &'static str, String),
+    t: &Target,
+    key: &'static str,
+) {
+    if let Some(k) = t.pid.and_then(sys::peak_rss_kib) {
+        record(t, key, format!("{:.1}", k as f64 / 1024.0));
+    }
 }
 
 fn record_cpu(
