@@ -156,11 +156,21 @@ fn free_port() -> Option<u16> {
     )
 }
 
-/// A child process killed and reaped when this goes.
+/// A child process stopped and reaped when this goes: asked with SIGTERM
+/// first, since nginx's master stops its workers only when asked (killed,
+/// it leaves them running), then killed if it has not gone in 5 s.
 struct Reaped(Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
