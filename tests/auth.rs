@@ -27,6 +27,7 @@ use common::http::{
     self, OCI_MANIFEST, Response, assert_error, blob_url, build_image, manifest_url, resolve,
     uploads_url, with_query,
 };
+use common::process::wait_timeout;
 use serde_json::{Value, json};
 
 /// The binary under test.
@@ -635,23 +636,11 @@ fn start_error(data: &Path, auth: AuthConfig) -> String {
 // ---------------------------------------------------------------------------
 // The real binary and its log
 
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// `berth serve` as a child process, killed on drop.
 struct Served {
     child: Option<Child>,
     url: String,
+    log: PathBuf,
 }
 
 impl Served {
@@ -663,26 +652,13 @@ impl Served {
         Served {
             child: Some(child),
             url,
+            log: log.to_path_buf(),
         }
     }
 
     /// SIGTERM, and waits (bounded) for a clean exit.
     fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        let status = wait_timeout(&mut child, Duration::from_secs(40));
-        if status.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "berth serve did not exit cleanly on SIGTERM: {status:?}"
-        );
+        common::process::stop_cleanly(self.child.take().unwrap(), &self.log);
     }
 }
 

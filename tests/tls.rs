@@ -739,22 +739,7 @@ impl Served {
     }
 
     fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        let killed = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(killed.success());
-        let status = wait_timeout(&mut child, Duration::from_secs(40));
-        if status.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "berth serve did not stop cleanly ({status:?}); log:\n{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
+        common::process::stop_cleanly(self.child.take().unwrap(), &self.log);
     }
 }
 

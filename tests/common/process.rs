@@ -87,25 +87,34 @@ impl ServerProcess {
     /// SIGTERM (a clean shutdown), then waits for the exit; panics if it
     /// takes longer than the drain timeout allows or the exit is not clean.
     pub fn stop(mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill -TERM");
-        assert!(status.success(), "kill -TERM failed: {status}");
-        match wait_timeout(&mut child, STOP_TIMEOUT) {
-            Some(status) => assert!(
-                status.success(),
-                "berth serve exited with {status} after SIGTERM; log:\n{}",
-                tail(&self.log)
-            ),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("berth serve did not exit within {STOP_TIMEOUT:?} of SIGTERM");
-            }
+        if let Some(child) = self.child.take() {
+            stop_cleanly(child, &self.log);
+        }
+    }
+}
+
+/// SIGTERM to a `berth serve` child (a clean shutdown), then waits for
+/// the exit; panics, with the end of `log`, if it takes longer than the
+/// drain timeout allows or the exit is not clean.
+pub fn stop_cleanly(mut child: Child, log: &Path) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill -TERM");
+    assert!(status.success(), "kill -TERM failed: {status}");
+    match wait_timeout(&mut child, STOP_TIMEOUT) {
+        Some(status) => assert!(
+            status.success(),
+            "berth serve exited with {status} after SIGTERM; log:\n{}",
+            tail(log)
+        ),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "berth serve did not exit within {STOP_TIMEOUT:?} of SIGTERM; log:\n{}",
+                tail(log)
+            );
         }
     }
 }
