@@ -352,11 +352,7 @@ fn prunes_from_another_process_racing_pushes_on_two_nodes_never_lose_a_blob() {
         thread::spawn(move || {
             let mut runs = 0;
             while !stop.load(Ordering::Relaxed) {
-                let out = std::process::Command::new(common::process::BERTH)
-                    .args(["prune", "--grace", "0s"])
-                    .args(&args)
-                    .output()
-                    .expect("run berth prune");
+                let out = prune_now(&args);
                 assert!(
                     out.status.success(),
                     "{}",
@@ -401,12 +397,7 @@ fn prunes_from_another_process_racing_pushes_on_two_nodes_never_lose_a_blob() {
     assert!(pushed.len() >= 10, "only {} pushes succeeded", pushed.len());
     assert!(refused >= 1, "no push ever met a sweep");
     // One more prune over what was acknowledged.
-    let args = common::cluster::node_args(dir.path());
-    let out = std::process::Command::new(common::process::BERTH)
-        .args(["prune", "--grace", "0s"])
-        .args(&args)
-        .output()
-        .unwrap();
+    let out = prune_now(&common::cluster::node_args(dir.path()));
     assert!(out.status.success());
     for (tag, config, layer) in &pushed {
         for url in &urls {
@@ -652,12 +643,7 @@ fn a_prune_removes_what_dead_nodes_left_in_the_object_store() {
     assert_eq!(common::cluster::multipart_uploads(dir.path()).len(), 1);
     // Object stores give times to the second, rounded up.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let args = common::cluster::node_args(dir.path());
-    let out = std::process::Command::new(common::process::BERTH)
-        .args(["prune", "--grace", "0s"])
-        .args(&args)
-        .output()
-        .unwrap();
+    let out = prune_now(&common::cluster::node_args(dir.path()));
     assert!(
         out.status.success(),
         "{}",
@@ -755,4 +741,13 @@ fn a_client_gone_mid_chunk_leaves_the_upload_and_no_piece() {
     }
     let log = std::fs::read_to_string(&nodes[0].log).unwrap();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// `berth prune --grace 0s` with a node's cluster arguments, run to its end.
+fn prune_now(node_args: &[String]) -> std::process::Output {
+    std::process::Command::new(common::process::BERTH)
+        .args(["prune", "--grace", "0s"])
+        .args(node_args)
+        .output()
+        .expect("run berth prune")
 }
