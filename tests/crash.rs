@@ -1342,3 +1342,59 @@ fn a_kill_between_placing_a_blob_file_and_its_commit_leaves_the_upload_resumable
     let out = process::fsck(&data, false);
     assert!(out.findings().is_empty(), "fsck after resuming: {out:#?}");
 }
+
+/// A power cut can take back a directory entry that was never synced, and
+/// a new blob's link into its shard directory is synced a moment after its
+/// 201, many links at a time. Until then its upload file, synced into
+/// `uploads/` before the 201, holds the same bytes. Here berth is killed
+/// right after the 201 and the link is taken away by hand, as such a power
+/// cut would: the next start puts it back, whole.
+#[test]
+fn a_new_blob_whose_link_a_power_cut_took_is_whole_after_the_restart() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("server.log");
+    let name = "power/cut";
+    let content = http::random_bytes(100_000, 91);
+    let digest = http::sha256_digest(&content);
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let blob_file = data.join("blobs").join("sha256").join(&hex[..2]).join(hex);
+
+    let server = ServerProcess::start(&data, &log);
+    http::push_blob_put(&server.url(), name, &content);
+    let acknowledged = Instant::now();
+    server.kill();
+    let killed_after = acknowledged.elapsed();
+    let names = std::fs::metadata(&blob_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", blob_file.display()))
+        .nlink();
+    assert_eq!(
+        names,
+        2,
+        "killed {killed_after:?} after the 201, the blob file should still have its upload \
+         file's name beside its own; uploads/ holds {:?}",
+        process::names_in(&data.join("uploads"))
+    );
+    std::fs::remove_file(&blob_file).unwrap();
+
+    let server = ServerProcess::start(&data, &log);
+    let got = http::get(&http::blob_url(&server.url(), name, &digest));
+    assert_eq!(got.status, 200, "the blob after its link was lost: {got:?}");
+    assert!(
+        got.body == content,
+        "the blob after its link was lost is {} bytes hashing to {}",
+        got.body.len(),
+        http::sha256_digest(&got.body)
+    );
+    server.stop();
+    let out = process::fsck(&data, false);
+    assert!(
+        out.findings().is_empty(),
+        "fsck after the restart: {out:#?}"
+    );
+    assert!(
+        process::names_in(&data.join("uploads")).is_empty(),
+        "the upload file is let go once the link is settled"
+    );
+}

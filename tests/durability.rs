@@ -73,7 +73,7 @@ fn parse(trace: &str) -> Vec<Call> {
 
 /// The syscalls the tests look at: entries made, syncs, and answers sent.
 const TRACED: &str = "trace=openat,mkdir,mkdirat,linkat,rename,renameat,renameat2,\
-                      fsync,fdatasync,write,writev,sendto,sendmsg";
+                      unlink,unlinkat,fsync,fdatasync,write,writev,sendto,sendmsg";
 
 fn strace_args(trace: &Path) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = ["strace", "-f", "-qq", "-ttt", "-T", "-y", "-s", "48"]
@@ -239,21 +239,41 @@ fn a_chunk_is_acknowledged_only_after_its_new_upload_file_is_synced_into_uploads
     assert_synced_between(&calls, &uploads, created, acked);
 }
 
+/// A new blob's bytes are vouched for at its 201 by its upload file, whose
+/// name is synced into `uploads/` first; its link into the shard directory
+/// is synced later, with others, but before the upload file's name goes.
 #[test]
-fn a_blob_in_a_new_shard_is_acknowledged_only_after_both_directories_are_synced() {
+fn a_blob_in_a_new_shard_is_acknowledged_only_once_its_upload_file_is_durable() {
     let server = Traced::start();
     let blob = b"the first blob in its shard";
     let digest = push_blob(&server.url, "app", blob);
     let hex = digest.strip_prefix("sha256:").unwrap();
+    let uploads = server.data().join("uploads");
     let sha256 = server.data().join("blobs").join("sha256");
     let shard = sha256.join(&hex[..2]);
     let calls = server.stop();
+    let prefix = format!("\"{}/", uploads.display());
+    let created = calls
+        .iter()
+        .find(|c| c.text.contains(&prefix) && c.text.contains("O_CREAT"))
+        .expect("the upload file is created");
+    let upload = created.text.split('"').nth(1).unwrap().to_owned();
     let made = first_after(&calls, 0.0, &format!("mkdir(\"{}\"", shard.display()));
-    let linked = first_after(&calls, made.entry, &format!("{}/{hex}\"", shard.display()));
+    let linked = first_after(&calls, made.entry, &format!("\"{upload}\", "));
     assert_eq!(linked.name, "linkat", "{}", linked.text);
+    assert!(
+        linked
+            .text
+            .contains(&format!("{}/{hex}\"", shard.display())),
+        "{}",
+        linked.text
+    );
     let acked = first_after(&calls, linked.entry, "HTTP/1.1 201");
+    assert_synced_between(&calls, &uploads, created, acked);
     assert_synced_between(&calls, &sha256, made, acked);
-    assert_synced_between(&calls, &shard, linked, acked);
+    let let_go = first_after(&calls, acked.entry, &format!("\"{upload}\""));
+    assert!(let_go.name.starts_with("unlink"), "{}", let_go.text);
+    assert_synced_between(&calls, &shard, linked, let_go);
 }
 
 #[test]

@@ -206,9 +206,11 @@ impl Embedded {
     }
 
     /// Makes a verified upload file the blob `digest`: fsync, link into
-    /// place, fsync the directory, then one transaction adds the blob row,
-    /// links it into `repo` and ends the upload. A blob that already exists
-    /// keeps its file; the upload's copy is dropped.
+    /// place, then one transaction adds the blob row, links it into `repo`
+    /// and ends the upload, once `uploads/` is synced. Until the link is
+    /// settled (settle.rs), the upload file keeps its name, and that is
+    /// what vouches for the bytes. A blob that already exists keeps its
+    /// file; the upload's copy is dropped.
     pub(super) fn commit_blob(
         &self,
         upload_id: &str,
@@ -231,7 +233,7 @@ impl Embedded {
         }
         let _guard = self.lock_digest(digest);
         let upload_path = self.upload_path(upload_id);
-        let mut sync_dir = None;
+        let mut placed = false;
         if !exists()? {
             if !synced {
                 self.sync_file(upload_file)?;
@@ -246,10 +248,13 @@ impl Embedded {
             let blob_path = self.blob_path(digest);
             remove_if_present(&blob_path)?;
             std::fs::hard_link(&upload_path, &blob_path)?;
-            // The link's directory is synced by the group commit, once for
-            // every blob in the batch that landed there.
-            sync_dir = Some(dir);
+            placed = true;
         }
+        // The upload file's name is what a power cut must not take, and
+        // all of them live in one directory: the group commit syncs it
+        // once for every blob in the batch.
+        let unsettled = placed && self.settler.is_some();
+        let sync_dir = unsettled.then(|| self.root.join("uploads"));
         let (d, r, id) = (
             digest.clone(),
             repo.map(|r| r.as_str().to_owned()),
@@ -269,12 +274,19 @@ impl Embedded {
             if let Some(r) = &r {
                 links::link(txn, d.as_str(), r)?;
             }
+            if unsettled {
+                txn.open_table(meta::UNSETTLED)?
+                    .insert(id.as_str(), d.as_str())?;
+            }
             sessions::remove_row(txn, &id)
         })?;
         if let Some(repo) = session {
             self.release_session(&repo);
         }
-        remove_if_present(&upload_path)?;
+        match &self.settler {
+            Some(settler) if unsettled => settler.add(upload_id.to_owned(), digest.clone()),
+            _ => remove_if_present(&upload_path)?,
+        }
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use redb::{Database, ReadableDatabase};
 
 use super::commit::{self, Committer, DbHandle};
 use super::served::Served;
+use super::settle::{self, Settler};
 use super::{Error, Result, blobs, links, meta, sessions, stats};
 use crate::oci::{Algorithm, Digest};
 
@@ -22,6 +23,9 @@ pub struct Embedded {
     pub(super) root: PathBuf,
     pub(super) db: Arc<DbHandle>,
     pub(super) committer: Committer,
+    /// New blobs' links waiting for their directory sync (durable stores
+    /// only; see settle.rs).
+    pub(super) settler: Option<Settler>,
     pub(super) watcher: Arc<commit::WatcherSlot>,
     pub(super) digest_locks: Vec<Mutex<()>>,
     pub(super) busy_uploads: Arc<Mutex<HashSet<String>>>,
@@ -58,7 +62,9 @@ impl Embedded {
     }
 
     /// Opens without touching anything a crash may have left behind, for
-    /// checks that must report it first.
+    /// checks that must report it first. Blob links a crash left unsettled
+    /// are settled all the same, as any start does: that finishes what
+    /// was acknowledged, it repairs nothing.
     pub fn open_unrepaired(root: &Path) -> Result<Embedded> {
         Embedded::open_mode(root, true)
     }
@@ -88,6 +94,7 @@ impl Embedded {
             durable,
             _owner: None,
             committer: Committer::start(Arc::clone(&db), Arc::clone(&watcher), durable),
+            settler: durable.then(|| Settler::start(root, Arc::clone(&db))),
             served: Served::new(),
             watcher,
             db,
@@ -96,6 +103,7 @@ impl Embedded {
             sessions: Mutex::new(sessions::Sessions::unlimited()),
         };
         store.create_tables()?;
+        settle::recover(root, &store.db)?;
         store.count_sessions()?;
         Ok(store)
     }
@@ -103,6 +111,7 @@ impl Embedded {
     pub(super) fn create_tables(&self) -> Result<()> {
         let txn = self.db()?.begin_write()?;
         txn.open_table(meta::UPLOADS)?;
+        txn.open_table(meta::UNSETTLED)?;
         txn.open_table(meta::BLOBS)?;
         txn.open_table(meta::LINKS)?;
         txn.open_table(meta::REPO_BLOBS)?;
@@ -126,15 +135,17 @@ impl Embedded {
         Ok(())
     }
 
-    /// Files under `uploads/` that no upload row owns.
+    /// Files under `uploads/` that neither an upload row nor an unsettled
+    /// blob link owns.
     pub(super) fn orphan_uploads(&self) -> Result<Vec<PathBuf>> {
         let txn = self.db()?.begin_read()?;
         let uploads = txn.open_table(meta::UPLOADS)?;
+        let unsettled = txn.open_table(meta::UNSETTLED)?;
         let mut orphans = Vec::new();
         for entry in std::fs::read_dir(self.root.join("uploads"))? {
             let entry = entry?;
             let owned = match entry.file_name().to_str() {
-                Some(id) => uploads.get(id)?.is_some(),
+                Some(id) => uploads.get(id)?.is_some() || unsettled.get(id)?.is_some(),
                 None => false,
             };
             if !owned {
@@ -196,17 +207,30 @@ impl Embedded {
     }
 
     pub(super) fn upload_path(&self, id: &str) -> PathBuf {
-        self.root.join("uploads").join(id)
+        upload_path(&self.root, id)
     }
 
     pub(super) fn blob_dir(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("blobs")
-            .join(digest.algorithm().name())
-            .join(&digest.hex()[..2])
+        blob_dir(&self.root, digest)
     }
 
     pub(super) fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.blob_dir(digest).join(digest.hex())
+        blob_path(&self.root, digest)
     }
+}
+
+pub(super) fn upload_path(root: &Path, id: &str) -> PathBuf {
+    root.join("uploads").join(id)
+}
+
+/// A blob's shard directory: 256 per algorithm, by the digest's first
+/// two hex digits, so no directory grows past what file systems list fast.
+pub(super) fn blob_dir(root: &Path, digest: &Digest) -> PathBuf {
+    root.join("blobs")
+        .join(digest.algorithm().name())
+        .join(&digest.hex()[..2])
+}
+
+pub(super) fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
+    blob_dir(root, digest).join(digest.hex())
 }

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// upload id -> [`UploadRow`]
 pub const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+/// upload id -> digest: a new blob whose link into its shard directory
+/// may not be durable yet; `uploads/<id>`, durable, holds the same bytes
+/// until it is (see settle.rs).
+pub const UNSETTLED: TableDefinition<&str, &str> = TableDefinition::new("unsettled");
 /// digest -> [`BlobRow`]; a blob exists for readers only once this row does.
 pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 /// (digest, repository) -> linked-at: which repositories may serve a blob.

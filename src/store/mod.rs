@@ -20,6 +20,7 @@ pub(crate) mod meta;
 pub mod prune;
 mod served;
 mod sessions;
+mod settle;
 mod stats;
 mod uploads;
 mod writeback;
