@@ -27,8 +27,14 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// When the last request ended (or the connection began).
     idle_since: Mutex<Instant>,
-    /// Told when the last request in flight ends: the idle clock restarts.
+    /// Told when the last request in flight ends, if the watchdog asked
+    /// (it sleeps with no idle deadline): the idle clock restarts.
     went_idle: Notify,
+    /// Set by the watchdog while it sleeps with no idle deadline. Every
+    /// other time it wakes at a deadline no later than a new one, so a
+    /// request's end need not wake it (callgrind: waking it after each
+    /// request was about 2,000 instructions of a 30,800-instruction GET).
+    wants_idle: AtomicBool,
     transfers: Mutex<Vec<Weak<Transfer>>>,
 }
 
@@ -56,9 +62,11 @@ pub struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-            self.0.went_idle.notify_one();
+            if self.0.wants_idle.swap(false, Ordering::SeqCst) {
+                self.0.went_idle.notify_one();
+            }
         }
     }
 }
@@ -69,12 +77,13 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
             went_idle: Notify::new(),
+            wants_idle: AtomicBool::new(false),
             transfers: Mutex::new(Vec::new()),
         })
     }
 
     pub fn request(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(Arc::clone(self))
     }
 
@@ -88,7 +97,7 @@ impl Activity {
 
     /// Since when no request has been in flight; `None` while one is.
     fn idle_since(&self) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
             return None;
         }
         Some(*self.idle_since.lock().unwrap_or_else(|p| p.into_inner()))
@@ -103,7 +112,13 @@ pub async fn watch(activity: Arc<Activity>, limits: Limits) -> &'static str {
     let mut moved_at_start: Vec<(Weak<Transfer>, u64)> = Vec::new();
     loop {
         let window_end = window_start + limits.window;
+        // Asked before in_flight is read (both SeqCst): a request that ends
+        // after the read sees the question and answers it.
+        activity.wants_idle.store(true, Ordering::SeqCst);
         let idle_end = activity.idle_since().map(|since| since + limits.idle);
+        if idle_end.is_some() {
+            activity.wants_idle.store(false, Ordering::SeqCst);
+        }
         let wake = idle_end.map_or(window_end, |idle_end| idle_end.min(window_end));
         tokio::select! {
             () = tokio::time::sleep_until(wake.into()) => {}

@@ -335,3 +335,48 @@ fn an_http2_download_held_at_a_zero_window_is_cut_after_the_body_timeout() {
     });
     assert_eq!(http::get(&blob_url(&reg.url(), "app", &digest)).body, blob);
 }
+
+/// With `header_timeout` = 1 s and a 30 s body window, an HTTP/2 connection
+/// whose one request outlived the idle limit is closed about a second after
+/// that request ends, not when the window ends: the watchdog, asleep with
+/// no idle deadline while the request ran, is told when it ends. (HTTP/1.1
+/// keep-alive is cut by hyper's own header timeout; HTTP/2 only by this.)
+#[test]
+fn an_http2_connection_idle_after_a_long_request_is_closed_after_the_header_timeout() {
+    let reg = TestRegistry::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.header_timeout = Duration::from_secs(1);
+        c.body_idle_timeout = Duration::from_secs(30);
+    });
+    let upload = http::start_upload(&reg.url(), "app");
+    let path = http::path_of(&upload).to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(reg.addr).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        let connection = tokio::spawn(connection);
+        let request = ::http::Request::patch(format!("http://{}{path}", reg.addr))
+            .header("content-type", "application/octet-stream")
+            .header("content-length", "3000")
+            .body(())
+            .unwrap();
+        let mut client = client.ready().await.unwrap();
+        let (response, mut body) = client.send_request(request, false).unwrap();
+        for last in [false, false, true] {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            body.send_data(bytes::Bytes::from(vec![7u8; 1000]), last)
+                .unwrap();
+        }
+        let response = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .expect("the PATCH's answer within 10 s")
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        drop(client);
+        let closed = tokio::time::timeout(Duration::from_secs(5), connection).await;
+        assert!(
+            closed.is_ok(),
+            "an HTTP/2 connection idle for 5 s after a 3 s request was not closed \
+             (header_timeout 1 s, body window 30 s)"
+        );
+    });
+}
