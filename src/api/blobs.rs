@@ -14,7 +14,7 @@ use crate::store::Blob;
 
 pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, digest: Digest) -> Handled {
     let response = Response::builder()
-        .header("docker-content-digest", digest.as_str())
+        .header(super::DOCKER_CONTENT_DIGEST, digest.as_str())
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, format!("\"{digest}\""));
     // The connection's watchdog cuts the download if the client stops

@@ -21,6 +21,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 pub use body::ResBody;
+
+/// The header that names what a response's bytes hash to.
+const DOCKER_CONTENT_DIGEST: header::HeaderName =
+    header::HeaderName::from_static("docker-content-digest");
 use error::ApiError;
 use route::Route;
 

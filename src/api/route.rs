@@ -50,8 +50,10 @@ impl Route {
         // The name is everything before the endpoint's fixed segments, which
         // are matched from the end because a name may contain slashes.
         let name = |fixed: usize| -> Result<RepoName, ApiError> {
-            let name = segs[..n - fixed].join("/");
-            let path = RepoName::parse(&name).ok_or_else(|| ApiError::name_invalid(&name))?;
+            // The segments before the fixed ones, with the slashes between.
+            let len = segs[..n - fixed].iter().map(|s| s.len() + 1).sum::<usize>() - 1;
+            let name = &rest[..len];
+            let path = RepoName::parse(name).ok_or_else(|| ApiError::name_invalid(name))?;
             match namespace {
                 None => Ok(path),
                 Some(ns) => RepoName::in_namespace(&ns.to_ascii_lowercase(), &path)
@@ -100,21 +102,21 @@ pub fn class(path: &str) -> &'static str {
         };
     };
     if rest.is_empty() || rest == "/" {
-        "base"
-    } else if rest == "/_catalog" {
-        "catalog"
-    } else if rest.contains("/blobs/uploads") {
-        "upload"
-    } else if rest.contains("/blobs/") {
-        "blob"
-    } else if rest.contains("/manifests/") {
-        "manifest"
-    } else if rest.ends_with("/tags/list") {
-        "tags"
-    } else if rest.contains("/referrers/") {
-        "referrers"
-    } else {
-        "other"
+        return "base";
+    }
+    if rest == "/_catalog" {
+        return "catalog";
+    }
+    // The endpoint's fixed segments come last, as the router reads them
+    // (a repository may be named `blobs`).
+    let mut segs = rest.rsplit('/');
+    match (segs.next(), segs.next(), segs.next()) {
+        (_, Some("uploads"), Some("blobs")) | (Some("uploads"), Some("blobs"), _) => "upload",
+        (_, Some("blobs"), _) => "blob",
+        (_, Some("manifests"), _) => "manifest",
+        (Some("list"), Some("tags"), _) => "tags",
+        (_, Some("referrers"), _) => "referrers",
+        _ => "other",
     }
 }
 
@@ -124,6 +126,27 @@ mod tests {
 
     fn code(path: &str) -> &'static str {
         Route::parse(path, None).unwrap_err().code
+    }
+
+    #[test]
+    fn classes_come_from_the_fixed_segments_at_the_end() {
+        for (path, want) in [
+            ("/v2/", "base"),
+            ("/v2/_catalog", "catalog"),
+            ("/v2/a/b/blobs/uploads/", "upload"),
+            ("/v2/a/blobs/uploads", "upload"),
+            ("/v2/a/blobs/uploads/0f3c-id", "upload"),
+            ("/v2/a/blobs/sha256:00", "blob"),
+            ("/v2/blobs/manifests/v1", "manifest"),
+            ("/v2/manifests/blobs/sha256:00", "blob"),
+            ("/v2/a/tags/list", "tags"),
+            ("/v2/a/referrers/sha256:00", "referrers"),
+            ("/v2/a/nothing", "other"),
+            ("/metrics", "metrics"),
+            ("/elsewhere", "other"),
+        ] {
+            assert_eq!(class(path), want, "{path}");
+        }
     }
 
     #[test]

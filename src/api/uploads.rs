@@ -36,7 +36,7 @@ fn created(name: &RepoName, digest: &Digest) -> Handled {
             header::LOCATION,
             format!("/v2/{}/blobs/{digest}", name.as_str()),
         )
-        .header("docker-content-digest", digest.as_str())
+        .header(super::DOCKER_CONTENT_DIGEST, digest.as_str())
         .header(header::CONTENT_LENGTH, 0)
         .body(body::empty())
         .expect("valid response"))
