@@ -32,6 +32,8 @@ pub mod mirror;
 pub mod oci;
 #[doc(hidden)]
 pub mod ops;
+#[cfg(test)]
+mod props;
 mod server;
 #[doc(hidden)]
 pub mod store;

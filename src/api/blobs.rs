@@ -173,3 +173,61 @@ mod tests {
         assert_eq!(parse_range("items=0-1", 100), RangeSpec::Ignored);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn range_like() -> impl Strategy<Value = String> {
+        let number = prop_oneof![
+            Just(String::new()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            (0u64..2000).prop_map(|n| n.to_string()),
+            "[0-9 ,-]{1,8}",
+        ];
+        (
+            prop_oneof![Just("bytes="), Just(" bytes= "), Just("items="), Just("")],
+            number.clone(),
+            prop_oneof![Just("-"), Just(", "), Just("--")],
+            number,
+        )
+            .prop_map(|(unit, a, dash, b)| format!("{unit}{a}{dash}{b}"))
+    }
+
+    proptest! {
+        #![proptest_config(crate::props::config())]
+
+        #[test]
+        fn a_range_served_lies_within_the_blob(
+            header in prop_oneof![any::<String>(), range_like()],
+            size in prop_oneof![0u64..4096, any::<u64>()],
+        ) {
+            if let RangeSpec::Bytes(first, last) = parse_range(&header, size) {
+                prop_assert!(first <= last && last < size, "{:?} of {}: {}-{}", header, size, first, last);
+            }
+        }
+
+        /// RFC 9110's reading of the three single-range forms.
+        #[test]
+        fn a_single_range_is_read_as_http_says(
+            size in prop_oneof![0u64..64, any::<u64>()],
+            a in prop_oneof![0u64..80, any::<u64>()],
+            b in prop_oneof![0u64..80, any::<u64>()],
+        ) {
+            let last = size.checked_sub(1);
+            let want = |first: u64, end: u64| match last {
+                Some(last) if first <= last => RangeSpec::Bytes(first, end.min(last)),
+                _ => RangeSpec::Unsatisfiable,
+            };
+            let closed = if a <= b { want(a, b) } else { RangeSpec::Ignored };
+            prop_assert_eq!(parse_range(&format!("bytes={a}-{b}"), size), closed);
+            prop_assert_eq!(parse_range(&format!("bytes={a}-"), size), want(a, u64::MAX));
+            let suffix = match (b, last) {
+                (0, _) | (_, None) => RangeSpec::Unsatisfiable,
+                (n, Some(last)) => RangeSpec::Bytes(size - n.min(size), last),
+            };
+            prop_assert_eq!(parse_range(&format!("bytes=-{b}"), size), suffix);
+        }
+    }
+}

@@ -212,3 +212,74 @@ mod tests {
         assert_eq!(err.code, "NAME_INVALID");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Paths made of registry-ish segments, so the router's own cases come
+    /// up far more often than in arbitrary text.
+    fn path_like() -> impl Strategy<Value = String> {
+        let segment = prop_oneof![
+            Just("blobs".to_owned()),
+            Just("uploads".to_owned()),
+            Just("manifests".to_owned()),
+            Just("tags".to_owned()),
+            Just("list".to_owned()),
+            Just("referrers".to_owned()),
+            Just("_catalog".to_owned()),
+            Just(String::new()),
+            "sha256:[0-9a-f]{0,66}",
+            "[a-zA-Z0-9._:%-]{1,12}",
+            "\\PC{1,6}",
+        ];
+        (
+            prop::collection::vec(segment, 0..9),
+            prop_oneof![Just("/v2/"), Just("/v2"), Just("/"), Just("")],
+        )
+            .prop_map(|(segs, prefix)| format!("{prefix}{}", segs.join("/")))
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop::collection::vec("[a-z0-9]{1,6}([._-][a-z0-9]{1,6})?", 1..4).prop_map(|p| p.join("/"))
+    }
+
+    proptest! {
+        #![proptest_config(crate::props::config())]
+
+        #[test]
+        fn any_path_gets_a_route_or_a_client_error(
+            path in prop_oneof![any::<String>(), path_like()],
+            namespace in proptest::option::of(prop_oneof![any::<String>(), "[a-z0-9.:-]{1,20}"]),
+        ) {
+            let _ = class(&path);
+            if let Err(e) = Route::parse(&path, namespace.as_deref()) {
+                prop_assert!(e.status.is_client_error(), "{:?} for {:?}", e.status, path);
+            }
+        }
+
+        #[test]
+        fn a_blob_path_names_its_repository_and_digest(name in name(), hex in "[0-9a-f]{64}") {
+            let digest = format!("sha256:{hex}");
+            let path = format!("/v2/{name}/blobs/{digest}");
+            let want = Route::Blob(RepoName::parse(&name).unwrap(), Digest::parse(&digest).unwrap());
+            prop_assert_eq!(Route::parse(&path, None).ok(), Some(want));
+            prop_assert_eq!(class(&path), "blob");
+        }
+
+        #[test]
+        fn a_manifest_path_names_its_repository_and_tag(
+            name in name(),
+            tag in "[A-Za-z0-9_][A-Za-z0-9_.-]{0,40}",
+        ) {
+            let path = format!("/v2/{name}/manifests/{tag}");
+            let want = Route::Manifest(
+                RepoName::parse(&name).unwrap(),
+                Reference::parse(&tag).unwrap(),
+            );
+            prop_assert_eq!(Route::parse(&path, None).ok(), Some(want));
+            prop_assert_eq!(class(&path), "manifest");
+        }
+    }
+}

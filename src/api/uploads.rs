@@ -210,3 +210,50 @@ fn with_location(e: ApiError, name: &RepoName, id: &str) -> ApiError {
         e
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn content_range() -> impl Strategy<Value = Vec<u8>> {
+        let number = prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            (0u64..100).prop_map(|n| n.to_string()),
+            Just(String::new()),
+            "[0-9a-z -]{1,6}",
+        ];
+        (
+            prop_oneof![Just(""), Just("bytes "), Just("bytes=")],
+            number.clone(),
+            number.clone(),
+            prop_oneof![Just(String::new()), number.prop_map(|n| format!("/{n}"))],
+        )
+            .prop_map(|(unit, a, b, total)| format!("{unit}{a}-{b}{total}").into_bytes())
+    }
+
+    proptest! {
+        #![proptest_config(crate::props::config())]
+
+        #[test]
+        fn a_content_range_is_a_chunk_or_a_416(
+            value in prop_oneof![prop::collection::vec(any::<u8>(), 0..40), content_range()],
+        ) {
+            // Only bytes a header may hold ever reach the handler.
+            let Ok(value) = http::HeaderValue::from_bytes(&value) else {
+                return Ok(());
+            };
+            let req = Request::builder()
+                .header(header::CONTENT_RANGE, value.clone())
+                .body(())
+                .unwrap();
+            match chunk_spec(&req) {
+                Ok(spec) => {
+                    let (start, len) = (spec.start.unwrap(), spec.len.unwrap());
+                    prop_assert!(len >= 1 && start.checked_add(len - 1).is_some(), "{:?}", value);
+                }
+                Err(e) => prop_assert_eq!(e.status, StatusCode::RANGE_NOT_SATISFIABLE),
+            }
+        }
+    }
+}

@@ -330,3 +330,29 @@ mod tests {
         assert_eq!(Scope::parse("nonsense"), None);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::props::config())]
+
+        #[test]
+        fn any_scope_text_is_judged_without_a_panic(s in any::<String>()) {
+            let _ = Scope::parse(&s);
+        }
+
+        #[test]
+        fn any_htpasswd_or_access_text_is_judged_without_a_panic(
+            text in prop_oneof![
+                any::<String>(),
+                prop::collection::vec("[a-z*/ :$.#\t]{0,30}", 0..8).prop_map(|l| l.join("\n")),
+            ],
+        ) {
+            let _ = htpasswd::Users::parse(&text);
+            let _ = access::Rules::parse(&text);
+        }
+    }
+}

@@ -204,3 +204,42 @@ mod tests {
         assert!(Hasher::restore(b"not a hash state").is_none());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::props::config())]
+
+        #[test]
+        fn any_text_is_judged_without_a_panic(s in any::<String>()) {
+            let _ = Digest::parse(&s);
+        }
+
+        #[test]
+        fn lowercase_hex_of_the_algorithms_length_is_taken(
+            hex256 in "[0-9a-f]{64}",
+            hex512 in "[0-9a-f]{128}",
+        ) {
+            for s in [format!("sha256:{hex256}"), format!("sha512:{hex512}")] {
+                prop_assert_eq!(Digest::parse(&s).map(|d| d.as_str().to_owned()), Some(s));
+            }
+        }
+
+        #[test]
+        fn any_other_length_is_refused(hex in "[0-9a-f]{0,200}") {
+            prop_assume!(hex.len() != 64);
+            let s = format!("sha256:{hex}");
+            prop_assert!(Digest::parse(&s).is_none());
+        }
+
+        #[test]
+        fn uppercase_hex_is_refused(hex in "[0-9a-fA-F]{64}") {
+            prop_assume!(hex.bytes().any(|b| b.is_ascii_uppercase()));
+            let s = format!("sha256:{hex}");
+            prop_assert!(Digest::parse(&s).is_none());
+        }
+    }
+}

@@ -243,3 +243,112 @@ mod tests {
         assert!(parse(None, deep.as_bytes()).is_err());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+            Just(Value::from(2)),
+            Just(Value::from(OCI_MANIFEST)),
+            "sha256:[0-9a-f]{64}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(6, 96, 8, |inner| {
+            let key = prop_oneof![
+                Just("schemaVersion".to_owned()),
+                Just("mediaType".to_owned()),
+                Just("config".to_owned()),
+                Just("layers".to_owned()),
+                Just("manifests".to_owned()),
+                Just("digest".to_owned()),
+                Just("subject".to_owned()),
+                Just("urls".to_owned()),
+                Just("annotations".to_owned()),
+                any::<String>(),
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(key, inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn digest() -> impl Strategy<Value = String> {
+        "[0-9a-f]{64}".prop_map(|hex| format!("sha256:{hex}"))
+    }
+
+    proptest! {
+        #![proptest_config(crate::props::config())]
+
+        #[test]
+        fn any_bytes_are_judged_without_a_panic(
+            body in prop::collection::vec(any::<u8>(), 0..600),
+            content_type in proptest::option::of(any::<String>()),
+        ) {
+            let _ = parse(content_type.as_deref(), &body);
+        }
+
+        #[test]
+        fn any_json_is_judged_without_a_panic(doc in json_value()) {
+            let body = serde_json::to_vec(&doc).unwrap();
+            let _ = parse(None, &body);
+            let _ = parse(Some(OCI_INDEX), &body);
+        }
+
+        #[test]
+        fn an_image_lists_its_config_and_layers(
+            config in digest(),
+            layers in prop::collection::vec(digest(), 0..40),
+            media_type in prop_oneof![Just(OCI_MANIFEST), Just(DOCKER_MANIFEST)],
+            annotation in any::<String>(),
+        ) {
+            let doc = json!({
+                "schemaVersion": 2,
+                "mediaType": media_type,
+                "config": {"mediaType": "x/cfg", "digest": config, "size": 1},
+                "layers": layers.iter().map(|d| json!({"digest": d, "size": 1})).collect::<Vec<_>>(),
+                "annotations": {"odd": annotation},
+            });
+            let parsed = parse(None, &serde_json::to_vec(&doc).unwrap()).unwrap();
+            let blobs: Vec<String> = parsed.blobs.iter().map(|d| d.as_str().to_owned()).collect();
+            let mut want = vec![config];
+            want.extend(layers);
+            prop_assert_eq!(blobs, want);
+        }
+
+        #[test]
+        fn a_media_type_not_known_is_refused(media_type in any::<String>()) {
+            prop_assume!(MediaType::parse(&media_type).is_none());
+            let doc = json!({"schemaVersion": 2, "mediaType": media_type, "manifests": []});
+            prop_assert!(parse(None, &serde_json::to_vec(&doc).unwrap()).is_err());
+        }
+    }
+
+    #[test]
+    fn deep_objects_are_refused_not_a_stack_overflow() {
+        let deep = format!("{}1{}", r#"{"a":"#.repeat(100_000), "}".repeat(100_000));
+        assert!(parse(None, deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let e = format!("sha256:{}", "e".repeat(64));
+        // Which config would count? Clients disagree, so neither does.
+        let body = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{d}","size":1}},
+               "config":{{"digest":"{e}","size":1}},"layers":[]}}"#
+        );
+        let refused = parse(None, body.as_bytes()).unwrap_err();
+        assert!(refused.contains("duplicate"), "{refused}");
+    }
+}

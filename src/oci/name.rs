@@ -277,3 +277,68 @@ mod tests {
         assert_eq!(Reference::parse("-v"), Err(BadReference::Tag));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A path component by the distribution spec's grammar.
+    fn component() -> impl Strategy<Value = String> {
+        "[a-z0-9]{1,6}((\\.|_|__|-+)[a-z0-9]{1,6}){0,2}"
+    }
+
+    proptest! {
+        #![proptest_config(crate::props::config())]
+
+        #[test]
+        fn any_text_is_judged_without_a_panic(s in any::<String>()) {
+            let _ = RepoName::parse(&s);
+            let _ = Tag::parse(&s);
+            let _ = Reference::parse(&s);
+            let _ = is_namespace(&s);
+        }
+
+        #[test]
+        fn a_name_parses_to_itself(s in "[a-zA-Z0-9./:_-]{0,40}") {
+            if let Some(name) = RepoName::parse(&s) {
+                prop_assert!(name.as_str().len() <= MAX_NAME_LEN);
+                prop_assert_eq!(RepoName::parse(name.as_str()), Some(name.clone()));
+            }
+        }
+
+        #[test]
+        fn names_of_valid_components_are_taken(parts in prop::collection::vec(component(), 1..6)) {
+            let s = parts.join("/");
+            prop_assume!(s.len() <= MAX_NAME_LEN);
+            prop_assert!(RepoName::parse(&s).is_some(), "{:?} refused", s);
+        }
+
+        #[test]
+        fn names_with_an_uppercase_letter_are_refused(
+            parts in prop::collection::vec(component(), 1..4),
+            at in any::<prop::sample::Index>(),
+        ) {
+            let mut s = parts.join("/");
+            let letters: Vec<usize> = s
+                .char_indices()
+                .filter(|(_, c)| c.is_ascii_lowercase())
+                .map(|(i, _)| i)
+                .collect();
+            prop_assume!(!letters.is_empty());
+            let i = letters[at.index(letters.len())];
+            s.replace_range(i..=i, &s[i..=i].to_ascii_uppercase());
+            prop_assert!(RepoName::parse(&s).is_none(), "{:?} taken", s);
+        }
+
+        #[test]
+        fn tags_by_the_grammar_are_taken_as_they_are(s in "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}") {
+            prop_assert_eq!(Tag::parse(&s).map(|t| t.as_str().to_owned()), Some(s));
+        }
+
+        #[test]
+        fn tags_past_128_characters_are_refused(s in "[a-z]{129,400}") {
+            prop_assert!(Tag::parse(&s).is_none());
+        }
+    }
+}
