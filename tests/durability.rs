@@ -73,7 +73,7 @@ fn parse(trace: &str) -> Vec<Call> {
 
 /// The syscalls the tests look at: entries made, syncs, and answers sent.
 const TRACED: &str = "trace=openat,mkdir,mkdirat,linkat,rename,renameat,renameat2,\
-                      unlink,unlinkat,fsync,fdatasync,write,writev,sendto,sendmsg";
+                      unlink,unlinkat,fsync,fdatasync,write,writev,sendto,sendmsg,recvfrom";
 
 fn strace_args(trace: &Path) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = ["strace", "-f", "-qq", "-ttt", "-T", "-y", "-s", "48"]
@@ -95,7 +95,8 @@ struct Traced {
 impl Traced {
     fn start() -> Traced {
         require_programs(
-            "is_durable_before --skip acknowledged_only_after --skip fsck_repair_syncs",
+            "is_durable_before --skip acknowledged_only --skip fsck_repair_syncs \
+             --skip committed_before --skip in_that_order",
             &[("strace", "strace")],
         );
         let dir = tempfile::tempdir().unwrap();
@@ -274,6 +275,182 @@ fn a_blob_in_a_new_shard_is_acknowledged_only_once_its_upload_file_is_durable() 
     let let_go = first_after(&calls, acked.entry, &format!("\"{upload}\""));
     assert!(let_go.name.starts_with("unlink"), "{}", let_go.text);
     assert_synced_between(&calls, &shard, linked, let_go);
+}
+
+/// The answers berth wrote to its clients, in order.
+fn answers(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|c| matches!(c.name.as_str(), "write" | "writev" | "sendto" | "sendmsg"))
+        .filter(|c| c.text.contains("\"HTTP/1.1 "))
+        .collect()
+}
+
+/// Asserts that the database was synced (its commit made durable) after
+/// the request that starts with `request` arrived and before its answer,
+/// the last, which is `status`. hyper's first read of a connection takes
+/// 24 bytes (to tell HTTP/2's preface): `request` is at most that long.
+#[track_caller]
+fn assert_committed_before_the_last_answer(
+    calls: &[Call],
+    data: &Path,
+    request: &str,
+    status: &str,
+) {
+    let told = *answers(calls).last().expect("an answer");
+    assert!(told.text.contains(status), "the last answer: {}", told.text);
+    let arrived = calls
+        .iter()
+        .rfind(|c| c.name == "recvfrom" && c.text.contains(&format!("\"{request}")))
+        .unwrap_or_else(|| panic!("no request {request:?} was read"));
+    let db = format!("<{}>)", data.join("berth.redb").display());
+    let committed = calls.iter().any(|c| {
+        (c.name == "fdatasync" || c.name == "fsync")
+            && c.text.contains(&db)
+            && c.entry >= arrived.exit
+            && c.exit <= told.entry
+    });
+    assert!(
+        committed,
+        "berth.redb is not synced between the request and its answer\n  {}\n  {}",
+        arrived.text, told.text
+    );
+}
+
+/// Pushes an image's blobs and its manifest as `v1`, then waits for the
+/// blobs' links to settle (their commit is a second later, store/settle.rs),
+/// so that no sync but the next request's falls in its window.
+fn image_in_place(url: &str) -> Image {
+    let image = push_image(url, "app", Some("v1"), 3);
+    std::thread::sleep(Duration::from_millis(1500));
+    image
+}
+
+#[test]
+fn a_finished_blob_is_synced_linked_and_committed_in_that_order_before_its_201() {
+    let server = Traced::start();
+    image_in_place(&server.url);
+    let blob = b"a blob finished in a session";
+    let digest = http::sha256_digest(blob);
+    let upload = start_upload(&server.url, "app");
+    let resp = put(&with_query(&upload, &format!("digest={digest}")), &[], blob);
+    assert_eq!(resp.status, 201, "{resp:?}");
+    let data = server.data();
+    let calls = server.stop();
+    let id = upload.rsplit('/').next().unwrap();
+    let file = format!("{}/{id}>)", data.join("uploads").display());
+    let told = *answers(&calls).last().unwrap();
+    let synced = calls
+        .iter()
+        .rfind(|c| c.name == "fsync" && c.text.contains(&file) && c.exit <= told.entry)
+        .expect("the upload file is fsynced before the 201");
+    let linked = first_after(&calls, synced.exit, &format!("/{id}\", "));
+    assert_eq!(linked.name, "linkat", "{}", linked.text);
+    assert!(
+        linked.entry < told.entry,
+        "linked after the 201: {}",
+        linked.text
+    );
+    let dir = format!("<{}>)", data.join("uploads").display());
+    let dir_synced = calls
+        .iter()
+        .find(|c| c.name == "fsync" && c.text.contains(&dir) && c.entry >= linked.exit)
+        .expect("uploads/ is synced after the link");
+    let db = format!("<{}>)", data.join("berth.redb").display());
+    let committed = calls
+        .iter()
+        .find(|c| c.name == "fdatasync" && c.text.contains(&db) && c.entry >= dir_synced.exit)
+        .expect("the database is synced after uploads/");
+    assert!(
+        committed.exit <= told.entry,
+        "the commit ended after the 201 began:\n  {}\n  {}",
+        committed.text,
+        told.text
+    );
+}
+
+#[test]
+fn a_manifest_put_is_committed_before_its_201() {
+    let server = Traced::start();
+    let image = image_in_place(&server.url);
+    let resp = http::put_manifest(&server.url, "app", "v2", OCI_MANIFEST, &image.manifest);
+    assert_eq!(resp.status, 201, "{resp:?}");
+    let data = server.data();
+    assert_committed_before_the_last_answer(
+        &server.stop(),
+        &data,
+        "PUT /v2/app/manifests/v2",
+        "201",
+    );
+}
+
+#[test]
+fn a_tag_moved_to_another_manifest_is_committed_before_its_201() {
+    let server = Traced::start();
+    image_in_place(&server.url);
+    let other = push_image(&server.url, "app", None, 4);
+    std::thread::sleep(Duration::from_millis(1500));
+    let resp = http::put_manifest(&server.url, "app", "v1", OCI_MANIFEST, &other.manifest);
+    assert_eq!(resp.status, 201, "{resp:?}");
+    let data = server.data();
+    assert_committed_before_the_last_answer(
+        &server.stop(),
+        &data,
+        "PUT /v2/app/manifests/v1",
+        "201",
+    );
+}
+
+#[test]
+fn a_manifest_delete_is_committed_before_its_202() {
+    let server = Traced::start();
+    let image = image_in_place(&server.url);
+    let resp = delete(&format!("{}/v2/app/manifests/{}", server.url, image.digest));
+    assert_eq!(resp.status, 202, "{resp:?}");
+    let data = server.data();
+    assert_committed_before_the_last_answer(
+        &server.stop(),
+        &data,
+        "DELETE /v2/app/manifests",
+        "202",
+    );
+}
+
+#[test]
+fn a_blob_delete_is_committed_before_its_202() {
+    let server = Traced::start();
+    let image = image_in_place(&server.url);
+    let digest = http::sha256_digest(&image.layer);
+    let resp = delete(&blob_url(&server.url, "app", &digest));
+    assert_eq!(resp.status, 202, "{resp:?}");
+    let data = server.data();
+    assert_committed_before_the_last_answer(&server.stop(), &data, "DELETE /v2/app/blobs/", "202");
+}
+
+#[test]
+fn a_mount_is_committed_before_its_201() {
+    let server = Traced::start();
+    let image = image_in_place(&server.url);
+    let digest = http::sha256_digest(&image.layer);
+    let url = format!(
+        "{}/v2/other/blobs/uploads/?mount={digest}&from=app",
+        server.url
+    );
+    let resp = post(&url, &[], b"");
+    assert_eq!(resp.status, 201, "{resp:?}");
+    let data = server.data();
+    assert_committed_before_the_last_answer(&server.stop(), &data, "POST /v2/other/", "201");
+}
+
+#[test]
+fn a_chunk_is_committed_before_its_202() {
+    let server = Traced::start();
+    image_in_place(&server.url);
+    let upload = start_upload(&server.url, "app");
+    let resp = patch(&upload, &[], b"a chunk");
+    assert_eq!(resp.status, 202, "{resp:?}");
+    let data = server.data();
+    assert_committed_before_the_last_answer(&server.stop(), &data, "PATCH /v2/app/", "202");
 }
 
 #[test]
