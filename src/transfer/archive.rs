@@ -246,3 +246,113 @@ fn read_small(reader: &mut impl Read) -> Result<Vec<u8>, Error> {
     }
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct Entry {
+        name: String,
+        kind: tar::EntryType,
+        data: Vec<u8>,
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        let name = prop_oneof![
+            Just(layout::LAYOUT_FILE.to_owned()),
+            Just(layout::INDEX_FILE.to_owned()),
+            Just("./index.json".to_owned()),
+            Just("blobs/sha256/".to_owned()),
+            "blobs/sha(256|512)/[0-9a-f]{64}",
+            "(\\./)?(\\.\\./|/)[a-z/.]{0,20}",
+            "[a-zA-Z0-9./_-]{1,40}",
+        ];
+        let kind = prop_oneof![
+            6 => Just(tar::EntryType::Regular),
+            1 => Just(tar::EntryType::Directory),
+            1 => Just(tar::EntryType::Symlink),
+            1 => Just(tar::EntryType::Link),
+            1 => Just(tar::EntryType::Char),
+            1 => Just(tar::EntryType::Fifo),
+        ];
+        let data = prop_oneof![
+            Just(layout::LAYOUT_VERSION.to_vec()),
+            Just(br#"{"schemaVersion":2,"manifests":[]}"#.to_vec()),
+            prop::collection::vec(any::<u8>(), 0..300),
+        ];
+        (name, kind, data).prop_map(|(name, kind, data)| Entry { name, kind, data })
+    }
+
+    /// A tar archive of `entries`, names written as they are (the tar
+    /// crate's builder would refuse the unsafe ones).
+    fn archive(entries: &[Entry]) -> Vec<u8> {
+        let mut out = tar::Builder::new(Vec::new());
+        for e in entries {
+            let mut header = tar::Header::new_ustar();
+            let name = e.name.as_bytes();
+            let len = name.len().min(100);
+            header.as_old_mut().name[..len].copy_from_slice(&name[..len]);
+            header.set_entry_type(e.kind);
+            header.set_mode(0o644);
+            let data: &[u8] = if e.kind.is_file() { &e.data } else { &[] };
+            header.set_size(data.len() as u64);
+            if matches!(e.kind, tar::EntryType::Symlink | tar::EntryType::Link) {
+                header.set_link_name("../../etc/passwd").unwrap();
+            }
+            header.set_cksum();
+            out.append(&header, data).unwrap();
+        }
+        out.into_inner().unwrap()
+    }
+
+    fn unsafe_entry(e: &Entry) -> bool {
+        !(e.kind.is_file() || e.kind.is_dir())
+            || Path::new(&e.name)
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    }
+
+    proptest! {
+        #![proptest_config(crate::props::config())]
+
+        #[test]
+        fn any_archive_opens_or_is_refused_and_unsafe_entries_refuse_it(
+            entries in prop::collection::vec(entry(), 0..8),
+            damage in proptest::option::of((any::<prop::sample::Index>(), any::<u8>(), any::<bool>())),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("layout.tar");
+            let mut bytes = archive(&entries);
+            if let Some((at, byte, cut)) = damage {
+                let i = at.index(bytes.len());
+                if cut { bytes.truncate(i) } else { bytes[i] = byte }
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            match Layout::open(&path) {
+                Ok(layout) => {
+                    prop_assert!(
+                        damage.is_some() || !entries.iter().any(unsafe_entry),
+                        "an archive with an unsafe entry opened: {:?}",
+                        entries
+                    );
+                    prop_assert!(layout.index().len() as u64 <= MAX_MANIFEST);
+                    let blobs: Vec<(Digest, u64)> =
+                        layout.blobs().map(|(d, s)| (d.clone(), s)).collect();
+                    for (digest, size) in blobs {
+                        // Whatever the archive claims, reading a blob ends.
+                        let _ = layout.read_checked(&digest, size);
+                        let mut read = 0u64;
+                        if let Ok(blob) = layout.open_blob(&digest) {
+                            read = io::copy(&mut blob.take(size + 1), &mut io::sink()).unwrap_or(0);
+                        }
+                        prop_assert!(read <= size);
+                    }
+                }
+                Err(Error::Unsafe(_) | Error::NotALayout(_) | Error::Io(_)) => {}
+                Err(e) => prop_assert!(false, "{}", e),
+            }
+        }
+    }
+}
