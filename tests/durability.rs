@@ -369,88 +369,69 @@ fn a_finished_blob_is_synced_linked_and_committed_in_that_order_before_its_201()
     );
 }
 
-#[test]
-fn a_manifest_put_is_committed_before_its_201() {
+/// Starts a traced berth holding an image, makes the request under test
+/// (`act`, which checks its status), and asserts that its change was
+/// committed after `request` was read and before the answer `status`.
+fn check_committed(request: &str, status: &str, act: impl FnOnce(&str, &Image)) {
     let server = Traced::start();
     let image = image_in_place(&server.url);
-    let resp = http::put_manifest(&server.url, "app", "v2", OCI_MANIFEST, &image.manifest);
-    assert_eq!(resp.status, 201, "{resp:?}");
+    act(&server.url, &image);
     let data = server.data();
-    assert_committed_before_the_last_answer(
-        &server.stop(),
-        &data,
-        "PUT /v2/app/manifests/v2",
-        "201",
-    );
+    assert_committed_before_the_last_answer(&server.stop(), &data, request, status);
+}
+
+#[test]
+fn a_manifest_put_is_committed_before_its_201() {
+    check_committed("PUT /v2/app/manifests/v2", "201", |url, image| {
+        let resp = http::put_manifest(url, "app", "v2", OCI_MANIFEST, &image.manifest);
+        assert_eq!(resp.status, 201, "{resp:?}");
+    });
 }
 
 #[test]
 fn a_tag_moved_to_another_manifest_is_committed_before_its_201() {
-    let server = Traced::start();
-    image_in_place(&server.url);
-    let other = push_image(&server.url, "app", None, 4);
-    std::thread::sleep(Duration::from_millis(1500));
-    let resp = http::put_manifest(&server.url, "app", "v1", OCI_MANIFEST, &other.manifest);
-    assert_eq!(resp.status, 201, "{resp:?}");
-    let data = server.data();
-    assert_committed_before_the_last_answer(
-        &server.stop(),
-        &data,
-        "PUT /v2/app/manifests/v1",
-        "201",
-    );
+    check_committed("PUT /v2/app/manifests/v1", "201", |url, _| {
+        let other = push_image(url, "app", None, 4);
+        std::thread::sleep(Duration::from_millis(1500));
+        let resp = http::put_manifest(url, "app", "v1", OCI_MANIFEST, &other.manifest);
+        assert_eq!(resp.status, 201, "{resp:?}");
+    });
 }
 
 #[test]
 fn a_manifest_delete_is_committed_before_its_202() {
-    let server = Traced::start();
-    let image = image_in_place(&server.url);
-    let resp = delete(&format!("{}/v2/app/manifests/{}", server.url, image.digest));
-    assert_eq!(resp.status, 202, "{resp:?}");
-    let data = server.data();
-    assert_committed_before_the_last_answer(
-        &server.stop(),
-        &data,
-        "DELETE /v2/app/manifests",
-        "202",
-    );
+    check_committed("DELETE /v2/app/manifests", "202", |url, image| {
+        let resp = delete(&format!("{url}/v2/app/manifests/{}", image.digest));
+        assert_eq!(resp.status, 202, "{resp:?}");
+    });
 }
 
 #[test]
 fn a_blob_delete_is_committed_before_its_202() {
-    let server = Traced::start();
-    let image = image_in_place(&server.url);
-    let digest = http::sha256_digest(&image.layer);
-    let resp = delete(&blob_url(&server.url, "app", &digest));
-    assert_eq!(resp.status, 202, "{resp:?}");
-    let data = server.data();
-    assert_committed_before_the_last_answer(&server.stop(), &data, "DELETE /v2/app/blobs/", "202");
+    check_committed("DELETE /v2/app/blobs/", "202", |url, image| {
+        let digest = http::sha256_digest(&image.layer);
+        let resp = delete(&blob_url(url, "app", &digest));
+        assert_eq!(resp.status, 202, "{resp:?}");
+    });
 }
 
 #[test]
 fn a_mount_is_committed_before_its_201() {
-    let server = Traced::start();
-    let image = image_in_place(&server.url);
-    let digest = http::sha256_digest(&image.layer);
-    let url = format!(
-        "{}/v2/other/blobs/uploads/?mount={digest}&from=app",
-        server.url
-    );
-    let resp = post(&url, &[], b"");
-    assert_eq!(resp.status, 201, "{resp:?}");
-    let data = server.data();
-    assert_committed_before_the_last_answer(&server.stop(), &data, "POST /v2/other/", "201");
+    check_committed("POST /v2/other/", "201", |url, image| {
+        let digest = http::sha256_digest(&image.layer);
+        let mount = format!("{url}/v2/other/blobs/uploads/?mount={digest}&from=app");
+        let resp = post(&mount, &[], b"");
+        assert_eq!(resp.status, 201, "{resp:?}");
+    });
 }
 
 #[test]
 fn a_chunk_is_committed_before_its_202() {
-    let server = Traced::start();
-    image_in_place(&server.url);
-    let upload = start_upload(&server.url, "app");
-    let resp = patch(&upload, &[], b"a chunk");
-    assert_eq!(resp.status, 202, "{resp:?}");
-    let data = server.data();
-    assert_committed_before_the_last_answer(&server.stop(), &data, "PATCH /v2/app/", "202");
+    check_committed("PATCH /v2/app/", "202", |url, _| {
+        let upload = start_upload(url, "app");
+        let resp = patch(&upload, &[], b"a chunk");
+        assert_eq!(resp.status, 202, "{resp:?}");
+    });
 }
 
 #[test]
