@@ -5,8 +5,9 @@
 //! guest's page cache and the requests in flight. SIGKILL of berth alone
 //! cannot catch a missing fsync; this can. Each round boots the machine on
 //! the same disk, checks (and has `berth fsck` check) everything that was
-//! acknowledged before the last cut, pushes more for a random moment, and
-//! cuts the power. Then the same runs with fsync made a no-op in the guest
+//! acknowledged before the last cut (blobs, chunk offsets, tags, and
+//! manifest deletes staying done), pushes and deletes more for a random
+//! moment, and cuts the power. Then the same runs with fsync made a no-op in the guest
 //! (a preloaded library the test builds), which must lose acknowledged
 //! data, so the suite is shown to be able to fail.
 //!
@@ -370,6 +371,8 @@ struct Acknowledged {
     chunks: BTreeMap<String, (u64, u64)>,
     /// tag -> manifest digest
     tags: BTreeMap<String, String>,
+    /// Manifests whose DELETE was acknowledged: they must stay gone.
+    deleted: Vec<String>,
 }
 
 impl Acknowledged {
@@ -411,13 +414,24 @@ impl Acknowledged {
                 missing.push(format!("tag {tag}"));
             }
         }
+        for digest in &self.deleted {
+            let got = http::try_request(
+                "GET",
+                &format!("{url}/v2/power/app/manifests/{digest}"),
+                &[("Accept", http::OCI_MANIFEST)],
+                b"",
+            );
+            if !got.as_ref().is_ok_and(|r| r.status == 404) {
+                missing.push(format!("the delete of {digest}"));
+            }
+        }
         missing
     }
 }
 
 /// Pushes until a request fails (the power went): whole blobs, chunks of
-/// sessions, and images under new tags, recording each only once its
-/// 201 or 202 has come.
+/// sessions, images under new tags, and deletes of older images,
+/// recording each only once its 201 or 202 has come.
 fn push_until_cut(url: &str, acked: &Mutex<Acknowledged>, seed: u64, cut: &AtomicBool) {
     let mut n = seed;
     while !cut.load(Ordering::Relaxed) {
@@ -514,6 +528,26 @@ fn push_until_cut(url: &str, acked: &Mutex<Acknowledged>, seed: u64, cut: &Atomi
                 if ok {
                     acked.lock().unwrap().tags.insert(tag, image.digest.clone());
                 }
+                // Every other image, the oldest tagged one is deleted. Its
+                // tag is forgotten before the DELETE goes: a cut while it
+                // is in flight may leave it either way.
+                let oldest = if ok && n.is_multiple_of(2) {
+                    acked.lock().unwrap().tags.pop_first()
+                } else {
+                    None
+                };
+                if let Some((_, digest)) = oldest {
+                    let resp = http::try_request(
+                        "DELETE",
+                        &format!("{url}/v2/power/app/manifests/{digest}"),
+                        &[],
+                        b"",
+                    );
+                    ok = resp.is_ok_and(|r| r.status == 202);
+                    if ok {
+                        acked.lock().unwrap().deleted.push(digest);
+                    }
+                }
                 ok
             }
         };
@@ -559,19 +593,36 @@ fn rounds(kit: &Kit, nosync: bool, rounds: usize) -> (Vec<String>, usize) {
             let (url, acked, cut) = (guest.url.clone(), Arc::clone(&acked), Arc::clone(&cut));
             std::thread::spawn(move || push_until_cut(&url, &acked, round as u64 * 1_000_000, &cut))
         };
-        // A moment somewhere in the pushes, different each round.
-        std::thread::sleep(Duration::from_millis(
-            1_000 + (round as u64 * 7_919) % 2_500,
-        ));
+        // A moment somewhere in the pushes, different each round and run.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        std::thread::sleep(Duration::from_millis(1_000 + u64::from(nanos) % 2_500));
         guest.cut();
         cut.store(true, Ordering::Relaxed);
         pusher.join().unwrap();
     }
     let acked = acked.lock().unwrap();
-    (
-        problems,
-        acked.blobs.len() + acked.chunks.len() + acked.tags.len(),
-    )
+    let kinds = [
+        acked.blobs.len(),
+        acked.chunks.len(),
+        acked.tags.len(),
+        acked.deleted.len(),
+    ];
+    println!(
+        "{}: {} blobs, {} sessions, {} tags, {} deletes acknowledged",
+        if nosync {
+            "with fsync a no-op"
+        } else {
+            "berth"
+        },
+        kinds[0],
+        kinds[1],
+        kinds[2],
+        kinds[3]
+    );
+    (problems, kinds.iter().sum())
 }
 
 #[test]
