@@ -183,17 +183,23 @@ fn first_after<'a>(calls: &'a [Call], after: f64, needle: &str) -> &'a Call {
         })
 }
 
+/// Whether `path` was fsynced or fdatasynced by a call that began at or
+/// after `after` and ended at or before `before`.
+fn synced_within(calls: &[Call], path: &Path, after: f64, before: f64) -> bool {
+    let fd_path = format!("<{}>)", path.display());
+    calls.iter().any(|c| {
+        (c.name == "fsync" || c.name == "fdatasync")
+            && c.text.contains(&fd_path)
+            && c.entry >= after
+            && c.exit <= before
+    })
+}
+
 /// Asserts that `dir` was fsynced after `made` (the call that changed its
 /// entries) began and completed before `told` (the acknowledgement) began.
 #[track_caller]
 fn assert_synced_between(calls: &[Call], dir: &Path, made: &Call, told: &Call) {
-    let fd_path = format!("<{}>)", dir.display());
-    let synced = calls.iter().any(|c| {
-        (c.name == "fsync" || c.name == "fdatasync")
-            && c.text.contains(&fd_path)
-            && c.entry >= made.entry
-            && c.exit <= told.entry
-    });
+    let synced = synced_within(calls, dir, made.entry, told.entry);
     assert!(
         synced,
         "{} is not synced between\n  {}\nand\n  {}",
@@ -303,13 +309,7 @@ fn assert_committed_before_the_last_answer(
         .iter()
         .rfind(|c| c.name == "recvfrom" && c.text.contains(&format!("\"{request}")))
         .unwrap_or_else(|| panic!("no request {request:?} was read"));
-    let db = format!("<{}>)", data.join("berth.redb").display());
-    let committed = calls.iter().any(|c| {
-        (c.name == "fdatasync" || c.name == "fsync")
-            && c.text.contains(&db)
-            && c.entry >= arrived.exit
-            && c.exit <= told.entry
-    });
+    let committed = synced_within(calls, &data.join("berth.redb"), arrived.exit, told.entry);
     assert!(
         committed,
         "berth.redb is not synced between the request and its answer\n  {}\n  {}",

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::clients::require_command;
 use common::http;
 
 const SKIP: &str = "power";
@@ -38,20 +39,6 @@ const MODULES: &[&str] = &[
     "ext4",
 ];
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn require(program: &str, args: &[&str], package: &str) {
-    let ok = Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{program} does not run: install it (Debian: `apt-get install -y {package}`, as \
-         .ci/run does), or leave this suite out with `cargo test -- --skip {SKIP}`"
-    );
-}
 
 /// The kernel and its module directory: the newest in /boot.
 fn kernel() -> (PathBuf, PathBuf) {
@@ -132,10 +119,15 @@ struct Kit {
 
 impl Kit {
     fn build() -> Kit {
-        require("qemu-system-x86_64", &["--version"], "qemu-system-x86");
-        require("busybox", &["true"], "busybox-static");
-        require("mkfs.ext4", &["-V"], "e2fsprogs");
-        require("cc", &["--version"], "gcc");
+        require_command(
+            SKIP,
+            "qemu-system-x86_64",
+            &["--version"],
+            "qemu-system-x86",
+        );
+        require_command(SKIP, "busybox", &["true"], "busybox-static");
+        require_command(SKIP, "mkfs.ext4", &["-V"], "e2fsprogs");
+        require_command(SKIP, "cc", &["--version"], "gcc");
         let (kernel, modules) = kernel();
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");

@@ -18,19 +18,26 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
 #[track_caller]
 pub fn require_programs(skip: &str, programs: &[(&str, &str)]) {
     for (program, package) in programs {
-        let found = Command::new(program)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "{program} is not on PATH: install it (Debian: `apt-get install -y {package}`, \
-             as .ci/run does), or leave out the tests that need it with \
-             `cargo test -- --skip {skip}`"
-        );
+        require_command(skip, program, &["--version"], package);
     }
+}
+
+/// As [`require_programs`], for one program that is asked to run with
+/// `args` (not every program knows `--version`).
+#[track_caller]
+pub fn require_command(skip: &str, program: &str, args: &[&str], package: &str) {
+    let found = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "{program} is not on PATH: install it (Debian: `apt-get install -y {package}`, \
+         as .ci/run does), or leave out the tests that need it with \
+         `cargo test -- --skip {skip}`"
+    );
 }
 
 /// What a client run did: success, and everything it printed, for messages.
