@@ -21,10 +21,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 pub use body::ResBody;
-
-/// The header that names what a response's bytes hash to.
-const DOCKER_CONTENT_DIGEST: header::HeaderName =
-    header::HeaderName::from_static("docker-content-digest");
 use error::ApiError;
 use route::Route;
 
@@ -39,6 +35,10 @@ use crate::store::{self, Store};
 /// Manifests above this size are refused: they are held in memory and in
 /// the database, and real ones are a few KiB.
 pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 << 20;
+
+/// The header that names what a response's bytes hash to.
+const DOCKER_CONTENT_DIGEST: header::HeaderName =
+    header::HeaderName::from_static("docker-content-digest");
 
 pub struct Api {
     store: Arc<Store>,
