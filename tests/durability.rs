@@ -477,6 +477,61 @@ fn fsck_repair_syncs_what_it_moves_into_quarantine() {
     assert_synced_between(&calls, &data, made, &end);
 }
 
+/// Runs `berth prune --grace 0s` on `data` under strace; its syscalls.
+fn traced_prune(data: &Path, trace: &Path) -> Vec<Call> {
+    let out = Command::new("strace")
+        .args(&strace_args(trace)[1..])
+        .arg(BERTH)
+        .args(["prune", "--grace", "0s", "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    parse(&std::fs::read_to_string(trace).unwrap())
+}
+
+/// Syncs of the database that ended before `before`.
+fn commits_before(calls: &[Call], data: &Path, before: f64) -> usize {
+    let db = format!("<{}>)", data.join("berth.redb").display());
+    calls
+        .iter()
+        .filter(|c| c.name == "fdatasync" && c.text.contains(&db) && c.exit <= before)
+        .count()
+}
+
+#[test]
+fn a_swept_blob_leaves_the_index_durably_before_its_file_goes() {
+    require_programs("swept_blob", &[("strace", "strace")]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let data = root.join("data");
+    let server = process::ServerProcess::start(&data, &root.join("log"));
+    let digest = push_blob(&server.url(), "app", b"a blob no manifest needs");
+    server.stop();
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let file = data.join("blobs").join("sha256").join(&hex[..2]).join(hex);
+    assert!(file.exists());
+
+    let calls = traced_prune(&data, &root.join("trace"));
+    assert!(!file.exists(), "prune --grace 0s left the blob's file");
+    let unlinked = first_after(&calls, 0.0, &format!("{}\"", file.display()));
+    assert!(unlinked.name.starts_with("unlink"), "{}", unlinked.text);
+    // A prune with nothing to sweep shows what opening the store syncs
+    // before the summary; the sweep's own commit must come on top of that,
+    // before the unlink (a cut between them would leave a row naming no
+    // file).
+    let idle = traced_prune(&data, &root.join("trace-idle"));
+    let summary = first_after(&idle, 0.0, "\"pruned 0 uploads");
+    let opening = commits_before(&idle, &data, summary.entry);
+    let before = commits_before(&calls, &data, unlinked.entry);
+    assert!(
+        before > opening,
+        "{before} syncs of berth.redb before the unlink, as many as opening the store \
+         makes ({opening}): the sweep was not committed first\n  {}",
+        unlinked.text
+    );
+}
+
 /// strace pads pids to the width of the widest it has printed, so a pid
 /// that wrapped around to three digits comes with extra spaces (the full
 /// suite once failed all four tests here on that).
