@@ -1,5 +1,6 @@
 //! How the property tests run: every parser a client reaches (paths,
-//! names, digests, ranges, manifests, tokens, the auth files) is fed
+//! names, digests, ranges, manifests, tokens, the auth files, the web
+//! page's routes and form origins; and an upstream's auth challenges) is fed
 //! generated input by `proptest` in its own module's tests. In `cargo test`
 //! they draw a bounded number of cases from a fixed seed, so a run is
 //! repeatable and quick; a longer fuzzing run sets BERTH_FUZZ_CASES (cases
@@ -9,6 +10,7 @@
 //! BERTH_FUZZ_CASES=200000 BERTH_FUZZ_SEED=random cargo test --lib props
 //! ```
 
+use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, RngSeed};
 
 const CASES: u32 = 256;
@@ -34,4 +36,9 @@ pub(crate) fn config() -> Config {
         failure_persistence: None,
         ..Config::default()
     }
+}
+
+/// A repository path component by the distribution spec's grammar.
+pub(crate) fn name_component() -> impl Strategy<Value = String> {
+    "[a-z0-9]{1,6}((\\.|_|__|-+)[a-z0-9]{1,6}){0,2}"
 }

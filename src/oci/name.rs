@@ -283,10 +283,7 @@ mod props {
     use super::*;
     use proptest::prelude::*;
 
-    /// A path component by the distribution spec's grammar.
-    fn component() -> impl Strategy<Value = String> {
-        "[a-z0-9]{1,6}((\\.|_|__|-+)[a-z0-9]{1,6}){0,2}"
-    }
+    use crate::props::name_component as component;
 
     proptest! {
         #![proptest_config(crate::props::config())]

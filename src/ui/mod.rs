@@ -402,3 +402,56 @@ async fn blocking<T: Send + 'static>(
     let store = Arc::clone(store);
     store::blocking(move || store.recover(work(&store))).await
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::props::config())]
+
+        #[test]
+        fn any_path_is_routed_without_a_panic(path in any::<String>()) {
+            let _ = route(&path);
+            let _ = route(&format!("/r/{path}"));
+        }
+
+        #[test]
+        fn the_pages_of_a_repository_route_to_it(
+            parts in prop::collection::vec(crate::props::name_component(), 1..4),
+            hex in "[0-9a-f]{64}",
+        ) {
+            let name = parts.join("/");
+            let same = |repo: &RepoName| repo.as_str() == name;
+            let repository = route(&format!("/r/{name}"));
+            prop_assert!(matches!(repository, Some(Page::Repository(ref r)) if same(r)));
+            let delete = route(&format!("/r/{name}/-/delete"));
+            prop_assert!(matches!(delete, Some(Page::Delete(ref r)) if same(r)));
+            let digest = format!("sha256:{hex}");
+            let manifest = route(&format!("/r/{name}/-/manifest/{digest}"));
+            prop_assert!(
+                matches!(manifest, Some(Page::Manifest(ref r, ref d)) if same(r) && d.as_str() == digest)
+            );
+            let short = format!("/r/{name}/-/manifest/sha256:{}", &hex[1..]);
+            prop_assert!(route(&short).is_none(), "a short digest routed");
+        }
+
+        #[test]
+        fn a_form_is_ours_only_from_our_own_origin(
+            origin in "[a-z0-9.:-]{1,20}",
+            ours in "[a-z0-9.:-]{1,20}",
+            fetch_site in prop::option::of(prop_oneof![
+                Just("same-origin"), Just("same-site"), Just("cross-site"), Just("none"),
+            ]),
+        ) {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ORIGIN, format!("http://{origin}").parse().unwrap());
+            if let Some(site) = fetch_site {
+                headers.insert("sec-fetch-site", site.parse().unwrap());
+            }
+            let expected = origin == ours && fetch_site.is_none_or(|s| s == "same-origin");
+            prop_assert_eq!(same_origin(&headers, &[Some(&ours), None]), expected);
+        }
+    }
+}

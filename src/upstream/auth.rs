@@ -198,3 +198,52 @@ mod tests {
         assert!(e.to_string().contains("config.json"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// A challenge as an upstream writes it: each value quoted, with `"`
+    /// and `\` escaped.
+    fn written(scheme: &str, params: &BTreeMap<String, String>) -> String {
+        let params: Vec<String> = params
+            .iter()
+            .map(|(k, v)| {
+                let escaped = v.replace('\\', "\\\\").replace('"', "\\\"");
+                format!("{k}=\"{escaped}\"")
+            })
+            .collect();
+        format!("{scheme} {}", params.join(", "))
+    }
+
+    proptest! {
+        #![proptest_config(crate::props::config())]
+
+        #[test]
+        fn any_header_is_read_without_a_panic(header in any::<String>()) {
+            if let Some(c) = Challenge::parse(&header) {
+                prop_assert!(!c.scheme.is_empty());
+                prop_assert!(c.params.keys().all(|k| *k == k.trim().to_ascii_lowercase()));
+            }
+        }
+
+        #[test]
+        fn a_written_challenge_reads_back(
+            scheme in "[A-Za-z]{1,8}",
+            params in prop::collection::btree_map(
+                "[a-z_]{1,10}",
+                // Commas, quotes, backslashes, spaces and `=` inside a
+                // value belong to it; only its ends are trimmed.
+                "[!-~]([ -~]{0,30}[!-~])?",
+                0..5,
+            ),
+        ) {
+            let c = Challenge::parse(&written(&scheme, &params)).unwrap();
+            prop_assert_eq!(c.scheme, scheme.to_ascii_lowercase());
+            let read: BTreeMap<String, String> = c.params.into_iter().collect();
+            prop_assert_eq!(read, params);
+        }
+    }
+}
