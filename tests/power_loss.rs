@@ -536,6 +536,15 @@ impl Acknowledged {
         self.kinds().iter().map(|(_, n)| n).sum()
     }
 
+    /// A blob just acknowledged in `repo`.
+    fn owe_blob(&mut self, repo: &str, digest: String, data: Vec<u8>) {
+        let loose = Loose {
+            data,
+            acked: Instant::now(),
+        };
+        self.loose.insert((repo.to_owned(), digest), loose);
+    }
+
     /// The repository's loose blob acknowledged last.
     fn newest_loose(&self, repo: &str) -> Option<String> {
         self.loose
@@ -616,15 +625,7 @@ fn step(url: &str, acked: &Mutex<Acknowledged>, n: u64) -> bool {
                 return false;
             };
             if resp.status == 201 {
-                let loose = Loose {
-                    data,
-                    acked: Instant::now(),
-                };
-                acked
-                    .lock()
-                    .unwrap()
-                    .loose
-                    .insert((REPO.to_owned(), digest), loose);
+                acked.lock().unwrap().owe_blob(REPO, digest, data);
             }
             resp.status == 201
         }
@@ -686,15 +687,7 @@ fn step(url: &str, acked: &Mutex<Acknowledged>, n: u64) -> bool {
             if !finished.is_ok_and(|r| r.status == 201) {
                 return false;
             }
-            let loose = Loose {
-                data: whole,
-                acked: Instant::now(),
-            };
-            acked
-                .lock()
-                .unwrap()
-                .loose
-                .insert((REPO.to_owned(), digest), loose);
+            acked.lock().unwrap().owe_blob(REPO, digest, whole);
             true
         }
         2 => {
@@ -781,11 +774,7 @@ fn step(url: &str, acked: &Mutex<Acknowledged>, n: u64) -> bool {
                 else {
                     return true;
                 };
-                let loose = Loose {
-                    data,
-                    acked: Instant::now(),
-                };
-                acked.loose.insert((MOUNTED.to_owned(), digest), loose);
+                acked.owe_blob(MOUNTED, digest, data);
             }
             // A blob prune took answers with a new session (202).
             matches!(resp.status, 201 | 202)
