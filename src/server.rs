@@ -26,7 +26,7 @@ use crate::mirror::Mirrors;
 use crate::store::Store;
 use crate::store::prune::Report;
 
-const HTTP1_BUFFER: usize = 128 << 10;
+const HTTP1_BUFFER: usize = 32 << 10;
 /// HTTP/2 streams one connection may have open at once.
 const MAX_STREAMS: u32 = 100;
 
@@ -140,9 +140,14 @@ impl Registry {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        // hyper queues body chunks until its buffer passes max_buf_size
-        // (400 KiB by default): kept small, a stalled download holds one
-        // chunk in hyper and less than this beside it. Request heads fit.
+        // max_buf_size bounds both of hyper's buffers on a connection. Its
+        // read buffer grows to it under a body and keeps that size while
+        // the connection idles between requests: 32 connections pushing
+        // small blobs held ~90 KiB each at 128 KiB (massif), and larger
+        // reads bought no push speed. hyper queues response chunks until
+        // its write buffer passes it: a stalled download holds one chunk
+        // in hyper and less than this beside it. A request head must fit
+        // (431 past it); bearer tokens take a few KiB.
         builder
             .http1()
             .timer(TokioTimer::new())

@@ -1451,6 +1451,41 @@ fn barrage(addr: SocketAddr, marker: &str) -> Vec<(String, Vec<u8>)> {
 /// connection's write side is closed after the request); the server then still serves the
 /// sentinel; and nothing appeared outside `blobs/`, `uploads/` and `berth.redb`, nor outside
 /// the data directory.
+/// A head with a big bearer token (24 KiB: large tokens run to a few) is
+/// served; one past the connection's 32 KiB buffer is 431, and the server
+/// lives on.
+#[test]
+fn a_big_request_head_is_served_and_an_oversized_one_is_431() {
+    let reg = TestRegistry::start();
+    let head = |token_len: usize| {
+        let token = "t".repeat(token_len);
+        raw_head(
+            reg.addr,
+            "GET",
+            "/v2/",
+            &[
+                ("Authorization", &format!("Bearer {token}")),
+                ("Connection", "close"),
+            ],
+        )
+    };
+    let big = http::raw(reg.addr, &head(24 << 10), true, Duration::from_secs(10));
+    assert_eq!(
+        statuses(&big.bytes),
+        [200],
+        "{}",
+        String::from_utf8_lossy(&big.bytes)
+    );
+    let oversized = http::raw(reg.addr, &head(40 << 10), true, Duration::from_secs(10));
+    assert_eq!(
+        statuses(&oversized.bytes),
+        [431],
+        "{}",
+        String::from_utf8_lossy(&oversized.bytes)
+    );
+    assert_eq!(http::get(&format!("{}/v2/", reg.url())).status, 200);
+}
+
 #[test]
 fn garbage_requests_get_4xx_or_a_close_and_touch_no_file() {
     let parent = tempfile::tempdir().unwrap();
