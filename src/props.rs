@@ -42,3 +42,8 @@ pub(crate) fn config() -> Config {
 pub(crate) fn name_component() -> impl Strategy<Value = String> {
     "[a-z0-9]{1,6}((\\.|_|__|-+)[a-z0-9]{1,6}){0,2}"
 }
+
+/// A repository name of one to three such components.
+pub(crate) fn repo_name() -> impl Strategy<Value = String> {
+    proptest::collection::vec(name_component(), 1..4).prop_map(|parts| parts.join("/"))
+}

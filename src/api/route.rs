@@ -241,10 +241,6 @@ mod props {
             .prop_map(|(segs, prefix)| format!("{prefix}{}", segs.join("/")))
     }
 
-    fn name() -> impl Strategy<Value = String> {
-        prop::collection::vec("[a-z0-9]{1,6}([._-][a-z0-9]{1,6})?", 1..4).prop_map(|p| p.join("/"))
-    }
-
     proptest! {
         #![proptest_config(crate::props::config())]
 
@@ -260,7 +256,7 @@ mod props {
         }
 
         #[test]
-        fn a_blob_path_names_its_repository_and_digest(name in name(), hex in "[0-9a-f]{64}") {
+        fn a_blob_path_names_its_repository_and_digest(name in crate::props::repo_name(), hex in "[0-9a-f]{64}") {
             let digest = format!("sha256:{hex}");
             let path = format!("/v2/{name}/blobs/{digest}");
             let want = Route::Blob(RepoName::parse(&name).unwrap(), Digest::parse(&digest).unwrap());
@@ -270,7 +266,7 @@ mod props {
 
         #[test]
         fn a_manifest_path_names_its_repository_and_tag(
-            name in name(),
+            name in crate::props::repo_name(),
             tag in "[A-Za-z0-9_][A-Za-z0-9_.-]{0,40}",
         ) {
             let path = format!("/v2/{name}/manifests/{tag}");

@@ -419,10 +419,9 @@ mod props {
 
         #[test]
         fn the_pages_of_a_repository_route_to_it(
-            parts in prop::collection::vec(crate::props::name_component(), 1..4),
+            name in crate::props::repo_name(),
             hex in "[0-9a-f]{64}",
         ) {
-            let name = parts.join("/");
             let same = |repo: &RepoName| repo.as_str() == name;
             let repository = route(&format!("/r/{name}"));
             prop_assert!(matches!(repository, Some(Page::Repository(ref r)) if same(r)));
