@@ -555,6 +555,17 @@ impl Acknowledged {
     }
 }
 
+/// Pushes a whole blob to the load's repository in one request.
+fn post_blob(url: &str, digest: &str, data: &[u8]) -> std::io::Result<http::Response> {
+    let target = http::with_query(&http::uploads_url(url, REPO), &format!("digest={digest}"));
+    http::try_request(
+        "POST",
+        &target,
+        &[("Content-Type", "application/octet-stream")],
+        data,
+    )
+}
+
 /// Pushes an image's blobs and its manifest under `tag`; true once the
 /// manifest's 201 came.
 fn push_image(url: &str, image: &http::Image, tag: &str) -> bool {
@@ -562,16 +573,16 @@ fn push_image(url: &str, image: &http::Image, tag: &str) -> bool {
         (&image.config_digest, &image.config),
         (&image.layer_digest, &image.layer),
     ];
-    blobs.iter().all(|(digest, data)| {
-        let target = http::with_query(&http::uploads_url(url, REPO), &format!("digest={digest}"));
-        http::try_request("POST", &target, &[], data).is_ok_and(|r| r.status == 201)
-    }) && http::try_request(
-        "PUT",
-        &format!("{url}/v2/{REPO}/manifests/{tag}"),
-        &[("Content-Type", http::OCI_MANIFEST)],
-        &image.manifest,
-    )
-    .is_ok_and(|r| r.status == 201)
+    blobs
+        .iter()
+        .all(|(digest, data)| post_blob(url, digest, data).is_ok_and(|r| r.status == 201))
+        && http::try_request(
+            "PUT",
+            &format!("{url}/v2/{REPO}/manifests/{tag}"),
+            &[("Content-Type", http::OCI_MANIFEST)],
+            &image.manifest,
+        )
+        .is_ok_and(|r| r.status == 201)
 }
 
 /// A fresh image; its layer is the one last freed by a delete, if any.
@@ -611,201 +622,208 @@ fn record_image(acked: &mut Acknowledged, image: &http::Image) {
 /// only once its 201 or 202 has come; what is in flight may end either way.
 fn step(url: &str, acked: &Mutex<Acknowledged>, n: u64) -> bool {
     match n % 6 {
-        0 => {
-            let data = http::random_bytes(1_000 + (n as usize * 7919) % 200_000, n);
-            let digest = http::sha256_digest(&data);
-            let target =
-                http::with_query(&http::uploads_url(url, REPO), &format!("digest={digest}"));
-            let Ok(resp) = http::try_request(
-                "POST",
-                &target,
-                &[("Content-Type", "application/octet-stream")],
-                &data,
-            ) else {
-                return false;
-            };
-            if resp.status == 201 {
-                acked.lock().unwrap().owe_blob(REPO, digest, data);
-            }
-            resp.status == 201
-        }
-        1 => {
-            let start = http::try_request("POST", &http::uploads_url(url, REPO), &[], b"");
-            let Some(location) = start
-                .ok()
-                .filter(|r| r.status == 202)
-                .map(|r| r.location().to_owned())
-            else {
-                return false;
-            };
-            let path = http::path_of(&http::resolve(url, &location)).to_owned();
-            let mut whole = Vec::new();
-            for i in 0..3u64 {
-                let chunk = http::random_bytes(50_000, n * 10 + i);
-                let (offset, len) = (whole.len() as u64, chunk.len() as u64);
-                acked
-                    .lock()
-                    .unwrap()
-                    .chunks
-                    .insert(path.clone(), (offset, len));
-                let range = format!("{offset}-{}", offset + len - 1);
-                let resp = http::try_request(
-                    "PATCH",
-                    &format!("{url}{path}"),
-                    &[
-                        ("Content-Type", "application/octet-stream"),
-                        ("Content-Range", &range),
-                    ],
-                    &chunk,
-                );
-                if !resp.is_ok_and(|r| r.status == 202) {
-                    if offset == 0 {
-                        acked.lock().unwrap().chunks.remove(&path);
-                    }
-                    return false;
-                }
-                whole.extend_from_slice(&chunk);
-                acked
-                    .lock()
-                    .unwrap()
-                    .chunks
-                    .insert(path.clone(), (offset + len, 0));
-            }
-            if n % 12 != 1 {
-                return true;
-            }
-            // Finished: from here the session may be gone, and once the
-            // 201 comes its blob is there.
-            acked.lock().unwrap().chunks.remove(&path);
-            let digest = http::sha256_digest(&whole);
-            let finished = http::try_request(
-                "PUT",
-                &http::with_query(&format!("{url}{path}"), &format!("digest={digest}")),
-                &[],
-                b"",
-            );
-            if !finished.is_ok_and(|r| r.status == 201) {
-                return false;
-            }
-            acked.lock().unwrap().owe_blob(REPO, digest, whole);
-            true
-        }
-        2 => {
-            let image = next_image(acked, n);
-            // Zero-padded, so the first tag in order is the oldest.
-            let tag = format!("t{n:012}");
-            if !push_image(url, &image, &tag) {
-                return false;
-            }
-            {
-                let mut acked = acked.lock().unwrap();
-                record_image(&mut acked, &image);
-                acked.tags.insert(tag, vec![image.digest.clone()]);
-            }
-            if n % 4 != 2 {
-                return true;
-            }
-            // The oldest tagged image is deleted. Its tag is forgotten
-            // before the DELETE goes: a cut while it is in flight may leave
-            // it either way.
-            let Some((_, digests)) = acked.lock().unwrap().tags.pop_first() else {
-                return true;
-            };
-            let digest = &digests[0];
-            let resp = http::try_request(
-                "DELETE",
-                &format!("{url}/v2/{REPO}/manifests/{digest}"),
-                &[],
-                b"",
-            );
-            if !resp.is_ok_and(|r| r.status == 202) {
-                return false;
-            }
-            let mut acked = acked.lock().unwrap();
-            acked.deleted.push(digest.clone());
-            let freed = acked.images.get(digest).map(|blobs| blobs[1].1.clone());
-            acked.freed_layer = freed;
-            true
-        }
-        3 => {
-            // The newest tag moves to a fresh image; either may be found
-            // until the 201.
-            let Some((tag, old)) = acked
-                .lock()
-                .unwrap()
-                .tags
-                .last_key_value()
-                .map(|(t, d)| (t.clone(), d[0].clone()))
-            else {
-                return true;
-            };
-            let image = next_image(acked, n);
-            {
-                let mut acked = acked.lock().unwrap();
-                record_image(&mut acked, &image);
-                acked
-                    .tags
-                    .insert(tag.clone(), vec![old, image.digest.clone()]);
-            }
-            if !push_image(url, &image, &tag) {
-                return false;
-            }
-            acked.lock().unwrap().tags.insert(tag, vec![image.digest]);
-            true
-        }
-        4 => {
-            // The newest loose blob is mounted into a second repository.
-            let Some(digest) = acked.lock().unwrap().newest_loose(REPO) else {
-                return true;
-            };
-            let target = http::with_query(
-                &http::uploads_url(url, MOUNTED),
-                &format!("mount={digest}&from={REPO}"),
-            );
-            let Ok(resp) = http::try_request("POST", &target, &[], b"") else {
-                return false;
-            };
-            if resp.status == 201 {
-                let mut acked = acked.lock().unwrap();
-                let Some(data) = acked
-                    .loose
-                    .get(&(REPO.to_owned(), digest.clone()))
-                    .map(|l| l.data.clone())
-                else {
-                    return true;
-                };
-                acked.owe_blob(MOUNTED, digest, data);
-            }
-            // A blob prune took answers with a new session (202).
-            matches!(resp.status, 201 | 202)
-        }
-        _ => {
-            // The newest loose blob, often the one just mounted, is
-            // deleted from its first repository (the mounted copy stays).
-            let Some(digest) = acked.lock().unwrap().newest_loose(REPO) else {
-                return true;
-            };
-            acked
-                .lock()
-                .unwrap()
-                .loose
-                .remove(&(REPO.to_owned(), digest.clone()));
-            let Ok(resp) =
-                http::try_request("DELETE", &http::blob_url(url, REPO, &digest), &[], b"")
-            else {
-                return false;
-            };
-            if resp.status == 202 {
-                acked
-                    .lock()
-                    .unwrap()
-                    .deleted_blobs
-                    .push((REPO.to_owned(), digest));
-            }
-            // A blob prune took is already unknown (404).
-            matches!(resp.status, 202 | 404)
-        }
+        0 => push_blob(url, acked, n),
+        1 => push_session(url, acked, n),
+        2 => push_tagged_image(url, acked, n),
+        3 => move_tag(url, acked, n),
+        4 => mount_blob(url, acked),
+        _ => delete_blob(url, acked),
     }
+}
+
+/// A step: a whole blob in one request (POST ?digest).
+fn push_blob(url: &str, acked: &Mutex<Acknowledged>, n: u64) -> bool {
+    let data = http::random_bytes(1_000 + (n as usize * 7919) % 200_000, n);
+    let digest = http::sha256_digest(&data);
+    let Ok(resp) = post_blob(url, &digest, &data) else {
+        return false;
+    };
+    if resp.status == 201 {
+        acked.lock().unwrap().owe_blob(REPO, digest, data);
+    }
+    resp.status == 201
+}
+
+/// A step: three chunks of a session (PATCH); every other session is
+/// finished (PUT ?digest).
+fn push_session(url: &str, acked: &Mutex<Acknowledged>, n: u64) -> bool {
+    let start = http::try_request("POST", &http::uploads_url(url, REPO), &[], b"");
+    let Some(location) = start
+        .ok()
+        .filter(|r| r.status == 202)
+        .map(|r| r.location().to_owned())
+    else {
+        return false;
+    };
+    let path = http::path_of(&http::resolve(url, &location)).to_owned();
+    let mut whole = Vec::new();
+    for i in 0..3u64 {
+        let chunk = http::random_bytes(50_000, n * 10 + i);
+        let (offset, len) = (whole.len() as u64, chunk.len() as u64);
+        acked
+            .lock()
+            .unwrap()
+            .chunks
+            .insert(path.clone(), (offset, len));
+        let range = format!("{offset}-{}", offset + len - 1);
+        let resp = http::try_request(
+            "PATCH",
+            &format!("{url}{path}"),
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Range", &range),
+            ],
+            &chunk,
+        );
+        if !resp.is_ok_and(|r| r.status == 202) {
+            if offset == 0 {
+                acked.lock().unwrap().chunks.remove(&path);
+            }
+            return false;
+        }
+        whole.extend_from_slice(&chunk);
+        acked
+            .lock()
+            .unwrap()
+            .chunks
+            .insert(path.clone(), (offset + len, 0));
+    }
+    if n % 12 != 1 {
+        return true;
+    }
+    // Finished: from here the session may be gone, and once the
+    // 201 comes its blob is there.
+    acked.lock().unwrap().chunks.remove(&path);
+    let digest = http::sha256_digest(&whole);
+    let finished = http::try_request(
+        "PUT",
+        &http::with_query(&format!("{url}{path}"), &format!("digest={digest}")),
+        &[],
+        b"",
+    );
+    if !finished.is_ok_and(|r| r.status == 201) {
+        return false;
+    }
+    acked.lock().unwrap().owe_blob(REPO, digest, whole);
+    true
+}
+
+/// A step: an image under a new tag; every other time, the oldest tagged image deleted.
+fn push_tagged_image(url: &str, acked: &Mutex<Acknowledged>, n: u64) -> bool {
+    let image = next_image(acked, n);
+    // Zero-padded, so the first tag in order is the oldest.
+    let tag = format!("t{n:012}");
+    if !push_image(url, &image, &tag) {
+        return false;
+    }
+    {
+        let mut acked = acked.lock().unwrap();
+        record_image(&mut acked, &image);
+        acked.tags.insert(tag, vec![image.digest.clone()]);
+    }
+    if n % 4 != 2 {
+        return true;
+    }
+    // The oldest tagged image is deleted. Its tag is forgotten
+    // before the DELETE goes: a cut while it is in flight may leave
+    // it either way.
+    let Some((_, digests)) = acked.lock().unwrap().tags.pop_first() else {
+        return true;
+    };
+    let digest = &digests[0];
+    let resp = http::try_request(
+        "DELETE",
+        &format!("{url}/v2/{REPO}/manifests/{digest}"),
+        &[],
+        b"",
+    );
+    if !resp.is_ok_and(|r| r.status == 202) {
+        return false;
+    }
+    let mut acked = acked.lock().unwrap();
+    acked.deleted.push(digest.clone());
+    let freed = acked.images.get(digest).map(|blobs| blobs[1].1.clone());
+    acked.freed_layer = freed;
+    true
+}
+
+/// A step: the newest tag moved to a fresh image; either may be found until the 201.
+fn move_tag(url: &str, acked: &Mutex<Acknowledged>, n: u64) -> bool {
+    let Some((tag, old)) = acked
+        .lock()
+        .unwrap()
+        .tags
+        .last_key_value()
+        .map(|(t, d)| (t.clone(), d[0].clone()))
+    else {
+        return true;
+    };
+    let image = next_image(acked, n);
+    {
+        let mut acked = acked.lock().unwrap();
+        record_image(&mut acked, &image);
+        acked
+            .tags
+            .insert(tag.clone(), vec![old, image.digest.clone()]);
+    }
+    if !push_image(url, &image, &tag) {
+        return false;
+    }
+    acked.lock().unwrap().tags.insert(tag, vec![image.digest]);
+    true
+}
+
+/// A step: the newest loose blob mounted into a second repository.
+fn mount_blob(url: &str, acked: &Mutex<Acknowledged>) -> bool {
+    let Some(digest) = acked.lock().unwrap().newest_loose(REPO) else {
+        return true;
+    };
+    let target = http::with_query(
+        &http::uploads_url(url, MOUNTED),
+        &format!("mount={digest}&from={REPO}"),
+    );
+    let Ok(resp) = http::try_request("POST", &target, &[], b"") else {
+        return false;
+    };
+    if resp.status == 201 {
+        let mut acked = acked.lock().unwrap();
+        let Some(data) = acked
+            .loose
+            .get(&(REPO.to_owned(), digest.clone()))
+            .map(|l| l.data.clone())
+        else {
+            return true;
+        };
+        acked.owe_blob(MOUNTED, digest, data);
+    }
+    // A blob prune took answers with a new session (202).
+    matches!(resp.status, 201 | 202)
+}
+
+/// A step: the newest loose blob, often the one just mounted, deleted from
+/// its first repository (the mounted copy stays).
+fn delete_blob(url: &str, acked: &Mutex<Acknowledged>) -> bool {
+    let Some(digest) = acked.lock().unwrap().newest_loose(REPO) else {
+        return true;
+    };
+    acked
+        .lock()
+        .unwrap()
+        .loose
+        .remove(&(REPO.to_owned(), digest.clone()));
+    let Ok(resp) = http::try_request("DELETE", &http::blob_url(url, REPO, &digest), &[], b"")
+    else {
+        return false;
+    };
+    if resp.status == 202 {
+        acked
+            .lock()
+            .unwrap()
+            .deleted_blobs
+            .push((REPO.to_owned(), digest));
+    }
+    // A blob prune took is already unknown (404).
+    matches!(resp.status, 202 | 404)
 }
 
 /// Runs steps `ns` until the power goes.
@@ -934,10 +952,6 @@ fn rounds(kit: &Kit, nosync: bool, rounds: usize) -> Outcome {
 fn power_cuts(cuts: usize) {
     let kit = Kit::build();
     let berth = rounds(&kit, false, cuts);
-    println!(
-        "berth: {} acknowledged items over {cuts} power cuts",
-        berth.acknowledged
-    );
     assert!(
         berth.acknowledged > 0,
         "nothing was acknowledged: the test tested nothing"
