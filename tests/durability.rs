@@ -447,19 +447,11 @@ fn fsck_repair_syncs_what_it_moves_into_quarantine() {
     let shard = data.join("blobs").join("sha256").join(&hex[..2]);
     std::fs::write(shard.join(hex), b"not what was pushed").unwrap();
 
-    let trace = root.join("trace");
-    let status = Command::new("strace")
-        .args(&strace_args(&trace)[1..])
-        .arg(BERTH)
-        .args(["fsck", "--repair", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let (status, calls) = traced_berth(&["fsck", "--repair"], &data, &root.join("trace"));
     assert!(
         String::from_utf8_lossy(&status.stdout).contains("corrupt"),
         "{status:?}"
     );
-    let calls = parse(&std::fs::read_to_string(&trace).unwrap());
     let quarantine = data.join("quarantine");
     let moved = first_after(&calls, 0.0, &format!("{}/{hex}\"", quarantine.display()));
     assert!(moved.name.starts_with("rename"), "{}", moved.text);
@@ -477,17 +469,25 @@ fn fsck_repair_syncs_what_it_moves_into_quarantine() {
     assert_synced_between(&calls, &data, made, &end);
 }
 
-/// Runs `berth prune --grace 0s` on `data` under strace; its syscalls.
-fn traced_prune(data: &Path, trace: &Path) -> Vec<Call> {
+/// Runs `berth ARGS --data DATA` to its end under strace: what it printed,
+/// and its syscalls.
+fn traced_berth(args: &[&str], data: &Path, trace: &Path) -> (std::process::Output, Vec<Call>) {
     let out = Command::new("strace")
         .args(&strace_args(trace)[1..])
         .arg(BERTH)
-        .args(["prune", "--grace", "0s", "--data"])
+        .args(args)
+        .arg("--data")
         .arg(data)
         .output()
         .unwrap();
+    (out, parse(&std::fs::read_to_string(trace).unwrap()))
+}
+
+/// Runs `berth prune --grace 0s` on `data` under strace; its syscalls.
+fn traced_prune(data: &Path, trace: &Path) -> Vec<Call> {
+    let (out, calls) = traced_berth(&["prune", "--grace", "0s"], data, trace);
     assert!(out.status.success(), "{out:?}");
-    parse(&std::fs::read_to_string(trace).unwrap())
+    calls
 }
 
 /// Syncs of the database that ended before `before`.
