@@ -340,7 +340,7 @@ impl Frames {
 /// Below this many bytes, what arrived waits in memory for more before it
 /// is written: a body that trickles in costs no blocking thread per byte,
 /// and nothing of a request is acknowledged before its end anyway.
-const MIN_WRITE: usize = 64 << 10;
+pub const MIN_WRITE: usize = 64 << 10;
 
 /// Feeds a request body into `appender`: each batch is written on a
 /// blocking thread while the next one arrives. A body that fails leaves the
@@ -393,6 +393,16 @@ pub async fn feed(mut frames: Frames, appender: Appender) -> store::Result<Appen
         }
         writing = Some(write);
     }
+}
+
+/// Reads a whole body that declared a length of at most [`MIN_WRITE`]
+/// (hyper ends it there), as the chunks it came in.
+pub async fn gather(mut frames: Frames) -> io::Result<Vec<Bytes>> {
+    let mut chunks = Vec::new();
+    while let Some(chunk) = frames.next().await {
+        chunks.push(chunk?);
+    }
+    Ok(chunks)
 }
 
 fn join_error(e: tokio::task::JoinError) -> store::Error {

@@ -187,9 +187,37 @@ async fn append<T: Send + 'static>(
     open: impl FnOnce(&Arc<Store>) -> store::Result<Appender> + Send + 'static,
     end: impl FnOnce(Appender) -> store::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
+    if small_body(&req) {
+        // Held in memory until its end either way (see body::MIN_WRITE), so
+        // it is read first and the store opens, writes and ends it in one
+        // blocking call instead of three: each call is two thread wake-ups,
+        // and for 32 clients pushing small blobs they were most of berth's
+        // CPU time.
+        let chunks = body::gather(api.frames(req))
+            .await
+            .map_err(store::Error::BodyFailed)?;
+        return api
+            .store(move |store| {
+                let mut appender = open(store)?;
+                if !chunks.is_empty() {
+                    appender.write(&chunks)?;
+                }
+                end(appender)
+            })
+            .await;
+    }
     let appender = api.store(open).await?;
     let appender = api.recover(feed(api.frames(req), appender).await)?;
     api.blocking(move || end(appender)).await
+}
+
+/// Whether the body declared a length small enough to be read whole.
+fn small_body(req: &Request<Incoming>) -> bool {
+    use http_body::Body as _;
+    req.body()
+        .size_hint()
+        .exact()
+        .is_some_and(|len| len <= body::MIN_WRITE as u64)
 }
 
 pub async fn cancel(api: &Api, name: RepoName, id: String) -> Handled {
