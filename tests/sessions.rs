@@ -104,3 +104,77 @@ fn the_cap_counts_sessions_left_open_before_a_restart() {
     assert_capped(&reg.url(), "a");
 }
 }
+
+/// The upload file of session `upload` (its absolute URL) in `reg`'s data.
+fn upload_file(reg: &TestRegistry, upload: &str) -> std::path::PathBuf {
+    let id = upload
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap();
+    reg.data.path().join("uploads").join(id)
+}
+
+#[test]
+fn a_session_whose_committed_bytes_are_gone_ends_as_unknown() {
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    // One session's file is cut short, the other's removed, behind berth's back.
+    type Lose = fn(&std::path::Path);
+    let lose: [(&str, Lose); 2] = [
+        ("cut short", |f| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_len(3)
+                .unwrap()
+        }),
+        ("removed", |f| std::fs::remove_file(f).unwrap()),
+    ];
+    for (how, lose) in lose {
+        let upload = start_upload(&base, "app");
+        let first = http::patch(&upload, &[], b"the first chunk");
+        assert_eq!(first.status, 202, "{how}: {first:?}");
+        let upload = resolve(&base, first.location());
+        let file = upload_file(&reg, &upload);
+        lose(&file);
+        let next = http::patch(&upload, &[], b"the second chunk");
+        assert_error(&next, 404, "BLOB_UPLOAD_UNKNOWN");
+        assert_eq!(http::get(&upload).status, 404, "{how}: the session is over");
+        assert!(!file.exists(), "{how}: its file is gone");
+    }
+}
+
+#[test]
+fn a_first_chunk_replaces_what_a_failed_request_left_in_the_file() {
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    let upload = start_upload(&base, "app");
+    // Bytes nothing committed, as a request that failed midway leaves them.
+    std::fs::write(upload_file(&reg, &upload), vec![b'x'; 100]).unwrap();
+    let data = b"the whole blob, sent again";
+    let digest = sha256_digest(data);
+    let resp = http::put(&with_query(&upload, &format!("digest={digest}")), &[], data);
+    assert_eq!(resp.status, 201, "{resp:?}");
+    let got = http::get(&blob_url(&base, "app", &digest));
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        got.body, data,
+        "the blob is what was sent, nothing left before it"
+    );
+    let hex = digest.trim_start_matches("sha256:");
+    let stored = reg
+        .data
+        .path()
+        .join("blobs/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    assert_eq!(
+        std::fs::metadata(stored).unwrap().len(),
+        data.len() as u64,
+        "the blob's file holds the blob and nothing after it"
+    );
+}
