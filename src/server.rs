@@ -152,7 +152,11 @@ impl Registry {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(config.header_timeout)
-            .max_buf_size(HTTP1_BUFFER);
+            .max_buf_size(HTTP1_BUFFER)
+            // A client that shuts its side once the request is sent still
+            // waits for the answer: without this hyper took the end of its
+            // input for the client going away and closed with no answer.
+            .half_close(true);
         // Each stream may hold a chunk or two of a download: bound them.
         builder
             .http2()

@@ -1486,6 +1486,32 @@ fn a_big_request_head_is_served_and_an_oversized_one_is_431() {
     assert_eq!(http::get(&format!("{}/v2/", reg.url())).status, 200);
 }
 
+/// A client may close its side of the connection once its request is sent
+/// (a script writing a request through netcat, an HTTP/1.0-style client):
+/// the answer still comes, every time, whatever the head's size.
+#[test]
+fn a_client_that_closes_its_write_side_after_the_request_is_answered() {
+    let reg = TestRegistry::start();
+    for token_len in [16, 24 << 10] {
+        let token = format!("Bearer {}", "t".repeat(token_len));
+        let head = raw_head(
+            reg.addr,
+            "GET",
+            "/v2/",
+            &[("Authorization", &token), ("Connection", "close")],
+        );
+        for round in 0..50 {
+            let reply = http::raw(reg.addr, &head, true, Duration::from_secs(10));
+            assert_eq!(
+                statuses(&reply.bytes),
+                [200],
+                "a {token_len}-byte token, round {round}: {:?}",
+                reply.error
+            );
+        }
+    }
+}
+
 #[test]
 fn garbage_requests_get_4xx_or_a_close_and_touch_no_file() {
     let parent = tempfile::tempdir().unwrap();
