@@ -67,15 +67,17 @@ pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, reference: Refe
     // The headers are built as values, not parsed from strings through
     // the builder: callgrind counted the builder's conversions and the
     // ETag's formatting at about 3,500 instructions of a GET's 30,800.
+    // The digest's header shares the ETag's bytes, one allocation for both.
     let digest = manifest.digest.as_str();
     let mut etag = String::with_capacity(digest.len() + 2);
     etag.push('"');
     etag.push_str(digest);
     etag.push('"');
+    let etag = bytes::Bytes::from(etag);
     let values = (
         HeaderValue::try_from(manifest.media_type),
-        HeaderValue::from_str(digest),
-        HeaderValue::try_from(etag),
+        HeaderValue::from_maybe_shared(etag.slice(1..etag.len() - 1)),
+        HeaderValue::from_maybe_shared(etag),
     );
     let (Ok(media_type), Ok(digest), Ok(etag)) = values else {
         let why = format!("stored manifest {digest} cannot be sent as headers");

@@ -40,6 +40,11 @@ pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 << 20;
 const DOCKER_CONTENT_DIGEST: header::HeaderName =
     header::HeaderName::from_static("docker-content-digest");
 
+/// On every answer. A constant: a name given as a string is copied into a
+/// fresh allocation on every insert.
+const DOCKER_API_VERSION: header::HeaderName =
+    header::HeaderName::from_static("docker-distribution-api-version");
+
 pub struct Api {
     store: Arc<Store>,
     /// The namespaces that cache an upstream.
@@ -113,10 +118,9 @@ impl Api {
             "req {id}: {method} {path} -> {}",
             response.status().as_u16()
         );
-        response.headers_mut().insert(
-            "docker-distribution-api-version",
-            HeaderValue::from_static("registry/2.0"),
-        );
+        response
+            .headers_mut()
+            .insert(DOCKER_API_VERSION, HeaderValue::from_static("registry/2.0"));
         exchange.status(response.status().as_u16());
         if class == "upload"
             && let Some(id) = upload_id(&path, response.headers())

@@ -327,7 +327,7 @@ impl Mirror {
         let manifest = match self.stored(repo, &digest).await? {
             Some(manifest) => {
                 let (r, d, t) = (repo.clone(), digest.clone(), tag.clone());
-                let body = manifest.body.clone();
+                let body = manifest.body.to_vec();
                 let media_type = manifest.media_type.clone();
                 self.blocking(move |s| s.cache_manifest(&r, &d, Some(&media_type), body, Some(&t)))
                     .await?;

@@ -15,7 +15,9 @@ use crate::oci::{Digest, Reference, RepoName};
 pub struct StoredManifest {
     pub digest: Digest,
     pub media_type: String,
-    pub body: Vec<u8>,
+    /// Shared, not copied, by every clone: the served cache hands one out
+    /// per GET.
+    pub body: bytes::Bytes,
 }
 
 #[derive(Debug, Clone)]
@@ -242,7 +244,7 @@ impl Embedded {
         Ok(StoredManifest {
             digest,
             media_type: served.media_type.to_owned(),
-            body: served.body.to_vec(),
+            body: bytes::Bytes::copy_from_slice(served.body),
         })
     }
 

@@ -117,7 +117,7 @@ mod tests {
         StoredManifest {
             digest: Digest::of(body),
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            body: body.to_vec(),
+            body: bytes::Bytes::copy_from_slice(body),
         }
     }
 
@@ -125,7 +125,7 @@ mod tests {
     fn an_entry_serves_only_its_own_key_at_its_own_generation() {
         let served = Served::new();
         served.put("a/b", "v1", 6, &manifest(b"one"));
-        assert_eq!(served.get("a/b", "v1", 6).unwrap().body, b"one");
+        assert_eq!(served.get("a/b", "v1", 6).unwrap().body, &b"one"[..]);
         assert!(served.get("a/b", "v1", 8).is_none(), "a commit since");
         assert!(served.get("a/b", "v2", 6).is_none());
         assert!(served.get("a/bv", "1", 6).is_none());

@@ -166,7 +166,7 @@ impl Source for Store {
             Ok(m) => Ok(Some(Manifest {
                 digest: m.digest,
                 media_type: m.media_type,
-                body: m.body,
+                body: m.body.into(),
             })),
             Err(store::Error::ManifestUnknown) => Ok(None),
             Err(e) => Err(e.into()),

@@ -210,7 +210,7 @@ impl Destination for IntoStore<'_> {
             .store
             .get_manifest(repo, &crate::oci::Reference::Digest(digest.clone()))
             .ok()?;
-        (stored.body.len() as u64 == size).then_some(stored.body)
+        (stored.body.len() as u64 == size).then(|| stored.body.into())
     }
 
     fn commit(

@@ -179,7 +179,7 @@ impl Cluster {
                 digest: Digest::parse(digest)
                     .ok_or_else(|| Error::Corrupt(format!("bad manifest digest {digest:?}")))?,
                 media_type: row.get(1),
-                body: row.get(2),
+                body: bytes::Bytes::from(row.get::<_, Vec<u8>>(2)),
             })
         })
     }
