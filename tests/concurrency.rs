@@ -228,12 +228,7 @@ fn assert_stored_once(reg: &TestRegistry, data: &[u8]) {
     assert_eq!(copies, 1, "blob files named {hex}: {blobs:?}");
     let on_disk = match common::engine() {
         common::Engine::Embedded => {
-            let path = reg
-                .data
-                .path()
-                .join("blobs/sha256")
-                .join(&hex[..2])
-                .join(hex);
+            let path = common::blob_file(reg.data.path(), &digest);
             let deadline = Instant::now() + Duration::from_secs(10);
             while !uploads.is_empty() && Instant::now() < deadline {
                 for name in &uploads {

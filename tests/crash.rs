@@ -1270,8 +1270,7 @@ fn a_kill_between_placing_a_blob_file_and_its_commit_leaves_the_upload_resumable
     let log = dir.path().join("server.log");
     let content = http::random_bytes(300_000, 77);
     let digest = http::sha256_digest(&content);
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    let blob_file = data.join("blobs").join("sha256").join(&hex[..2]).join(hex);
+    let blob_file = common::blob_file(&data, &digest);
     let name = "crash/window";
 
     let held = Held::start(&data, &log, &dir.path().join("trace"));
@@ -1358,8 +1357,7 @@ fn a_new_blob_whose_link_a_power_cut_took_is_whole_after_the_restart() {
     let name = "power/cut";
     let content = http::random_bytes(100_000, 91);
     let digest = http::sha256_digest(&content);
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    let blob_file = data.join("blobs").join("sha256").join(&hex[..2]).join(hex);
+    let blob_file = common::blob_file(&data, &digest);
 
     let server = ServerProcess::start(&data, &log);
     http::push_blob_put(&server.url(), name, &content);

@@ -508,8 +508,7 @@ fn a_swept_blob_leaves_the_index_durably_before_its_file_goes() {
     let server = process::ServerProcess::start(&data, &root.join("log"));
     let digest = push_blob(&server.url(), "app", b"a blob no manifest needs");
     server.stop();
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    let file = data.join("blobs").join("sha256").join(&hex[..2]).join(hex);
+    let file = common::blob_file(&data, &digest);
     assert!(file.exists());
 
     let calls = traced_prune(&data, &root.join("trace"));

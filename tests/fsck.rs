@@ -8,15 +8,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::TestRegistry;
 use common::http;
 use common::process::{self, FsckOutput, ServerProcess};
-
-/// `DIR/blobs/sha256/<2hex>/<64hex>` of a `sha256:<hex>` digest.
-fn blob_file(data: &Path, digest: &str) -> PathBuf {
-    let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
-    data.join("blobs").join("sha256").join(&hex[..2]).join(hex)
-}
+use common::{TestRegistry, blob_file};
 
 #[track_caller]
 fn assert_exit(out: &FsckOutput, code: i32) {

@@ -42,12 +42,7 @@ fn prune(data: &Path, args: &[&str]) -> String {
 fn blob_stored(data: &Path, digest: &str) -> bool {
     let hex = digest.strip_prefix("sha256:").unwrap();
     match common::engine() {
-        common::Engine::Embedded => data
-            .join("blobs")
-            .join("sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .exists(),
+        common::Engine::Embedded => common::blob_file(data, digest).exists(),
         common::Engine::Cluster => {
             !common::cluster::objects(data, &format!("blobs/sha256/{hex}")).is_empty()
         }

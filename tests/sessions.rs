@@ -165,15 +165,10 @@ fn a_first_chunk_replaces_what_a_failed_request_left_in_the_file() {
         got.body, data,
         "the blob is what was sent, nothing left before it"
     );
-    let hex = digest.trim_start_matches("sha256:");
-    let stored = reg
-        .data
-        .path()
-        .join("blobs/sha256")
-        .join(&hex[..2])
-        .join(hex);
     assert_eq!(
-        std::fs::metadata(stored).unwrap().len(),
+        std::fs::metadata(common::blob_file(reg.data.path(), &digest))
+            .unwrap()
+            .len(),
         data.len() as u64,
         "the blob's file holds the blob and nothing after it"
     );

@@ -5,11 +5,10 @@
 mod common;
 
 use std::io::{Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
 
-use common::TestRegistry;
 use common::http::{self, OCI_INDEX, OCI_MANIFEST, Response, assert_error};
 use common::process;
+use common::{TestRegistry, blob_file};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha512};
 
@@ -21,11 +20,6 @@ fn sha512_digest(data: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect();
     format!("sha512:{hex}")
-}
-
-fn blob_file(data: &Path, digest: &str) -> PathBuf {
-    let hex = digest.strip_prefix("sha512:").expect("sha512 digest");
-    data.join("blobs").join("sha512").join(&hex[..2]).join(hex)
 }
 
 fn finish(upload: &str, digest: &str, body: &[u8]) -> Response {

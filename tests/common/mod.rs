@@ -15,6 +15,14 @@ pub mod webdriver;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Where the embedded store keeps blob `digest` (`ALGORITHM:HEX`) in the
+/// data directory `data`: `blobs/ALGORITHM/<first two of HEX>/HEX`.
+pub fn blob_file(data: &Path, digest: &str) -> PathBuf {
+    let (algorithm, hex) = digest.split_once(':').expect("a digest");
+    data.join("blobs").join(algorithm).join(&hex[..2]).join(hex)
+}
 
 /// Which engine the registries a test starts run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
