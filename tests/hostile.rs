@@ -1444,31 +1444,24 @@ fn barrage(addr: SocketAddr, marker: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// A barrage of garbage: random bytes, a 1 MiB header, a 1 MiB target, 10,000 headers, paths
-/// with `..`, `%2e%2e`, `%2f` and NUL bytes on every method, broken request lines, lying and
-/// duplicate lengths, smuggling attempts, an HTTP/2 preface with garbage, a TLS hello. Each
-/// is answered with a 4xx or the connection is closed, never 5xx, never hanging (each
-/// connection's write side is closed after the request); the server then still serves the
-/// sentinel; and nothing appeared outside `blobs/`, `uploads/` and `berth.redb`, nor outside
-/// the data directory.
+/// `GET /v2/` with a bearer token of `token_len` bytes, closing after it.
+fn bearer_get_head(addr: SocketAddr, token_len: usize) -> Vec<u8> {
+    let token = format!("Bearer {}", "t".repeat(token_len));
+    raw_head(
+        addr,
+        "GET",
+        "/v2/",
+        &[("Authorization", &token), ("Connection", "close")],
+    )
+}
+
 /// A head with a big bearer token (24 KiB: large tokens run to a few) is
 /// served; one past the connection's 32 KiB buffer is 431, and the server
 /// lives on.
 #[test]
 fn a_big_request_head_is_served_and_an_oversized_one_is_431() {
     let reg = TestRegistry::start();
-    let head = |token_len: usize| {
-        let token = "t".repeat(token_len);
-        raw_head(
-            reg.addr,
-            "GET",
-            "/v2/",
-            &[
-                ("Authorization", &format!("Bearer {token}")),
-                ("Connection", "close"),
-            ],
-        )
-    };
+    let head = |token_len| bearer_get_head(reg.addr, token_len);
     let big = http::raw(reg.addr, &head(24 << 10), true, Duration::from_secs(10));
     assert_eq!(
         statuses(&big.bytes),
@@ -1493,13 +1486,7 @@ fn a_big_request_head_is_served_and_an_oversized_one_is_431() {
 fn a_client_that_closes_its_write_side_after_the_request_is_answered() {
     let reg = TestRegistry::start();
     for token_len in [16, 24 << 10] {
-        let token = format!("Bearer {}", "t".repeat(token_len));
-        let head = raw_head(
-            reg.addr,
-            "GET",
-            "/v2/",
-            &[("Authorization", &token), ("Connection", "close")],
-        );
+        let head = bearer_get_head(reg.addr, token_len);
         for round in 0..50 {
             let reply = http::raw(reg.addr, &head, true, Duration::from_secs(10));
             assert_eq!(
@@ -1512,6 +1499,13 @@ fn a_client_that_closes_its_write_side_after_the_request_is_answered() {
     }
 }
 
+/// A barrage of garbage: random bytes, a 1 MiB header, a 1 MiB target, 10,000 headers, paths
+/// with `..`, `%2e%2e`, `%2f` and NUL bytes on every method, broken request lines, lying and
+/// duplicate lengths, smuggling attempts, an HTTP/2 preface with garbage, a TLS hello. Each
+/// is answered with a 4xx or the connection is closed, never 5xx, never hanging (each
+/// connection's write side is closed after the request); the server then still serves the
+/// sentinel; and nothing appeared outside `blobs/`, `uploads/` and `berth.redb`, nor outside
+/// the data directory.
 #[test]
 fn garbage_requests_get_4xx_or_a_close_and_touch_no_file() {
     let parent = tempfile::tempdir().unwrap();
