@@ -151,10 +151,11 @@ impl Api {
         answer.unwrap_or_else(|e| error_response(&method, e))
     }
 
-    // Every route but a manifest GET boxes its handler's future: unboxed,
-    // each request's future was as large as the largest handler's, and
-    // hyper and tokio move it several times per request (callgrind put
-    // those moves at ~1,300 of a manifest GET's 22,800 instructions).
+    // Every route but a manifest GET runs boxed, as do the page, the token
+    // and a refusal: unboxed, each request's future was as large as the
+    // largest handler's, and hyper and tokio move it several times per
+    // request (callgrind put those moves at ~1,300 of a manifest GET's
+    // 22,800 instructions).
     async fn dispatch(
         &self,
         req: Request<Incoming>,
@@ -185,25 +186,34 @@ impl Api {
         }
         let method = req.method().clone();
         match (route, method) {
-            (Route::Metrics, Method::GET) => Box::pin(self.metrics()).await,
-            (Route::Health, Method::GET | Method::HEAD) => {
-                Ok(text_response(StatusCode::OK, "ok\n"))
-            }
-            (Route::Ready, Method::GET | Method::HEAD) => Box::pin(self.readiness()).await,
-            (Route::Base, Method::GET | Method::HEAD) => {
-                Ok(json_response(StatusCode::OK, b"{}".to_vec()))
-            }
-            (Route::Catalog, Method::GET) => Box::pin(catalog::list(self, &req, &caller)).await,
-            (Route::Tags(name), Method::GET) => Box::pin(tags::list(self, &req, name)).await,
             (Route::Manifest(name, r), Method::GET | Method::HEAD) => {
                 manifests::get(self, &req, name, r).await
             }
-            (Route::Manifest(name, r), Method::PUT) => {
-                Box::pin(manifests::put(self, req, name, r)).await
+            (route, method) => Box::pin(self.dispatch_rest(route, method, req, caller)).await,
+        }
+    }
+
+    /// Every route but a manifest GET (see [`Api::dispatch`]).
+    async fn dispatch_rest(
+        &self,
+        route: Route,
+        method: Method,
+        req: Request<Incoming>,
+        caller: crate::auth::Caller,
+    ) -> Handled {
+        match (route, method) {
+            (Route::Metrics, Method::GET) => self.metrics().await,
+            (Route::Health, Method::GET | Method::HEAD) => {
+                Ok(text_response(StatusCode::OK, "ok\n"))
             }
-            (Route::Manifest(name, r), Method::DELETE) => {
-                Box::pin(manifests::delete(self, name, r)).await
+            (Route::Ready, Method::GET | Method::HEAD) => self.readiness().await,
+            (Route::Base, Method::GET | Method::HEAD) => {
+                Ok(json_response(StatusCode::OK, b"{}".to_vec()))
             }
+            (Route::Catalog, Method::GET) => catalog::list(self, &req, &caller).await,
+            (Route::Tags(name), Method::GET) => tags::list(self, &req, name).await,
+            (Route::Manifest(name, r), Method::PUT) => manifests::put(self, req, name, r).await,
+            (Route::Manifest(name, r), Method::DELETE) => manifests::delete(self, name, r).await,
             (Route::BadManifestReference(_, bad, r), method) => Err(match (method, bad) {
                 (Method::GET | Method::HEAD, BadReference::Tag) => {
                     store::Error::ManifestUnknown.into()
@@ -214,27 +224,15 @@ impl Api {
                 }
             }),
             (Route::Blob(name, d), Method::GET | Method::HEAD) => {
-                Box::pin(blobs::get(self, &req, name, d)).await
+                blobs::get(self, &req, name, d).await
             }
-            (Route::Blob(name, d), Method::DELETE) => Box::pin(blobs::delete(self, name, d)).await,
-            (Route::Uploads(name), Method::POST) => {
-                Box::pin(uploads::start(self, req, name, &caller)).await
-            }
-            (Route::Upload(name, id), Method::GET) => {
-                Box::pin(uploads::status(self, name, id)).await
-            }
-            (Route::Upload(name, id), Method::PATCH) => {
-                Box::pin(uploads::patch(self, req, name, id)).await
-            }
-            (Route::Upload(name, id), Method::PUT) => {
-                Box::pin(uploads::finish(self, req, name, id)).await
-            }
-            (Route::Upload(name, id), Method::DELETE) => {
-                Box::pin(uploads::cancel(self, name, id)).await
-            }
-            (Route::Referrers(name, d), Method::GET) => {
-                Box::pin(referrers::list(self, &req, name, d)).await
-            }
+            (Route::Blob(name, d), Method::DELETE) => blobs::delete(self, name, d).await,
+            (Route::Uploads(name), Method::POST) => uploads::start(self, req, name, &caller).await,
+            (Route::Upload(name, id), Method::GET) => uploads::status(self, name, id).await,
+            (Route::Upload(name, id), Method::PATCH) => uploads::patch(self, req, name, id).await,
+            (Route::Upload(name, id), Method::PUT) => uploads::finish(self, req, name, id).await,
+            (Route::Upload(name, id), Method::DELETE) => uploads::cancel(self, name, id).await,
+            (Route::Referrers(name, d), Method::GET) => referrers::list(self, &req, name, d).await,
             _ => Err(ApiError::unsupported()),
         }
     }
