@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,9 +18,10 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::Api;
+use crate::api::{Keep, Kept};
 use crate::auth::Authority;
 use crate::config::Config;
-use crate::conn::{self, Activity, Limits};
+use crate::conn::{self, Activity, InFlight, Limits};
 use crate::mirror::Mirrors;
 use crate::store::Store;
 use crate::store::prune::Report;
@@ -343,19 +343,16 @@ where
     let api = Arc::clone(&shared.api);
     let activity = Activity::new();
     let watched = Arc::clone(&activity);
-    let service = service_fn(move |mut req: Request<Incoming>| {
+    let service = service_fn(move |req: Request<Incoming>| {
         let api = Arc::clone(&api);
         // In flight until the response body is gone.
         let in_flight = activity.request();
-        req.extensions_mut().insert(Arc::clone(&activity));
+        let activity = Arc::clone(&activity);
         async move {
-            let response = api.serve(req, peer).await.map(|body| {
-                body.map_frame(move |frame| {
-                    let _in_flight = &in_flight;
-                    frame
-                })
-                .boxed()
-            });
+            let response = api
+                .serve(req, peer, &activity)
+                .await
+                .map(|body| Kept::new(body, in_flight));
             Ok::<_, std::convert::Infallible>(response)
         }
     });
@@ -368,6 +365,9 @@ where
         why = conn::watch(watched, shared.limits) => Err(format!("cut: {why}").into()),
     }
 }
+
+/// A request is in flight until its answer's body is done.
+impl Keep for InFlight {}
 
 /// Imports one OCI layout before anything is served: every image whole, or
 /// the start fails naming what is damaged.

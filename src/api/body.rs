@@ -61,6 +61,60 @@ pub fn empty() -> ResBody {
     full(Bytes::new())
 }
 
+/// What a response body keeps until it is done (sent or dropped), told
+/// the size of each data frame on the way.
+pub trait Keep: Unpin {
+    fn sent(&self, _bytes: u64) {}
+}
+
+/// A response body with what it keeps. A struct rather than
+/// `map_frame(..).boxed()`: every answer had two of those wrappers, each
+/// an allocation and a dynamic call per frame. Like them it leaves the
+/// size unknown to hyper: the handlers set `Content-Length` themselves.
+pub struct Kept<B, K> {
+    body: B,
+    keeper: K,
+}
+
+impl<B, K> Kept<B, K> {
+    pub fn new(body: B, keeper: K) -> Kept<B, K> {
+        Kept { body, keeper }
+    }
+}
+
+impl Keep for Arc<crate::ops::Exchange> {
+    fn sent(&self, bytes: u64) {
+        crate::ops::Exchange::sent(self, bytes);
+    }
+}
+
+impl<B, K> HttpBody for Kept<B, K>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    K: Keep,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        if let Some(Ok(f)) = &frame
+            && let Some(data) = f.data_ref()
+        {
+            this.keeper.sent(data.len() as u64);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+}
+
 /// `len` bytes of a blob file from `offset`, read a chunk at a time as
 /// hyper asks for it: straight from the page cache when the bytes are
 /// there, else on a blocking thread, so no thread ever waits on the client

@@ -17,10 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-pub use body::ResBody;
+pub use body::{Keep, Kept, ResBody};
 use error::ApiError;
 use route::Route;
 
@@ -28,6 +27,7 @@ use crate::oci::name::BadReference;
 
 use crate::auth::Authority;
 use crate::config::Config;
+use crate::conn::Activity;
 use crate::mirror::Mirrors;
 use crate::ops::{Exchange, Ops};
 use crate::store::{self, Store};
@@ -96,14 +96,18 @@ impl Api {
         }
     }
 
-    pub async fn serve(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ResBody> {
+    pub async fn serve(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        connection: &Arc<Activity>,
+    ) -> Response<Kept<ResBody, Arc<Exchange>>> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
-        let class = route::class(&path);
-        let exchange = Exchange::start(&self.ops, peer, &method, &path, class);
-        req.extensions_mut().insert(Arc::clone(&exchange));
-        let mut response = match self.dispatch(req, peer, &exchange).await {
+        let class = route::class(req.uri().path());
+        let exchange = Exchange::start(&self.ops, peer, &method, req.uri().path(), class);
+        let path = exchange.path();
+        let mut response = match self.dispatch(req, peer, &exchange, connection).await {
             Ok(response) => response,
             Err(e) => {
                 log::debug!(
@@ -123,20 +127,12 @@ impl Api {
             .insert(DOCKER_API_VERSION, HeaderValue::from_static("registry/2.0"));
         exchange.status(response.status().as_u16());
         if class == "upload"
-            && let Some(id) = upload_id(&path, response.headers())
+            && let Some(id) = upload_id(path, response.headers())
         {
             exchange.upload(id);
         }
         // The exchange ends, counted and logged, with the answer's body.
-        response.map(|body| {
-            body.map_frame(move |frame| {
-                if let Some(data) = frame.data_ref() {
-                    exchange.sent(data.len() as u64);
-                }
-                frame
-            })
-            .boxed()
-        })
+        response.map(|body| Kept::new(body, exchange))
     }
 
     /// Serves only `/metrics` and the probes: the second address's service.
@@ -160,7 +156,8 @@ impl Api {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-        exchange: &Exchange,
+        exchange: &Arc<Exchange>,
+        connection: &Arc<Activity>,
     ) -> Handled {
         if crate::ui::handles(req.uri().path()) {
             let (response, user) = Box::pin(self.ui.serve(req, peer)).await;
@@ -189,7 +186,16 @@ impl Api {
             (Route::Manifest(name, r), Method::GET | Method::HEAD) => {
                 manifests::get(self, &req, name, r).await
             }
-            (route, method) => Box::pin(self.dispatch_rest(route, method, req, caller)).await,
+            (route, method) => {
+                // What some handlers find in the request: the exchange
+                // counts an upload's bytes, the connection watches a
+                // download. A manifest GET needs neither, and spares the
+                // three allocations they cost.
+                let mut req = req;
+                req.extensions_mut().insert(Arc::clone(exchange));
+                req.extensions_mut().insert(Arc::clone(connection));
+                Box::pin(self.dispatch_rest(route, method, req, caller)).await
+            }
         }
     }
 

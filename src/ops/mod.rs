@@ -34,7 +34,6 @@ pub struct Ops {
 pub struct Exchange {
     ops: Arc<Ops>,
     started: Instant,
-    at: SystemTime,
     peer: SocketAddr,
     method: &'static str,
     path: String,
@@ -57,7 +56,6 @@ impl Exchange {
         Arc::new(Exchange {
             ops: Arc::clone(ops),
             started: Instant::now(),
-            at: SystemTime::now(),
             peer,
             method: method_label(method),
             path: path.to_owned(),
@@ -68,6 +66,10 @@ impl Exchange {
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
         })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     pub fn user(&self, user: &str) {
@@ -106,7 +108,11 @@ impl Drop for Exchange {
             access::write(
                 format,
                 &access::Line {
-                    at: self.at,
+                    // Read here, not at the start: only a logged
+                    // exchange pays for the second clock.
+                    at: SystemTime::now()
+                        .checked_sub(took)
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
                     peer: self.peer,
                     user: self.user.get().map(String::as_str),
                     method: self.method,

@@ -8,9 +8,10 @@
 //! way (an odd generation) nothing is kept or served from here. So a GET
 //! never answers from before a commit that another GET has already seen.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use hashbrown::HashTable;
 
 use super::manifests::StoredManifest;
 
@@ -20,18 +21,21 @@ const MAX_BODY: usize = 64 << 10;
 const MAX_BYTES: usize = 1 << 20;
 
 pub(super) struct Served {
-    entries: Mutex<Entries>,
+    /// A read lock for a GET: GETs never wait for each other.
+    entries: RwLock<Entries>,
     hasher: RandomState,
 }
 
 #[derive(Default)]
 struct Entries {
-    /// By a hash of (repository, reference); the entry says which.
-    by_key: HashMap<u64, Entry>,
+    /// By (repository, reference), hashed once per lookup: a map keyed
+    /// by that hash hashed it a second time.
+    by_key: HashTable<Entry>,
     bytes: usize,
 }
 
 struct Entry {
+    hash: u64,
     repo: Box<str>,
     reference: Box<str>,
     generation: u64,
@@ -41,13 +45,21 @@ struct Entry {
 impl Served {
     pub(super) fn new() -> Served {
         Served {
-            entries: Mutex::new(Entries::default()),
+            entries: RwLock::new(Entries::default()),
             hasher: RandomState::new(),
         }
     }
 
     fn key(&self, repo: &str, reference: &str) -> u64 {
         self.hasher.hash_one((repo, reference))
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Entries> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Entries> {
+        self.entries.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The manifest a lookup at `generation` read, if that is still the
@@ -61,14 +73,11 @@ impl Served {
         if committing(generation) {
             return None;
         }
-        let key = self.key(repo, reference);
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
+        let hash = self.key(repo, reference);
+        self.read()
             .by_key
-            .get(&key)
-            .filter(|e| {
-                e.generation == generation && &*e.repo == repo && &*e.reference == reference
-            })
+            .find(hash, |e| &*e.repo == repo && &*e.reference == reference)
+            .filter(|e| e.generation == generation)
             .map(|e| e.manifest.clone())
     }
 
@@ -85,20 +94,28 @@ impl Served {
         if manifest.body.len() > MAX_BODY || committing(generation) {
             return;
         }
-        let key = self.key(repo, reference);
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let hash = self.key(repo, reference);
+        let mut entries = self.write();
         if entries.bytes + size > MAX_BYTES {
             entries.by_key.clear();
             entries.bytes = 0;
         }
         let entry = Entry {
+            hash,
             repo: repo.into(),
             reference: reference.into(),
             generation,
             manifest: manifest.clone(),
         };
-        if let Some(old) = entries.by_key.insert(key, entry) {
-            entries.bytes -= old.manifest.body.len() + old.repo.len() + old.reference.len();
+        let same = |e: &Entry| &*e.repo == repo && &*e.reference == reference;
+        match entries.by_key.entry(hash, same, |e| e.hash) {
+            hashbrown::hash_table::Entry::Occupied(mut old) => {
+                let old = std::mem::replace(old.get_mut(), entry);
+                entries.bytes -= old.manifest.body.len() + old.repo.len() + old.reference.len();
+            }
+            hashbrown::hash_table::Entry::Vacant(place) => {
+                place.insert(entry);
+            }
         }
         entries.bytes += size;
     }
@@ -141,7 +158,7 @@ mod tests {
         let body = vec![1; MAX_BODY];
         for i in 0..(2 * MAX_BYTES / MAX_BODY) {
             served.put("r", &format!("t{i}"), 2, &manifest(&body));
-            let bytes = served.entries.lock().unwrap().bytes;
+            let bytes = served.read().bytes;
             assert!(bytes <= MAX_BYTES, "{bytes} bytes held");
         }
     }
