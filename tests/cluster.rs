@@ -9,7 +9,9 @@ mod common;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
+use common::cut_relay::CutRelay;
 use common::http::{self, Response, sha256_digest};
 use common::process::ServerProcess;
 use common::skopeo::Skopeo;
@@ -750,4 +752,66 @@ fn prune_now(node_args: &[String]) -> std::process::Output {
         .args(node_args)
         .output()
         .expect("run berth prune")
+}
+
+/// A registry on the cluster of `data` whose object store is reached
+/// through `relay`, and the relay.
+fn registry_behind_a_relay(data: tempfile::TempDir) -> (common::TestRegistry, CutRelay) {
+    let mut settings = common::cluster::settings_for(data.path());
+    let swift = settings
+        .blobs
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the object store is on a loopback address");
+    let relay = CutRelay::start(swift);
+    settings.blobs.endpoint = relay.url();
+    let registry = common::TestRegistry::start_with(data, move |c| c.cluster = Some(settings));
+    (registry, relay)
+}
+
+#[test]
+fn a_blob_read_the_object_store_cuts_short_is_resumed_where_it_stopped() {
+    let (registry, relay) = registry_behind_a_relay(tempfile::tempdir().unwrap());
+    let base = registry.url();
+    let data: Vec<u8> = (0..8 * MIB).map(|i| (i % 251) as u8).collect();
+    let digest = http::push_blob(&base, "cut/app", &data);
+    // Two cuts, one after the other: the read resumes from each.
+    relay.arm(2, MIB);
+    assert_blob(&base, "cut/app", &digest, &data);
+    assert_eq!(relay.cuts_made(), 2, "the relay cut both reads");
+    // Ranged reads resume too.
+    relay.arm(1, MIB / 2);
+    let resp = http::request(
+        "GET",
+        &http::blob_url(&base, "cut/app", &digest),
+        &[("Range", "bytes=1000-3000999")],
+        b"",
+    );
+    assert_eq!(resp.status, 206, "{resp:?}");
+    assert!(resp.body == data[1000..3_001_000], "the range's bytes");
+    assert_eq!(relay.cuts_made(), 3);
+}
+
+#[test]
+fn a_blob_read_the_object_store_keeps_cutting_ends_in_a_cut_not_a_hang() {
+    let (registry, relay) = registry_behind_a_relay(tempfile::tempdir().unwrap());
+    let base = registry.url();
+    // More than the reads that may start can bring, a MiB each.
+    let data: Vec<u8> = (0..8 * MIB).map(|i| (i % 253) as u8).collect();
+    let digest = http::push_blob(&base, "cut/app", &data);
+    relay.arm(usize::MAX, MIB);
+    let url = http::blob_url(&base, "cut/app", &digest);
+    let got = http::try_request_within("GET", &url, &[], b"", Duration::from_secs(30));
+    assert!(
+        got.is_err(),
+        "a blob the store never sends whole is never answered whole: {got:?}"
+    );
+    let cuts = relay.cuts_made();
+    assert!(
+        (2..=8).contains(&cuts),
+        "a few resumes, then the read gives up: {cuts} cuts"
+    );
+    relay.disarm();
+    assert_blob(&base, "cut/app", &digest, &data);
 }

@@ -274,9 +274,16 @@ impl Writer {
 /// fetch goes on without it (and its body ends in an error).
 async fn forward(client: &mut Option<mpsc::Sender<Piece>>, bytes: Bytes) {
     if let Some(tx) = client {
-        let sent = tokio::time::timeout(CLIENT_PATIENCE, tx.send(Piece::Data(bytes))).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            *client = None;
+        match tokio::time::timeout(CLIENT_PATIENCE, tx.send(Piece::Data(bytes))).await {
+            Ok(Ok(())) => {}
+            // It hung up: its connection says why.
+            Ok(Err(_)) => *client = None,
+            Err(_) => {
+                log::warn!(
+                    "a client took no bytes of a fetch for {CLIENT_PATIENCE:?}; it goes on without it"
+                );
+                *client = None;
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod clients;
 pub mod cluster;
+pub mod cut_relay;
 pub mod distribution;
 pub mod dockerd;
 pub mod http;
@@ -102,6 +103,11 @@ impl TestRegistry {
         data: tempfile::TempDir,
         tune: impl FnOnce(&mut berth::Config),
     ) -> TestRegistry {
+        // Captured with the test's output: a failing test shows what the
+        // registry warned of (RUST_LOG says more).
+        let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+            .is_test(true)
+            .try_init();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

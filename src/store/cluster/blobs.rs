@@ -3,10 +3,11 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
+use tokio::task::JoinHandle;
 
 use super::super::{Blob, Error, Result, meta};
 use super::{Cluster, signed, unsigned};
@@ -42,9 +43,13 @@ impl ObjectBlob {
             .cluster
             .run(self.cluster.objects.get(&self.key, start, len))?;
         Ok(ObjectStream {
-            body,
-            left: len,
+            cluster: Arc::clone(&self.cluster),
             key: self.key.clone(),
+            body,
+            reopening: None,
+            next: start,
+            left: len,
+            resumes: 0,
         })
     }
 
@@ -59,34 +64,83 @@ impl ObjectBlob {
     }
 }
 
+/// How often one read resumes after the object store cut it short. A cut
+/// in the middle of a long GET (a proxy or backend timing out under load, a
+/// connection reset) is the store's passing trouble, and the client's
+/// download should not fail for it; a store that keeps cutting is broken,
+/// and the read gives up.
+const RESUMES: u32 = 4;
+
 /// A range of an object's bytes; ends with an error, never short.
 pub struct ObjectStream {
-    body: ByteStream,
-    left: u64,
+    cluster: Arc<Cluster>,
     key: String,
+    body: ByteStream,
+    /// The rest of the range, asked for again after a cut.
+    reopening: Option<JoinHandle<Result<ByteStream>>>,
+    /// The offset of the next byte, and how many are still to come.
+    next: u64,
+    left: u64,
+    resumes: u32,
 }
 
 impl ObjectStream {
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-        match Pin::new(&mut self.body).poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(bytes))) => {
-                let n = bytes.len() as u64;
-                if n > self.left {
-                    return Poll::Ready(Some(Err(io::Error::other(format!(
-                        "object {} is longer than its row says",
-                        self.key
-                    )))));
+        loop {
+            if let Some(reopening) = &mut self.reopening {
+                let reopened = ready!(Pin::new(reopening).poll(cx));
+                self.reopening = None;
+                match reopened {
+                    Ok(Ok(body)) => self.body = body,
+                    Ok(Err(e)) => return Poll::Ready(Some(Err(io::Error::other(e)))),
+                    Err(e) => return Poll::Ready(Some(Err(io::Error::other(e)))),
                 }
-                self.left -= n;
-                Poll::Ready(Some(Ok(bytes)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(io::Error::other(e)))),
-            Poll::Ready(None) if self.left > 0 => Poll::Ready(Some(Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("object {} ended {} bytes short", self.key, self.left),
-            )))),
-            Poll::Ready(None) => Poll::Ready(None),
+            let cut = match ready!(Pin::new(&mut self.body).poll_next(cx)) {
+                Some(Ok(bytes)) => {
+                    let n = bytes.len() as u64;
+                    if n > self.left {
+                        return Poll::Ready(Some(Err(io::Error::other(format!(
+                            "object {} is longer than its row says",
+                            self.key
+                        )))));
+                    }
+                    self.next += n;
+                    self.left -= n;
+                    return Poll::Ready(Some(Ok(bytes)));
+                }
+                None if self.left == 0 => return Poll::Ready(None),
+                Some(Err(e)) => e.to_string(),
+                None => format!("it ended {} bytes short", self.left),
+            };
+            if self.resumes == RESUMES {
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "object {}: the store cut the read {} times, the last at byte {}: {cut}",
+                        self.key,
+                        RESUMES + 1,
+                        self.next
+                    ),
+                ))));
+            }
+            self.resumes += 1;
+            log::warn!(
+                "object {}: the store cut the read at byte {} ({cut}); resuming there",
+                self.key,
+                self.next
+            );
+            let (cluster, key, next, left) = (
+                Arc::clone(&self.cluster),
+                self.key.clone(),
+                self.next,
+                self.left,
+            );
+            self.reopening = Some(
+                self.cluster
+                    .handle()
+                    .spawn(async move { cluster.objects.get(&key, next, left).await }),
+            );
         }
     }
 
