@@ -69,8 +69,8 @@ pub trait Keep: Unpin {
 
 /// A response body with what it keeps. A struct rather than
 /// `map_frame(..).boxed()`: every answer had two of those wrappers, each
-/// an allocation and a dynamic call per frame. Like them it leaves the
-/// size unknown to hyper: the handlers set `Content-Length` themselves.
+/// an allocation and a dynamic call per frame. Unlike them it passes the
+/// body's size on, so hyper writes a known length itself.
 pub struct Kept<B, K> {
     body: B,
     keeper: K,
@@ -112,6 +112,10 @@ where
 
     fn is_end_stream(&self) -> bool {
         self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

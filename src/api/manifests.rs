@@ -83,17 +83,21 @@ pub async fn get<B>(api: &Api, req: &Request<B>, name: RepoName, reference: Refe
         let why = format!("stored manifest {digest} cannot be sent as headers");
         return Err(crate::store::Error::Corrupt(why).into());
     };
-    let length = HeaderValue::from(manifest.body.len());
-    let body = if req.method() == Method::HEAD {
-        body::empty()
+    // A GET's length is the body's, which hyper writes without a header
+    // value (two allocations); a HEAD has no body to tell it.
+    let (body, length) = if req.method() == Method::HEAD {
+        let length = HeaderValue::from(manifest.body.len());
+        (body::empty(), Some(length))
     } else {
-        body::full(manifest.body)
+        (body::full(manifest.body), None)
     };
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.reserve(5);
     headers.insert(header::CONTENT_TYPE, media_type);
-    headers.insert(header::CONTENT_LENGTH, length);
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, length);
+    }
     headers.insert(super::DOCKER_CONTENT_DIGEST, digest);
     headers.insert(header::ETAG, etag);
     Ok(response)
