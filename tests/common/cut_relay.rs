@@ -51,8 +51,11 @@ impl CutRelay {
         format!("http://{}", self.addr)
     }
 
-    /// From now on, the next `cuts` responses of more than `after` bytes
-    /// are cut after those bytes (`usize::MAX`: every one).
+    /// From now on, the next `cuts` connections to pass on more than
+    /// `after` bytes from the server while armed are cut after those bytes
+    /// (`usize::MAX`: every one). A kept-alive connection counts from the
+    /// first time it saw the relay armed, so arm before the response to cut
+    /// and well below its size.
     pub fn arm(&self, cuts: usize, after: usize) {
         self.state.cut_after.store(after, Ordering::SeqCst);
         self.state.cuts_left.store(cuts, Ordering::SeqCst);
@@ -91,7 +94,7 @@ fn relay(client: TcpStream, server: TcpStream, state: Arc<State>) {
     let (mut server_in, mut client_out) = (server, client);
     thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
-        // Bytes passed on since this connection saw the relay armed.
+        // Bytes passed on while armed, since this connection first saw it so.
         let mut since_armed: Option<usize> = None;
         while let Ok(n @ 1..) = server_in.read(&mut buf) {
             if state.cuts_left.load(Ordering::SeqCst) > 0 {
