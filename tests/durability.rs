@@ -1,8 +1,9 @@
 //! Every directory entry that an acknowledgement vouches for is synced
 //! before the acknowledgement leaves. A power cut judges the order in which
 //! syscalls complete, so these tests read that order from an strace of the
-//! real binary: the entry is made, its directory is fsynced, and only then
-//! is the answer written to the socket (or the start-up line printed).
+//! real binary: the entry is made, its directory is fsynced (or its whole
+//! file system, by a syncfs), and only then is the answer written to the
+//! socket (or the start-up line printed).
 
 mod common;
 
@@ -73,7 +74,7 @@ fn parse(trace: &str) -> Vec<Call> {
 
 /// The syscalls the tests look at: entries made, syncs, and answers sent.
 const TRACED: &str = "trace=openat,mkdir,mkdirat,linkat,rename,renameat,renameat2,\
-                      unlink,unlinkat,fsync,fdatasync,write,writev,sendto,sendmsg,recvfrom";
+                      unlink,unlinkat,fsync,fdatasync,syncfs,write,writev,sendto,sendmsg,recvfrom";
 
 fn strace_args(trace: &Path) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = ["strace", "-f", "-qq", "-ttt", "-T", "-y", "-s", "48"]
@@ -183,16 +184,43 @@ fn first_after<'a>(calls: &'a [Call], after: f64, needle: &str) -> &'a Call {
         })
 }
 
-/// Whether `path` was fsynced or fdatasynced by a call that began at or
-/// after `after` and ended at or before `before`.
+/// Whether `path` was fsynced or fdatasynced, or its file system synced,
+/// by a call that began at or after `after` and ended at or before `before`.
 fn synced_within(calls: &[Call], path: &Path, after: f64, before: f64) -> bool {
     let fd_path = format!("<{}>)", path.display());
     calls.iter().any(|c| {
-        (c.name == "fsync" || c.name == "fdatasync")
-            && c.text.contains(&fd_path)
-            && c.entry >= after
-            && c.exit <= before
+        let synced = match c.name.as_str() {
+            "fsync" | "fdatasync" => c.text.contains(&fd_path),
+            "syncfs" => syncs_file_system_of(c, path),
+            _ => false,
+        };
+        synced && c.entry >= after && c.exit <= before
     })
+}
+
+/// Whether a syncfs call covers `path`: its descriptor is a directory of
+/// the data directory (`uploads/`, `blobs/`), and every test's data
+/// directory is on one file system.
+fn syncs_file_system_of(call: &Call, path: &Path) -> bool {
+    let Some(dir) = call
+        .text
+        .split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map(|(dir, _)| Path::new(dir))
+    else {
+        return false;
+    };
+    dir.parent().is_some_and(|data| path.starts_with(data))
+}
+
+/// The first syncfs of the data directory's file system that began at or
+/// after `after`.
+#[track_caller]
+fn first_syncfs_after<'a>(calls: &'a [Call], data: &Path, after: f64) -> &'a Call {
+    calls
+        .iter()
+        .find(|c| c.name == "syncfs" && c.entry >= after && syncs_file_system_of(c, data))
+        .unwrap_or_else(|| panic!("no syncfs of {} after {after}", data.display()))
 }
 
 /// Asserts that `dir` was fsynced after `made` (the call that changed its
@@ -226,14 +254,14 @@ fn a_new_data_directory_is_durable_before_berth_says_it_listens() {
     }
 }
 
-#[test]
-fn a_chunk_is_acknowledged_only_after_its_new_upload_file_is_synced_into_uploads() {
+/// A chunk's 202 vouches for the new file's name in `uploads/`.
+fn check_new_upload_file_synced_before_202(chunk: &[u8]) {
     let server = Traced::start();
     let location = http::post(&uploads_url(&server.url, "app"), &[], b"")
         .location()
         .to_owned();
     let id = location.rsplit('/').next().unwrap().to_owned();
-    let resp = http::patch(&resolve(&server.url, &location), &[], b"first chunk");
+    let resp = http::patch(&resolve(&server.url, &location), &[], chunk);
     assert_eq!(resp.status, 202, "{resp:?}");
     let uploads = server.data().join("uploads");
     let calls = server.stop();
@@ -246,14 +274,30 @@ fn a_chunk_is_acknowledged_only_after_its_new_upload_file_is_synced_into_uploads
     assert_synced_between(&calls, &uploads, created, acked);
 }
 
-/// A new blob's bytes are vouched for at its 201 by its upload file, whose
-/// name is synced into `uploads/` first; its link into the shard directory
-/// is synced later, with others, but before the upload file's name goes.
 #[test]
-fn a_blob_in_a_new_shard_is_acknowledged_only_once_its_upload_file_is_durable() {
+fn a_chunk_is_acknowledged_only_after_its_new_upload_file_is_synced_into_uploads() {
+    check_new_upload_file_synced_before_202(b"first chunk");
+}
+
+/// A chunk too big to wait for its batch's syncfs syncs itself, and the
+/// name of its file.
+#[test]
+fn a_big_chunk_is_acknowledged_only_after_its_new_upload_file_is_synced_into_uploads() {
+    check_new_upload_file_synced_before_202(&http::random_bytes(BIG, 5));
+}
+
+/// Bigger than the store's batched-sync limit (1 MiB): such a blob or
+/// chunk is synced on its own, and its link settled later.
+const BIG: usize = 3 << 20;
+
+/// A new big blob's bytes are vouched for at its 201 by its upload file,
+/// whose name is synced into `uploads/` first; its link into the shard
+/// directory is synced later, with others, but before the upload file's
+/// name goes.
+#[test]
+fn a_big_blob_in_a_new_shard_is_acknowledged_only_once_its_upload_file_is_durable() {
     let server = Traced::start();
-    let blob = b"the first blob in its shard";
-    let digest = push_blob(&server.url, "app", blob);
+    let digest = push_blob(&server.url, "app", &http::random_bytes(BIG, 6));
     let hex = digest.strip_prefix("sha256:").unwrap();
     let uploads = server.data().join("uploads");
     let sha256 = server.data().join("blobs").join("sha256");
@@ -281,6 +325,51 @@ fn a_blob_in_a_new_shard_is_acknowledged_only_once_its_upload_file_is_durable() 
     let let_go = first_after(&calls, acked.entry, &format!("\"{upload}\""));
     assert!(let_go.name.starts_with("unlink"), "{}", let_go.text);
     assert_synced_between(&calls, &shard, linked, let_go);
+}
+
+/// A small blob has no sync of its own: its bytes, its upload file and its
+/// link are written out by its batch's syncfs, which begins after the link
+/// is made, and the database commits after that, all before the 201.
+#[test]
+fn a_small_blob_is_written_linked_synced_with_its_batch_and_committed_before_its_201() {
+    let server = Traced::start();
+    let digest = push_blob(&server.url, "app", b"a small blob in its own shard");
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let data = server.data();
+    let uploads = data.join("uploads");
+    let shard = data.join("blobs").join("sha256").join(&hex[..2]);
+    let calls = server.stop();
+    let prefix = format!("\"{}/", uploads.display());
+    let created = calls
+        .iter()
+        .find(|c| c.text.contains(&prefix) && c.text.contains("O_CREAT"))
+        .expect("the upload file is created");
+    let upload = created.text.split('"').nth(1).unwrap().to_owned();
+    let file = format!("<{upload}>)");
+    assert!(
+        !calls
+            .iter()
+            .any(|c| matches!(c.name.as_str(), "fsync" | "fdatasync") && c.text.contains(&file)),
+        "a small blob's file is synced on its own"
+    );
+    let linked = first_after(&calls, created.exit, &format!("\"{upload}\", "));
+    assert_eq!(linked.name, "linkat", "{}", linked.text);
+    assert!(
+        linked
+            .text
+            .contains(&format!("{}/{hex}\"", shard.display()))
+    );
+    let synced = first_syncfs_after(&calls, &data, linked.exit);
+    let db = format!("<{}>)", data.join("berth.redb").display());
+    let committed = first_after(&calls, synced.exit, &db);
+    assert_eq!(committed.name, "fdatasync", "{}", committed.text);
+    let acked = first_after(&calls, linked.entry, "HTTP/1.1 201");
+    assert!(
+        committed.exit <= acked.entry,
+        "the commit ended after the 201 began:\n  {}\n  {}",
+        committed.text,
+        acked.text
+    );
 }
 
 /// The answers berth wrote to its clients, in order.
@@ -317,23 +406,25 @@ fn assert_committed_before_the_last_answer(
     );
 }
 
-/// Pushes an image's blobs and its manifest as `v1`, then waits for the
-/// blobs' links to settle (their commit is a second later, store/settle.rs),
-/// so that no sync but the next request's falls in its window.
+/// Pushes an image's blobs and its manifest as `v1`. Its blobs are small,
+/// so no link of theirs settles later (store/settle.rs) and no commit but
+/// the next request's falls in that request's window.
 fn image_in_place(url: &str) -> Image {
-    let image = push_image(url, "app", Some("v1"), 3);
-    std::thread::sleep(Duration::from_millis(1500));
-    image
+    push_image(url, "app", Some("v1"), 3)
 }
 
 #[test]
-fn a_finished_blob_is_synced_linked_and_committed_in_that_order_before_its_201() {
+fn a_big_finished_blob_is_synced_linked_and_committed_in_that_order_before_its_201() {
     let server = Traced::start();
     image_in_place(&server.url);
-    let blob = b"a blob finished in a session";
-    let digest = http::sha256_digest(blob);
+    let blob = http::random_bytes(BIG, 7);
+    let digest = http::sha256_digest(&blob);
     let upload = start_upload(&server.url, "app");
-    let resp = put(&with_query(&upload, &format!("digest={digest}")), &[], blob);
+    let resp = put(
+        &with_query(&upload, &format!("digest={digest}")),
+        &[],
+        &blob,
+    );
     assert_eq!(resp.status, 201, "{resp:?}");
     let data = server.data();
     let calls = server.stop();
@@ -392,7 +483,6 @@ fn a_manifest_put_is_committed_before_its_201() {
 fn a_tag_moved_to_another_manifest_is_committed_before_its_201() {
     check_committed("PUT /v2/app/manifests/v1", "201", |url, _| {
         let other = push_image(url, "app", None, 4);
-        std::thread::sleep(Duration::from_millis(1500));
         let resp = http::put_manifest(url, "app", "v1", OCI_MANIFEST, &other.manifest);
         assert_eq!(resp.status, 201, "{resp:?}");
     });

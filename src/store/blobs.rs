@@ -11,6 +11,11 @@ use super::{Embedded, Error, Result};
 use super::{links, sessions};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 
+/// The largest blob (or chunk) whose bytes are synced by its commit's
+/// batch rather than by a sync of its own: a batch of them is written out
+/// in one pass, and a bigger one would hold up the small ones behind it.
+pub(super) const BATCHED_SYNC_MAX: u64 = 1 << 20;
+
 /// An open blob, ready to be read from any offset.
 pub struct BlobFile {
     pub file: File,
@@ -223,11 +228,14 @@ impl Embedded {
             let txn = self.db()?.begin_read()?;
             Ok(txn.open_table(meta::BLOBS)?.get(digest.as_str())?.is_some())
         };
+        // A small blob is synced with the rest of its commit's batch, and
+        // its link with it; a big one syncs itself, in parallel with others.
+        let batched = self.durable && size <= BATCHED_SYNC_MAX;
         // A long sync happens before the stripe lock, so it holds up no
         // other blob of the stripe; only a blob that vanished meanwhile is
         // synced under the lock.
-        let mut synced = false;
-        if !exists()? {
+        let mut synced = batched;
+        if !synced && !exists()? {
             self.sync_file(upload_file)?;
             synced = true;
         }
@@ -253,14 +261,13 @@ impl Embedded {
         // The upload file's name is what a power cut must not take, and
         // all of them live in one directory: the group commit syncs it
         // once for every blob in the batch.
-        let unsettled = placed && self.settler.is_some();
-        let sync_dir = unsettled.then(|| self.root.join("uploads"));
+        let unsettled = placed && !batched && self.settler.is_some();
         let (d, r, id) = (
             digest.clone(),
             repo.map(|r| r.as_str().to_owned()),
             upload_id.to_owned(),
         );
-        let session = self.write(sync_dir, move |txn| {
+        let job = move |txn: &redb::WriteTransaction| {
             if !touch_blob(txn, &d)? {
                 let row = BlobRow {
                     size,
@@ -279,7 +286,12 @@ impl Embedded {
                     .insert(id.as_str(), d.as_str())?;
             }
             sessions::remove_row(txn, &id)
-        })?;
+        };
+        let session = if placed && batched {
+            self.write_after_files(job)?
+        } else {
+            self.write(unsettled.then(|| self.root.join("uploads")), job)?
+        };
         if let Some(repo) = session {
             self.release_session(&repo);
         }

@@ -2,11 +2,15 @@
 //! one thread, which runs every queued job in a single redb transaction,
 //! syncs the directories they touched once, and commits once. Each request
 //! still gets its own result. Many small pushes then share their syncs
-//! instead of queueing behind one another's.
+//! instead of queueing behind one another's: a small blob's bytes too are
+//! made durable by one `syncfs` for its whole batch, not a sync of its own.
 
 use std::any::Any;
 use std::collections::BTreeSet;
+use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,10 +30,21 @@ type Output = Box<dyn Any + Send>;
 /// `commit_batch`), so it touches nothing but the transaction.
 type Job = Box<dyn Fn(&WriteTransaction) -> Result<Output> + Send>;
 
+/// What must be on disk before a job's commit makes its change visible,
+/// besides the database.
+pub(super) enum Before {
+    Nothing,
+    /// A new entry in this directory.
+    Entry(PathBuf),
+    /// Whatever the job wrote to the store's files and left unsynced, and
+    /// the names it gave them: a whole batch of such jobs shares one
+    /// `syncfs`, where each would have cost a device flush of its own.
+    Files,
+}
+
 struct Pending {
     job: Job,
-    /// A directory whose new entry must be durable before the commit.
-    sync_dir: Option<PathBuf>,
+    before: Before,
     reply: SyncSender<Result<Output>>,
 }
 
@@ -132,21 +147,29 @@ impl Committer {
     /// `durable`: every commit is synced; otherwise only one in
     /// [`VOLATILE_SYNC_EVERY`], which lets redb reuse the space of the
     /// commits between.
-    pub(super) fn start(db: Arc<DbHandle>, watcher: Arc<WatcherSlot>, durable: bool) -> Committer {
+    /// `file_systems`: the directories holding the store's files, whose
+    /// file systems [`Before::Files`] syncs.
+    pub(super) fn start(
+        db: Arc<DbHandle>,
+        watcher: Arc<WatcherSlot>,
+        durable: bool,
+        file_systems: &[PathBuf],
+    ) -> Result<Committer> {
+        let file_systems = FileSystems::open(file_systems)?;
         let (queue, jobs) = sync_channel(4 * MAX_BATCH);
         let thread = std::thread::Builder::new()
             .name("berth-commit".into())
-            .spawn(move || run(&db, &jobs, &watcher, durable))
+            .spawn(move || run(&db, &file_systems, &jobs, &watcher, durable))
             .expect("the commit thread starts");
-        Committer {
+        Ok(Committer {
             queue: Some(queue),
             thread: Some(thread),
-        }
+        })
     }
 
     /// Runs `work` in the next group transaction and returns its result
     /// once that transaction has committed.
-    pub(super) fn write<T, F>(&self, sync_dir: Option<PathBuf>, work: F) -> Result<T>
+    pub(super) fn write<T, F>(&self, before: Before, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: Fn(&WriteTransaction) -> Result<T> + Send + 'static,
@@ -158,11 +181,7 @@ impl Committer {
             .as_ref()
             .expect("the committer runs while the store lives");
         queue
-            .send(Pending {
-                job,
-                sync_dir,
-                reply,
-            })
+            .send(Pending { job, before, reply })
             .map_err(|_| Error::Internal("the commit thread has stopped".into()))?;
         let output = answer
             .recv()
@@ -182,7 +201,47 @@ impl Drop for Committer {
     }
 }
 
-fn run(db: &DbHandle, jobs: &Receiver<Pending>, watcher: &WatcherSlot, durable: bool) {
+/// One open directory on each file system the store's files live on
+/// (almost always one).
+struct FileSystems(Vec<File>);
+
+impl FileSystems {
+    fn open(dirs: &[PathBuf]) -> Result<FileSystems> {
+        let mut seen = Vec::new();
+        let mut open = Vec::new();
+        for dir in dirs {
+            let file = File::open(dir)?;
+            let device = file.metadata()?.dev();
+            if !seen.contains(&device) {
+                seen.push(device);
+                open.push(file);
+            }
+        }
+        Ok(FileSystems(open))
+    }
+
+    /// Writes out everything dirty on each file system and waits for it.
+    /// On ext4 without a journal syncfs may leave the last inode blocks it
+    /// wrote in the disk's cache, unflushed; the database's own sync, which
+    /// always follows in the same batch, flushes them.
+    fn sync(&self) -> io::Result<()> {
+        for dir in &self.0 {
+            // SAFETY: syncfs takes an open descriptor, which `dir` owns.
+            if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn run(
+    db: &DbHandle,
+    file_systems: &FileSystems,
+    jobs: &Receiver<Pending>,
+    watcher: &WatcherSlot,
+    durable: bool,
+) {
     let mut batches: u64 = 0;
     while let Ok(first) = jobs.recv() {
         batches += 1;
@@ -195,16 +254,27 @@ fn run(db: &DbHandle, jobs: &Receiver<Pending>, watcher: &WatcherSlot, durable: 
             }
         }
         let (jobs, started) = (batch.len(), std::time::Instant::now());
-        commit_batch(db, batch, durable);
+        commit_batch(db, file_systems, batch, durable);
         if let Some(watcher) = watcher.get() {
             watcher.committed(jobs, started.elapsed());
         }
     }
 }
 
-fn commit_batch(db: &DbHandle, mut batch: Vec<Pending>, durable: bool) {
-    let dirs: BTreeSet<&PathBuf> = batch.iter().filter_map(|p| p.sync_dir.as_ref()).collect();
-    let synced = dirs.into_iter().try_for_each(|d| fsync_dir(d));
+fn commit_batch(db: &DbHandle, file_systems: &FileSystems, mut batch: Vec<Pending>, durable: bool) {
+    let synced = if batch.iter().any(|p| matches!(p.before, Before::Files)) {
+        // The directories too: they live on the file systems synced.
+        file_systems.sync()
+    } else {
+        let dirs: BTreeSet<&PathBuf> = batch
+            .iter()
+            .filter_map(|p| match &p.before {
+                Before::Entry(dir) => Some(dir),
+                _ => None,
+            })
+            .collect();
+        dirs.into_iter().try_for_each(|d| fsync_dir(d))
+    };
     if let Err(e) = synced {
         return fail_all(batch, &Error::Io(e));
     }
@@ -316,7 +386,7 @@ mod tests {
     const ROWS: TableDefinition<&str, u64> = TableDefinition::new("rows");
 
     fn insert(committer: &Committer, key: &'static str) -> Result<()> {
-        committer.write(None, move |txn| {
+        committer.write(Before::Nothing, move |txn| {
             txn.open_table(ROWS)?.insert(key, 1)?;
             Ok(())
         })
@@ -326,11 +396,13 @@ mod tests {
     fn a_panicking_job_fails_alone_and_the_commit_thread_lives_on() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(DbHandle::open(dir.path()).unwrap());
-        let committer = Arc::new(Committer::start(Arc::clone(&db), Arc::default(), true));
+        let committer = Arc::new(
+            Committer::start(Arc::clone(&db), Arc::default(), true, &[dir.path().into()]).unwrap(),
+        );
         std::thread::scope(|scope| {
             // A slow job holds the thread, so the next three share a batch.
             let slow = scope.spawn(|| {
-                committer.write(None, |_txn| {
+                committer.write(Before::Nothing, |_txn| {
                     std::thread::sleep(Duration::from_millis(300));
                     Ok(())
                 })
@@ -338,7 +410,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
             let before = scope.spawn(|| insert(&committer, "before"));
             let panics = scope.spawn(|| {
-                committer.write(None, |txn| -> Result<()> {
+                committer.write(Before::Nothing, |txn| -> Result<()> {
                     txn.open_table(ROWS)?.insert("half-done", 1)?;
                     panic!("a bug in a job");
                 })

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{Database, ReadableDatabase};
 
-use super::commit::{self, Committer, DbHandle};
+use super::commit::{self, Before, Committer, DbHandle};
 use super::served::Served;
 use super::settle::{self, Settler};
 use super::{Error, Result, blobs, links, meta, sessions, stats};
@@ -93,7 +93,12 @@ impl Embedded {
             root: root.to_path_buf(),
             durable,
             _owner: None,
-            committer: Committer::start(Arc::clone(&db), Arc::clone(&watcher), durable),
+            committer: Committer::start(
+                Arc::clone(&db),
+                Arc::clone(&watcher),
+                durable,
+                &[root.join("uploads"), root.join("blobs")],
+            )?,
             settler: durable.then(|| Settler::start(root, Arc::clone(&db))),
             served: Served::new(),
             watcher,
@@ -166,8 +171,27 @@ impl Embedded {
         T: Send + 'static,
         F: Fn(&redb::WriteTransaction) -> Result<T> + Send + 'static,
     {
-        self.committer
-            .write(sync_dir.filter(|_| self.durable), work)
+        let before = match sync_dir {
+            Some(dir) if self.durable => Before::Entry(dir),
+            _ => Before::Nothing,
+        };
+        self.committer.write(before, work)
+    }
+
+    /// Runs `work` in a group commit that first makes durable what the
+    /// caller wrote to the store's files and left unsynced (see
+    /// [`Before::Files`]); returns once it is durable.
+    pub(super) fn write_after_files<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&redb::WriteTransaction) -> Result<T> + Send + 'static,
+    {
+        let before = if self.durable {
+            Before::Files
+        } else {
+            Before::Nothing
+        };
+        self.committer.write(before, work)
     }
 
     /// Syncs a file's data and size before it is vouched for (unless the

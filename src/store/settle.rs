@@ -1,5 +1,7 @@
-//! New blobs' links into their shard directories, made durable a moment
-//! after the blobs are acknowledged, many at a time.
+//! New big blobs' links into their shard directories, made durable a
+//! moment after the blobs are acknowledged, many at a time. (A small
+//! blob's link is synced before its commit, by its batch's syncfs: see
+//! `commit::Before::Files`.)
 //!
 //! Syncing a blob's shard directory before its 201 cost one device flush
 //! per blob (there are 256 shards, so a group commit seldom shares one).

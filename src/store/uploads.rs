@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use redb::ReadableDatabase;
 
-use super::blobs::{hash_file, remove_if_present};
+use super::blobs::{BATCHED_SYNC_MAX, hash_file, remove_if_present};
 use super::hashing::Hashing;
 use super::meta::{self, UploadRow};
 use super::sessions;
@@ -123,11 +123,6 @@ impl FileAppender {
             self.kept = true;
             return Ok(offset);
         }
-        if self.store.durable {
-            self.file.sync_data()?;
-        }
-        // The chunk's 202 vouches for the file's name too.
-        let sync_dir = self.created.then(|| self.store.root.join("uploads"));
         let updated = UploadRow {
             offset,
             hash_state: self.hashing.hasher().state(),
@@ -135,11 +130,22 @@ impl FileAppender {
             ..self.row.clone()
         };
         let (key, row) = (self.id.clone(), meta::encode(&updated));
-        self.store.write(sync_dir, move |txn| {
+        let job = move |txn: &redb::WriteTransaction| {
             txn.open_table(meta::UPLOADS)?
                 .insert(key.as_str(), row.as_slice())?;
             Ok(())
-        })?;
+        };
+        if self.received <= BATCHED_SYNC_MAX {
+            // The chunk and the file's name, with the rest of the batch.
+            self.store.write_after_files(job)?;
+        } else {
+            if self.store.durable {
+                self.file.sync_data()?;
+            }
+            // The chunk's 202 vouches for the file's name too.
+            let sync_dir = self.created.then(|| self.store.root.join("uploads"));
+            self.store.write(sync_dir, job)?;
+        }
         self.kept = true;
         log::debug!("upload {}: {offset} bytes committed", self.id);
         Ok(offset)
