@@ -23,6 +23,8 @@
 pub mod api;
 #[doc(hidden)]
 pub mod auth;
+#[doc(hidden)]
+pub mod bulk;
 pub mod config;
 mod conn;
 mod fixture;

@@ -408,6 +408,8 @@ fn limit_malloc_arenas() {
 }
 
 fn run_serve(args: Serve) -> std::io::Result<()> {
+    // Only the server's own process: see berth::bulk.
+    berth::bulk::give_way_in_this_process();
     // Blocking work is disk I/O and database calls, each short: more
     // threads than this only contend, and a burst of clients (hundreds of
     // downloads opening at once) must not leave hundreds of threads behind.

@@ -441,6 +441,7 @@ pub async fn feed(mut frames: Frames, appender: Appender) -> store::Result<Appen
         let chunks = std::mem::take(&mut pending);
         pending_len = 0;
         let write = tokio::task::spawn_blocking(move || {
+            crate::bulk::this_thread();
             let written = appender.write(&chunks);
             (appender, written)
         });

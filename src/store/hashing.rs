@@ -98,6 +98,7 @@ fn away(hasher: Hasher) -> State {
     let thread = std::thread::Builder::new()
         .name("berth-hash".into())
         .spawn(move || {
+            crate::bulk::this_thread();
             while let Ok(batch) = received.recv_timeout(IDLE) {
                 batch.iter().for_each(|b| moved.update(b));
             }

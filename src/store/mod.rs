@@ -142,9 +142,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|panicked| Err(Error::Internal(panicked.to_string())))
+    tokio::task::spawn_blocking(|| {
+        crate::bulk::this_thread();
+        work()
+    })
+    .await
+    .unwrap_or_else(|panicked| Err(Error::Internal(panicked.to_string())))
 }
 
 /// The store a registry runs on: one of two engines, chosen at start-up.

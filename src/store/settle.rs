@@ -68,7 +68,10 @@ impl Settler {
         let (root, queue) = (root.to_path_buf(), Arc::clone(&shared));
         let thread = std::thread::Builder::new()
             .name("berth-settle".into())
-            .spawn(move || run(&root, &db, &queue))
+            .spawn(move || {
+                crate::bulk::this_thread();
+                run(&root, &db, &queue)
+            })
             .expect("the settle thread starts");
         Settler {
             shared,
