@@ -79,6 +79,11 @@ struct Serve {
     /// upload sessions open at once in one repository (default 1000)
     #[argh(option, default = "berth::config::DEFAULT_MAX_UPLOADS_PER_REPO")]
     max_uploads_per_repo: usize,
+    /// nice value (0-19) of the threads that write, hash and prune, so
+    /// that answering requests comes first on a busy machine; 0 keeps
+    /// them at the server's own (default 19)
+    #[argh(option, default = "berth::bulk::DEFAULT_NICE", from_str_fn(parse_nice))]
+    bulk_nice: i32,
     /// a transfer must move --min-transfer-rate bytes a second over this
     /// window, or it is cut (default 60s)
     #[argh(
@@ -258,6 +263,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     berth::config::parse_duration(s)
 }
 
+fn parse_nice(s: &str) -> Result<i32, String> {
+    match s.parse() {
+        Ok(n @ 0..=19) => Ok(n),
+        _ => Err(format!("{s:?} is not a nice value from 0 to 19")),
+    }
+}
+
 fn parse_public_url(s: &str) -> Result<String, String> {
     berth::config::parse_public_url(s)
 }
@@ -409,7 +421,7 @@ fn limit_malloc_arenas() {
 
 fn run_serve(args: Serve) -> std::io::Result<()> {
     // Only the server's own process: see berth::bulk.
-    berth::bulk::give_way_in_this_process();
+    berth::bulk::give_way_in_this_process(args.bulk_nice);
     // Blocking work is disk I/O and database calls, each short: more
     // threads than this only contend, and a burst of clients (hundreds of
     // downloads opening at once) must not leave hundreds of threads behind.

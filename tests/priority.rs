@@ -50,7 +50,7 @@ fn the_binarys_bulk_threads_give_way_and_its_request_threads_do_not() {
     let seen = threads(&server.pid().to_string());
     let workers = nice_of(&seen, "tokio-rt-worker");
     assert!(
-        workers.contains(&10),
+        workers.contains(&19),
         "no blocking thread gave way: {seen:?}"
     );
     // The runtime starts one request thread per core; they keep nice 0.
@@ -60,7 +60,7 @@ fn the_binarys_bulk_threads_give_way_and_its_request_threads_do_not() {
         at_zero >= cores,
         "{at_zero} request threads at nice 0 for {cores} cores: {seen:?}"
     );
-    assert_eq!(nice_of(&seen, "berth-settle"), [10], "{seen:?}");
+    assert_eq!(nice_of(&seen, "berth-settle"), [19], "{seen:?}");
     // Every push waits for the commit thread: it does not give way.
     assert_eq!(nice_of(&seen, "berth-commit"), [0], "{seen:?}");
     assert_eq!(nice_of(&seen, "berth"), [0], "{seen:?}");
@@ -69,6 +69,39 @@ fn the_binarys_bulk_threads_give_way_and_its_request_threads_do_not() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, blob);
     server.stop();
+}
+
+#[test]
+fn bulk_nice_sets_how_far_bulk_threads_give_way_and_0_not_at_all() {
+    for (flag, want) in [("5", 5), ("0", 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, log) = (dir.path().join("data"), dir.path().join("log"));
+        let server = ServerProcess::start_with(&data, &log, &["--bulk-nice", flag]);
+        push_blob(&server.url(), "prio/c", &http::random_bytes(64 << 10, 5));
+        let seen = threads(&server.pid().to_string());
+        assert_eq!(nice_of(&seen, "berth-settle"), [want], "{seen:?}");
+        let most = nice_of(&seen, "tokio-rt-worker").into_iter().max();
+        assert_eq!(most, Some(want), "{seen:?}");
+        server.stop();
+    }
+}
+
+#[test]
+fn a_bulk_nice_out_of_range_is_refused() {
+    let out = std::process::Command::new(common::process::BERTH)
+        .args([
+            "serve",
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+            "--bulk-nice",
+            "20",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("0 to 19"), "{said}");
 }
 
 #[test]
