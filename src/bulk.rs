@@ -21,9 +21,12 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-/// The nice value `berth serve` gives bulk threads unless told otherwise:
-/// the lowest, a weight of 15 against a request thread's 1024.
-pub const DEFAULT_NICE: i32 = 19;
+/// The lowest priority a nice value gives: a weight of 15 against a
+/// request thread's 1024.
+pub const MAX_NICE: i32 = 19;
+
+/// The nice value `berth serve` gives bulk threads unless told otherwise.
+pub const DEFAULT_NICE: i32 = MAX_NICE;
 
 /// The nice value bulk threads take; 0 leaves them as they are.
 static NICE: AtomicI32 = AtomicI32::new(0);
@@ -32,10 +35,10 @@ thread_local! {
     static LOWERED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Makes bulk threads of this process started from now on take `nice`
-/// (clamped to 0-19; 0 leaves them as they are).
+/// Makes each thread of this process that marks itself as bulk from now
+/// on take `nice` (clamped to 0..=MAX_NICE; 0 leaves them as they are).
 pub fn give_way_in_this_process(nice: i32) {
-    NICE.store(nice.clamp(0, 19), Ordering::Relaxed);
+    NICE.store(nice.clamp(0, MAX_NICE), Ordering::Relaxed);
 }
 
 /// Marks the calling thread as one that does bulk work: once per thread,

@@ -264,9 +264,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_nice(s: &str) -> Result<i32, String> {
+    use berth::bulk::MAX_NICE;
     match s.parse() {
-        Ok(n @ 0..=19) => Ok(n),
-        _ => Err(format!("{s:?} is not a nice value from 0 to 19")),
+        Ok(n) if (0..=MAX_NICE).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a nice value from 0 to {MAX_NICE}")),
     }
 }
 
