@@ -4,6 +4,8 @@
 //! over loopback (iperf3), and nginx serving a static file (measured by the
 //! same load client as the registries, see main.rs's e). Where a tool is
 //! missing, the bench's own in-process measure stands in, and says so.
+//! Beside them, one perf.py lacks: the least CPU work of a push on these
+//! cores (`sys::push_pipeline_mbps`).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,9 @@ pub struct Limits {
     pub durable_write: Limit,
     pub page_cache_write: Limit,
     pub loopback: Limit,
+    /// A push's least work on this machine's cores (receive, hash, write
+    /// to the page cache): see [`sys::push_pipeline_mbps`].
+    pub push_pipeline: Limit,
     /// req/s of nginx serving the manifest's bytes as a file: GET, HEAD.
     pub nginx: Option<(Limit, Limit)>,
 }
@@ -41,6 +46,7 @@ impl Limits {
                 how: "openssl speed -evp sha256, 1 MiB blocks, one core",
             },
         );
+        sys::warm_page_pool(dir, big.len());
         let durable_write = fio_durable(dir, big.len()).map_or_else(
             || Limit {
                 value: sys::disk_write_mbps(dir, big, true),
@@ -51,6 +57,7 @@ impl Limits {
                 how: "fio: 1 MiB buffered writes, fsync at the end",
             },
         );
+        sys::warm_page_pool(dir, big.len());
         let page_cache_write = Limit {
             value: sys::disk_write_mbps(dir, big, false),
             how: "write to the page cache, in process",
@@ -65,11 +72,17 @@ impl Limits {
                 how: "iperf3 over loopback, one stream, 5 s",
             },
         );
+        sys::warm_page_pool(dir, big.len());
+        let push_pipeline = Limit {
+            value: sys::push_pipeline_mbps(dir, big),
+            how: "in process: loopback TCP, a sha256 thread, a page-cache write thread",
+        };
         Limits {
             sha256,
             durable_write,
             page_cache_write,
             loopback,
+            push_pipeline,
             nginx: None,
         }
     }
@@ -80,12 +93,19 @@ impl Limits {
         self.sha256.value.min(self.durable_write.value)
     }
 
+    /// What a push can go at on these cores: its least CPU work or the
+    /// durable write, whichever is slower.
+    pub fn push_on_these_cores(&self) -> f64 {
+        self.push_pipeline.value.min(self.durable_write.value)
+    }
+
     pub fn rows(&self) -> Vec<(String, String)> {
         let mut rows = vec![
             ("sha256, MB/s".to_owned(), &self.sha256),
             ("durable write, MB/s".to_owned(), &self.durable_write),
             ("page-cache write, MB/s".to_owned(), &self.page_cache_write),
             ("loopback TCP, MB/s".to_owned(), &self.loopback),
+            ("push pipeline, MB/s".to_owned(), &self.push_pipeline),
         ];
         if let Some((get, head)) = &self.nginx {
             rows.push(("nginx static GET, req/s".to_owned(), get));
