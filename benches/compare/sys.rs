@@ -168,30 +168,35 @@ pub fn disk_write_mbps(dir: &Path, data: &[u8], durable: bool) -> f64 {
 /// read(), in 1 MiB blocks: the most a server that copies in user space
 /// can send.
 pub fn loopback_mbps(data: &[u8]) -> f64 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let addr = listener.local_addr().expect("addr");
-    let len = data.len();
-    let reader = std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().expect("accept");
+    through_loopback(data, |mut stream| {
         let mut buf = vec![0u8; 1 << 20];
         let mut got = 0;
-        while got < len {
-            let n = stream.read(&mut buf).expect("read");
-            if n == 0 {
-                break;
+        loop {
+            match stream.read(&mut buf).expect("read") {
+                0 => return got,
+                n => got += n,
             }
-            got += n;
         }
-        got
-    });
+    })
+}
+
+/// Sends `data` over a loopback connection in 1 MiB writes to `receive`,
+/// which gets the accepted stream on a thread of its own and returns how
+/// many bytes it took in. MB/s from the connect to `receive`'s return.
+fn through_loopback(data: &[u8], receive: impl FnOnce(TcpStream) -> usize + Send + 'static) -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    let receiver = std::thread::spawn(move || receive(listener.accept().expect("accept").0));
     let start = Instant::now();
     let mut stream = TcpStream::connect(addr).expect("connect");
     for chunk in data.chunks(1 << 20) {
         stream.write_all(chunk).expect("send");
     }
     drop(stream);
-    let got = reader.join().expect("reader");
-    got as f64 / start.elapsed().as_secs_f64() / 1e6
+    let got = receiver.join().expect("receiver");
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(got, data.len(), "the receiver took every byte");
+    got as f64 / secs / 1e6
 }
 
 pub fn sha256_mbps(data: &[u8]) -> f64 {
@@ -213,17 +218,31 @@ pub fn push_pipeline_mbps(dir: &Path, data: &[u8]) -> f64 {
     use std::sync::mpsc::{channel, sync_channel};
 
     const BUF: usize = 1 << 20;
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let addr = listener.local_addr().expect("addr");
     let path = dir.join("limit-pipeline.tmp");
-    let (free_tx, free_rx) = channel::<Vec<u8>>();
-    for _ in 0..4 {
-        free_tx.send(vec![0u8; BUF]).expect("the pool is open");
-    }
-    let (hash_tx, hash_rx) = sync_channel::<(Vec<u8>, usize)>(1);
-    let (write_tx, write_rx) = sync_channel::<(Vec<u8>, usize)>(1);
-    let receiver = std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().expect("accept");
+    let file = std::fs::File::create(&path).expect("temp file");
+    let mbps = through_loopback(data, move |mut stream| {
+        let (free_tx, free_rx) = channel::<Vec<u8>>();
+        for _ in 0..4 {
+            free_tx.send(vec![0u8; BUF]).expect("the pool is open");
+        }
+        let (hash_tx, hash_rx) = sync_channel::<(Vec<u8>, usize)>(1);
+        let (write_tx, write_rx) = sync_channel::<(Vec<u8>, usize)>(1);
+        let hasher = std::thread::spawn(move || {
+            let mut sha = Sha256::new();
+            for (buf, len) in hash_rx {
+                sha.update(&buf[..len]);
+                write_tx.send((buf, len)).expect("the writer runs");
+            }
+            sha.finalize()
+        });
+        let writer = std::thread::spawn(move || {
+            let mut file = file;
+            for (buf, len) in write_rx {
+                file.write_all(&buf[..len]).expect("write");
+                // The receiver may have finished and dropped the pool.
+                let _ = free_tx.send(buf);
+            }
+        });
         let mut got = 0;
         loop {
             let mut buf = free_rx.recv().expect("a free buffer");
@@ -234,41 +253,18 @@ pub fn push_pipeline_mbps(dir: &Path, data: &[u8]) -> f64 {
                     n => filled += n,
                 }
             }
-            got += filled;
             if filled == 0 {
-                return got;
+                break;
             }
+            got += filled;
             hash_tx.send((buf, filled)).expect("the hasher runs");
         }
+        // The push is done once the last batch is hashed and written.
+        drop(hash_tx);
+        std::hint::black_box(hasher.join().expect("hasher"));
+        writer.join().expect("writer");
+        got
     });
-    let hasher = std::thread::spawn(move || {
-        let mut sha = Sha256::new();
-        for (buf, len) in hash_rx {
-            sha.update(&buf[..len]);
-            write_tx.send((buf, len)).expect("the writer runs");
-        }
-        sha.finalize()
-    });
-    let file = std::fs::File::create(&path).expect("temp file");
-    let writer = std::thread::spawn(move || {
-        let mut file = file;
-        for (buf, len) in write_rx {
-            file.write_all(&buf[..len]).expect("write");
-            // The receiver may have finished and dropped the pool.
-            let _ = free_tx.send(buf);
-        }
-    });
-    let start = Instant::now();
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    for chunk in data.chunks(BUF) {
-        stream.write_all(chunk).expect("send");
-    }
-    drop(stream);
-    let got = receiver.join().expect("receiver");
-    std::hint::black_box(hasher.join().expect("hasher"));
-    writer.join().expect("writer");
-    let secs = start.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&path);
-    assert_eq!(got, data.len(), "the pipeline received every byte");
-    got as f64 / secs / 1e6
+    mbps
 }
