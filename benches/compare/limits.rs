@@ -30,6 +30,11 @@ pub struct Limits {
     /// A push's least work on this machine's cores (receive, hash, write
     /// to the page cache): see [`sys::push_pipeline_mbps`].
     pub push_pipeline: Limit,
+    /// Core-seconds per GiB the whole machine spent on the push pipeline:
+    /// with the client on the same cores, a push of any registry does at
+    /// least this work, so these cores carry at most `cores / this` GiB/s
+    /// of it whatever sha256 alone could reach.
+    pub push_pipeline_cpu: Option<f64>,
     /// req/s of nginx serving the manifest's bytes as a file: GET, HEAD.
     pub nginx: Option<(Limit, Limit)>,
 }
@@ -73,16 +78,19 @@ impl Limits {
             },
         );
         sys::warm_page_pool(dir, big.len());
+        let before = sys::machine_busy_seconds();
         let push_pipeline = Limit {
             value: sys::push_pipeline_mbps(dir, big),
             how: "in process: loopback TCP, a sha256 thread, a page-cache write thread",
         };
+        let push_pipeline_cpu = sys::cpu_per_gib(before, sys::machine_busy_seconds(), big.len());
         Limits {
             sha256,
             durable_write,
             page_cache_write,
             loopback,
             push_pipeline,
+            push_pipeline_cpu,
             nginx: None,
         }
     }
@@ -100,20 +108,36 @@ impl Limits {
     }
 
     pub fn rows(&self) -> Vec<(String, String)> {
-        let mut rows = vec![
-            ("sha256, MB/s".to_owned(), &self.sha256),
-            ("durable write, MB/s".to_owned(), &self.durable_write),
-            ("page-cache write, MB/s".to_owned(), &self.page_cache_write),
-            ("loopback TCP, MB/s".to_owned(), &self.loopback),
-            ("push pipeline, MB/s".to_owned(), &self.push_pipeline),
+        let mut limits = vec![
+            ("sha256, MB/s", &self.sha256),
+            ("durable write, MB/s", &self.durable_write),
+            ("page-cache write, MB/s", &self.page_cache_write),
+            ("loopback TCP, MB/s", &self.loopback),
+            ("push pipeline, MB/s", &self.push_pipeline),
         ];
         if let Some((get, head)) = &self.nginx {
-            rows.push(("nginx static GET, req/s".to_owned(), get));
-            rows.push(("nginx static HEAD, req/s".to_owned(), head));
+            limits.push(("nginx static GET, req/s", get));
+            limits.push(("nginx static HEAD, req/s", head));
         }
-        rows.into_iter()
-            .map(|(k, l)| (k, format!("{:.0} ({})", l.value, l.how)))
-            .collect()
+        let mut rows: Vec<(String, String)> = limits
+            .into_iter()
+            .map(|(k, l)| (k.to_owned(), format!("{:.0} ({})", l.value, l.how)))
+            .collect();
+        if let Some(cpu) = self.push_pipeline_cpu {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            rows.push((
+                "push pipeline, machine CPU s per GiB".to_owned(),
+                format!("{cpu:.2} (client, kernel and its threads, from /proc/stat)"),
+            ));
+            rows.push((
+                format!("push pipeline's work on {cores} cores, MB/s"),
+                format!(
+                    "{:.0} (cores / its CPU per byte: the most they carry, never idle)",
+                    cores as f64 * (1u64 << 30) as f64 / cpu / 1e6
+                ),
+            ));
+        }
+        rows
     }
 }
 

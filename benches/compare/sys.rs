@@ -39,6 +39,33 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// Seconds the machine's cores together have been busy since boot (user,
+/// nice, system, irq and softirq in /proc/stat; not idle, I/O wait or
+/// steal), in the ticks [`cpu_seconds`] reads. The difference over a
+/// measurement counts every process's and the kernel's work for it, the
+/// client's too, which one process's CPU time leaves out.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let busy = [0, 1, 2, 5, 6]
+        .iter()
+        .map(|&i| fields.get(i))
+        .sum::<Option<f64>>()?;
+    Some(busy / 100.0)
+}
+
+/// Core-seconds per GiB the machine spent between two readings of
+/// [`machine_busy_seconds`] while `bytes` moved.
+pub fn cpu_per_gib(before: Option<f64>, after: Option<f64>, bytes: usize) -> Option<f64> {
+    Some((after? - before?) * (1u64 << 30) as f64 / bytes as f64)
+}
+
 /// The PID listening on a loopback TCP port, from /proc/net/tcp and the
 /// fds of every process.
 pub fn pid_listening_on(port: u16) -> Option<u32> {
