@@ -123,6 +123,15 @@ impl FileAppender {
             self.kept = true;
             return Ok(offset);
         }
+        let batched = self.received <= BATCHED_SYNC_MAX;
+        if !batched && self.store.durable {
+            // Before the hash is asked for, so that the hashing thread
+            // finishes its last batches while the disk takes the chunk:
+            // one after the other they took 0.1-1.1 ms and 0.2-1.5 ms of
+            // each 16 MiB PATCH's ~21 ms, and the commit's median went
+            // from 1.9 ms to 1.5 ms (timed in the server, bench b).
+            self.file.sync_data()?;
+        }
         let updated = UploadRow {
             offset,
             hash_state: self.hashing.hasher().state(),
@@ -135,13 +144,10 @@ impl FileAppender {
                 .insert(key.as_str(), row.as_slice())?;
             Ok(())
         };
-        if self.received <= BATCHED_SYNC_MAX {
+        if batched {
             // The chunk and the file's name, with the rest of the batch.
             self.store.write_after_files(job)?;
         } else {
-            if self.store.durable {
-                self.file.sync_data()?;
-            }
             // The chunk's 202 vouches for the file's name too.
             let sync_dir = self.created.then(|| self.store.root.join("uploads"));
             self.store.write(sync_dir, job)?;
