@@ -886,6 +886,9 @@ fn startup_and_prune(
         })
     });
     let fill_secs = fill.elapsed().as_secs_f64();
+    // What a long-lived store costs in memory: the database's page cache
+    // grows with what the fill touched, up to its bound.
+    let full_rss = berth.target.pid.map(|pid| kib_to_mib(sys::rss_kib(pid)));
     drop(berth);
     if let Err(e) = filled {
         record(
@@ -900,6 +903,9 @@ fn startup_and_prune(
         "h. filling it: blobs+manifests/s",
         format!("{:.0}", (args.blobs + args.manifests) as f64 / fill_secs),
     );
+    if let Some(mib) = full_rss {
+        record(&label, "h. RSS after filling it, MiB", format!("{mib:.1}"));
+    }
     let full = Berth::time_to_first_200(&dir);
     record(&label, "h. start-up, full store, ms", format!("{full:.1}"));
     if prune {
