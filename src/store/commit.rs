@@ -124,9 +124,22 @@ impl DbHandle {
     }
 }
 
+/// redb's page cache. Its default, 1 GiB, is anonymous memory that grows
+/// with every page a transaction touches and is never given back: 110,000
+/// blobs and manifests grew it by ~55 MiB, so a store ten times that size
+/// would keep most of a GiB. That store fits under this bound (69.5 MiB
+/// RSS either way, `cargo bench --bench compare -- --only hj`); 16 MiB
+/// held it at 31 MiB but made its fill and prune some 10-30% slower in
+/// interleaved runs. A page the cache drops is still in the kernel's page
+/// cache.
+const METADATA_CACHE_BYTES: usize = 64 << 20;
+
 fn open_database(root: &Path) -> Result<Database> {
     let path = root.join("berth.redb");
-    match Database::create(&path) {
+    match Database::builder()
+        .set_cache_size(METADATA_CACHE_BYTES)
+        .create(&path)
+    {
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::InUse(path)),
         other => Ok(other?),
     }
