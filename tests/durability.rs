@@ -332,6 +332,9 @@ fn a_big_blob_in_a_new_shard_is_acknowledged_only_once_its_upload_file_is_durabl
 /// is made, and the database commits after that, all before the 201.
 #[test]
 fn a_small_blob_is_written_linked_synced_with_its_batch_and_committed_before_its_201() {
+    let _alone = MACHINE_WIDE.lock().unwrap_or_else(|p| p.into_inner());
+    // What the build left unwritten would have the blob sync itself.
+    assert!(Command::new("sync").status().unwrap().success());
     let server = Traced::start();
     let digest = push_blob(&server.url, "app", b"a small blob in its own shard");
     let hex = digest.strip_prefix("sha256:").unwrap();
@@ -370,6 +373,134 @@ fn a_small_blob_is_written_linked_synced_with_its_batch_and_committed_before_its
         committed.text,
         acked.text
     );
+}
+
+/// Held by the tests that depend on how much is unwritten machine-wide,
+/// which one of them changes.
+static MACHINE_WIDE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A writer standing in for another program (a build, a copy), writing a
+/// file over and over on the data directory's file system, so that much
+/// of it is always dirty in the page cache.
+struct Hog {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the hog keeps rewriting: many times the store's bound on what a
+/// syncfs may find unwritten (16 MiB).
+const HOG_BYTES: usize = 128 << 20;
+
+impl Hog {
+    fn start(path: PathBuf) -> Hog {
+        use std::os::unix::fs::FileExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let file = File::create(&path).unwrap();
+            let block = vec![0x5a_u8; 4 << 20];
+            // Bounded: a test that hangs must not write forever.
+            for pass in 0..200 {
+                for at in (0..HOG_BYTES).step_by(block.len()) {
+                    file.write_all_at(&block, at as u64).unwrap();
+                }
+                if flag.load(Ordering::Relaxed) || pass == 199 {
+                    break;
+                }
+            }
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+        });
+        let hog = Hog {
+            stop,
+            thread: Some(thread),
+        };
+        // Dirty pages are counted machine-wide in /proc/vmstat.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let unwritten = unwritten_bytes();
+            if unwritten >= (HOG_BYTES / 2) as u64 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the hog could not keep even {} MiB unwritten ({} MiB): this kernel writes back \
+                 too eagerly for the test",
+                (HOG_BYTES / 2) >> 20,
+                unwritten >> 20
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        hog
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Dirty and under-write-back bytes in the page cache, machine-wide.
+fn unwritten_bytes() -> u64 {
+    let vmstat = std::fs::read_to_string("/proc/vmstat").unwrap();
+    let pages: u64 = vmstat
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(k, _)| matches!(*k, "nr_dirty" | "nr_writeback"))
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum();
+    pages * 4096
+}
+
+/// A syncfs writes out everything unwritten on its file system, other
+/// programs' data too: with a big build or copy going on beside it, a
+/// small blob batched behind one waited a second for their gigabytes. So
+/// while much is unwritten, a small blob syncs its own file (and its
+/// name), as a big one does, and no syncfs holds up its 201.
+#[test]
+fn a_small_blob_beside_much_unwritten_data_syncs_itself_and_is_committed_before_its_201() {
+    let _alone = MACHINE_WIDE.lock().unwrap_or_else(|p| p.into_inner());
+    let server = Traced::start();
+    let data = server.data();
+    let hog = Hog::start(server.dir.path().canonicalize().unwrap().join("hog"));
+    push_blob(&server.url, "app", b"a small blob beside a busy writer");
+    let after = unwritten_bytes();
+    drop(hog);
+    let uploads = data.join("uploads");
+    let calls = server.stop();
+    let prefix = format!("\"{}/", uploads.display());
+    let created = calls
+        .iter()
+        .find(|c| c.text.contains(&prefix) && c.text.contains("O_CREAT"))
+        .expect("the upload file is created");
+    let upload = created.text.split('"').nth(1).unwrap().to_owned();
+    let acked = first_after(&calls, created.exit, "HTTP/1.1 201");
+    let syncfs = calls.iter().find(|c| {
+        c.name == "syncfs"
+            && syncs_file_system_of(c, &data)
+            && c.exit >= created.entry
+            && c.entry <= acked.entry
+    });
+    assert!(
+        syncfs.is_none(),
+        "a syncfs held up the 201 with {} MiB unwritten after it:\n  {}",
+        after >> 20,
+        syncfs.unwrap().text
+    );
+    let file = format!("<{upload}>)");
+    let own = calls.iter().any(|c| {
+        matches!(c.name.as_str(), "fsync" | "fdatasync")
+            && c.text.contains(&file)
+            && c.entry >= created.exit
+            && c.exit <= acked.entry
+    });
+    assert!(own, "the blob's upload file was not synced before its 201");
+    assert_synced_between(&calls, &uploads, created, acked);
 }
 
 /// The answers berth wrote to its clients, in order.

@@ -230,7 +230,7 @@ impl Embedded {
         };
         // A small blob is synced with the rest of its commit's batch, and
         // its link with it; a big one syncs itself, in parallel with others.
-        let batched = self.durable && size <= BATCHED_SYNC_MAX;
+        let batched = self.durable && self.synced_by_batch(size);
         // A long sync happens before the stripe lock, so it holds up no
         // other blob of the stripe; only a blob that vanished meanwhile is
         // synced under the lock.

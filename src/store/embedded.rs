@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{Database, ReadableDatabase};
 
+use super::blobs::BATCHED_SYNC_MAX;
 use super::commit::{self, Before, Committer, DbHandle};
 use super::served::Served;
 use super::settle::{self, Settler};
+use super::unwritten::Unwritten;
 use super::{Error, Result, blobs, links, meta, sessions, stats};
 use crate::oci::{Algorithm, Digest};
 
@@ -35,6 +37,8 @@ pub struct Embedded {
     /// Whether what is acknowledged is synced first. Only data thrown away
     /// with the process (an ephemeral registry's) goes unsynced.
     pub(super) durable: bool,
+    /// Whether small files may wait for their batch's syncfs.
+    pub(super) unwritten: Unwritten,
     /// Dropped last, once the database is closed: what removes a volatile
     /// store's directory.
     pub(super) _owner: Option<Box<dyn Send + Sync>>,
@@ -92,6 +96,7 @@ impl Embedded {
         let store = Embedded {
             root: root.to_path_buf(),
             durable,
+            unwritten: Unwritten::new(),
             _owner: None,
             committer: Committer::start(
                 Arc::clone(&db),
@@ -192,6 +197,13 @@ impl Embedded {
             Before::Nothing
         };
         self.committer.write(before, work)
+    }
+
+    /// Whether a file of `size` bytes is left to its commit's batch to
+    /// sync (see [`Before::Files`]) rather than synced on its own: a small
+    /// one, while a syncfs would find little else to write (unwritten.rs).
+    pub(super) fn synced_by_batch(&self, size: u64) -> bool {
+        size <= BATCHED_SYNC_MAX && (!self.durable || self.unwritten.is_little())
     }
 
     /// Syncs a file's data and size before it is vouched for (unless the

@@ -22,6 +22,7 @@ mod served;
 mod sessions;
 mod settle;
 mod stats;
+mod unwritten;
 mod uploads;
 mod writeback;
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use redb::ReadableDatabase;
 
-use super::blobs::{BATCHED_SYNC_MAX, hash_file, remove_if_present};
+use super::blobs::{hash_file, remove_if_present};
 use super::hashing::Hashing;
 use super::meta::{self, UploadRow};
 use super::sessions;
@@ -123,7 +123,7 @@ impl FileAppender {
             self.kept = true;
             return Ok(offset);
         }
-        let batched = self.received <= BATCHED_SYNC_MAX;
+        let batched = self.store.synced_by_batch(self.received);
         if !batched && self.store.durable {
             // Before the hash is asked for, so that the hashing thread
             // finishes its last batches while the disk takes the chunk:
