@@ -223,6 +223,18 @@ fn first_syncfs_after<'a>(calls: &'a [Call], data: &Path, after: f64) -> &'a Cal
         .unwrap_or_else(|| panic!("no syncfs of {} after {after}", data.display()))
 }
 
+/// The call that created the one upload file in `uploads`, and its path.
+#[track_caller]
+fn upload_file_created<'a>(calls: &'a [Call], uploads: &Path) -> (&'a Call, String) {
+    let prefix = format!("\"{}/", uploads.display());
+    let created = calls
+        .iter()
+        .find(|c| c.text.contains(&prefix) && c.text.contains("O_CREAT"))
+        .expect("the upload file is created");
+    let upload = created.text.split('"').nth(1).unwrap().to_owned();
+    (created, upload)
+}
+
 /// Asserts that `dir` was fsynced after `made` (the call that changed its
 /// entries) began and completed before `told` (the acknowledgement) began.
 #[track_caller]
@@ -303,12 +315,7 @@ fn a_big_blob_in_a_new_shard_is_acknowledged_only_once_its_upload_file_is_durabl
     let sha256 = server.data().join("blobs").join("sha256");
     let shard = sha256.join(&hex[..2]);
     let calls = server.stop();
-    let prefix = format!("\"{}/", uploads.display());
-    let created = calls
-        .iter()
-        .find(|c| c.text.contains(&prefix) && c.text.contains("O_CREAT"))
-        .expect("the upload file is created");
-    let upload = created.text.split('"').nth(1).unwrap().to_owned();
+    let (created, upload) = upload_file_created(&calls, &uploads);
     let made = first_after(&calls, 0.0, &format!("mkdir(\"{}\"", shard.display()));
     let linked = first_after(&calls, made.entry, &format!("\"{upload}\", "));
     assert_eq!(linked.name, "linkat", "{}", linked.text);
@@ -342,12 +349,7 @@ fn a_small_blob_is_written_linked_synced_with_its_batch_and_committed_before_its
     let uploads = data.join("uploads");
     let shard = data.join("blobs").join("sha256").join(&hex[..2]);
     let calls = server.stop();
-    let prefix = format!("\"{}/", uploads.display());
-    let created = calls
-        .iter()
-        .find(|c| c.text.contains(&prefix) && c.text.contains("O_CREAT"))
-        .expect("the upload file is created");
-    let upload = created.text.split('"').nth(1).unwrap().to_owned();
+    let (created, upload) = upload_file_created(&calls, &uploads);
     let file = format!("<{upload}>)");
     assert!(
         !calls
@@ -473,12 +475,7 @@ fn a_small_blob_beside_much_unwritten_data_syncs_itself_and_is_committed_before_
     drop(hog);
     let uploads = data.join("uploads");
     let calls = server.stop();
-    let prefix = format!("\"{}/", uploads.display());
-    let created = calls
-        .iter()
-        .find(|c| c.text.contains(&prefix) && c.text.contains("O_CREAT"))
-        .expect("the upload file is created");
-    let upload = created.text.split('"').nth(1).unwrap().to_owned();
+    let (created, upload) = upload_file_created(&calls, &uploads);
     let acked = first_after(&calls, created.exit, "HTTP/1.1 201");
     let syncfs = calls.iter().find(|c| {
         c.name == "syncfs"
