@@ -42,7 +42,7 @@ impl Unwritten {
     pub(super) fn is_little(&self) -> bool {
         let now = self.since.elapsed().as_micros() as u64 + 1;
         let at = self.read_at.load(Ordering::Relaxed);
-        if at != 0 && now - at.min(now) < FRESH_FOR.as_micros() as u64 {
+        if at != 0 && now.saturating_sub(at) < FRESH_FOR.as_micros() as u64 {
             return self.little.load(Ordering::Relaxed);
         }
         // Threads that read at once both read: harmless, and rare.
