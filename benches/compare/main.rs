@@ -197,10 +197,11 @@ fn main() {
             args.chunked_mib, args.chunk_mib
         );
         let data = &big[..(args.chunked_mib * MIB).min(big.len())];
+        let digest = digest_of(data);
         for t in &targets {
             sys::warm_page_pool(&args.data_dir, data.len());
             let machine_before = sys::machine_busy_seconds();
-            let r = chunked_push(t, data, args.chunk_mib * MIB);
+            let r = chunked_push(t, data, &digest, args.chunk_mib * MIB);
             let machine = sys::cpu_per_gib(machine_before, sys::machine_busy_seconds(), data.len());
             record(
                 t,
