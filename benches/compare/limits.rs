@@ -51,15 +51,24 @@ impl Limits {
                 how: "openssl speed -evp sha256, 1 MiB blocks, one core",
             },
         );
-        sys::warm_page_pool(dir, big.len());
-        let durable_write = fio_durable(dir, big.len()).map_or_else(
+        // A limit is the most the machine does, and one fio run can fall
+        // far below it: on 2026-12-03 one gave 767 MB/s where another
+        // that hour gave 1,981, and berth's durable push went 1.42x that
+        // "limit". The better of two runs.
+        let fio = (0..2)
+            .filter_map(|_| {
+                sys::warm_page_pool(dir, big.len());
+                fio_durable(dir, big.len())
+            })
+            .reduce(f64::max);
+        let durable_write = fio.map_or_else(
             || Limit {
                 value: sys::disk_write_mbps(dir, big, true),
                 how: "write + fdatasync, in process (no fio)",
             },
             |value| Limit {
                 value,
-                how: "fio: 1 MiB buffered writes, fsync at the end",
+                how: "fio: 1 MiB buffered writes, fsync at the end, better of two",
             },
         );
         sys::warm_page_pool(dir, big.len());
