@@ -127,8 +127,7 @@ pub async fn start(api: &Api, req: Request<Incoming>, name: RepoName, caller: &C
             ))
         })?,
     };
-    let n = name.clone();
-    let upload = api.store(move |s| s.start_upload(&n, algorithm)).await?;
+    let upload = api.recover(api.store.start_upload(&name, algorithm).await)?;
     progress(&name, &upload.id, upload.offset, StatusCode::ACCEPTED)
 }
 

@@ -14,7 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -45,7 +45,36 @@ pub(super) enum Before {
 struct Pending {
     job: Job,
     before: Before,
-    reply: SyncSender<Result<Output>>,
+    reply: Reply,
+}
+
+/// How a job's outcome reaches whoever queued it. Every job is answered
+/// once: one dropped before it ran (the commit thread stopped) answers
+/// with that.
+struct Reply(Option<Box<dyn FnOnce(Result<Output>) + Send>>);
+
+impl Reply {
+    fn new(answer: impl FnOnce(Result<Output>) + Send + 'static) -> Reply {
+        Reply(Some(Box::new(answer)))
+    }
+
+    fn send(mut self, outcome: Result<Output>) {
+        if let Some(answer) = self.0.take() {
+            answer(outcome);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(answer) = self.0.take() {
+            answer(Err(stopped()));
+        }
+    }
+}
+
+fn stopped() -> Error {
+    Error::Internal("the commit thread has stopped".into())
 }
 
 /// Jobs in one batch at most, so one commit never grows without bound.
@@ -188,21 +217,74 @@ impl Committer {
         F: Fn(&WriteTransaction) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = sync_channel(1);
-        let job: Job = Box::new(move |txn| work(txn).map(|t| Box::new(t) as Output));
-        let queue = self
-            .queue
-            .as_ref()
-            .expect("the committer runs while the store lives");
-        queue
-            .send(Pending { job, before, reply })
-            .map_err(|_| Error::Internal("the commit thread has stopped".into()))?;
-        let output = answer
-            .recv()
-            .map_err(|_| Error::Internal("the commit thread has stopped".into()))??;
-        Ok(*output
-            .downcast::<T>()
-            .expect("a job's output has its own type"))
+        let reply = Reply::new(move |outcome| {
+            let _ = reply.send(outcome);
+        });
+        self.queue()
+            .send(pending(before, work, reply))
+            .map_err(|_| stopped())?;
+        let output = answer.recv().map_err(|_| stopped())??;
+        Ok(downcast(output))
     }
+
+    /// As [`Committer::write`], for async code: no thread waits for the
+    /// commit, so a request that needs only a commit (a POST starting an
+    /// upload) costs no blocking thread and the four switches of one. On
+    /// failure `failed` runs, whether or not anyone still awaits the
+    /// answer. It runs on the commit thread and must not panic: that
+    /// would stop the thread, and every write after it would fail.
+    pub(super) async fn write_async<T, F>(
+        &self,
+        before: Before,
+        work: F,
+        failed: impl FnOnce() + Send + 'static,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&WriteTransaction) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let reply = Reply::new(move |outcome: Result<Output>| {
+            if outcome.is_err() {
+                failed();
+            }
+            let _ = reply.send(outcome);
+        });
+        let queue = self.queue();
+        match queue.try_send(pending(before, work, reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(pending)) => {
+                // Waiting for room blocks: not on an async thread.
+                let queue = queue.clone();
+                super::blocking(move || queue.send(pending).map_err(|_| stopped())).await?;
+            }
+            // Dropped with the job: its reply answers that the thread stopped.
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+        let output = answer.await.map_err(|_| stopped())??;
+        Ok(downcast(output))
+    }
+
+    fn queue(&self) -> &SyncSender<Pending> {
+        self.queue
+            .as_ref()
+            .expect("the committer runs while the store lives")
+    }
+}
+
+fn pending<T, F>(before: Before, work: F, reply: Reply) -> Pending
+where
+    T: Send + 'static,
+    F: Fn(&WriteTransaction) -> Result<T> + Send + 'static,
+{
+    let job: Job = Box::new(move |txn| work(txn).map(|t| Box::new(t) as Output));
+    Pending { job, before, reply }
+}
+
+fn downcast<T: 'static>(output: Output) -> T {
+    *output
+        .downcast::<T>()
+        .expect("a job's output has its own type")
 }
 
 impl Drop for Committer {
@@ -311,7 +393,7 @@ fn commit_batch(db: &DbHandle, file_systems: &FileSystems, mut batch: Vec<Pendin
                 let _ = txn.abort();
                 log::error!("a database job panicked ({why}); its request fails, the others retry");
                 let failed = batch.remove(index);
-                let _ = failed
+                failed
                     .reply
                     .send(Err(Error::Internal(format!("a job panicked: {why}"))));
                 if batch.is_empty() {
@@ -324,7 +406,7 @@ fn commit_batch(db: &DbHandle, file_systems: &FileSystems, mut batch: Vec<Pendin
     match db.commit(txn) {
         Ok(()) => {
             for (reply, output) in replies {
-                let _ = reply.send(output);
+                reply.send(output);
             }
         }
         Err(e) => {
@@ -342,7 +424,7 @@ fn commit_batch(db: &DbHandle, file_systems: &FileSystems, mut batch: Vec<Pendin
                 other => other,
             };
             for (reply, _) in replies {
-                let _ = reply.send(Err(replicate(&error)));
+                reply.send(Err(replicate(&error)));
             }
         }
     }
@@ -372,7 +454,7 @@ fn run_jobs(
 
 fn fail_all(batch: Vec<Pending>, e: &Error) {
     for pending in batch {
-        let _ = pending.reply.send(Err(replicate(e)));
+        pending.reply.send(Err(replicate(e)));
     }
 }
 
@@ -403,6 +485,151 @@ mod tests {
             txn.open_table(ROWS)?.insert(key, 1)?;
             Ok(())
         })
+    }
+
+    fn committer(dir: &Path) -> (Arc<DbHandle>, Arc<Committer>) {
+        let db = Arc::new(DbHandle::open(dir).unwrap());
+        let committer =
+            Committer::start(Arc::clone(&db), Arc::default(), true, &[dir.into()]).unwrap();
+        (db, Arc::new(committer))
+    }
+
+    fn committed(db: &DbHandle, key: &str) -> bool {
+        let txn = db.get().unwrap().begin_read().unwrap();
+        let rows = txn.open_table(ROWS).unwrap();
+        rows.get(key).unwrap().is_some()
+    }
+
+    /// A failure hook that counts its runs in `count`.
+    fn hook(count: &Arc<std::sync::atomic::AtomicUsize>) -> impl FnOnce() + Send + 'static {
+        let count = Arc::clone(count);
+        move || {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn an_async_write_answers_once_committed_and_a_failed_one_runs_its_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, committer) = committer(dir.path());
+        let hooked = Arc::default();
+        runtime().block_on(async {
+            let written = committer.write_async(
+                Before::Nothing,
+                |txn| {
+                    txn.open_table(ROWS)?.insert("async", 7)?;
+                    Ok(7u64)
+                },
+                hook(&hooked),
+            );
+            assert_eq!(written.await.unwrap(), 7);
+            assert!(committed(&db, "async"), "answered only once committed");
+            let refused = committer.write_async(
+                Before::Nothing,
+                |_txn| -> Result<()> { Err(Error::Internal("refused".into())) },
+                hook(&hooked),
+            );
+            assert!(matches!(refused.await, Err(Error::Internal(why)) if why == "refused"));
+        });
+        assert_eq!(
+            hooked.load(Ordering::SeqCst),
+            1,
+            "only the failure ran its hook"
+        );
+    }
+
+    #[test]
+    fn async_writes_past_a_full_queue_wait_for_room_and_all_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, committer) = committer(dir.path());
+        let jobs = 4 * MAX_BATCH + 100;
+        runtime().block_on(async {
+            // A job holds the thread until every write below has been
+            // tried, so the queue fills past its bound.
+            let (release, held) = sync_channel::<()>(1);
+            let held = std::sync::Mutex::new(held);
+            let holder = Arc::clone(&committer);
+            let (started, running) = tokio::sync::oneshot::channel();
+            let started = std::sync::Mutex::new(Some(started));
+            let slow = tokio::task::spawn_blocking(move || {
+                holder.write(Before::Nothing, move |_txn| {
+                    if let Some(started) = started.lock().unwrap().take() {
+                        let _ = started.send(());
+                    }
+                    let _ = held.lock().unwrap().recv_timeout(Duration::from_secs(30));
+                    Ok(())
+                })
+            });
+            running.await.unwrap();
+            let mut writes = tokio::task::JoinSet::new();
+            for n in 0..jobs {
+                let committer = Arc::clone(&committer);
+                writes.spawn(async move {
+                    let key = format!("k{n}");
+                    let write = move |txn: &WriteTransaction| {
+                        txn.open_table(ROWS)?.insert(key.as_str(), 1)?;
+                        Ok(())
+                    };
+                    committer.write_async(Before::Nothing, write, || {}).await
+                });
+            }
+            // Each write tries the queue when first polled: let them all.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            release.send(()).unwrap();
+            while let Some(written) = writes.join_next().await {
+                written.unwrap().unwrap();
+            }
+            slow.await.unwrap().unwrap();
+        });
+        for n in [0, jobs / 2, jobs - 1] {
+            assert!(committed(&db, &format!("k{n}")), "k{n} committed");
+        }
+    }
+
+    #[test]
+    fn an_async_job_that_panics_fails_and_runs_its_hook_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, committer) = committer(dir.path());
+        let hooked = Arc::default();
+        let panics = |_txn: &WriteTransaction| -> Result<()> { panic!("a bug in a job") };
+        let answer =
+            runtime().block_on(committer.write_async(Before::Nothing, panics, hook(&hooked)));
+        assert!(matches!(answer, Err(Error::Internal(why)) if why.contains("a bug in a job")));
+        assert_eq!(hooked.load(Ordering::SeqCst), 1);
+        insert(&committer, "later").expect("the commit thread still works");
+    }
+
+    #[test]
+    fn an_async_write_to_a_stopped_committer_fails_and_runs_its_hook() {
+        let (queue, jobs) = sync_channel(1);
+        drop(jobs);
+        let stopped = Committer {
+            queue: Some(queue),
+            thread: None,
+        };
+        let hooked = Arc::default();
+        let answer =
+            runtime().block_on(stopped.write_async(Before::Nothing, |_txn| Ok(()), hook(&hooked)));
+        assert!(matches!(answer, Err(Error::Internal(why)) if why.contains("stopped")));
+        assert_eq!(hooked.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_job_dropped_before_it_ran_answers_that_the_thread_stopped() {
+        let (answer, answered) = sync_channel(1);
+        drop(Reply::new(move |outcome| answer.send(outcome).unwrap()));
+        match answered.recv().unwrap() {
+            Err(Error::Internal(why)) => assert!(why.contains("stopped"), "{why}"),
+            _ => panic!("a dropped job is answered with an error"),
+        }
     }
 
     #[test]

@@ -31,7 +31,9 @@ pub struct Embedded {
     pub(super) watcher: Arc<commit::WatcherSlot>,
     pub(super) digest_locks: Vec<Mutex<()>>,
     pub(super) busy_uploads: Arc<Mutex<HashSet<String>>>,
-    pub(super) sessions: Mutex<sessions::Sessions>,
+    /// Shared with the commit thread's answers to async session starts,
+    /// which give a failed one's place back (see `start_upload`).
+    pub(super) sessions: Arc<Mutex<sessions::Sessions>>,
     /// Manifests as lookups last read them (see served.rs).
     pub(super) served: Served,
     /// Whether what is acknowledged is synced first. Only data thrown away
@@ -110,7 +112,7 @@ impl Embedded {
             db,
             digest_locks: (0..DIGEST_STRIPES).map(|_| Mutex::new(())).collect(),
             busy_uploads: Arc::new(Mutex::new(HashSet::new())),
-            sessions: Mutex::new(sessions::Sessions::unlimited()),
+            sessions: Arc::new(Mutex::new(sessions::Sessions::unlimited())),
         };
         store.create_tables()?;
         settle::recover(root, &store.db)?;

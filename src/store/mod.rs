@@ -232,8 +232,6 @@ dispatch! {
     fn open_uploads(&self) -> u64;
     /// Commits a write, to show that writes work.
     fn probe_write(&self) -> Result<()>;
-    /// Starts an upload session hashed with `algorithm`.
-    fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<Upload>;
     /// The committed size of an upload.
     fn upload_offset(&self, repo: &RepoName, id: &str) -> Result<u64>;
     /// Ends an upload session, dropping what it holds.
@@ -241,6 +239,19 @@ dispatch! {
 }
 
 impl Store {
+    /// Starts an upload session hashed with `algorithm`, from async code.
+    /// The embedded store queues the session's commit and waits for nothing
+    /// else; the clustered one runs on a blocking thread, as every call does.
+    pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<Upload> {
+        match self {
+            Store::Embedded(store) => store.start_upload(repo, algorithm).await,
+            Store::Cluster(store) => {
+                let (store, repo) = (Arc::clone(store), repo.clone());
+                blocking(move || store.start_upload(&repo, algorithm)).await
+            }
+        }
+    }
+
     /// Opens (creating if needed) an embedded store in `root`.
     pub fn open(root: &Path) -> Result<Store> {
         Embedded::open(root).map(|e| Store::Embedded(Arc::new(e)))

@@ -4,6 +4,7 @@
 //! commit that adds or removes a session row.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 
 use redb::{ReadableDatabase, ReadableTable};
 
@@ -18,6 +19,17 @@ pub(super) struct Sessions {
 }
 
 impl Sessions {
+    /// Gives back the place of a session in `repo` that ended or never began.
+    pub(super) fn release(&mut self, repo: &str) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(count) = self.per_repo.get_mut(repo) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_repo.remove(repo);
+            }
+        }
+    }
+
     pub(super) fn unlimited() -> Sessions {
         Sessions {
             total: 0,
@@ -36,8 +48,8 @@ impl Embedded {
         sessions.max_per_repo = per_repo;
     }
 
-    pub(super) fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    pub(super) fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        lock(&self.sessions)
     }
 
     /// Counts the sessions a previous run left open.
@@ -76,14 +88,7 @@ impl Embedded {
 
     /// Gives back the place of a session whose row is gone (or never came).
     pub(super) fn release_session(&self, repo: &str) {
-        let mut sessions = self.sessions();
-        sessions.total = sessions.total.saturating_sub(1);
-        if let Some(count) = sessions.per_repo.get_mut(repo) {
-            *count -= 1;
-            if *count == 0 {
-                sessions.per_repo.remove(repo);
-            }
-        }
+        self.sessions().release(repo);
     }
 }
 
@@ -95,4 +100,8 @@ pub(super) fn remove_row(txn: &redb::WriteTransaction, id: &str) -> Result<Optio
     removed
         .map(|row| meta::decode::<UploadRow>(row.value()).map(|row| row.repo))
         .transpose()
+}
+
+pub(super) fn lock(sessions: &Mutex<Sessions>) -> MutexGuard<'_, Sessions> {
+    sessions.lock().unwrap_or_else(|p| p.into_inner())
 }

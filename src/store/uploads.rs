@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use redb::ReadableDatabase;
 
 use super::blobs::{hash_file, remove_if_present};
+use super::commit::Before;
 use super::hashing::Hashing;
 use super::meta::{self, UploadRow};
 use super::sessions;
@@ -260,20 +261,25 @@ impl Drop for FileAppender {
 
 impl Embedded {
     /// Starts a session whose bytes are hashed with `algorithm`, the one
-    /// the client expects to finish with.
-    pub fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<Upload> {
+    /// the client expects to finish with. Called from async code: nothing
+    /// but the commit waits, and no thread waits for it. The commit thread
+    /// gives a failed session's place back itself, so the answer holds the
+    /// counts, never the store: the commit thread must not end up with the
+    /// store's last reference, whose drop joins that thread.
+    pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<Upload> {
         self.reserve_session(repo.as_str())?;
         let id = uuid::Uuid::new_v4().to_string();
         let (key, row) = (id.clone(), meta::encode(&new_row(repo, algorithm)));
-        let written = self.write(None, move |txn| {
+        let job = move |txn: &redb::WriteTransaction| {
             txn.open_table(meta::UPLOADS)?
                 .insert(key.as_str(), row.as_slice())?;
             Ok(())
-        });
-        if let Err(e) = written {
-            self.release_session(repo.as_str());
-            return Err(e);
-        }
+        };
+        let (sessions, name) = (Arc::clone(&self.sessions), repo.as_str().to_owned());
+        let release = move || sessions::lock(&sessions).release(&name);
+        self.committer
+            .write_async(Before::Nothing, job, release)
+            .await?;
         log::debug!("upload {id}: started in {}", repo.as_str());
         Ok(Upload { id, offset: 0 })
     }
