@@ -1342,6 +1342,66 @@ fn a_kill_between_placing_a_blob_file_and_its_commit_leaves_the_upload_resumable
     assert!(out.findings().is_empty(), "fsck after resuming: {out:#?}");
 }
 
+/// A blob file with no row, as a kill between placing it and its commit
+/// leaves it, gives way to the next upload of its digest if start-up's
+/// sweep has not removed it yet. Here one, cut short as if its bytes were
+/// never whole, is put in place after the sweep has run: each upload
+/// replaces it, on the path of small blobs (synced with their batch) and of
+/// big ones (synced alone).
+#[test]
+fn an_upload_replaces_a_blob_file_left_without_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("server.log");
+    let name = "crash/leftover";
+    let server = ServerProcess::start(&data, &log);
+    let base = server.url();
+    // A round trip after start-up, whose sweep of orphans ran before the
+    // listener opened, and a pause: nothing sweeps the files placed below.
+    http::push_blob(&base, name, &http::random_bytes(1000, 5));
+    std::thread::sleep(Duration::from_millis(100));
+    for (size, seed) in [(30_000, 61), (3 << 20, 62)] {
+        let content = http::random_bytes(size, seed);
+        let digest = http::sha256_digest(&content);
+        let blob_file = common::blob_file(&data, &digest);
+        std::fs::create_dir_all(blob_file.parent().unwrap()).unwrap();
+        std::fs::write(&blob_file, &content[..size / 2]).unwrap();
+        let blob = http::blob_url(&base, name, &digest);
+        assert_eq!(
+            http::head(&blob).status,
+            404,
+            "a file without its row is served"
+        );
+
+        let upload = http::start_upload(&base, name);
+        let put = http::put(
+            &http::with_query(&upload, &format!("digest={digest}")),
+            &[OCTETS],
+            &content,
+        );
+        assert_eq!(put.status, 201, "finishing over a leftover file: {put:?}");
+        let got = http::get(&blob);
+        assert_eq!(got.status, 200, "{got:?}");
+        assert!(
+            got.body == content,
+            "{size} bytes pushed over a leftover file of {} served {} bytes",
+            size / 2,
+            got.body.len()
+        );
+    }
+    server.stop();
+    let swept = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !swept.contains("removing orphaned blob file"),
+        "the sweep took the leftover files, so no upload met them:\n{swept}"
+    );
+    let out = process::fsck(&data, false);
+    assert!(
+        out.findings().is_empty(),
+        "fsck after the uploads: {out:#?}"
+    );
+}
+
 /// A power cut can take back a directory entry that was never synced, and
 /// a new big blob's link into its shard directory is synced a moment after
 /// its 201, many links at a time (a small blob's is synced before, with its

@@ -131,6 +131,49 @@ fn a_chunk_half_written_when_the_server_died_is_cut_back() {
     assert_blob(&base, "restart/garbage", &data);
 }
 
+/// As above, for a session's first chunk: nothing is committed, but its
+/// file is there, longer than anything the client sends next. Finished in
+/// one small PUT and in one big one, the blob is the client's bytes alone.
+#[test]
+fn a_first_chunk_half_written_when_the_server_died_is_cut_back() {
+    let registry = TestRegistry::start();
+    let uploads: Vec<(Vec<u8>, String)> = [30_000, 2 << 20]
+        .into_iter()
+        .map(|size| {
+            let upload = http::start_upload(&registry.url(), "restart/first");
+            (http::random_bytes(size, size as u64), upload)
+        })
+        .collect();
+    let dir = registry.stop();
+    for (data, upload) in &uploads {
+        let garbage = http::random_bytes(data.len() + 55_555, 7);
+        std::fs::write(upload_file(dir.path(), upload), garbage).unwrap();
+    }
+
+    let registry = TestRegistry::start_in(dir);
+    let base = registry.url();
+    for (data, upload) in &uploads {
+        let upload = on(&base, upload);
+        assert_status(&upload, 0);
+        let resp = finish(&upload, &http::sha256_digest(data), data);
+        assert_eq!(resp.status, 201, "PUT over a killed first chunk: {resp:?}");
+        assert_blob(&base, "restart/first", data);
+    }
+    // Served up to its recorded size, a file with the garbage's tail left
+    // on would still read right: its length tells.
+    let dir = registry.stop();
+    for (data, _) in &uploads {
+        let file = common::blob_file(dir.path(), &http::sha256_digest(data));
+        let len = std::fs::metadata(&file).unwrap().len();
+        assert_eq!(
+            len,
+            data.len() as u64,
+            "{} holds more than its blob",
+            file.display()
+        );
+    }
+}
+
 #[test]
 fn garbage_past_the_committed_end_is_cut_back_by_a_streamed_patch_and_a_final_put() {
     // Same as above, but the chunks after the restart carry no

@@ -246,16 +246,10 @@ impl Embedded {
             if !synced {
                 self.sync_file(upload_file)?;
             }
-            // Every digest of a shard takes the same stripe lock, so a
-            // shard directory is synced before any link into it is trusted.
-            let dir = self.blob_dir(digest);
-            self.create_dirs(&dir)?;
             // A hard link, not a rename: until the commit below, the upload
             // keeps its file, so a crash here leaves it resumable (and the
             // blob file an orphan that start-up sweeps).
-            let blob_path = self.blob_path(digest);
-            remove_if_present(&blob_path)?;
-            std::fs::hard_link(&upload_path, &blob_path)?;
+            self.link_blob_file(&upload_path, digest)?;
             placed = true;
         }
         // The upload file's name is what a power cut must not take, and
@@ -299,6 +293,25 @@ impl Embedded {
             Some(settler) if unsettled => settler.add(upload_id.to_owned(), digest.clone()),
             _ => remove_if_present(&upload_path)?,
         }
+        Ok(())
+    }
+
+    /// Links `upload` in as the file of blob `digest`, under the digest's
+    /// stripe lock. No stale file is in the way but after a crash, so the
+    /// link is tried before any removal: removing first cost a failed
+    /// system call on every blob.
+    fn link_blob_file(&self, upload: &Path, digest: &Digest) -> Result<()> {
+        // Every digest of a shard takes the same stripe lock, so a shard
+        // directory is synced before any link into it is trusted.
+        self.create_dirs(&self.blob_dir(digest))?;
+        let blob_path = self.blob_path(digest);
+        match std::fs::hard_link(upload, &blob_path) {
+            Ok(()) => return Ok(()),
+            // A file with no row: an orphan of a crash, not yet swept.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => remove_if_present(&blob_path)?,
+            Err(e) => return Err(e.into()),
+        }
+        std::fs::hard_link(upload, &blob_path)?;
         Ok(())
     }
 }

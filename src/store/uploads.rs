@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use redb::ReadableDatabase;
@@ -259,6 +260,29 @@ impl Drop for FileAppender {
     }
 }
 
+/// Opens an upload's file for writing, creating it if missing; true if it
+/// was created. A session with nothing committed (and a whole blob) most
+/// often has no file yet, so it tries creating first: each first try that
+/// fails is a wasted system call on the path of every small blob.
+fn open_upload_file(path: &Path, likely_new: bool) -> std::io::Result<(File, bool)> {
+    use std::io::ErrorKind;
+    let create = || OpenOptions::new().write(true).create_new(true).open(path);
+    let open = || OpenOptions::new().write(true).open(path);
+    if likely_new {
+        match create() {
+            Ok(file) => Ok((file, true)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok((open()?, false)),
+            Err(e) => Err(e),
+        }
+    } else {
+        match open() {
+            Ok(file) => Ok((file, false)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok((create()?, true)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 impl Embedded {
     /// Starts a session whose bytes are hashed with `algorithm`, the one
     /// the client expects to finish with. Called from async code: nothing
@@ -386,18 +410,9 @@ impl Embedded {
     ) -> Result<FileAppender> {
         let hasher = restore_hash(&row.hash_state)?;
         let path = self.upload_path(id);
-        let (mut file, created) = match OpenOptions::new().write(true).open(&path) {
-            Ok(file) => (file, false),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
-                OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)?,
-                true,
-            ),
-            Err(e) => return Err(e.into()),
-        };
-        if file.metadata()?.len() < row.offset {
+        let (mut file, created) = open_upload_file(&path, row.offset == 0)?;
+        let len = if created { 0 } else { file.metadata()?.len() };
+        if len < row.offset {
             // Committed bytes are gone. Extending the file would fill the
             // gap with zeros that the saved hash state vouches for.
             drop(file);
@@ -408,9 +423,11 @@ impl Embedded {
             );
             return Err(Error::UploadLost);
         }
-        // Cuts back what a crash or a failed request left past the committed end.
-        file.set_len(row.offset)?;
-        file.seek(SeekFrom::Start(row.offset))?;
+        if !created {
+            // Cuts back what a crash or a failed request left past the committed end.
+            file.set_len(row.offset)?;
+            file.seek(SeekFrom::Start(row.offset))?;
+        }
         Ok(FileAppender {
             store: Arc::clone(self),
             repo: repo.clone(),
