@@ -1356,8 +1356,9 @@ fn an_upload_replaces_a_blob_file_left_without_its_row() {
     let name = "crash/leftover";
     let server = ServerProcess::start(&data, &log);
     let base = server.url();
-    // A round trip after start-up, whose sweep of orphans ran before the
-    // listener opened, and a pause: nothing sweeps the files placed below.
+    // Start-up's sweep of orphans runs beside the server, here over an
+    // empty store: after a round trip and a pause it is long done, and
+    // nothing sweeps the files placed below.
     http::push_blob(&base, name, &http::random_bytes(1000, 5));
     std::thread::sleep(Duration::from_millis(100));
     for (size, seed) in [(30_000, 61), (3 << 20, 62)] {

@@ -298,6 +298,45 @@ fn a_big_chunk_is_acknowledged_only_after_its_new_upload_file_is_synced_into_upl
     check_new_upload_file_synced_before_202(&http::random_bytes(BIG, 5));
 }
 
+/// A first chunk whose body ends early leaves its new file behind, cut
+/// back to nothing, its name never synced. The next chunk's 202 vouches
+/// for that name as much as if that request had made the file.
+#[test]
+fn a_big_chunk_after_a_failed_first_one_is_acknowledged_only_after_its_file_is_synced_into_uploads()
+{
+    let server = Traced::start();
+    let location = http::post(&uploads_url(&server.url, "app"), &[], b"")
+        .location()
+        .to_owned();
+    let upload = resolve(&server.url, &location);
+    let authority = split_url(&server.url).0;
+    let head = format!(
+        "PATCH {} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\n\r\n",
+        path_of(&upload),
+        2 * BIG
+    );
+    let mut request = head.into_bytes();
+    request.extend(http::random_bytes(BIG, 8));
+    http::send_and_close(authority.parse().unwrap(), &request);
+    // Busy until the server has seen that body end.
+    let chunk = http::random_bytes(BIG, 9);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let resp = http::patch(&upload, &[], &chunk);
+        if resp.status == 202 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{resp:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let uploads = server.data().join("uploads");
+    let calls = server.stop();
+    let (created, _) = upload_file_created(&calls, &uploads);
+    let acked = first_after(&calls, created.entry, "HTTP/1.1 202");
+    assert_synced_between(&calls, &uploads, created, acked);
+}
+
 /// Bigger than the store's batched-sync limit (1 MiB): such a blob or
 /// chunk is synced on its own, and its link settled later.
 const BIG: usize = 3 << 20;

@@ -89,7 +89,8 @@ pub struct FileAppender {
     writeback: Writeback,
     hashing: Hashing,
     received: u64,
-    /// Whether this request created the file: its name is not yet durable.
+    /// Whether this request created the file: its name is not yet
+    /// durable (nor is it while the session has nothing committed).
     created: bool,
     /// Set once the bytes belong to the upload or the blob.
     kept: bool,
@@ -150,8 +151,11 @@ impl FileAppender {
             // The chunk and the file's name, with the rest of the batch.
             self.store.write_after_files(job)?;
         } else {
-            // The chunk's 202 vouches for the file's name too.
-            let sync_dir = self.created.then(|| self.store.root.join("uploads"));
+            // The chunk's 202 vouches for the file's name too, which no
+            // commit has synced yet while nothing is committed: this
+            // request made the file, or one that failed did.
+            let unsynced_name = self.created || self.row.offset == 0;
+            let sync_dir = unsynced_name.then(|| self.store.root.join("uploads"));
             self.store.write(sync_dir, job)?;
         }
         self.kept = true;
