@@ -1459,3 +1459,56 @@ fn a_new_blob_whose_link_a_power_cut_took_is_whole_after_the_restart() {
         "the upload file is let go once the link is settled"
     );
 }
+
+/// A power cut can also bring back what a blob's name held before: the
+/// removal of a leftover file and the new link in its place are in the
+/// same unsynced directory. Here berth is killed right after a big blob's
+/// 201 and its name is made to hold a short, other file, as such a cut
+/// would: the next start puts back the upload file's bytes, which the 201
+/// vouched for, instead of letting that file go.
+#[test]
+fn a_blob_whose_name_a_power_cut_turned_back_to_a_leftover_is_whole_after_the_restart() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("server.log");
+    let name = "power/back";
+    // Over the store's batched-sync limit of 1 MiB.
+    let content = http::random_bytes(3 << 20, 93);
+    let digest = http::sha256_digest(&content);
+    let blob_file = common::blob_file(&data, &digest);
+
+    let server = ServerProcess::start(&data, &log);
+    http::push_blob_put(&server.url(), name, &content);
+    server.kill();
+    let names = std::fs::metadata(&blob_file).unwrap().nlink();
+    assert_eq!(
+        names, 2,
+        "the upload file's name still stands beside the blob's"
+    );
+    std::fs::remove_file(&blob_file).unwrap();
+    std::fs::write(&blob_file, &content[..content.len() / 2]).unwrap();
+
+    let server = ServerProcess::start(&data, &log);
+    let got = http::get(&http::blob_url(&server.url(), name, &digest));
+    assert_eq!(
+        got.status, 200,
+        "the blob after its name went back: {got:?}"
+    );
+    assert!(
+        got.body == content,
+        "the blob after its name went back is {} bytes hashing to {}",
+        got.body.len(),
+        http::sha256_digest(&got.body)
+    );
+    server.stop();
+    let out = process::fsck(&data, false);
+    assert!(
+        out.findings().is_empty(),
+        "fsck after the restart: {out:#?}"
+    );
+    assert!(
+        process::names_in(&data.join("uploads")).is_empty(),
+        "the upload file is let go once the link is settled"
+    );
+}

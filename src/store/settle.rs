@@ -10,7 +10,7 @@
 //! the link is settled, and an UNSETTLED row, committed with the blob's,
 //! says so. Settling syncs the shard directories, then drops the rows,
 //! then the upload files' names. Opening a store settles what a crash
-//! left, first putting back any link the crash took.
+//! left, first putting back any link the crash took or turned back.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -211,20 +211,39 @@ pub(super) fn recover(root: &Path, db: &DbHandle) -> Result<()> {
 }
 
 /// Puts back the link of an indexed blob from its upload file, if the
-/// link is gone.
+/// blob's name no longer holds that file. Until the link is settled the
+/// upload file is the copy the 201 vouched for (verified and synced), and
+/// a power cut can take the name or turn it back to what it held before
+/// (a leftover the new link replaced in the same unsynced directory).
 fn relink(root: &Path, upload: &str, digest: &Digest) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let blob = blob_path(root, digest);
-    if blob.exists() {
-        return Ok(());
-    }
     let from = upload_path(root, upload);
-    if !from.exists() {
-        // fsck reports the blob missing; there is nothing to put back.
-        log::error!("blob {digest} lost its file and its upload file {upload}");
+    let Some(vouched) = metadata_if_present(&from)? else {
+        if !blob.exists() {
+            // fsck reports the blob missing; there is nothing to put back.
+            log::error!("blob {digest} lost its file and its upload file {upload}");
+        }
         return Ok(());
+    };
+    match metadata_if_present(&blob)? {
+        Some(held) if (held.dev(), held.ino()) == (vouched.dev(), vouched.ino()) => return Ok(()),
+        Some(_) => {
+            log::warn!("blob {digest}: its name holds another file than upload {upload}; replaced");
+            remove_if_present(&blob)?;
+        }
+        None => {}
     }
     create_dirs_durable(&blob_dir(root, digest))?;
     std::fs::hard_link(&from, &blob)?;
     log::warn!("blob {digest}: put back the link a crash took, from upload {upload}");
     Ok(())
+}
+
+fn metadata_if_present(path: &Path) -> std::io::Result<Option<std::fs::Metadata>> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
