@@ -815,3 +815,104 @@ fn a_blob_read_the_object_store_keeps_cutting_ends_in_a_cut_not_a_hang() {
     relay.disarm();
     assert_blob(&base, "cut/app", &digest, &data);
 }
+
+/// A prune on another node drops a repository's link to a blob (another
+/// repository still needs the blob, so its row stays) while a manifest PUT
+/// in that repository waits on the blob's row. The PUT must see the link
+/// gone and refuse, not answer 201 for a manifest whose layer its
+/// repository no longer serves. psql plays the sweep's transaction, and
+/// the PUT is seen waiting on its lock before the sweep commits.
+#[test]
+fn a_manifest_put_waiting_on_a_sweep_that_drops_its_blobs_link_is_refused() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), 1);
+    let base = nodes[0].url();
+    let name = "sweep/race";
+    let image = http::build_image(41);
+    http::push_blob(&base, name, &image.config);
+    http::push_blob(&base, name, &image.layer);
+    let metadata = common::cluster::settings_for(dir.path()).metadata;
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .arg(&metadata)
+            .args(["-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let waiting = || {
+        psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+             AND wait_event_type = 'Lock' AND query LIKE '%FOR SHARE%'",
+        )
+    };
+    assert_eq!(waiting(), "0");
+
+    let mut sweep = Command::new("psql")
+        .arg(&metadata)
+        .args(["-q", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run psql");
+    let mut sql = sweep.stdin.take().unwrap();
+    writeln!(
+        sql,
+        "BEGIN; SELECT 1 FROM blobs WHERE digest = '{}' FOR UPDATE;",
+        image.layer_digest
+    )
+    .unwrap();
+    sql.flush().unwrap();
+    // The sweep holds the row once its SELECT is done and its transaction
+    // idles, open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+         AND state = 'idle in transaction' AND query LIKE '%FOR UPDATE%'",
+    ) == "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "psql never took the row"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let (put_base, manifest) = (base.clone(), image.manifest.clone());
+    let put = thread::spawn(move || {
+        http::put_manifest(&put_base, name, "v1", http::OCI_MANIFEST, &manifest)
+    });
+    while waiting() == "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the manifest PUT never waited on the blob's row"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    writeln!(
+        sql,
+        "DELETE FROM links WHERE digest = '{}' AND repo = '{name}'; COMMIT;",
+        image.layer_digest
+    )
+    .unwrap();
+    drop(sql);
+    assert!(sweep.wait().unwrap().success(), "the sweep's psql failed");
+
+    let resp = put.join().unwrap();
+    assert_eq!(
+        resp.status, 400,
+        "a manifest PUT whose layer's link a sweep dropped while it waited: {resp:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&resp.body).contains("MANIFEST_BLOB_UNKNOWN"),
+        "{resp:?}"
+    );
+    let blob = http::head(&http::blob_url(&base, name, &image.layer_digest));
+    assert_eq!(blob.status, 404, "the link is gone: {blob:?}");
+}

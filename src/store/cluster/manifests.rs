@@ -99,12 +99,16 @@ impl Cluster {
             let mut client = self.client().await?;
             let txn = client.transaction().await?;
             // Locks each blob's row, so no sweep removes it until this
-            // commits (and then the sweep sees the references).
+            // commits (and then the sweep sees the references), and its
+            // link, which a sweep can drop while keeping the blob for other
+            // repositories: a row a sweep only locked is not read again
+            // when this gets it, so the link's own lock is what tells this
+            // that it went.
             let present: HashSet<String> = txn
                 .query(
                     "SELECT b.digest FROM blobs b JOIN links l ON l.digest = b.digest
                      WHERE b.digest = ANY($1) AND l.repo = $2
-                     FOR SHARE OF b",
+                     FOR SHARE OF b, l",
                     &[&blobs, &r],
                 )
                 .await?
