@@ -77,7 +77,7 @@ impl Embedded {
             for (d, row) in rows.iter() {
                 let d = d.as_str();
                 // A row already here keeps its age; its records are made
-                // whole again (a blob delete drops them).
+                // whole again (a blob delete dropped them before 2026-12-03).
                 if has_row(txn, r, d)? {
                     insert_refs(txn, r, d, row)?;
                 } else {

@@ -18,19 +18,19 @@ pub(super) fn link(txn: &WriteTransaction, digest: &str, repo: &str) -> Result<(
     Ok(())
 }
 
-/// Unlinks `digest` from `repo`, with the record of which of the
-/// repository's manifests needed it; false if it was not linked. The caller
+/// Unlinks `digest` from `repo`; false if it was not linked. The caller
 /// then calls [`forget_if_empty`] once it has no table of its own open.
+/// The record of which of the repository's manifests need the blob stays
+/// with those manifests: a blob deleted and pushed again (as a client does
+/// whose HEAD of the layer said 404 and of the manifest 200) is needed by
+/// them as before, and a sweep reads the record only where the blob is
+/// linked.
 pub(super) fn unlink(txn: &WriteTransaction, digest: &str, repo: &str) -> Result<bool> {
     let removed = txn
         .open_table(meta::LINKS)?
         .remove((digest, repo))?
         .is_some();
     txn.open_table(meta::REPO_BLOBS)?.remove((repo, digest))?;
-    txn.open_table(meta::BLOB_REFS)?.retain_in(
-        (digest, repo, "")..=(digest, repo, meta::MAX_STR),
-        |_, ()| false,
-    )?;
     Ok(removed)
 }
 

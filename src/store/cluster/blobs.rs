@@ -221,11 +221,8 @@ impl Cluster {
             if removed == 0 {
                 return Err(Error::BlobUnknown);
             }
-            txn.execute(
-                "DELETE FROM blob_refs WHERE blob = $1 AND repo = $2",
-                &[&d, &r],
-            )
-            .await?;
+            // The record of which manifests need it stays (see the
+            // embedded store's links::unlink).
             forget_if_empty(&txn, r).await?;
             txn.commit().await?;
             Ok(())
