@@ -310,23 +310,7 @@ fn a_node_refuses_a_schema_newer_than_it_knows() {
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     node.stop();
-    let metadata = &args[1];
-    let out = std::process::Command::new("psql")
-        .arg(metadata)
-        .args([
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            "UPDATE berth_schema SET version = version + 1",
-        ])
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::cluster::psql(&args[1], "UPDATE berth_schema SET version = version + 1");
     let refused = std::process::Command::new(common::process::BERTH)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.path().join("node"))
@@ -834,19 +818,7 @@ fn a_manifest_put_waiting_on_a_sweep_that_drops_its_blobs_link_is_refused() {
     http::push_blob(&base, name, &image.config);
     http::push_blob(&base, name, &image.layer);
     let metadata = common::cluster::settings_for(dir.path()).metadata;
-    let psql = |sql: &str| {
-        let out = Command::new("psql")
-            .arg(&metadata)
-            .args(["-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .expect("run psql");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let psql = |sql: &str| common::cluster::psql(&metadata, sql);
     let waiting = || {
         psql(
             "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \

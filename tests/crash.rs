@@ -1412,13 +1412,41 @@ fn an_upload_replaces_a_blob_file_left_without_its_row() {
 /// cut would: the next start puts it back, whole.
 #[test]
 fn a_new_blob_whose_link_a_power_cut_took_is_whole_after_the_restart() {
+    power_cut_after_a_big_blob("power/cut", 91, "its link was lost", |blob_file, _| {
+        std::fs::remove_file(blob_file).unwrap();
+    });
+}
+
+/// A power cut can also bring back what a blob's name held before: the
+/// removal of a leftover file and the new link in its place are in the
+/// same unsynced directory. Here berth is killed right after a big blob's
+/// 201 and its name is made to hold a short, other file, as such a cut
+/// would: the next start puts back the upload file's bytes, which the 201
+/// vouched for, instead of letting that file go.
+#[test]
+fn a_blob_whose_name_a_power_cut_turned_back_to_a_leftover_is_whole_after_the_restart() {
+    power_cut_after_a_big_blob(
+        "power/back",
+        93,
+        "its name went back",
+        |blob_file, content| {
+            std::fs::remove_file(blob_file).unwrap();
+            std::fs::write(blob_file, &content[..content.len() / 2]).unwrap();
+        },
+    );
+}
+
+/// Pushes a big blob (synced alone, its link settled after its 201), kills
+/// berth right after the 201, lets `cut` do to the blob's name what a power
+/// cut could, and checks that the next start serves the blob whole, fsck
+/// finds nothing and the upload file is let go.
+fn power_cut_after_a_big_blob(name: &str, seed: u64, what: &str, cut: impl FnOnce(&Path, &[u8])) {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("server.log");
-    let name = "power/cut";
     // Over the store's batched-sync limit of 1 MiB.
-    let content = http::random_bytes(3 << 20, 91);
+    let content = http::random_bytes(3 << 20, seed);
     let digest = http::sha256_digest(&content);
     let blob_file = common::blob_file(&data, &digest);
 
@@ -1437,67 +1465,14 @@ fn a_new_blob_whose_link_a_power_cut_took_is_whole_after_the_restart() {
          file's name beside its own; uploads/ holds {:?}",
         process::names_in(&data.join("uploads"))
     );
-    std::fs::remove_file(&blob_file).unwrap();
+    cut(&blob_file, &content);
 
     let server = ServerProcess::start(&data, &log);
     let got = http::get(&http::blob_url(&server.url(), name, &digest));
-    assert_eq!(got.status, 200, "the blob after its link was lost: {got:?}");
+    assert_eq!(got.status, 200, "the blob after {what}: {got:?}");
     assert!(
         got.body == content,
-        "the blob after its link was lost is {} bytes hashing to {}",
-        got.body.len(),
-        http::sha256_digest(&got.body)
-    );
-    server.stop();
-    let out = process::fsck(&data, false);
-    assert!(
-        out.findings().is_empty(),
-        "fsck after the restart: {out:#?}"
-    );
-    assert!(
-        process::names_in(&data.join("uploads")).is_empty(),
-        "the upload file is let go once the link is settled"
-    );
-}
-
-/// A power cut can also bring back what a blob's name held before: the
-/// removal of a leftover file and the new link in its place are in the
-/// same unsynced directory. Here berth is killed right after a big blob's
-/// 201 and its name is made to hold a short, other file, as such a cut
-/// would: the next start puts back the upload file's bytes, which the 201
-/// vouched for, instead of letting that file go.
-#[test]
-fn a_blob_whose_name_a_power_cut_turned_back_to_a_leftover_is_whole_after_the_restart() {
-    use std::os::unix::fs::MetadataExt;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let log = dir.path().join("server.log");
-    let name = "power/back";
-    // Over the store's batched-sync limit of 1 MiB.
-    let content = http::random_bytes(3 << 20, 93);
-    let digest = http::sha256_digest(&content);
-    let blob_file = common::blob_file(&data, &digest);
-
-    let server = ServerProcess::start(&data, &log);
-    http::push_blob_put(&server.url(), name, &content);
-    server.kill();
-    let names = std::fs::metadata(&blob_file).unwrap().nlink();
-    assert_eq!(
-        names, 2,
-        "the upload file's name still stands beside the blob's"
-    );
-    std::fs::remove_file(&blob_file).unwrap();
-    std::fs::write(&blob_file, &content[..content.len() / 2]).unwrap();
-
-    let server = ServerProcess::start(&data, &log);
-    let got = http::get(&http::blob_url(&server.url(), name, &digest));
-    assert_eq!(
-        got.status, 200,
-        "the blob after its name went back: {got:?}"
-    );
-    assert!(
-        got.body == content,
-        "the blob after its name went back is {} bytes hashing to {}",
+        "the blob after {what} is {} bytes hashing to {}",
         got.body.len(),
         http::sha256_digest(&got.body)
     );

@@ -136,6 +136,22 @@ fn fresh_name() -> String {
     )
 }
 
+/// Runs one SQL command with psql against `url`, asserting it succeeds;
+/// gives back what it printed, unaligned and without headers.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// The settings of a cluster whose data belongs to `data`: a new schema
 /// and bucket the first time, the same ones when a registry is restarted
 /// over the directory.
@@ -146,17 +162,7 @@ pub fn settings_for(data: &Path) -> Settings {
         Ok(name) => name.trim().to_owned(),
         Err(_) => {
             let name = fresh_name();
-            let out = Command::new("psql")
-                .arg(&servers.postgres)
-                .args(["-q", "-v", "ON_ERROR_STOP=1", "-c"])
-                .arg(format!("CREATE SCHEMA {name}"))
-                .output()
-                .expect("run psql");
-            assert!(
-                out.status.success(),
-                "psql: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            psql(&servers.postgres, &format!("CREATE SCHEMA {name}"));
             std::fs::write(&remembered, &name).expect("remember the cluster's name");
             name
         }
