@@ -336,6 +336,37 @@ fn cached_content_nobody_pulls_expires_and_what_was_pushed_stays() {
     assert_image(&base, "up.test/team/ours", "1", &ours);
 }
 
+/// A manifest pushed here stays this registry's when a client pulls it by
+/// an upstream tag that names it: the cache's expiration never takes it.
+#[test]
+fn a_pushed_manifest_pulled_by_an_upstream_tag_stays_pushed() {
+    let upstream = TestRegistry::start();
+    let up = upstream.url();
+    let theirs = http::push_image(&up, "team/app", Some("1"), 21);
+    let mirror = TestRegistry::start_with(tempfile::tempdir().unwrap(), move |c| {
+        c.upstreams = vec![("up.test".into(), up)];
+        c.prune.cache_expiration = Some(Duration::from_secs(2));
+    });
+    let base = mirror.url();
+    // Pushed here by digest alone: the very image the upstream tags 1.
+    let ours = http::push_image(&base, "up.test/team/app", None, 21);
+    assert_eq!(ours.digest, theirs.digest);
+    let pulled = Instant::now();
+    assert_image(&base, "up.test/team/app", "1", &ours);
+    // The pull is written down beside the answer, not before it.
+    std::thread::sleep(Duration::from_millis(300));
+    let data = mirror.stop();
+    std::thread::sleep((pulled + Duration::from_millis(2500)).saturating_duration_since(Instant::now()));
+    let out = prune(data.path(), &["--grace", "0s", "--cache-expiration", "2s"]);
+
+    drop(upstream);
+    let mirror = TestRegistry::start_in(data);
+    let base = mirror.url();
+    let resp = http::get(&http::manifest_url(&base, "up.test/team/app", &ours.digest));
+    assert_eq!(resp.status, 200, "the pushed manifest after a prune that said: {out}\n{resp:?}");
+    assert_image(&base, "up.test/team/app", &ours.digest, &ours);
+}
+
 #[test]
 fn the_upstreams_referrers_are_listed_and_cached() {
     let upstream = TestRegistry::start();

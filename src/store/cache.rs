@@ -51,9 +51,17 @@ impl Embedded {
         let tag = tag.map(|t| t.as_str().to_owned());
         self.write(None, move |txn| {
             let (r, d) = (r.as_str(), d.as_str());
-            txn.open_table(meta::CACHE_PULLS)?
-                .insert((r, d), meta::now())?;
-            if !manifests::has_row(txn, r, d)? {
+            // A manifest already here is the cache's only if the cache
+            // brought it: one pushed here stays this registry's, whoever
+            // pulls it by an upstream's tag.
+            let held = manifests::has_row(txn, r, d)?;
+            {
+                let mut pulls = txn.open_table(meta::CACHE_PULLS)?;
+                if !held || pulls.get((r, d))?.is_some() {
+                    pulls.insert((r, d), meta::now())?;
+                }
+            }
+            if !held {
                 manifests::insert_row(txn, r, d, &row)?;
             }
             if let Some(tag) = &tag {

@@ -53,12 +53,6 @@ impl Cluster {
             // The repository's row first, as every manifest write takes it.
             remember(&txn, r).await?;
             let now = signed(meta::now());
-            txn.execute(
-                "INSERT INTO cache_pulls (repo, digest, pulled) VALUES ($1, $2, $3)
-                 ON CONFLICT (repo, digest) DO UPDATE SET pulled = excluded.pulled",
-                &[&r, &d, &now],
-            )
-            .await?;
             let held = txn
                 .query_opt(
                     "SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2",
@@ -66,7 +60,22 @@ impl Cluster {
                 )
                 .await?;
             if held.is_none() {
+                txn.execute(
+                    "INSERT INTO cache_pulls (repo, digest, pulled) VALUES ($1, $2, $3)
+                     ON CONFLICT (repo, digest) DO UPDATE SET pulled = excluded.pulled",
+                    &[&r, &d, &now],
+                )
+                .await?;
                 insert_row(&txn, r, digest, &parsed, &body).await?;
+            } else {
+                // Already here, it is the cache's only if the cache brought
+                // it: one pushed here stays this registry's, whoever pulls
+                // it by an upstream's tag.
+                txn.execute(
+                    "UPDATE cache_pulls SET pulled = $3 WHERE repo = $1 AND digest = $2",
+                    &[&r, &d, &now],
+                )
+                .await?;
             }
             if let Some(tag) = tag {
                 let t = tag.as_str();
