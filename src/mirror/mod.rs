@@ -6,16 +6,18 @@
 //! shadows the upstream's.
 
 mod fill;
+mod recent;
 
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::store::{self, Store, StoredManifest};
 use crate::upstream::{self, Connector, Upstream};
+use recent::Recent;
 
 pub use fill::{BlobAnswer, ChunkStream};
 
@@ -46,9 +48,6 @@ pub struct Policy {
     pub note_pulls_every: Option<Duration>,
 }
 
-/// Pull records kept in memory before old ones are dropped.
-const NOTED_MAX: usize = 10_000;
-
 impl Mirrors {
     /// `upstreams`: namespace and the URL of the registry it caches.
     pub fn new(
@@ -69,8 +68,8 @@ impl Mirrors {
                 upstream: connector.upstream(url)?,
                 store: Arc::clone(store),
                 policy: policy.clone(),
-                checked: Mutex::new(HashMap::new()),
-                noted: Mutex::new(HashMap::new()),
+                checked: Recent::default(),
+                noted: Recent::default(),
                 flights: Mutex::new(HashMap::new()),
             };
             by_namespace.insert(namespace.clone(), Arc::new(mirror));
@@ -118,9 +117,9 @@ pub struct Mirror {
     store: Arc<Store>,
     policy: Policy,
     /// When each (repository, tag or referrers) was last asked of the upstream.
-    checked: Mutex<HashMap<(String, String), Instant>>,
+    checked: Recent,
     /// When each (repository, manifest) pull was last written down.
-    noted: Mutex<HashMap<(String, String), Instant>>,
+    noted: Recent,
     /// One lock per thing being fetched: the first asker fetches, the
     /// others wait and then find it stored.
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -189,16 +188,11 @@ impl Mirror {
         let Some(every) = self.policy.note_pulls_every else {
             return;
         };
-        let key = (repo.as_str().to_owned(), digest.to_string());
+        if !self
+            .noted
+            .mark_unless_within(repo.as_str(), digest.as_str(), every)
         {
-            let mut noted = self.noted.lock().unwrap_or_else(|p| p.into_inner());
-            if noted.get(&key).is_some_and(|at| at.elapsed() < every) {
-                return;
-            }
-            if noted.len() >= NOTED_MAX {
-                noted.retain(|_, at| at.elapsed() < every);
-            }
-            noted.insert(key, Instant::now());
+            return;
         }
         let (store, pull) = (Arc::clone(&self.store), (repo.clone(), digest.clone()));
         tokio::task::spawn_blocking(move || {
@@ -270,17 +264,11 @@ impl Mirror {
     /// Whether the upstream was asked about `what` (a tag, or a subject's
     /// referrers) within the TTL.
     fn fresh(&self, repo: &RepoName, what: &str) -> bool {
-        let checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
-        checked
-            .get(&(repo.as_str().to_owned(), what.to_owned()))
-            .is_some_and(|at| at.elapsed() < self.policy.ttl)
+        self.checked.within(repo.as_str(), what, self.policy.ttl)
     }
 
     fn mark_checked(&self, repo: &RepoName, what: &str) {
-        self.checked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((repo.as_str().to_owned(), what.to_owned()), Instant::now());
+        self.checked.mark(repo.as_str(), what, self.policy.ttl);
     }
 
     async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<StoredManifest> {
