@@ -633,3 +633,33 @@ fn populated() -> (tempfile::TempDir, http::Image, http::Image, Vec<u8>) {
     let pushed = populate(&reg.url());
     (reg.stop(), pushed.single, pushed.arm, pushed.signature)
 }
+
+/// Indexes nested past any real image's depth (a crafted archive can chain
+/// tens of thousands, and each level was walked by a call of its own, until
+/// the stack ran out) are refused by name.
+#[test]
+fn indexes_nested_past_the_limit_are_refused_by_name() {
+    use common::layout::{Compression, LayoutWriter, MEDIA_INDEX};
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let mut writer = LayoutWriter::create(&layout, 61);
+    let mut top = writer
+        .image("linux", "amd64", &[100], Compression::Plain)
+        .manifest;
+    for _ in 0..40 {
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_INDEX,
+            "manifests": [top.to_json()],
+        });
+        top = writer.put_blob(MEDIA_INDEX, &serde_json::to_vec(&index).unwrap());
+    }
+    writer.tag("deep", &top);
+    let target = work.path().join("target");
+    let (ok, said) = import(
+        &target,
+        &["--into", "crafted/deep", layout.to_str().unwrap()],
+    );
+    assert!(!ok, "an image nested 41 deep was imported: {said}");
+    assert!(said.contains("nested deeper than"), "{said}");
+}

@@ -348,6 +348,7 @@ fn import_entry(
         blobs: BTreeSet::new(),
         manifests: Vec::new(),
         problems: Vec::new(),
+        depth: 0,
     };
     walk.manifest(entry.media_type.clone(), &root, entry.size);
     if !walk.problems.is_empty() {
@@ -394,13 +395,32 @@ struct Walk<'a> {
     blobs: BTreeSet<Digest>,
     manifests: Vec<ImportedManifest>,
     problems: Vec<String>,
+    /// Manifests being walked, one inside the next.
+    depth: usize,
 }
+
+/// Manifests one inside another (an index's children, a manifest's
+/// referrers) an image may have, far past any real one's: each level is
+/// walked by a call of its own, and a crafted archive could chain enough
+/// to exhaust the stack.
+const MAX_NESTING: usize = 32;
 
 impl Walk<'_> {
     /// Checks manifest `digest` and all it needs, children first, then its
-    /// referrers. A manifest already in the repository (the base of a
-    /// delta) may be absent from the layout.
+    /// referrers, unless it lies deeper than [`MAX_NESTING`].
     fn manifest(&mut self, media_type: Option<String>, digest: &Digest, size: u64) {
+        if self.depth == MAX_NESTING {
+            let why = format!("{digest} is nested deeper than {MAX_NESTING} manifests");
+            return self.problems.push(why);
+        }
+        self.depth += 1;
+        self.visit(media_type, digest, size);
+        self.depth -= 1;
+    }
+
+    /// As [`Walk::manifest`], one level. A manifest already in the
+    /// repository (the base of a delta) may be absent from the layout.
+    fn visit(&mut self, media_type: Option<String>, digest: &Digest, size: u64) {
         if !self.seen.insert(digest.clone()) {
             return;
         }
