@@ -843,13 +843,16 @@ fn a_manifest_put_waiting_on_a_sweep_that_drops_its_blobs_link_is_refused() {
     .unwrap();
     sql.flush().unwrap();
     // The sweep holds the row once its SELECT is done and its transaction
-    // idles, open.
+    // idles, open. Only its query names the layer: other tests' prunes
+    // lock rows too, by parameters.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while psql(
+    let locked = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
-         AND state = 'idle in transaction' AND query LIKE '%FOR UPDATE%'",
-    ) == "0"
-    {
+         AND state = 'idle in transaction' AND query LIKE '%FOR UPDATE%' \
+         AND query LIKE '%{}%'",
+        image.layer_digest
+    );
+    while psql(&locked) == "0" {
         assert!(
             std::time::Instant::now() < deadline,
             "psql never took the row"
@@ -860,6 +863,9 @@ fn a_manifest_put_waiting_on_a_sweep_that_drops_its_blobs_link_is_refused() {
     let put = thread::spawn(move || {
         http::put_manifest(&put_base, name, "v1", http::OCI_MANIFEST, &manifest)
     });
+    // Another test's PUT waiting on some lock only makes this go on
+    // sooner, and a PUT that starts after the sweep commits is refused all
+    // the same.
     while waiting() == "0" {
         assert!(
             std::time::Instant::now() < deadline,
