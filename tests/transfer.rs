@@ -663,3 +663,30 @@ fn indexes_nested_past_the_limit_are_refused_by_name() {
     assert!(!ok, "an image nested 41 deep was imported: {said}");
     assert!(said.contains("nested deeper than"), "{said}");
 }
+
+/// A directory layout's own files are read as an archive's are: a link
+/// (which could name /dev/zero) or a file over 4 MiB is refused, not
+/// followed or read whole.
+#[test]
+fn a_layout_whose_index_is_a_link_or_over_4_mib_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    common::layout::write_image(&layout, "v1", 62);
+    let index = layout.join("index.json");
+    let real = work.path().join("index.json");
+    std::fs::rename(&index, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &index).unwrap();
+    let into = ["--into", "linked/app", layout.to_str().unwrap()];
+    let (ok, said) = import(&work.path().join("a"), &into);
+    assert!(!ok, "a linked index.json was followed: {said}");
+    assert!(said.contains("unsafe entry \"index.json\""), "{said}");
+
+    // Whitespace is JSON: a valid index, padded past 4 MiB.
+    std::fs::remove_file(&index).unwrap();
+    let mut padded = std::fs::read(&real).unwrap();
+    padded.extend(std::iter::repeat_n(b' ', 4 << 20));
+    std::fs::write(&index, padded).unwrap();
+    let (ok, said) = import(&work.path().join("b"), &into);
+    assert!(!ok, "an index.json over 4 MiB was read whole: {said}");
+    assert!(said.contains("over 4 MiB"), "{said}");
+}

@@ -196,11 +196,9 @@ fn list_tar(path: &Path) -> Result<Listing, Error> {
 }
 
 fn list_dir(dir: &Path) -> Result<Listing, Error> {
-    let marker = std::fs::read(dir.join(layout::LAYOUT_FILE))
-        .map_err(|e| Error::NotALayout(format!("oci-layout: {e}")))?;
+    let marker = read_layout_file(dir, layout::LAYOUT_FILE)?;
     check_marker(&marker)?;
-    let index = std::fs::read(dir.join(layout::INDEX_FILE))
-        .map_err(|e| Error::NotALayout(format!("index.json: {e}")))?;
+    let index = read_layout_file(dir, layout::INDEX_FILE)?;
     let mut places = Vec::new();
     let mut algorithms: Vec<_> = std::fs::read_dir(dir.join("blobs"))?.collect::<Result<_, _>>()?;
     algorithms.sort_by_key(|a| a.file_name());
@@ -226,6 +224,26 @@ fn list_dir(dir: &Path) -> Result<Listing, Error> {
         }
     }
     Ok((index, places))
+}
+
+/// A layout file of `dir`, as the archive's are read: a plain file (a link
+/// could name anything on this machine, /dev/zero among them) of at most
+/// 4 MiB.
+fn read_layout_file(dir: &Path, name: &str) -> Result<Vec<u8>, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dir.join(name));
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(Error::Unsafe(name.into())),
+        Err(e) => return Err(Error::NotALayout(format!("{name}: {e}"))),
+    };
+    if !file.metadata()?.is_file() {
+        return Err(Error::Unsafe(name.into()));
+    }
+    read_small(&mut file)
 }
 
 fn check_marker(bytes: &[u8]) -> Result<(), Error> {
