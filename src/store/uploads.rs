@@ -89,9 +89,6 @@ pub struct FileAppender {
     writeback: Writeback,
     hashing: Hashing,
     received: u64,
-    /// Whether this request created the file: its name is not yet
-    /// durable (nor is it while the session has nothing committed).
-    created: bool,
     /// Set once the bytes belong to the upload or the blob.
     kept: bool,
     _busy: Option<Busy>,
@@ -152,9 +149,10 @@ impl FileAppender {
             self.store.write_after_files(job)?;
         } else {
             // The chunk's 202 vouches for the file's name too, which no
-            // commit has synced yet while nothing is committed: this
-            // request made the file, or one that failed did.
-            let unsynced_name = self.created || self.row.offset == 0;
+            // commit has synced while nothing is committed, whether this
+            // request made the file or one that failed did (a file made
+            // for a session with bytes committed is refused as lost).
+            let unsynced_name = self.row.offset == 0;
             let sync_dir = unsynced_name.then(|| self.store.root.join("uploads"));
             self.store.write(sync_dir, job)?;
         }
@@ -444,7 +442,6 @@ impl Embedded {
             file,
             hashing: Hashing::new(hasher),
             received: 0,
-            created,
             kept: false,
             _busy: busy,
         })
