@@ -690,3 +690,103 @@ fn a_layout_whose_index_is_a_link_or_over_4_mib_is_refused() {
     assert!(!ok, "an index.json over 4 MiB was read whole: {said}");
     assert!(said.contains("over 4 MiB"), "{said}");
 }
+
+/// A pull-through cache holds only the platforms pulled: its sparse index
+/// exports as it is held, with a note naming the absent children, and
+/// imports as it was exported; without the note an absent child is damage.
+#[test]
+fn a_cached_index_with_one_platform_pulled_exports_and_imports_sparse() {
+    let upstream = TestRegistry::start();
+    let url = upstream.url();
+    let amd = http::push_image(&url, "team/multi", None, 63);
+    let arm = http::push_image(&url, "team/multi", None, 64);
+    let mut amd_d = amd.descriptor();
+    amd_d["platform"] = json!({"os": "linux", "architecture": "amd64"});
+    let mut arm_d = arm.descriptor();
+    arm_d["platform"] = json!({"os": "linux", "architecture": "arm64"});
+    let index = http::image_index(&[amd_d, arm_d]);
+    // Two tags of one index: each image of the archive gets the note.
+    http::push_manifest(&url, "team/multi", "1", OCI_INDEX, &index);
+    http::push_manifest(&url, "team/multi", "latest", OCI_INDEX, &index);
+    let mirror = TestRegistry::start_with(tempfile::tempdir().unwrap(), move |c| {
+        c.upstreams = vec![("up.test".into(), url)];
+    });
+    // What `docker pull --platform linux/amd64` fetches through the cache.
+    let repo = "up.test/team/multi";
+    let mirror_url = mirror.url();
+    for tag in ["1", "latest"] {
+        assert_eq!(
+            http::get(&http::manifest_url(&mirror_url, repo, tag)).status,
+            200
+        );
+    }
+    assert_eq!(
+        http::get(&http::manifest_url(&mirror_url, repo, &amd.digest)).status,
+        200
+    );
+    for blob in [&amd.config_digest, &amd.layer_digest] {
+        assert_eq!(
+            http::get(&http::blob_url(&mirror_url, repo, blob)).status,
+            200
+        );
+    }
+    let data = mirror.stop();
+    drop(upstream);
+
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("cache.tar");
+    must_export(data.path(), &archive, &[]);
+    let held = entries(&archive);
+    assert_blob(&held, &http::sha256_digest(&index), &index);
+    assert_blob(&held, &amd.digest, &amd.manifest);
+    assert!(!held.contains_key(&format!("blobs/sha256/{}", &arm.digest[7..])));
+    let site = work.path().join("site");
+    let (ok, said) = import(&site, &[archive.to_str().unwrap()]);
+    assert!(ok, "its own export was refused: {said}");
+    let copy = TestRegistry::start_in(move_into_tempdir(&site));
+    let get = |reference: &str| http::get(&http::manifest_url(&copy.url(), repo, reference));
+    assert!(get("1").body == index);
+    assert!(get("latest").body == index);
+    assert!(get(&amd.digest).body == amd.manifest);
+    assert_eq!(get(&arm.digest).status, 404);
+    drop(copy);
+
+    let layout = work.path().join("layout");
+    unpack(&archive, &layout);
+    let index_json = std::fs::read_to_string(layout.join("index.json")).unwrap();
+    assert!(index_json.contains(&arm.digest), "{index_json}");
+    let stripped = index_json.replace(&arm.digest, &amd.digest);
+    std::fs::write(layout.join("index.json"), stripped).unwrap();
+    let (ok, said) = import(&work.path().join("t"), &[layout.to_str().unwrap()]);
+    assert!(
+        !ok && said.contains(&arm.digest) && said.contains("missing"),
+        "{said}"
+    );
+}
+
+/// Export walks nesting as import does: a chain of indexes past the limit
+/// (anyone who may push can store one) is refused by name, not walked
+/// until the stack runs out.
+#[test]
+fn an_export_of_indexes_nested_past_the_limit_is_refused_by_name() {
+    let reg = TestRegistry::start();
+    let url = reg.url();
+    let image = http::push_image(&url, "team/deep", None, 65);
+    let mut top = image.descriptor();
+    for level in 0..40 {
+        let index = http::image_index(&[top]);
+        let reference = if level == 39 {
+            "deep".to_owned()
+        } else {
+            http::sha256_digest(&index)
+        };
+        http::push_manifest(&url, "team/deep", &reference, OCI_INDEX, &index);
+        top = http::descriptor(OCI_INDEX, &index);
+    }
+    let data = reg.stop();
+    let out = data.path().join("deep.tar");
+    let (ok, stdout, stderr) = export(data.path(), &out, &["team/deep:deep"]);
+    assert!(!ok, "an image nested 41 deep was exported: {stdout}");
+    assert!(stderr.contains("nested deeper than 32"), "{stderr}");
+    assert!(!out.exists());
+}

@@ -12,7 +12,7 @@ use std::path::Path;
 use sha2::{Digest as _, Sha256};
 
 use super::checked::Mismatch;
-use super::layout::{self, Entry};
+use super::layout::{self, Entry, MAX_NESTING};
 use super::progress::Progress;
 use crate::oci::manifest;
 use crate::oci::{Digest, Reference, RepoName, Tag};
@@ -30,6 +30,8 @@ pub enum Error {
     NothingMatches(String),
     #[error("{image} needs {blob}, which this registry does not hold (pull it first)")]
     Missing { image: String, blob: Digest },
+    #[error("{image}: {manifest} is nested deeper than {MAX_NESTING} manifests")]
+    TooDeep { image: String, manifest: Digest },
     #[error("the earlier export {0}")]
     Earlier(String),
     #[error("{blob} as the source sent it is damaged: {why}")]
@@ -217,7 +219,7 @@ pub fn export(
         None => BTreeSet::new(),
     };
     let roots = roots(source, selections)?;
-    let mut blobs: BTreeMap<Digest, Part> = BTreeMap::new();
+    let mut gathering = Gathering::new(source, platforms);
     let mut entries = Vec::new();
     for root in roots {
         entries.push(Entry {
@@ -226,18 +228,16 @@ pub fn export(
             digest: root.manifest.digest.clone(),
             size: root.manifest.body.len() as u64,
             platforms: (!platforms.is_empty()).then(|| platforms.join(",")),
+            absent: None,
         });
         let digest = root.manifest.digest.clone();
-        gather(
-            source,
-            &root.repo,
-            &root.name,
-            &digest,
-            Some(root.manifest),
-            platforms,
-            &mut blobs,
-        )?;
+        gathering.manifest(&root.repo, &root.name, &digest, Some(root.manifest))?;
     }
+    // Once all is gathered: an image may share its index with one before.
+    for entry in &mut entries {
+        entry.absent = gathering.absent_under(&entry.digest);
+    }
+    let mut blobs = gathering.blobs;
     // A delta leaves out what the earlier export carried.
     blobs.retain(|digest, _| !earlier.contains(digest));
     let total = blobs
@@ -338,7 +338,7 @@ fn earlier_blobs(source: &mut dyn Source, path: &Path) -> Result<BTreeSet<Digest
         let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
         let index: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        let mut blobs = BTreeMap::new();
+        let mut gathering = Gathering::new(source, &[]);
         let manifests = index["manifests"]
             .as_array()
             .ok_or_else(|| bad("an index.json without manifests".into()))?;
@@ -354,13 +354,13 @@ fn earlier_blobs(source: &mut dyn Source, path: &Path) -> Result<BTreeSet<Digest
             let digest = entry["digest"].as_str().and_then(Digest::parse);
             if let (Some(repo), Some(digest)) = (repo, digest) {
                 // What is gone from here cannot be left out, nor needs to be.
-                match gather(source, &repo, name, &digest, None, &[], &mut blobs) {
+                match gathering.manifest(&repo, name, &digest, None) {
                     Ok(()) | Err(Error::Missing { .. }) => {}
                     Err(e) => return Err(e),
                 }
             }
         }
-        return Ok(blobs.into_keys().collect());
+        return Ok(gathering.blobs.into_keys().collect());
     }
     let file = File::open(path).map_err(|e| bad(e.to_string()))?;
     let mut archive = tar::Archive::new(file);
@@ -466,51 +466,127 @@ fn tags_of(source: &mut dyn Source, repo: &RepoName, roots: &mut Vec<Root>) -> R
     Ok(())
 }
 
-/// Adds manifest `digest` of `repo` (`known` if it was fetched already),
-/// the blobs it needs, the children of an index that are here (only those
-/// of `platforms`, if any are named), and every referrer, once each.
-fn gather(
-    source: &mut dyn Source,
-    repo: &RepoName,
-    image: &str,
-    digest: &Digest,
-    known: Option<Manifest>,
-    platforms: &[String],
-    blobs: &mut BTreeMap<Digest, Part>,
-) -> Result<(), Error> {
-    if blobs.contains_key(digest) {
-        return Ok(());
-    }
-    let stored = match known {
-        Some(known) => known,
-        None => match source.manifest(repo, &Reference::Digest(digest.clone()))? {
-            Some(stored) => stored,
-            // A sparse index: the children that are here come along.
-            None => return Ok(()),
-        },
-    };
-    let parsed = manifest::parse(Some(&stored.media_type), &stored.body)
-        .map_err(store::Error::ManifestInvalid)?;
-    let wanted = wanted_children(&stored.body, platforms);
-    blobs.insert(digest.clone(), Part::Manifest(stored.body));
-    for blob in &parsed.blobs {
-        let Some(size) = source.blob_size(repo, blob)? else {
-            return Err(Error::Missing {
-                image: image.to_owned(),
-                blob: blob.clone(),
-            });
-        };
-        blobs.insert(blob.clone(), Part::Blob(repo.clone(), size));
-    }
-    for child in &parsed.manifests {
-        if wanted.as_ref().is_none_or(|wanted| wanted.contains(child)) {
-            gather(source, repo, image, child, None, platforms, blobs)?;
+/// What the selected images need, gathered manifest by manifest.
+struct Gathering<'a> {
+    source: &'a mut dyn Source,
+    /// The platforms wanted of each index; all if none.
+    platforms: &'a [String],
+    blobs: BTreeMap<Digest, Part>,
+    /// The manifests each gathered manifest brings along: its wanted
+    /// children and its referrers.
+    brings: BTreeMap<Digest, Vec<Digest>>,
+    /// Manifests a gathered one names that its repository does not hold.
+    absent: BTreeSet<Digest>,
+    /// Manifests being gathered, one inside the next.
+    depth: usize,
+}
+
+impl<'a> Gathering<'a> {
+    fn new(source: &'a mut dyn Source, platforms: &'a [String]) -> Self {
+        Gathering {
+            source,
+            platforms,
+            blobs: BTreeMap::new(),
+            brings: BTreeMap::new(),
+            absent: BTreeSet::new(),
+            depth: 0,
         }
     }
-    for referrer in source.referrers(repo, digest)? {
-        gather(source, repo, image, &referrer, None, platforms, blobs)?;
+
+    /// Adds manifest `digest` of `repo` (`known` if it was fetched
+    /// already), the blobs it needs, the children of an index that are
+    /// here (only those of `platforms`, if any are named), and every
+    /// referrer, once each; refused past [`MAX_NESTING`] levels.
+    fn manifest(
+        &mut self,
+        repo: &RepoName,
+        image: &str,
+        digest: &Digest,
+        known: Option<Manifest>,
+    ) -> Result<(), Error> {
+        if self.depth == MAX_NESTING {
+            return Err(Error::TooDeep {
+                image: image.to_owned(),
+                manifest: digest.clone(),
+            });
+        }
+        self.depth += 1;
+        let gathered = self.visit(repo, image, digest, known);
+        self.depth -= 1;
+        gathered
     }
-    Ok(())
+
+    /// As [`Gathering::manifest`], one level.
+    fn visit(
+        &mut self,
+        repo: &RepoName,
+        image: &str,
+        digest: &Digest,
+        known: Option<Manifest>,
+    ) -> Result<(), Error> {
+        // Absent from one repository, a manifest may still be in another.
+        if self.blobs.contains_key(digest) {
+            return Ok(());
+        }
+        let stored = match known {
+            Some(known) => known,
+            None => match self
+                .source
+                .manifest(repo, &Reference::Digest(digest.clone()))?
+            {
+                Some(stored) => stored,
+                // A sparse index: the children that are here come along.
+                None => {
+                    self.absent.insert(digest.clone());
+                    return Ok(());
+                }
+            },
+        };
+        let parsed = manifest::parse(Some(&stored.media_type), &stored.body)
+            .map_err(store::Error::ManifestInvalid)?;
+        let wanted = wanted_children(&stored.body, self.platforms);
+        self.blobs
+            .insert(digest.clone(), Part::Manifest(stored.body));
+        for blob in &parsed.blobs {
+            let Some(size) = self.source.blob_size(repo, blob)? else {
+                return Err(Error::Missing {
+                    image: image.to_owned(),
+                    blob: blob.clone(),
+                });
+            };
+            self.blobs
+                .insert(blob.clone(), Part::Blob(repo.clone(), size));
+        }
+        let mut brings: Vec<Digest> = parsed
+            .manifests
+            .into_iter()
+            .filter(|child| wanted.as_ref().is_none_or(|wanted| wanted.contains(child)))
+            .collect();
+        brings.extend(self.source.referrers(repo, digest)?);
+        for next in &brings {
+            self.manifest(repo, image, next, None)?;
+        }
+        self.brings.insert(digest.clone(), brings);
+        Ok(())
+    }
+
+    /// The manifests `root` names, at any depth, that were not there to
+    /// export, comma-separated; `None` if all were.
+    fn absent_under(&self, root: &Digest) -> Option<String> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![root];
+        let mut absent = BTreeSet::new();
+        while let Some(digest) = todo.pop() {
+            if !seen.insert(digest) {
+                continue;
+            }
+            if self.absent.contains(digest) && !self.blobs.contains_key(digest) {
+                absent.insert(digest.as_str());
+            }
+            todo.extend(self.brings.get(digest).into_iter().flatten());
+        }
+        (!absent.is_empty()).then(|| absent.into_iter().collect::<Vec<_>>().join(","))
+    }
 }
 
 /// The children of an index that are of one of `platforms`; `None` when

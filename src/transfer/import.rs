@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::archive::{Layout, MAX_MANIFEST};
-use super::layout::{self, REF_NAME};
+use super::layout::{self, MAX_NESTING, REF_NAME};
 use super::progress::Progress;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::store::{self, Appender, ImportedManifest, Store};
@@ -338,11 +338,17 @@ fn import_entry(
         .annotations
         .get(layout::PLATFORMS)
         .map(|p| p.split(',').map(str::to_owned).collect::<Vec<_>>());
+    let absent = entry
+        .annotations
+        .get(layout::ABSENT)
+        .map(|a| a.split(',').filter_map(Digest::parse).collect())
+        .unwrap_or_default();
     let mut walk = Walk {
         layout,
         destination,
         repo: &repo,
         platforms,
+        absent,
         referrers,
         seen: BTreeSet::new(),
         blobs: BTreeSet::new(),
@@ -390,6 +396,9 @@ struct Walk<'a> {
     /// The platforms the image was exported for, if not all: children of
     /// other platforms are absent on purpose.
     platforms: Option<Vec<String>>,
+    /// Manifests the export's source did not hold (a sparse index's
+    /// children), absent on purpose.
+    absent: BTreeSet<Digest>,
     referrers: &'a BTreeMap<Digest, Vec<Digest>>,
     seen: BTreeSet<Digest>,
     blobs: BTreeSet<Digest>,
@@ -398,12 +407,6 @@ struct Walk<'a> {
     /// Manifests being walked, one inside the next.
     depth: usize,
 }
-
-/// Manifests one inside another (an index's children, a manifest's
-/// referrers) an image may have, far past any real one's: each level is
-/// walked by a call of its own, and a crafted archive could chain enough
-/// to exhaust the stack.
-const MAX_NESTING: usize = 32;
 
 impl Walk<'_> {
     /// Checks manifest `digest` and all it needs, children first, then its
@@ -460,7 +463,7 @@ impl Walk<'_> {
                 self.problems.push(format!("bad digest {:?}", child.digest));
                 continue;
             };
-            if self.left_out(child) && !self.present(&d, child.size) {
+            if (self.absent.contains(&d) || self.left_out(child)) && !self.present(&d, child.size) {
                 // The index stays sparse, as it was exported.
                 continue;
             }

@@ -14,6 +14,16 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// berth's note on an image exported for some platforms only: its index
 /// is whole, and the children of other platforms are absent on purpose.
 pub const PLATFORMS: &str = "io.berth.export.platforms";
+/// berth's note on an image whose index the source held sparse (a
+/// pull-through cache holds the platforms pulled): the manifests it names
+/// that were not there to export, comma-separated.
+pub const ABSENT: &str = "io.berth.export.absent";
+
+/// Manifests one inside another (an index's children, a manifest's
+/// referrers) an image may have, far past any real one's: each level is
+/// walked by a call of its own, and a crafted image could chain enough to
+/// exhaust the stack.
+pub const MAX_NESTING: usize = 32;
 
 /// `os/architecture[/variant]` of a descriptor that names its platform.
 pub fn platform_of(descriptor: &serde_json::Value) -> Option<String> {
@@ -44,6 +54,8 @@ pub struct Entry {
     pub size: u64,
     /// The platforms it was exported for, if not all.
     pub platforms: Option<String>,
+    /// The manifests it names that its source did not hold, if any.
+    pub absent: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -80,6 +92,7 @@ pub fn index_json(entries: &[Entry]) -> Vec<u8> {
                 annotations: [
                     (REF_NAME, Some(e.ref_name.as_str())),
                     (PLATFORMS, e.platforms.as_deref()),
+                    (ABSENT, e.absent.as_deref()),
                 ]
                 .into_iter()
                 .filter_map(|(k, v)| Some((k, v?)))
