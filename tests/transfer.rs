@@ -790,3 +790,35 @@ fn an_export_of_indexes_nested_past_the_limit_is_refused_by_name() {
     assert!(stderr.contains("nested deeper than 32"), "{stderr}");
     assert!(!out.exists());
 }
+
+/// A foreign layer (Windows base layers; not to be redistributed) is not
+/// pushed, with or without `urls`: the push accepts its manifest without
+/// it, the export leaves it out, and the import accepts its absence.
+#[test]
+fn an_image_with_a_foreign_layer_exports_and_imports_without_it() {
+    let reg = TestRegistry::start();
+    let url = reg.url();
+    let image = http::push_image(&url, "team/win", None, 66);
+    let foreign = http::random_bytes(500, 67);
+    let manifest = http::image_manifest(
+        &http::descriptor(http::OCI_CONFIG, &image.config),
+        &[
+            http::descriptor(
+                "application/vnd.oci.image.layer.nondistributable.v1.tar",
+                &foreign,
+            ),
+            http::descriptor(http::OCI_LAYER, &image.layer),
+        ],
+    );
+    http::push_manifest(&url, "team/win", "1", OCI_MANIFEST, &manifest);
+    let data = reg.stop();
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("win.tar");
+    must_export(data.path(), &archive, &["team/win:1"]);
+    let site = work.path().join("site");
+    let (ok, said) = import(&site, &[archive.to_str().unwrap()]);
+    assert!(ok, "its own export was refused: {said}");
+    let copy = TestRegistry::start_in(move_into_tempdir(&site));
+    let resp = http::get(&http::manifest_url(&copy.url(), "team/win", "1"));
+    assert!(resp.body == manifest, "{resp:?}");
+}

@@ -99,12 +99,14 @@ impl Descriptor {
     }
 
     fn is_foreign(&self) -> bool {
-        !self.urls.is_empty()
-            || self
-                .media_type
-                .as_deref()
-                .is_some_and(|m| FOREIGN_LAYERS.contains(&m))
+        is_foreign(self.media_type.as_deref(), &self.urls)
     }
+}
+
+/// Whether a layer is foreign (fetched from its `urls`, or of a type not
+/// to be redistributed): registries neither need nor carry it.
+pub fn is_foreign(media_type: Option<&str>, urls: &[String]) -> bool {
+    !urls.is_empty() || media_type.is_some_and(|m| FOREIGN_LAYERS.contains(&m))
 }
 
 /// Parses a pushed manifest. `content_type` is the request's Content-Type;

@@ -445,7 +445,7 @@ impl Walk<'_> {
         };
         let media_type = media_type.or(refs.media_type.clone());
         for blob in refs.config.iter().chain(&refs.layers) {
-            if !blob.urls.is_empty() {
+            if crate::oci::manifest::is_foreign(blob.media_type.as_deref(), &blob.urls) {
                 continue;
             }
             match Digest::parse(&blob.digest) {
