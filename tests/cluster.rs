@@ -894,3 +894,99 @@ fn a_manifest_put_waiting_on_a_sweep_that_drops_its_blobs_link_is_refused() {
     let blob = http::head(&http::blob_url(&base, name, &image.layer_digest));
     assert_eq!(blob.status, 404, "the link is gone: {blob:?}");
 }
+
+/// Sends a request's head and then its body of `body` in `slices` writes
+/// `pause` apart, and reads the answer.
+fn trickle(
+    addr: std::net::SocketAddr,
+    head: &str,
+    body: &[u8],
+    slices: usize,
+    pause: Duration,
+) -> Response {
+    use std::io::Write;
+    let mut stream = http::connect_addr(addr).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    for slice in body.chunks(body.len().div_ceil(slices)) {
+        stream.write_all(slice).unwrap();
+        thread::sleep(pause);
+    }
+    http::read_response(&mut stream, false).unwrap()
+}
+
+/// A chunk that streams for longer than the upload expiration is not an
+/// idle upload: no node expires it under the request (here 6 s of bytes
+/// against nodes that expire uploads idle for 2 s, one of them another).
+#[test]
+fn an_upload_streaming_longer_than_the_expiration_is_not_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = common::cluster::node_args(dir.path());
+    args.extend(["--upload-expiration".into(), "2s".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let nodes: Vec<ServerProcess> = (0..2)
+        .map(|i| {
+            let data = dir.path().join(format!("node{i}"));
+            ServerProcess::start_with(&data, &dir.path().join(format!("node{i}.log")), &args)
+        })
+        .collect();
+    let base = nodes[0].url();
+    let data = http::random_bytes(24 * (16 << 10), 91);
+    let digest = sha256_digest(&data);
+    let upload = start_upload(&base, "slow/chunk");
+    let head = format!(
+        "PATCH {upload} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        nodes[0].addr,
+        data.len()
+    );
+    let resp = trickle(nodes[0].addr, &head, &data, 24, Duration::from_millis(250));
+    assert_eq!(resp.status, 202, "a streaming chunk was expired: {resp:?}");
+    let resp = finish(&nodes[1].url(), &upload, &digest, b"");
+    assert_eq!(resp.status, 201, "{resp:?}");
+    assert_blob(&base, "slow/chunk", &digest, &data);
+}
+
+/// A whole blob in one request keeps its pieces while it streams: a prune
+/// (grace 0s) between its first piece and its end removes none of them.
+#[test]
+fn a_prune_leaves_the_pieces_of_a_blob_still_streaming() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), 1);
+    let data = http::random_bytes(9 * MIB, 92);
+    let digest = sha256_digest(&data);
+    let head = format!(
+        "POST /v2/whole/slow/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        nodes[0].addr,
+        data.len()
+    );
+    let mut stream = http::connect_addr(nodes[0].addr).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let (first, rest) = data.split_at(8 * MIB + MIB / 2);
+    stream.write_all(first).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while common::cluster::objects(dir.path(), "uploads/").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no piece was written");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Object stores give times to the second, rounded up.
+    thread::sleep(Duration::from_millis(1100));
+    let out = prune_now(&common::cluster::node_args(dir.path()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stream.write_all(rest).unwrap();
+    let resp = http::read_response(&mut stream, false).unwrap();
+    assert_eq!(resp.status, 201, "{resp:?}");
+    assert_blob(&nodes[0].url(), "whole/slow", &digest, &data);
+    // Its end is said too: the row that vouched for it goes.
+    let metadata = &common::cluster::node_args(dir.path())[1];
+    while common::cluster::psql(metadata, "SELECT count(*) FROM streams") != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream's row stays"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -28,6 +28,7 @@ mod objects;
 mod orphans;
 mod prune;
 mod schema;
+mod streams;
 mod uploads;
 
 use std::collections::HashSet;

@@ -1,7 +1,7 @@
 //! Objects no row owns: pieces of uploads that are gone (or of whole-blob
 //! requests that died), and blob objects whose row never committed (a
 //! node that died between a compose and its commit). Only objects written
-//! before a cutoff count: a live request's are younger.
+//! before a cutoff count, and none of a request that says it still streams.
 
 use std::collections::BTreeSet;
 
@@ -24,7 +24,9 @@ impl Cluster {
         let ids = |rows: Vec<tokio_postgres::Row>| -> BTreeSet<String> {
             rows.iter().map(|row| row.get(0)).collect()
         };
-        let sessions = ids(client.query("SELECT id FROM uploads", &[]).await?);
+        let mut sessions = ids(client.query("SELECT id FROM uploads", &[]).await?);
+        // A whole blob still streaming owns its pieces without a row.
+        sessions.extend(self.live_streams().await?);
         let held = ids(client.query("SELECT digest FROM blobs", &[]).await?);
         let mut orphans = Vec::new();
         for (key, written) in self.objects.list("uploads/").await? {

@@ -96,6 +96,12 @@ CREATE TABLE cache_pulls (
     PRIMARY KEY (repo, digest)
 );
 "#,
+    r#"
+CREATE TABLE streams (
+    id text PRIMARY KEY,
+    seen bigint NOT NULL
+);
+"#,
 ];
 
 /// Brings the schema to this binary's version.

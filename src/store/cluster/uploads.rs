@@ -8,11 +8,13 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
 use super::super::{ChunkSpec, Error, Result, Upload, meta};
 use super::blobs::{blob_key, link};
+use super::streams::BEAT;
 use super::{Cluster, signed, unsigned};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 
@@ -64,6 +66,10 @@ pub struct ObjectAppender {
     received: u64,
     /// Set once the pieces belong to the session or the blob.
     kept: bool,
+    /// When this request last said it streams.
+    beat: Instant,
+    /// Whether a whole blob's request has its `streams` row.
+    streaming: bool,
     _busy: Option<Busy>,
 }
 
@@ -78,6 +84,16 @@ impl ObjectAppender {
                 self.flush()?;
             }
         }
+        if self.beat.elapsed() >= BEAT && (self.session || self.streaming) {
+            self.beat = Instant::now();
+            let (cluster, id, session) = (Arc::clone(&self.cluster), self.id.clone(), self.session);
+            // Off the request's path: a late beat only keeps a row longer.
+            self.cluster.handle().spawn(async move {
+                if let Err(e) = cluster.beat(&id, session).await {
+                    log::warn!("upload {id}: saying it streams: {e}");
+                }
+            });
+        }
         Ok(())
     }
 
@@ -85,6 +101,12 @@ impl ObjectAppender {
     fn flush(&mut self) -> Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
+        }
+        if !self.session && !self.streaming {
+            // Before its first piece: a prune must know whose it is.
+            self.cluster.run(self.cluster.beat(&self.id, false))?;
+            self.streaming = true;
+            self.beat = Instant::now();
         }
         let bytes = self.buffer.split().freeze();
         let key = format!("uploads/{}/{}", self.id, uuid::Uuid::new_v4());
@@ -253,18 +275,26 @@ impl ObjectAppender {
 
 impl Drop for ObjectAppender {
     fn drop(&mut self) {
-        if self.kept || self.written.is_empty() {
+        let lost = !self.kept && !self.written.is_empty();
+        if !lost && !self.streaming {
             return;
         }
         // What a failed request wrote goes; the session's committed pieces
         // stay. Removed on the store's runtime, not here: an appender whose
         // body failed is dropped on an async thread, which must not block.
-        let (cluster, written) = (Arc::clone(&self.cluster), std::mem::take(&mut self.written));
+        let written = match lost {
+            true => std::mem::take(&mut self.written),
+            false => Vec::new(),
+        };
+        let (cluster, id, streaming) = (Arc::clone(&self.cluster), self.id.clone(), self.streaming);
         self.cluster.handle().spawn(async move {
             for key in &written {
                 if let Err(e) = cluster.objects.delete(key).await {
                     log::warn!("removing {key}: {e}");
                 }
+            }
+            if streaming && let Err(e) = cluster.end_stream(&id).await {
+                log::warn!("upload {id}: forgetting its stream: {e}");
             }
         });
     }
@@ -529,6 +559,8 @@ impl Cluster {
             hasher,
             received: 0,
             kept: false,
+            beat: Instant::now(),
+            streaming: false,
             _busy: busy,
         }
     }
