@@ -990,3 +990,42 @@ fn a_prune_leaves_the_pieces_of_a_blob_still_streaming() {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A cluster whose blob deletes dropped what manifests need (schema 4 and
+/// before, with berth before c0312eb) has it rebuilt by the next migration:
+/// a prune then keeps a blob deleted and pushed again.
+#[test]
+fn a_schema_4_database_gets_back_what_manifests_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = common::cluster::node_args(dir.path());
+    let node = ServerProcess::start_with(
+        &dir.path().join("node"),
+        &dir.path().join("node.log"),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let image = http::push_image(&node.url(), "older", Some("v1"), 93);
+    node.stop();
+    let dropped = common::cluster::psql(
+        &args[1],
+        &format!(
+            "DELETE FROM blob_refs WHERE blob = '{}' RETURNING manifest",
+            image.layer_digest
+        ),
+    );
+    assert_eq!(dropped, image.digest);
+    common::cluster::psql(&args[1], "UPDATE berth_schema SET version = 4");
+    let out = prune_now(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("tags, 0 blobs"), "{said}");
+    let node = ServerProcess::start_with(
+        &dir.path().join("node"),
+        &dir.path().join("node.log"),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_blob(&node.url(), "older", &image.layer_digest, &image.layer);
+}

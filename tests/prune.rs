@@ -193,6 +193,42 @@ fn a_database_from_before_the_repository_blob_index_is_filled_in_at_start() {
     assert_blob(&base, "older", &image.layer);
 }
 
+/// BLOB_REFS as berth's database holds it, and its record of one-time
+/// repairs: no API of berth's either.
+const BLOB_REFS: redb::TableDefinition<(&str, &str, &str), ()> =
+    redb::TableDefinition::new("blob_refs");
+const REPAIRS: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("repairs");
+
+/// A database written while a blob DELETE still dropped its repository's
+/// BLOB_REFS rows (before c0312eb) lacks the record that a manifest needs
+/// the blob pushed again: it is rebuilt from the manifests once, at start,
+/// and the next prune keeps the blob.
+#[test]
+fn a_database_whose_blob_deletes_dropped_what_manifests_need_is_repaired_at_start() {
+    let reg = TestRegistry::start();
+    let image = push_image(&reg.url(), "older", Some("v1"), 58);
+    let data = reg.stop();
+    {
+        let db = redb::Database::open(data.path().join("berth.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let key = (image.layer_digest.as_str(), "older", image.digest.as_str());
+        assert!(
+            txn.open_table(BLOB_REFS)
+                .unwrap()
+                .remove(key)
+                .unwrap()
+                .is_some()
+        );
+        txn.delete_table(REPAIRS).unwrap();
+        txn.commit().unwrap();
+    }
+    let output = prune(data.path(), &["--grace", "0s"]);
+    assert!(output.contains("tags, 0 blobs"), "{output}");
+    let reg = TestRegistry::start_in(data);
+    assert_eq!(manifest_status(&reg.url(), "older", "v1"), 200);
+    assert_blob(&reg.url(), "older", &image.layer);
+}
+
 common::both_engines! {
 #[test]
 fn dry_run_lists_what_would_go_and_removes_nothing() {

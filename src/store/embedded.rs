@@ -13,7 +13,7 @@ use super::commit::{self, Before, Committer, DbHandle};
 use super::served::Served;
 use super::settle::{self, Settler};
 use super::unwritten::Unwritten;
-use super::{Error, Result, blobs, links, meta, sessions, stats};
+use super::{Error, Result, blobs, links, manifests, meta, sessions, stats};
 use crate::oci::{Algorithm, Digest};
 
 /// Lock stripes for digests: finishing a blob (rename, then commit) and
@@ -134,6 +134,7 @@ impl Embedded {
         txn.open_table(meta::REFERRERS)?;
         txn.open_table(meta::PROBES)?;
         links::backfill(&txn)?;
+        manifests::rebuild_refs_once(&txn)?;
         stats::backfill_totals(&txn)?;
         self.db.commit(txn)?;
         Ok(())

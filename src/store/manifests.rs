@@ -150,6 +150,35 @@ pub(super) fn insert_refs(
     Ok(())
 }
 
+/// Rebuilds BLOB_REFS from the manifests, once per database: before
+/// c0312eb a blob DELETE dropped its repository's rows, and a blob pushed
+/// again after one was needed by no manifest as far as the sweep could tell.
+pub(super) fn rebuild_refs_once(txn: &WriteTransaction) -> Result<()> {
+    const REPAIR: &str = "blob_refs";
+    let mut repairs = txn.open_table(meta::REPAIRS)?;
+    if repairs.get(REPAIR)?.is_some() {
+        return Ok(());
+    }
+    let manifests = txn.open_table(meta::MANIFESTS)?;
+    let mut refs = txn.open_table(meta::BLOB_REFS)?;
+    let mut rebuilt = 0u64;
+    for entry in manifests.iter()? {
+        let (key, value) = entry?;
+        let (repo, digest) = key.value();
+        let row: ManifestRow = meta::decode(value.value())?;
+        for blob in &row.blobs {
+            if refs.insert((blob.as_str(), repo, digest), ())?.is_none() {
+                rebuilt += 1;
+            }
+        }
+    }
+    if rebuilt > 0 {
+        log::warn!("restored {rebuilt} records of blobs that manifests need");
+    }
+    repairs.insert(REPAIR, meta::now())?;
+    Ok(())
+}
+
 /// Whether `repo` holds manifest `digest`.
 pub(super) fn has_row(txn: &WriteTransaction, repo: &str, digest: &str) -> Result<bool> {
     Ok(txn

@@ -122,6 +122,10 @@ pub fn ago(now: u64, age: std::time::Duration) -> u64 {
 /// The last readiness probe's write: `"last"` -> seconds since the epoch.
 pub const PROBES: TableDefinition<&str, u64> = TableDefinition::new("probes");
 
+/// One-time repairs of databases older than a fix, by name -> when done
+/// (milliseconds since the epoch).
+pub const REPAIRS: TableDefinition<&str, u64> = TableDefinition::new("repairs");
+
 /// Running totals kept in the transactions that change them: `"blobs"`
 /// (rows of BLOBS) and `"bytes"` (their sizes).
 pub const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");

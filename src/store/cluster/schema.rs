@@ -102,6 +102,14 @@ CREATE TABLE streams (
     seen bigint NOT NULL
 );
 "#,
+    // Before c0312eb a blob DELETE dropped its repository's blob_refs rows:
+    // a blob pushed again after one was needed by no manifest as far as
+    // the sweep could tell. Rebuilt from the manifests, once.
+    r#"
+INSERT INTO blob_refs (blob, repo, manifest)
+    SELECT DISTINCT unnest(blobs), repo, digest FROM manifests
+    ON CONFLICT DO NOTHING;
+"#,
 ];
 
 /// Brings the schema to this binary's version.
