@@ -448,9 +448,10 @@ fn a_delta_carries_only_new_blobs_and_imports_only_onto_its_base() {
         .collect();
     assert_eq!(
         blobs.len(),
-        2,
-        "the delta holds the new config and manifest only: {blobs:?}"
+        3,
+        "the delta holds the new config and the manifests only: {blobs:?}"
     );
+    assert_blob(&held, &first.digest, &first.manifest);
     assert_blob(&held, &http::sha256_digest(&config), &config);
     assert_blob(&held, &http::sha256_digest(&manifest), &manifest);
     // The earlier archive's index.json alone says as much.
@@ -821,4 +822,54 @@ fn an_image_with_a_foreign_layer_exports_and_imports_without_it() {
     let copy = TestRegistry::start_in(move_into_tempdir(&site));
     let resp = http::get(&http::manifest_url(&copy.url(), "team/win", "1"));
     assert!(resp.body == manifest, "{resp:?}");
+}
+
+/// A delta's image may share a manifest with an image of another
+/// repository that the earlier export carried (a retag, a copy). The site
+/// holds that manifest in the other repository only, once a prune swept
+/// the staged copy of its bytes: the delta carries every manifest its
+/// images need (they are small), so it imports all the same.
+#[test]
+fn a_delta_whose_image_shares_a_manifest_with_another_repository_imports_after_a_prune() {
+    let reg = TestRegistry::start();
+    let url = reg.url();
+    let image = http::push_image(&url, "team/app", Some("1"), 68);
+    let data = reg.stop();
+    let work = tempfile::tempdir().unwrap();
+    let base = work.path().join("base.tar");
+    must_export(data.path(), &base, &[]);
+    let site = work.path().join("site");
+    let (ok, said) = import(&site, &[base.to_str().unwrap()]);
+    assert!(ok, "{said}");
+    let (ok, stdout, stderr) =
+        common::transfer::berth(&["prune", "--grace", "0s", "--data", site.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+
+    // The same image under another name: its blobs and manifest again.
+    let reg = TestRegistry::start_in(data);
+    let url = reg.url();
+    http::push_blob(&url, "team/copy", &image.config);
+    http::push_blob(&url, "team/copy", &image.layer);
+    http::push_manifest(&url, "team/copy", "1", OCI_MANIFEST, &image.manifest);
+    let data = reg.stop();
+    let delta = work.path().join("delta.tar");
+    must_export(
+        data.path(),
+        &delta,
+        &["--since", base.to_str().unwrap(), "team/copy:1"],
+    );
+    let (ok, said) = import(&site, &[delta.to_str().unwrap()]);
+    assert!(ok, "the delta was refused: {said}");
+    let copy = TestRegistry::start_in(move_into_tempdir(&site));
+    let resp = http::get(&http::manifest_url(&copy.url(), "team/copy", "1"));
+    assert!(resp.body == image.manifest, "{resp:?}");
+    assert!(
+        http::get(&http::blob_url(
+            &copy.url(),
+            "team/copy",
+            &image.layer_digest
+        ))
+        .body
+            == image.layer
+    );
 }

@@ -238,8 +238,10 @@ pub fn export(
         entry.absent = gathering.absent_under(&entry.digest);
     }
     let mut blobs = gathering.blobs;
-    // A delta leaves out what the earlier export carried.
-    blobs.retain(|digest, _| !earlier.contains(digest));
+    // A delta leaves out what the earlier export carried, but for the
+    // manifests: small, and the site may hold one only in a repository
+    // other than the one this image goes to.
+    blobs.retain(|digest, part| matches!(part, Part::Manifest(_)) || !earlier.contains(digest));
     let total = blobs
         .values()
         .map(|part| match part {
