@@ -47,6 +47,12 @@ struct State {
     hide_digests: AtomicBool,
     open: AtomicUsize,
     stop: AtomicBool,
+    /// Every request's head, as it came.
+    heads: Mutex<Vec<String>>,
+    /// Answers a request without Basic credentials with a challenge.
+    require_basic: AtomicBool,
+    /// The `Link` a tag list names as its next page.
+    tags_link: Mutex<Option<String>>,
 }
 
 impl FakeUpstream {
@@ -62,6 +68,9 @@ impl FakeUpstream {
             hide_digests: AtomicBool::new(false),
             open: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            heads: Mutex::new(Vec::new()),
+            require_basic: AtomicBool::new(false),
+            tags_link: Mutex::new(None),
         });
         let shared = Arc::clone(&state);
         listener.set_nonblocking(true).unwrap();
@@ -136,6 +145,7 @@ fn serve(mut stream: TcpStream, state: &State) {
         }
     }
     let head = String::from_utf8_lossy(&head).into_owned();
+    state.heads.lock().unwrap().push(head.clone());
     let mut words = head.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let reply = |stream: &mut TcpStream, status: &str, headers: &str, body: &[u8]| {
@@ -148,6 +158,28 @@ fn serve(mut stream: TcpStream, state: &State) {
             let _ = stream.write_all(body);
         }
     };
+    let authorized = head
+        .to_ascii_lowercase()
+        .contains("\r\nauthorization: basic ");
+    if state.require_basic.load(Ordering::Relaxed) && !authorized {
+        let challenge = "WWW-Authenticate: Basic realm=\"fake\"\r\n";
+        return reply(
+            &mut stream,
+            "401 Unauthorized",
+            challenge,
+            b"{\"errors\":[]}",
+        );
+    }
+    if path.starts_with("/v2/team/app/tags/list") {
+        let link = state.tags_link.lock().unwrap().clone();
+        let link = link.map_or(String::new(), |l| format!("Link: <{l}>; rel=\"next\"\r\n"));
+        return reply(
+            &mut stream,
+            "200 OK",
+            &link,
+            br#"{"name":"team/app","tags":["1"]}"#,
+        );
+    }
     if let Some((digest, body)) = state.manifests.lock().unwrap().get(path).cloned() {
         let headers = if state.hide_digests.load(Ordering::Relaxed) {
             format!("Content-Type: {OCI_MANIFEST}\r\n")
@@ -380,4 +412,50 @@ fn an_upstream_that_names_no_digest_is_pulled_by_the_tags_bytes() {
         Some(image.digest.as_str())
     );
 }
+}
+
+/// The upstream's credentials go to the upstream only: a tag list whose
+/// next page is on another host (a hostile or misconfigured upstream) is
+/// asked for there without them.
+#[test]
+fn credentials_go_to_the_upstream_and_nowhere_its_links_point() {
+    let upstream = FakeUpstream::start();
+    let elsewhere = FakeUpstream::start();
+    upstream.state.require_basic.store(true, Ordering::Relaxed);
+    *upstream.state.tags_link.lock().unwrap() =
+        Some(format!("{}/v2/team/app/tags/list?last=1", elsewhere.url()));
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("config.json");
+    // alice:secret
+    let config = format!(
+        r#"{{"auths":{{"{}":{{"auth":"YWxpY2U6c2VjcmV0"}}}}}}"#,
+        upstream.addr
+    );
+    std::fs::write(&auth, config).unwrap();
+    let url = upstream.url();
+    let mirror = TestRegistry::start_with(tempfile::tempdir().unwrap(), move |c| {
+        c.upstreams = vec![("up.test".into(), url)];
+        c.upstream_timeout = Duration::from_secs(1);
+        c.upstream_auth = Some(auth);
+    });
+    let resp = http::get(&format!("{}/v2/up.test/team/app/tags/list", mirror.url()));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let asked = upstream.state.heads.lock().unwrap().clone();
+    assert!(
+        asked
+            .iter()
+            .any(|h| h.to_ascii_lowercase().contains("authorization: basic")),
+        "the upstream was never given its credentials: {asked:?}"
+    );
+    let elsewhere_asked = elsewhere.state.heads.lock().unwrap().clone();
+    assert!(
+        !elsewhere_asked.is_empty(),
+        "the next page was not asked for"
+    );
+    for head in &elsewhere_asked {
+        assert!(
+            !head.to_ascii_lowercase().contains("authorization"),
+            "credentials went to another host: {head}"
+        );
+    }
 }

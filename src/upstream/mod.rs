@@ -495,7 +495,12 @@ impl Upstream {
 
     /// Sends `ask`, logging in when challenged (once) with what the
     /// challenge asks for; the authorization is kept for its scopes.
+    /// Anywhere but the upstream's own origin (a `Link` or `Location`
+    /// naming another host, port or scheme) it goes without credentials.
     async fn send(&self, ask: &Ask<'_>) -> Result<Response<Incoming>> {
+        if !same_origin(&self.base, ask.url) {
+            return self.request(ask, None, ask.body()).await;
+        }
         let cached = self.cached_token(&ask.scope());
         let resp = self.request(ask, cached.as_deref(), ask.body()).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
@@ -560,9 +565,12 @@ impl Upstream {
         };
         let separator = if realm.contains('?') { '&' } else { '?' };
         let url = format!("{realm}{separator}{query}");
+        // Not in the clear to a realm of an upstream reached over TLS.
+        let clear = realm.starts_with("http://") && self.base.starts_with("https://");
         let basic = self
             .credentials
             .as_ref()
+            .filter(|_| !clear)
             .map(|(user, password)| auth::basic(user, password));
         let ask = Ask::new(Method::GET, &url, Vec::new());
         let resp = self.request(&ask, basic.as_deref(), ask.body()).await?;
@@ -676,6 +684,19 @@ fn resolve(base: &str, location: &str) -> Option<String> {
     }
 }
 
+/// Whether two URLs share scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    let origin = |url: &str| {
+        let uri: Uri = url.parse().ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        Some((scheme, uri.host()?.to_ascii_lowercase(), port))
+    };
+    origin(a).is_some_and(|a| origin(b) == Some(a))
+}
+
 /// An error with its causes, which hyper's client keeps in `source()`.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -697,6 +718,17 @@ mod tests {
         assert_eq!(token_life(Some(1)), Duration::from_millis(900));
         assert_eq!(token_life(Some(300)), Duration::from_secs(270));
         assert_eq!(token_life(None), Duration::from_secs(54));
+    }
+
+    #[test]
+    fn an_origin_is_scheme_host_and_port() {
+        let base = "https://Registry.example";
+        assert!(same_origin(base, "https://registry.example:443/v2/a/tags/list"));
+        assert!(!same_origin(base, "http://registry.example/v2/"));
+        assert!(!same_origin(base, "https://registry.example:8443/v2/"));
+        assert!(!same_origin(base, "https://registry.example.evil/v2/"));
+        assert!(same_origin("http://127.0.0.1:5000", "http://127.0.0.1:5000/v2/x"));
+        assert!(!same_origin("http://127.0.0.1:5000", "not a url"));
     }
 
     #[test]
