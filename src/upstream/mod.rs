@@ -31,6 +31,8 @@ use crate::oci::manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 
 /// Redirects followed for one blob (registries send blobs from elsewhere).
 const MAX_REDIRECTS: usize = 5;
+/// Scopes whose tokens are kept at most.
+const MAX_TOKENS: usize = 1_000;
 /// Token answers and error bodies are small; more is refused.
 const MAX_SMALL_BODY: usize = 64 << 10;
 /// A page of tags: a thousand names, with room to spare.
@@ -433,9 +435,13 @@ impl Upstream {
                 .get(header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| self.invalid("a redirect without a Location".into()))?;
-            url = resolve(&url, location).ok_or_else(|| {
+            let next = resolve(&url, location).ok_or_else(|| {
                 self.invalid(format!("a redirect to {location:?}, which is no URL"))
             })?;
+            if !may_redirect(&url, &next) {
+                return Err(self.invalid(format!("a redirect from {url} to {next}: refused")));
+            }
+            url = next;
             // Elsewhere, the registry's credentials are not sent.
             let ask = Ask::new(method.clone(), &url, Vec::new());
             resp = self.request(&ask, None, ask.body()).await?;
@@ -531,10 +537,12 @@ impl Upstream {
             },
             _ => return Ok(None),
         };
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(ask.scope(), (authorization.clone(), Instant::now() + life));
+        keep_token(
+            &mut self.tokens.lock().unwrap_or_else(|p| p.into_inner()),
+            ask.scope(),
+            authorization.clone(),
+            Instant::now() + life,
+        );
         Ok(Some(authorization))
     }
 
@@ -657,8 +665,72 @@ impl Upstream {
 /// How long a token is kept: a little shorter than it lives, so it is
 /// never sent stale (a streamed upload cannot be sent again after a 401).
 /// Docker's token servers default to 60 s when they say nothing.
+/// A token that says it lives longer than a day is kept for a day.
 fn token_life(expires_in: Option<u64>) -> Duration {
-    Duration::from_secs(expires_in.unwrap_or(60)) * 9 / 10
+    Duration::from_secs(expires_in.unwrap_or(60).min(86_400)) * 9 / 10
+}
+
+/// Keeps `authorization` for `scope` until `until`. Clients name the
+/// repositories, so scopes are many: past [`MAX_TOKENS`] the expired go,
+/// and all if none has.
+fn keep_token(
+    tokens: &mut HashMap<String, (String, Instant)>,
+    scope: String,
+    authorization: String,
+    until: Instant,
+) {
+    if tokens.len() >= MAX_TOKENS && !tokens.contains_key(&scope) {
+        let now = Instant::now();
+        tokens.retain(|_, (_, until)| now < *until);
+        if tokens.len() >= MAX_TOKENS {
+            tokens.clear();
+        }
+    }
+    tokens.insert(scope, (authorization, until));
+}
+
+/// Whether a redirect from `from` may be followed to `to`: not from TLS
+/// to the clear, and not from a public host into this host's own or its
+/// network's private addresses (a hostile upstream would have berth fetch
+/// and pass on what only it can reach).
+fn may_redirect(from: &str, to: &str) -> bool {
+    let parts = |url: &str| {
+        let uri: Uri = url.parse().ok()?;
+        Some((
+            uri.scheme_str()?.to_ascii_lowercase(),
+            uri.host()?.to_ascii_lowercase(),
+        ))
+    };
+    let (Some((from_scheme, from_host)), Some((to_scheme, to_host))) = (parts(from), parts(to))
+    else {
+        return false;
+    };
+    let downgrade = from_scheme == "https" && to_scheme != "https";
+    let inward = is_internal(&to_host) && !is_internal(&from_host);
+    !downgrade && !inward
+}
+
+/// Loopback, private, link-local or unspecified, by name or address.
+fn is_internal(host: &str) -> bool {
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    match host.trim_start_matches('[').trim_end_matches(']').parse() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            let first = ip.segments()[0];
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_internal(&v4.to_string()))
+        }
+        Err(_) => false,
+    }
 }
 
 fn content_length(resp: &Response<Incoming>) -> Option<u64> {
@@ -721,13 +793,71 @@ mod tests {
     }
 
     #[test]
+    fn a_token_of_any_claimed_life_is_kept_at_most_a_day() {
+        assert_eq!(token_life(Some(u64::MAX)), Duration::from_secs(77_760));
+    }
+
+    #[test]
+    fn tokens_kept_are_bounded() {
+        let mut tokens = HashMap::new();
+        let later = Instant::now() + Duration::from_secs(60);
+        for i in 0..3 * MAX_TOKENS {
+            keep_token(
+                &mut tokens,
+                format!("repository:r{i}:pull"),
+                "t".into(),
+                later,
+            );
+            assert!(tokens.len() <= MAX_TOKENS);
+        }
+        assert!(tokens.contains_key(&format!("repository:r{}:pull", 3 * MAX_TOKENS - 1)));
+        // The expired go first.
+        let mut tokens = HashMap::new();
+        for i in 0..MAX_TOKENS - 1 {
+            keep_token(&mut tokens, format!("old{i}"), "t".into(), Instant::now());
+        }
+        keep_token(&mut tokens, "live".into(), "t".into(), later);
+        keep_token(&mut tokens, "new".into(), "t".into(), later);
+        assert_eq!(tokens.len(), 2);
+    }
+
+    #[test]
+    fn redirects_stay_in_tls_and_out_of_internal_addresses() {
+        let hub = "https://registry.example/v2/a/blobs/sha256:x";
+        assert!(may_redirect(hub, "https://cdn.example/b?sig=1"));
+        assert!(!may_redirect(hub, "http://cdn.example/b"));
+        for inward in [
+            "https://127.0.0.1/x",
+            "https://169.254.169.254/latest/meta-data/",
+            "https://10.1.2.3/x",
+            "https://192.168.0.1/x",
+            "https://localhost:8080/x",
+            "https://[::1]/x",
+            "https://[fd00::1]/x",
+            "https://[::ffff:127.0.0.1]/x",
+        ] {
+            assert!(!may_redirect(hub, inward), "{inward}");
+        }
+        // An upstream on this host or network may send its own there.
+        let local = "http://127.0.0.1:5001/v2/a/blobs/sha256:x";
+        assert!(may_redirect(local, "http://127.0.0.1:9000/bucket/b"));
+        assert!(may_redirect(local, "http://10.0.0.5/b"));
+    }
+
+    #[test]
     fn an_origin_is_scheme_host_and_port() {
         let base = "https://Registry.example";
-        assert!(same_origin(base, "https://registry.example:443/v2/a/tags/list"));
+        assert!(same_origin(
+            base,
+            "https://registry.example:443/v2/a/tags/list"
+        ));
         assert!(!same_origin(base, "http://registry.example/v2/"));
         assert!(!same_origin(base, "https://registry.example:8443/v2/"));
         assert!(!same_origin(base, "https://registry.example.evil/v2/"));
-        assert!(same_origin("http://127.0.0.1:5000", "http://127.0.0.1:5000/v2/x"));
+        assert!(same_origin(
+            "http://127.0.0.1:5000",
+            "http://127.0.0.1:5000/v2/x"
+        ));
         assert!(!same_origin("http://127.0.0.1:5000", "not a url"));
     }
 
