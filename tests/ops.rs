@@ -218,6 +218,16 @@ fn with_auth_on_metrics_need_a_login_probes_do_not_and_failed_logins_count() {
     });
     let base = reg.url();
     assert_eq!(http::get(&format!("{base}/metrics")).status, 401);
+    // Nor does the token anyone gets without a password.
+    let anonymous = http::get(&format!("{base}/token?service=berth")).json();
+    let bearer = format!("Bearer {}", anonymous["token"].as_str().unwrap());
+    let resp = http::request(
+        "GET",
+        &format!("{base}/metrics"),
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(resp.status, 401, "an anonymous token read the metrics");
     assert_eq!(http::get(&format!("{base}/healthz")).status, 200);
     assert_eq!(http::get(&format!("{base}/readyz")).status, 200);
     let basic = |password: &str| {

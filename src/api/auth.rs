@@ -29,6 +29,8 @@ const SERVICE: &str = "berth";
 enum Need<'a> {
     Nothing,
     Identity,
+    /// A login: a password, or a token issued for one.
+    User,
     Listing,
     Repo(&'a str, Action),
 }
@@ -47,7 +49,8 @@ fn need<'a>(route: &'a Route, method: &Method) -> Need<'a> {
     };
     match route {
         Route::Health | Route::Ready => Need::Nothing,
-        Route::Base | Route::Token | Route::Metrics => Need::Identity,
+        Route::Base | Route::Token => Need::Identity,
+        Route::Metrics => Need::User,
         Route::Catalog => Need::Listing,
         Route::Tags(name)
         | Route::Manifest(name, _)
@@ -87,6 +90,8 @@ impl Api {
             Need::Listing => Ok(caller),
             Need::Identity if matches!(caller, Caller::Anonymous) => Err(self.challenge(req, None)),
             Need::Identity => Ok(caller),
+            Need::User if caller.user().is_none() => Err(self.challenge(req, None)),
+            Need::User => Ok(caller),
             Need::Repo(repo, action) if authority.may(&caller, repo, action) => Ok(caller),
             Need::Repo(repo, action) => {
                 if caller.user().is_some() && !authority.rules_allow(caller.user(), repo, action) {
