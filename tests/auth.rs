@@ -2381,3 +2381,20 @@ fn passwords_never_reach_the_log_even_at_trace() {
     );
 }
 }
+
+/// docker writes a scope as its reference names the repository
+/// (`docker.io/alpine`); berth serves it as `docker.io/library/alpine`. The
+/// token grants the repository the name means, so it is good for it.
+#[test]
+fn a_token_for_a_short_docker_hub_name_is_good_for_the_repository_it_means() {
+    let s = Secured::start(Some(RULES), |_| {});
+    let base = s.url.as_str();
+    let alice = Who::User("alice");
+    let image = push_image(base, "docker.io/library/alpine", "v1", alice, 504);
+    for short in ["docker.io/alpine", "index.docker.io/library/alpine"] {
+        let t = token(base, alice, &[&format!("repository:{short}:pull")]);
+        let resp = get_manifest(base, short, "v1", Who::Bearer(&t));
+        assert_eq!(resp.status, 200, "{short}: {resp:?}");
+        assert_eq!(resp.body, image.manifest);
+    }
+}

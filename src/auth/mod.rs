@@ -259,12 +259,15 @@ impl Authority {
     pub fn issue(&self, user: Option<&str>, scopes: &[Scope], now: u64) -> (String, u64) {
         let mut access = Vec::new();
         // A name that is no repository name (`bob/../x`) may still match a
-        // rule's pattern as text; it is ignored, as Distribution does.
+        // rule's pattern as text; it is ignored, as Distribution does. The
+        // others are granted as the repository they mean, as requests name
+        // it (`docker.io/alpine` is `docker.io/library/alpine`).
         let repositories = scopes
             .iter()
-            .filter(|s| s.kind == "repository" && RepoName::parse(&s.name).is_some());
-        for scope in repositories {
-            let may = |action| self.rules.allows(user, &scope.name, action);
+            .filter(|s| s.kind == "repository")
+            .filter_map(|s| Some((s, RepoName::parse(&s.name)?)));
+        for (scope, name) in repositories {
+            let may = |action| self.rules.allows(user, name.as_str(), action);
             let mut actions: Vec<String> = Vec::new();
             for asked in &scope.actions {
                 let granted: &[&str] = match asked.as_str() {
@@ -283,7 +286,7 @@ impl Authority {
             if !actions.is_empty() {
                 access.push(Grant {
                     kind: scope.kind.clone(),
-                    name: scope.name.clone(),
+                    name: name.as_str().to_owned(),
                     actions,
                 });
             }
