@@ -224,6 +224,31 @@ fn what_is_pushed_into_the_namespace_shadows_the_upstream_until_deleted() {
     assert_image(&base, "up.test/team/app", "1", &theirs);
 }
 
+/// A push into the namespace of an image built on the upstream's: the
+/// client's HEAD of the shared layer finds it upstream and skips it, as
+/// docker and podman do, and the manifest PUT brings the layer in.
+#[test]
+fn a_push_that_skips_a_layer_the_upstream_holds_brings_it_in() {
+    let upstream = TestRegistry::start();
+    let base_image = http::push_image(&upstream.url(), "team/app", Some("1"), 9);
+    let mirror = mirror_of(&upstream, Duration::from_secs(60));
+    let base = mirror.url();
+    let repo = "up.test/team/app";
+    let head = http::head(&http::blob_url(&base, repo, &base_image.layer_digest));
+    assert_eq!(head.status, 200, "{head:?}");
+    let config = br#"{"architecture":"amd64","os":"linux","built":"on top"}"#.to_vec();
+    http::push_blob(&base, repo, &config);
+    let manifest = http::image_manifest(
+        &http::descriptor(http::OCI_CONFIG, &config),
+        &[http::descriptor(http::OCI_LAYER, &base_image.layer)],
+    );
+    let resp = http::put_manifest(&base, repo, "2", http::OCI_MANIFEST, &manifest);
+    assert_eq!(resp.status, 201, "{resp:?}");
+    assert_serves(&http::manifest_url(&base, repo, "2"), &manifest);
+    drop(upstream);
+    assert_serves(&http::blob_url(&base, repo, &base_image.layer_digest), &base_image.layer);
+}
+
 #[test]
 fn what_the_upstream_lacks_is_404_and_an_upstream_that_is_down_fails_fast() {
     let upstream = TestRegistry::start();

@@ -38,6 +38,11 @@ pub async fn put(
                 format!("manifest body failed: {e}"),
             ),
         })?;
+    if let Some(mirror) = api.mirrors.for_repo(&name) {
+        mirror
+            .bring_blobs(&name, content_type.as_deref(), &bytes)
+            .await;
+    }
     let n = name.clone();
     let put = api
         .store(move |s| s.put_manifest(&n, &reference, content_type.as_deref(), bytes))

@@ -135,6 +135,40 @@ impl Mirror {
         })
     }
 
+    /// Brings in, from the upstream, the blobs a manifest pushed into the
+    /// namespace names and `repo` lacks: a client's HEAD found them
+    /// upstream (see [`Mirror::blob_head`]), so it did not push them. What
+    /// cannot be brought is left for the manifest's check to refuse.
+    pub async fn bring_blobs(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) {
+        let Ok(parsed) = crate::oci::manifest::parse(content_type, body) else {
+            return;
+        };
+        for digest in &parsed.blobs {
+            // A fetch's body ends before its blob is stored; asked again,
+            // the blob waits for the fetch and is found stored, or (the
+            // fetch failed) is fetched once more.
+            for _ in 0..3 {
+                match self.blob(repo, digest).await {
+                    Ok(BlobAnswer::Stored) => break,
+                    Ok(BlobAnswer::Streaming { mut body, .. }) => {
+                        while let Some(Ok(_)) = std::future::poll_fn(|cx| body.poll_next(cx)).await
+                        {
+                        }
+                    }
+                    Err(e) => {
+                        log::info!("{digest} for a push into {}: {e}", repo.as_str());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     async fn has_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let (r, d) = (repo.clone(), digest.clone());
         match self.blocking(move |s| s.blob_size(&r, &d)).await {
