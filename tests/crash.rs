@@ -1487,3 +1487,91 @@ fn power_cut_after_a_big_blob(name: &str, seed: u64, what: &str, cut: impl FnOnc
         "the upload file is let go once the link is settled"
     );
 }
+
+/// Makes a directory append-only (its entries cannot be removed) while it
+/// lives.
+struct AppendOnly<'a>(&'a Path);
+
+impl<'a> AppendOnly<'a> {
+    fn set(dir: &'a Path) -> AppendOnly<'a> {
+        let status = Command::new("chattr").arg("+a").arg(dir).status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "chattr +a {} failed: this test needs root, chattr (Debian: e2fsprogs, as \
+             .ci/run installs) and a file system with attributes (ext4); or leave it out with \
+             `cargo test -- --skip a_blob_whose_upload_file`",
+            dir.display()
+        );
+        AppendOnly(dir)
+    }
+}
+
+impl Drop for AppendOnly<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-a").arg(self.0).status();
+    }
+}
+
+/// Once a blob's row commits, the push is done: a failure to remove its
+/// upload file afterwards (here an append-only `uploads/`) is logged and
+/// the blob stays whole. It used to fail the request, and the failed
+/// request's cleanup cut the upload file, the blob's own inode, back to the
+/// session's last chunk. An ephemeral registry removes the file at once
+/// (a durable one leaves it to the link's settling, or to the batch's).
+#[test]
+fn a_blob_whose_upload_file_cannot_be_removed_after_its_commit_stays_whole() {
+    use std::io::{BufRead, BufReader};
+    /// Stopped however the test ends.
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Command::new(process::BERTH)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ready-json",
+            "--ephemeral",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _child = Killed(child);
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let base = ready["url"].as_str().unwrap().to_owned();
+    let uploads = PathBuf::from(ready["data"].as_str().unwrap()).join("uploads");
+    let data = http::random_bytes(2000, 94);
+    let digest = http::sha256_digest(&data);
+    let upload = http::start_upload(&base, "kept/whole");
+    let resp = http::patch(
+        &upload,
+        &[OCTETS, ("Content-Range", "0-999")],
+        &data[..1000],
+    );
+    assert_eq!(resp.status, 202, "{resp:?}");
+    let upload = http::resolve(&base, resp.location());
+    let append_only = AppendOnly::set(&uploads);
+    let resp = http::put(
+        &http::with_query(&upload, &format!("digest={digest}")),
+        &[OCTETS],
+        &data[1000..],
+    );
+    drop(append_only);
+    assert_eq!(resp.status, 201, "{resp:?}");
+    let blob = http::get(&http::blob_url(&base, "kept/whole", &digest));
+    assert_eq!(blob.status, 200, "{blob:?}");
+    assert!(
+        blob.body == data,
+        "the blob holds {} bytes",
+        blob.body.len()
+    );
+}

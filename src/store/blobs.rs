@@ -291,7 +291,13 @@ impl Embedded {
         }
         match &self.settler {
             Some(settler) if unsettled => settler.add(upload_id.to_owned(), digest.clone()),
-            _ => remove_if_present(&upload_path)?,
+            // Committed: the blob is acknowledged whatever happens now, and
+            // a file left here is swept at the next start.
+            _ => {
+                if let Err(e) = remove_if_present(&upload_path) {
+                    log::warn!("upload {upload_id}: removing its file once finished: {e}");
+                }
+            }
         }
         Ok(())
     }
