@@ -53,6 +53,8 @@ struct State {
     require_basic: AtomicBool,
     /// The `Link` a tag list names as its next page.
     tags_link: Mutex<Option<String>>,
+    /// The tags a tag list names.
+    tags: Mutex<Vec<String>>,
 }
 
 impl FakeUpstream {
@@ -71,6 +73,7 @@ impl FakeUpstream {
             heads: Mutex::new(Vec::new()),
             require_basic: AtomicBool::new(false),
             tags_link: Mutex::new(None),
+            tags: Mutex::new(vec!["1".into()]),
         });
         let shared = Arc::clone(&state);
         listener.set_nonblocking(true).unwrap();
@@ -173,12 +176,9 @@ fn serve(mut stream: TcpStream, state: &State) {
     if path.starts_with("/v2/team/app/tags/list") {
         let link = state.tags_link.lock().unwrap().clone();
         let link = link.map_or(String::new(), |l| format!("Link: <{l}>; rel=\"next\"\r\n"));
-        return reply(
-            &mut stream,
-            "200 OK",
-            &link,
-            br#"{"name":"team/app","tags":["1"]}"#,
-        );
+        let tags = state.tags.lock().unwrap().clone();
+        let body = serde_json::json!({"name": "team/app", "tags": tags}).to_string();
+        return reply(&mut stream, "200 OK", &link, body.as_bytes());
     }
     if let Some((digest, body)) = state.manifests.lock().unwrap().get(path).cloned() {
         let headers = if state.hide_digests.load(Ordering::Relaxed) {
@@ -458,4 +458,22 @@ fn credentials_go_to_the_upstream_and_nowhere_its_links_point() {
             "credentials went to another host: {head}"
         );
     }
+}
+
+/// An upstream's tag list may name what is no tag (a control character
+/// cannot go into the `Link` of a page that ends with it): such names are
+/// left out of the list.
+#[test]
+fn names_in_an_upstreams_tag_list_that_are_no_tags_are_left_out() {
+    let upstream = FakeUpstream::start();
+    *upstream.state.tags.lock().unwrap() = vec!["a\u{1}".into(), "b".into(), "c".into()];
+    let mirror = mirror_of(&upstream);
+    let resp = http::get(&format!(
+        "{}/v2/up.test/team/app/tags/list?n=1",
+        mirror.url()
+    ));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.json()["tags"], serde_json::json!(["b"]));
+    let resp = http::get(&format!("{}/v2/up.test/team/app/tags/list", mirror.url()));
+    assert_eq!(resp.json()["tags"], serde_json::json!(["b", "c"]));
 }

@@ -336,7 +336,13 @@ impl Mirror {
     /// upstream cannot say: the caller then lists what is cached.
     pub async fn upstream_tags(&self, repo: &RepoName, max: usize) -> Option<Vec<String>> {
         match self.upstream.tags(self.upstream_repo(repo), max).await {
-            Ok(tags) => tags,
+            // What is no tag could be neither asked for nor named in a
+            // page's Link.
+            Ok(tags) => tags.map(|tags| {
+                tags.into_iter()
+                    .filter(|t| Tag::parse(t).is_some())
+                    .collect()
+            }),
             Err(e) => {
                 log::warn!("tags of {} listed as cached: {e}", repo.as_str());
                 None
