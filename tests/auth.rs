@@ -2398,3 +2398,41 @@ fn a_token_for_a_short_docker_hub_name_is_good_for_the_repository_it_means() {
         assert_eq!(resp.body, image.manifest);
     }
 }
+
+/// A browser keeps a Basic login (the web page's) and sends it with any
+/// page's form posted here. A write that a browser says comes from another
+/// site (`Origin`, `Sec-Fetch-Site`) is refused; registry clients send
+/// neither, and a page of this registry's own may.
+#[test]
+fn a_write_a_browser_says_comes_from_another_site_is_refused() {
+    let s = Secured::start(Some(RULES), |_| {});
+    let base = s.url.as_str();
+    let alice = Who::User("alice");
+    let host = base.trim_start_matches("http://");
+    let ours = format!("http://{host}");
+    let uploads = uploads_url(base, "public/app");
+    for (name, value) in [
+        ("Origin", "http://evil.example"),
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Site", "same-site"),
+    ] {
+        let resp = call("POST", &uploads, alice, &[(name, value)], b"");
+        assert_error(&resp, 403, "DENIED");
+    }
+    for headers in [
+        vec![],
+        vec![("Origin", ours.as_str()), ("Sec-Fetch-Site", "same-origin")],
+    ] {
+        let resp = call("POST", &uploads, alice, &headers, b"");
+        assert_eq!(resp.status, 202, "{headers:?}: {resp:?}");
+    }
+    // A read from another site's page is no write.
+    let resp = call(
+        "GET",
+        &format!("{base}/v2/"),
+        alice,
+        &[("Sec-Fetch-Site", "cross-site")],
+        b"",
+    );
+    assert_eq!(resp.status, 200, "{resp:?}");
+}

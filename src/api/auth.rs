@@ -78,6 +78,18 @@ impl Api {
         if matches!(need, Need::Nothing) {
             return Ok(Caller::Anonymous);
         }
+        let write = !matches!(*req.method(), Method::GET | Method::HEAD);
+        let public = self
+            .public_url
+            .as_deref()
+            .and_then(super::origin::authority);
+        if write && !super::origin::is_ours(req.headers(), &[host(req), public]) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                "a browser's request from another site may not write here",
+            ));
+        }
         let caller = self.identify(authority, req, peer).await?;
         match need {
             Need::Nothing => Ok(caller),

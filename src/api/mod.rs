@@ -7,6 +7,7 @@ mod body;
 mod catalog;
 mod error;
 mod manifests;
+pub(crate) mod origin;
 mod referrers;
 mod route;
 mod tags;
