@@ -540,3 +540,53 @@ fn behind_a_proxy_the_public_urls_origin_may_delete() {
     assert_eq!(resp.status, 303, "{}", resp.text());
 }
 }
+
+/// Over HTTP/2 (as browsers speak to a TLS registry) a request names its
+/// host in `:authority`, not `Host`: the page's pull lines and its delete
+/// form's origin check use it (here HTTP/2 in the clear, with curl).
+#[test]
+fn over_http2_the_pages_know_their_host_and_a_delete_goes_through() {
+    require_programs("over_http2_the_pages", &[("curl", "curl")]);
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    populate(&base);
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--http2-prior-knowledge", "--max-time", "10"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let host = reg.host();
+    let repository = curl(&[&format!("{base}/r/team/app")]);
+    assert!(
+        repository.contains(&format!("docker pull {host}/team/app")),
+        "{repository}"
+    );
+    let confirm = curl(&[&format!("{base}/r/team/app/-/delete?tag=1")]);
+    let token = token_of(&confirm);
+    let status = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        "-H",
+        &format!("Origin: http://{host}"),
+        "-H",
+        "Sec-Fetch-Site: same-origin",
+        "--data",
+        &format!("tag=1&token={token}"),
+        &format!("{base}/r/team/app/-/delete"),
+    ]);
+    assert_eq!(status, "2 303");
+    assert_eq!(
+        http::get(&http::manifest_url(&base, "team/app", "1")).status,
+        404
+    );
+}
