@@ -1488,27 +1488,34 @@ fn power_cut_after_a_big_blob(name: &str, seed: u64, what: &str, cut: impl FnOnc
     );
 }
 
-/// Makes a directory append-only (its entries cannot be removed) while it
-/// lives.
-struct AppendOnly<'a>(&'a Path);
+/// A file attribute set with chattr while it lives: `a`, a directory whose
+/// entries cannot be removed; `i`, a file that cannot be written or opened
+/// for writing, even by root.
+struct Attribute<'a>(&'a Path, char);
 
-impl<'a> AppendOnly<'a> {
-    fn set(dir: &'a Path) -> AppendOnly<'a> {
-        let status = Command::new("chattr").arg("+a").arg(dir).status();
+impl<'a> Attribute<'a> {
+    fn set(path: &'a Path, attribute: char, test: &str) -> Attribute<'a> {
+        let status = Command::new("chattr")
+            .arg(format!("+{attribute}"))
+            .arg(path)
+            .status();
         assert!(
             status.is_ok_and(|s| s.success()),
-            "chattr +a {} failed: this test needs root, chattr (Debian: e2fsprogs, as \
-             .ci/run installs) and a file system with attributes (ext4); or leave it out with \
-             `cargo test -- --skip a_blob_whose_upload_file`",
-            dir.display()
+            "chattr +{attribute} {} failed: this test needs root, chattr (Debian: e2fsprogs, \
+             as .ci/run installs) and a file system with attributes (ext4); or leave it out \
+             with `cargo test -- --skip {test}`",
+            path.display()
         );
-        AppendOnly(dir)
+        Attribute(path, attribute)
     }
 }
 
-impl Drop for AppendOnly<'_> {
+impl Drop for Attribute<'_> {
     fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-a").arg(self.0).status();
+        let _ = Command::new("chattr")
+            .arg(format!("-{}", self.1))
+            .arg(self.0)
+            .status();
     }
 }
 
@@ -1559,7 +1566,7 @@ fn a_blob_whose_upload_file_cannot_be_removed_after_its_commit_stays_whole() {
     );
     assert_eq!(resp.status, 202, "{resp:?}");
     let upload = http::resolve(&base, resp.location());
-    let append_only = AppendOnly::set(&uploads);
+    let append_only = Attribute::set(&uploads, 'a', "a_blob_whose_upload_file");
     let resp = http::put(
         &http::with_query(&upload, &format!("digest={digest}")),
         &[OCTETS],
@@ -1574,4 +1581,48 @@ fn a_blob_whose_upload_file_cannot_be_removed_after_its_commit_stays_whole() {
         "the blob holds {} bytes",
         blob.body.len()
     );
+}
+
+/// A database that can be neither written nor opened again (here made
+/// immutable with chattr +i) fails each request at once: reopening it is
+/// tried on a thread of its own, never by a request or under a lock that
+/// reads wait on. Made writable again, it is reopened and written.
+#[test]
+fn a_database_that_cannot_be_written_or_reopened_fails_requests_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &dir.path().join("log"));
+    let base = server.url();
+    let image = http::push_image(&base, "stuck/db", Some("v1"), 95);
+    let redb = dir.path().join("data/berth.redb");
+    let immutable = Attribute::set(&redb, 'i', "a_database_that_cannot_be_written");
+    let quick = Duration::from_secs(3);
+    let ask = |method: &str, url: &str, body: &[u8]| {
+        let headers = [("Content-Type", http::OCI_MANIFEST)];
+        let started = Instant::now();
+        let answer = http::try_request_within(method, url, &headers, body, quick);
+        (answer, started.elapsed())
+    };
+    let tag = |name: &str| http::manifest_url(&base, "stuck/db", name);
+    let (put, took) = ask("PUT", &tag("v2"), &image.manifest);
+    let put = put.unwrap_or_else(|e| panic!("a write on a stuck database hung {took:?}: {e}"));
+    assert!(put.status >= 500, "{put:?}");
+    for round in 0..5 {
+        for url in [tag("v1"), format!("{base}/healthz")] {
+            let (answer, took) = ask("GET", &url, b"");
+            if let Err(e) = answer {
+                panic!("round {round}: GET {url} hung {took:?} on a stuck database: {e}");
+            }
+        }
+    }
+    drop(immutable);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = http::put_manifest(&base, "stuck/db", "v2", http::OCI_MANIFEST, &image.manifest);
+        if resp.status == 201 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never written again: {resp:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(http::get(&tag("v2")).status, 200);
 }

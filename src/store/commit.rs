@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -90,6 +90,8 @@ pub(super) struct DbHandle {
     /// even between. Every write transaction commits through
     /// [`DbHandle::commit`], and redb runs one write transaction at a time.
     generation: AtomicU64,
+    /// Set while a thread reopens the database.
+    reopening: AtomicBool,
 }
 
 impl DbHandle {
@@ -98,6 +100,7 @@ impl DbHandle {
             root: root.to_path_buf(),
             slot: RwLock::new(Some(Arc::new(open_database(root)?))),
             generation: AtomicU64::new(0),
+            reopening: AtomicBool::new(false),
         })
     }
 
@@ -127,20 +130,43 @@ impl DbHandle {
     }
 
     /// redb refuses every transaction after an I/O error until the database
-    /// is opened again; this does that, once the old handle is let go.
-    pub(super) fn reopen(&self) {
-        let mut slot = self.slot.write().unwrap_or_else(|p| p.into_inner());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while slot.as_ref().is_some_and(|db| Arc::strong_count(db) > 1) && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(5));
+    /// is opened again: this starts that on a thread of its own, unless one
+    /// is at it, and returns at once. Meanwhile every transaction fails
+    /// fast: a request, and the async threads that read manifests, never
+    /// wait on a database that may not open for seconds, or at all.
+    pub(super) fn reopen(self: &Arc<Self>) {
+        if self.reopening.swap(true, Ordering::AcqRel) {
+            return;
         }
-        slot.take();
+        let this = Arc::clone(self);
+        let started = std::thread::Builder::new()
+            .name("berth-reopen".into())
+            .spawn(move || {
+                this.reopen_now();
+                this.reopening.store(false, Ordering::Release);
+            });
+        if let Err(e) = started {
+            log::error!("reopening the database: no thread: {e}");
+            self.reopening.store(false, Ordering::Release);
+        }
+    }
+
+    /// Takes the old handle out (held only for that), waits for its last
+    /// users to let it go, and opens the database again, for ten seconds
+    /// at most; the next failed transaction tries again.
+    fn reopen_now(&self) {
+        let old = self.slot.write().unwrap_or_else(|p| p.into_inner()).take();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        if let Some(old) = old {
+            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         while Instant::now() < deadline {
             match open_database(&self.root) {
                 Ok(db) => {
                     log::warn!("reopened the database after a storage error");
-                    *slot = Some(Arc::new(db));
+                    *self.slot.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
                     return;
                 }
                 Err(e) => {
@@ -149,7 +175,7 @@ impl DbHandle {
                 }
             }
         }
-        log::error!("could not reopen the database; restart berth");
+        log::error!("could not reopen the database; the next failed request tries again");
     }
 }
 
@@ -331,7 +357,7 @@ impl FileSystems {
 }
 
 fn run(
-    db: &DbHandle,
+    db: &Arc<DbHandle>,
     file_systems: &FileSystems,
     jobs: &Receiver<Pending>,
     watcher: &WatcherSlot,
@@ -356,7 +382,7 @@ fn run(
     }
 }
 
-fn commit_batch(db: &DbHandle, file_systems: &FileSystems, mut batch: Vec<Pending>, durable: bool) {
+fn commit_batch(db: &Arc<DbHandle>, file_systems: &FileSystems, mut batch: Vec<Pending>, durable: bool) {
     let synced = if batch.iter().any(|p| matches!(p.before, Before::Files)) {
         // The directories too: they live on the file systems synced.
         file_systems.sync()
