@@ -1,18 +1,33 @@
 //! Failed logins, counted per source address: past a few in a window that
 //! address is refused until the window ends, and no other client notices.
+//! An IPv6 client is counted by its /64, the least a host is given: one
+//! host holds millions of addresses.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Addresses remembered at most; beyond it, expired entries are dropped.
+/// Addresses remembered at most; beyond it, expired entries are dropped,
+/// and while all are live a new address gets no attempt (each is a bcrypt
+/// check: a flood from fresh addresses must not take them all).
 const MAX_TRACKED: usize = 10_000;
 
 pub struct FailureLimiter {
     max_failures: u32,
     window: Duration,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+/// The key an address is counted under: itself, or its /64.
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
 }
 
 impl FailureLimiter {
@@ -25,6 +40,7 @@ impl FailureLimiter {
     }
 
     pub fn blocked(&self, ip: IpAddr) -> bool {
+        let ip = source(ip);
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.get(&ip).is_some_and(|(count, since)| {
             *count >= self.max_failures && since.elapsed() < self.window
@@ -35,10 +51,14 @@ impl FailureLimiter {
     /// meet the limit as they arrive instead of after their slow checks.
     /// False, counting nothing, when the address has no attempts left.
     pub fn reserve(&self, ip: IpAddr) -> bool {
+        let ip = source(ip);
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if failures.len() >= MAX_TRACKED {
+        if failures.len() >= MAX_TRACKED && !failures.contains_key(&ip) {
             let window = self.window;
             failures.retain(|_, (_, since)| since.elapsed() < window);
+            if failures.len() >= MAX_TRACKED {
+                return false;
+            }
         }
         let entry = failures.entry(ip).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= self.window {
@@ -54,6 +74,7 @@ impl FailureLimiter {
     /// Takes back the attempt a correct login reserved. Only that one: the
     /// failures before it still count.
     pub fn forgive(&self, ip: IpAddr) {
+        let ip = source(ip);
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = failures.get_mut(&ip) {
             entry.0 = entry.0.saturating_sub(1);
@@ -83,6 +104,33 @@ mod tests {
         assert!(short.reserve(a));
         std::thread::sleep(Duration::from_millis(5));
         assert!(!short.blocked(a), "the window ends");
+    }
+
+    #[test]
+    fn an_ipv6_host_is_counted_by_its_slash_64() {
+        let limiter = FailureLimiter::new(2, Duration::from_secs(60));
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_host: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limiter.reserve(one));
+        assert!(limiter.reserve(same_host));
+        assert!(limiter.blocked(one) && limiter.blocked(same_host));
+        assert!(!limiter.blocked(other));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(limiter.reserve(mapped) && limiter.reserve(v4));
+        assert!(limiter.blocked(v4), "a mapped address is its IPv4 one");
+    }
+
+    #[test]
+    fn a_flood_of_fresh_addresses_takes_no_more_attempts_than_the_table_holds() {
+        let limiter = FailureLimiter::new(3, Duration::from_secs(60));
+        let granted = (0..MAX_TRACKED as u32 + 500)
+            .filter(|i| limiter.reserve(IpAddr::from(std::net::Ipv4Addr::from(*i))))
+            .count();
+        assert_eq!(granted, MAX_TRACKED);
+        // Those it knows keep their attempts.
+        assert!(limiter.reserve(IpAddr::from(std::net::Ipv4Addr::from(1u32))));
     }
 
     #[test]

@@ -382,7 +382,12 @@ fn run(
     }
 }
 
-fn commit_batch(db: &Arc<DbHandle>, file_systems: &FileSystems, mut batch: Vec<Pending>, durable: bool) {
+fn commit_batch(
+    db: &Arc<DbHandle>,
+    file_systems: &FileSystems,
+    mut batch: Vec<Pending>,
+    durable: bool,
+) {
     let synced = if batch.iter().any(|p| matches!(p.before, Before::Files)) {
         // The directories too: they live on the file systems synced.
         file_systems.sync()
