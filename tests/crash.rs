@@ -1584,44 +1584,49 @@ fn a_blob_whose_upload_file_cannot_be_removed_after_its_commit_stays_whole() {
 }
 
 /// A database that can be neither written nor opened again (here made
-/// immutable with chattr +i) fails each request at once: reopening it is
-/// tried on a thread of its own, never by a request or under a lock that
-/// reads wait on. Made writable again, it is reopened and written.
+/// immutable with chattr +i): while the write that met it waits on the
+/// reopening, reads and probes fail or answer at once, never waiting on it
+/// or stalling the server's threads; made writable again, the database is
+/// reopened and written.
 #[test]
-fn a_database_that_cannot_be_written_or_reopened_fails_requests_at_once() {
+fn a_database_that_cannot_be_written_or_reopened_stalls_no_reader() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("data"), &dir.path().join("log"));
     let base = server.url();
     let image = http::push_image(&base, "stuck/db", Some("v1"), 95);
     let redb = dir.path().join("data/berth.redb");
     let immutable = Attribute::set(&redb, 'i', "a_database_that_cannot_be_written");
-    let quick = Duration::from_secs(3);
-    let ask = |method: &str, url: &str, body: &[u8]| {
-        let headers = [("Content-Type", http::OCI_MANIFEST)];
-        let started = Instant::now();
-        let answer = http::try_request_within(method, url, &headers, body, quick);
-        (answer, started.elapsed())
-    };
     let tag = |name: &str| http::manifest_url(&base, "stuck/db", name);
-    let (put, took) = ask("PUT", &tag("v2"), &image.manifest);
-    let put = put.unwrap_or_else(|e| panic!("a write on a stuck database hung {took:?}: {e}"));
-    assert!(put.status >= 500, "{put:?}");
-    for round in 0..5 {
-        for url in [tag("v1"), format!("{base}/healthz")] {
-            let (answer, took) = ask("GET", &url, b"");
-            if let Err(e) = answer {
-                panic!("round {round}: GET {url} hung {took:?} on a stuck database: {e}");
+    let put = |name: &str, within: Duration| {
+        let headers = [("Content-Type", http::OCI_MANIFEST)];
+        http::try_request_within("PUT", &tag(name), &headers, &image.manifest, within)
+    };
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| put("v2", Duration::from_secs(30)));
+        let quick = Duration::from_secs(3);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            for url in [tag("v1"), format!("{base}/healthz")] {
+                let started = Instant::now();
+                if let Err(e) = http::try_request_within("GET", &url, &[], b"", quick) {
+                    panic!(
+                        "GET {url} hung {:?} on a stuck database: {e}",
+                        started.elapsed()
+                    );
+                }
             }
         }
-    }
+        let answer = writer.join().unwrap();
+        let answer = answer.unwrap_or_else(|e| panic!("the write never answered: {e}"));
+        assert!(answer.status >= 500, "{answer:?}");
+    });
     drop(immutable);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let resp = http::put_manifest(&base, "stuck/db", "v2", http::OCI_MANIFEST, &image.manifest);
-        if resp.status == 201 {
-            break;
+        match put("v2", Duration::from_secs(30)) {
+            Ok(resp) if resp.status == 201 => break,
+            other => assert!(Instant::now() < deadline, "never written again: {other:?}"),
         }
-        assert!(Instant::now() < deadline, "never written again: {resp:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(http::get(&tag("v2")).status, 200);

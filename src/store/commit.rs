@@ -151,6 +151,17 @@ impl DbHandle {
         }
     }
 
+    /// As [`DbHandle::reopen`], on this thread: the committer's, after a
+    /// failed commit, so that the request it answers next finds the
+    /// database open (reads keep failing fast meanwhile).
+    fn reopen_here(&self) {
+        if self.reopening.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.reopen_now();
+        self.reopening.store(false, Ordering::Release);
+    }
+
     /// Takes the old handle out (held only for that), waits for its last
     /// users to let it go, and opens the database again, for ten seconds
     /// at most; the next failed transaction tries again.
@@ -357,7 +368,7 @@ impl FileSystems {
 }
 
 fn run(
-    db: &Arc<DbHandle>,
+    db: &DbHandle,
     file_systems: &FileSystems,
     jobs: &Receiver<Pending>,
     watcher: &WatcherSlot,
@@ -382,12 +393,7 @@ fn run(
     }
 }
 
-fn commit_batch(
-    db: &Arc<DbHandle>,
-    file_systems: &FileSystems,
-    mut batch: Vec<Pending>,
-    durable: bool,
-) {
+fn commit_batch(db: &DbHandle, file_systems: &FileSystems, mut batch: Vec<Pending>, durable: bool) {
     let synced = if batch.iter().any(|p| matches!(p.before, Before::Files)) {
         // The directories too: they live on the file systems synced.
         file_systems.sync()
@@ -445,11 +451,11 @@ fn commit_batch(
             // answer with plain I/O errors so no request reopens it again.
             let error = match e {
                 Error::Db(redb::Error::Io(io)) => {
-                    db.reopen();
+                    db.reopen_here();
                     Error::Io(io)
                 }
                 Error::Db(redb::Error::PreviousIo) => {
-                    db.reopen();
+                    db.reopen_here();
                     Error::Internal("the database hit an I/O error and was reopened".into())
                 }
                 other => other,
