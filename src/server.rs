@@ -126,6 +126,7 @@ impl Registry {
             access_log: config.access_log,
             min_free_space: config.min_free_space,
             stopping: Default::default(),
+            database_check: Default::default(),
         });
         // Start-up must stay fast whatever the store's size: orphans left by
         // a crash are swept beside the server instead of before it.

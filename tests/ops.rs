@@ -406,3 +406,23 @@ fn the_access_log_has_a_line_per_request_as_text_or_json() {
     });
     assert!(!quiet.iter().any(|l| l.contains("GET /v2/")), "{quiet:#?}");
 }
+
+/// /readyz needs no login and its check writes to the database: a flood
+/// of probes shares one check a second instead of a commit each.
+#[test]
+fn a_flood_of_readiness_probes_shares_one_database_write_a_second() {
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    let commits = |base: &str| value(&scrape(base), "berth_store_commit_batch_size", &[]);
+    let before = commits(&base);
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        assert_eq!(http::get(&format!("{base}/readyz")).status, 200);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let written = commits(&base) - before;
+    assert!(
+        written <= seconds.ceil() + 1.0,
+        "100 probes in {seconds:.1} s took {written} commits"
+    );
+}

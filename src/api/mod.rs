@@ -318,10 +318,14 @@ impl Api {
                 "not ready: stopping\n",
             ));
         }
+        use crate::ops::health;
         let min_free = self.ops.min_free_space;
-        let problems = self
-            .store(move |store| Ok(crate::ops::health::not_ready(store, min_free)))
+        let check = self.store(|store| Ok(health::database_problem(store)));
+        let database = self.ops.database_check.problem(check).await?;
+        let space = self
+            .store(move |store| Ok(health::space_problem(store, min_free)))
             .await?;
+        let problems: Vec<String> = database.into_iter().chain(space).collect();
         Ok(if problems.is_empty() {
             text_response(StatusCode::OK, "ready\n")
         } else {

@@ -5,28 +5,57 @@ use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::store::Store;
 
-/// Why the registry is not ready; empty when it is.
-pub fn not_ready(store: &Store, min_free_space: u64) -> Vec<String> {
-    let mut problems = Vec::new();
-    if let Err(e) = store.recover(store.probe_write()) {
-        problems.push(format!("the database does not commit: {e}"));
+/// How long one check of the database answers for.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// The last check that the database commits: /readyz needs no login and
+/// the check is a durable write, so the probes of one second share one.
+#[derive(Default)]
+pub struct DatabaseCheck(tokio::sync::Mutex<Option<(Instant, Option<String>)>>);
+
+impl DatabaseCheck {
+    /// What the last check found wrong, if it is fresh; else what `check`
+    /// finds, while those asking meanwhile wait for it.
+    pub async fn problem<E>(
+        &self,
+        check: impl Future<Output = Result<Option<String>, E>>,
+    ) -> Result<Option<String>, E> {
+        let mut last = self.0.lock().await;
+        if let Some((at, problem)) = &*last
+            && at.elapsed() < FRESH_FOR
+        {
+            return Ok(problem.clone());
+        }
+        let problem = check.await?;
+        *last = Some((Instant::now(), problem.clone()));
+        Ok(problem)
     }
-    // A clustered store's room is its object store's to tell.
-    let Some(root) = store.root() else {
-        return problems;
-    };
+}
+
+/// Why the database is not ready: it does not commit a write.
+pub fn database_problem(store: &Store) -> Option<String> {
+    let written = store.recover(store.probe_write());
+    written
+        .err()
+        .map(|e| format!("the database does not commit: {e}"))
+}
+
+/// Why the data directory is not ready: too little room. A clustered
+/// store's room is its object store's to tell.
+pub fn space_problem(store: &Store, min_free_space: u64) -> Option<String> {
+    let root = store.root()?;
     match free_space(root) {
-        Ok(free) if free < min_free_space => problems.push(format!(
+        Ok(free) if free < min_free_space => Some(format!(
             "{} has {free} bytes free, under the {min_free_space} needed",
             root.display()
         )),
-        Ok(_) => {}
-        Err(e) => problems.push(format!("free space of {}: {e}", root.display())),
+        Ok(_) => None,
+        Err(e) => Some(format!("free space of {}: {e}", root.display())),
     }
-    problems
 }
 
 /// Bytes an unprivileged writer may still use on `path`'s file system.

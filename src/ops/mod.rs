@@ -26,6 +26,7 @@ pub struct Ops {
     pub min_free_space: u64,
     /// Set once the server stops taking connections: not ready any more.
     pub stopping: std::sync::atomic::AtomicBool,
+    pub database_check: health::DatabaseCheck,
 }
 
 /// One request, from its head to the end of its answer's body. It is
