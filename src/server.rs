@@ -498,6 +498,10 @@ fn mirrors(store: &Arc<Store>, config: &Config) -> io::Result<Mirrors> {
     }
     settings.extra_ca = config.upstream_ca.clone();
     settings.read_timeout = config.upstream_timeout;
+    // An upstream is held to the pace a client is.
+    let window = config.body_idle_timeout;
+    let min = (config.min_transfer_rate as f64 * window.as_secs_f64()) as u64;
+    settings.min_pace = (min, window);
     settings.connect_timeout = config.upstream_timeout.min(Duration::from_secs(10));
     let connector = crate::upstream::Connector::new(settings)?;
     for (namespace, url) in &config.upstreams {

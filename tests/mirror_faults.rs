@@ -26,6 +26,8 @@ enum Mode {
     Cut,
     /// Half the blob, then nothing for a minute.
     Stall,
+    /// A byte every 200 ms, each within any read timeout.
+    Trickle,
 }
 
 /// A registry that serves what it is given, the way it is told to.
@@ -215,6 +217,16 @@ fn serve(mut stream: TcpStream, state: &State) {
         }
         Mode::Cut => {
             let _ = stream.write_all(&blob[..half]);
+        }
+        Mode::Trickle => {
+            // Bounded, and cut short when the test ends or the reader goes.
+            for byte in blob.iter().take(300) {
+                if state.stop.load(Ordering::Relaxed) || stream.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                let _ = stream.flush();
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
         Mode::Stall => {
             let _ = stream.write_all(&blob[..half]);
@@ -476,4 +488,29 @@ fn names_in_an_upstreams_tag_list_that_are_no_tags_are_left_out() {
     assert_eq!(resp.json()["tags"], serde_json::json!(["b"]));
     let resp = http::get(&format!("{}/v2/up.test/team/app/tags/list", mirror.url()));
     assert_eq!(resp.json()["tags"], serde_json::json!(["b", "c"]));
+}
+
+/// An upstream that sends a byte now and then, each within the read
+/// timeout, is given up once it falls below the minimum transfer rate over
+/// the body timeout, as a client would be: the pull fails in seconds, and
+/// holds nobody waiting on that blob for ever.
+#[test]
+fn an_upstream_trickling_below_the_minimum_rate_is_given_up() {
+    let upstream = FakeUpstream::start();
+    let image = image_of(&upstream, 96, 64 << 10);
+    upstream.set_mode(Mode::Trickle);
+    let url = upstream.url();
+    let mirror = TestRegistry::start_with(tempfile::tempdir().unwrap(), move |c| {
+        c.upstreams = vec![("up.test".into(), url)];
+        c.upstream_timeout = Duration::from_secs(1);
+        c.body_idle_timeout = Duration::from_secs(2);
+    });
+    let started = Instant::now();
+    let got = get_layer(&mirror.url(), &image);
+    assert!(got.is_err(), "a trickled blob was served whole");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "given up after {:?}",
+        started.elapsed()
+    );
 }

@@ -12,7 +12,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -180,7 +179,7 @@ impl Mirror {
 
     async fn fill(
         &self,
-        mut body: Incoming,
+        mut body: crate::upstream::Body,
         mut appender: Appender,
         digest: &Digest,
         tx: mpsc::Sender<Piece>,

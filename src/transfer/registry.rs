@@ -187,7 +187,7 @@ impl Source for Registry {
 /// A blob's body from the registry, as a reader.
 struct Download<'a> {
     registry: &'a Registry,
-    body: hyper::body::Incoming,
+    body: crate::upstream::Body,
     pending: bytes::Bytes,
 }
 

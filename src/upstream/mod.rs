@@ -61,6 +61,11 @@ pub struct Settings {
     pub credentials: Credentials,
     /// PEM certificates trusted beside the system's roots.
     pub extra_ca: Option<std::path::PathBuf>,
+    /// A body must bring at least this many bytes in every window of this
+    /// length, as a client's must: one that sends a byte within each read
+    /// timeout would otherwise hold a fetch, and those waiting on it, for
+    /// ever.
+    pub min_pace: (u64, Duration),
 }
 
 impl Settings {
@@ -70,6 +75,7 @@ impl Settings {
             read_timeout: Duration::from_secs(30),
             credentials: Credentials::default(),
             extra_ca: None,
+            min_pace: (60 << 10, Duration::from_secs(60)),
         }
     }
 }
@@ -144,7 +150,24 @@ pub struct Manifest {
 /// A blob's answer: its declared size, and the body to read.
 pub struct Blob {
     pub size: Option<u64>,
-    pub body: Incoming,
+    pub body: Body,
+}
+
+/// An answer's body, and how fast it comes.
+pub struct Body {
+    inner: Incoming,
+    window_start: Instant,
+    moved: u64,
+}
+
+impl Body {
+    fn new(inner: Incoming) -> Body {
+        Body {
+            inner,
+            window_start: Instant::now(),
+            moved: 0,
+        }
+    }
 }
 
 /// One request, as [`Upstream::send`] makes it and makes it again after
@@ -413,7 +436,7 @@ impl Upstream {
         };
         Ok(Some(Blob {
             size: content_length(&resp),
-            body: resp.into_body(),
+            body: Body::new(resp.into_body()),
         }))
     }
 
@@ -449,10 +472,11 @@ impl Upstream {
         Ok(resp)
     }
 
-    /// The next piece of a body, within the read timeout; `None` at its end.
-    pub async fn next_chunk(&self, body: &mut Incoming) -> Result<Option<Bytes>> {
+    /// The next piece of a body, within the read timeout and the minimum
+    /// pace; `None` at its end.
+    pub async fn next_chunk(&self, body: &mut Body) -> Result<Option<Bytes>> {
         loop {
-            let frame = tokio::time::timeout(self.read_timeout(), body.frame())
+            let frame = tokio::time::timeout(self.read_timeout(), body.inner.frame())
                 .await
                 .map_err(|_| self.timeout())?;
             match frame {
@@ -460,6 +484,7 @@ impl Upstream {
                 Some(Err(e)) => return Err(self.unreachable(e.to_string())),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
+                        self.keep_pace(body, data.len())?;
                         return Ok(Some(data));
                     }
                 }
@@ -467,7 +492,27 @@ impl Upstream {
         }
     }
 
-    async fn read_all(&self, mut body: Incoming, limit: usize) -> Result<Vec<u8>> {
+    /// Counts `bytes` of `body`; an error once a whole window brought
+    /// less than the minimum.
+    fn keep_pace(&self, body: &mut Body, bytes: usize) -> Result<()> {
+        body.moved += bytes as u64;
+        let (min, window) = self.connector.settings.min_pace;
+        if body.window_start.elapsed() < window {
+            return Ok(());
+        }
+        if body.moved < min {
+            return Err(self.invalid(format!(
+                "a body slower than {min} bytes in {window:?} ({} came)",
+                body.moved
+            )));
+        }
+        body.window_start = Instant::now();
+        body.moved = 0;
+        Ok(())
+    }
+
+    async fn read_all(&self, body: Incoming, limit: usize) -> Result<Vec<u8>> {
+        let mut body = Body::new(body);
         let mut out = Vec::new();
         while let Some(chunk) = self.next_chunk(&mut body).await? {
             if out.len() + chunk.len() > limit {
