@@ -15,7 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -92,6 +92,8 @@ pub(super) struct DbHandle {
     generation: AtomicU64,
     /// Set while a thread reopens the database.
     reopening: AtomicBool,
+    /// When the database was last opened again.
+    reopened_at: Mutex<Option<Instant>>,
 }
 
 impl DbHandle {
@@ -101,6 +103,7 @@ impl DbHandle {
             slot: RwLock::new(Some(Arc::new(open_database(root)?))),
             generation: AtomicU64::new(0),
             reopening: AtomicBool::new(false),
+            reopened_at: Mutex::new(None),
         })
     }
 
@@ -135,7 +138,7 @@ impl DbHandle {
     /// fast: a request, and the async threads that read manifests, never
     /// wait on a database that may not open for seconds, or at all.
     pub(super) fn reopen(self: &Arc<Self>) {
-        if self.reopening.swap(true, Ordering::AcqRel) {
+        if !self.start_reopening() {
             return;
         }
         let this = Arc::clone(self);
@@ -152,14 +155,35 @@ impl DbHandle {
     }
 
     /// As [`DbHandle::reopen`], on this thread: the committer's, after a
-    /// failed commit, so that the request it answers next finds the
-    /// database open (reads keep failing fast meanwhile).
-    fn reopen_here(&self) {
-        if self.reopening.swap(true, Ordering::AcqRel) {
+    /// commit on `failed` failed, so that the request it answers next finds
+    /// the database open (reads keep failing fast meanwhile). Unless that
+    /// handle was swapped already: then it is, or was, being reopened.
+    fn reopen_here(&self, failed: Arc<Database>) {
+        let current = self
+            .slot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|db| Arc::ptr_eq(db, &failed));
+        drop(failed);
+        if !current || self.reopening.swap(true, Ordering::AcqRel) {
             return;
         }
         self.reopen_now();
         self.reopening.store(false, Ordering::Release);
+    }
+
+    /// Whether this caller is to reopen the database: no one else is at it,
+    /// and it was not just opened again. Requests that failed on the old
+    /// handle, or on none while it was being reopened, reach here after
+    /// the new one is in: they must not take it out again.
+    fn start_reopening(&self) -> bool {
+        let just_reopened = self
+            .reopened_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < REOPENED_LATELY);
+        !just_reopened && !self.reopening.swap(true, Ordering::AcqRel)
     }
 
     /// Takes the old handle out (held only for that), waits for its last
@@ -178,6 +202,8 @@ impl DbHandle {
                 Ok(db) => {
                     log::warn!("reopened the database after a storage error");
                     *self.slot.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+                    *self.reopened_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Instant::now());
                     return;
                 }
                 Err(e) => {
@@ -189,6 +215,10 @@ impl DbHandle {
         log::error!("could not reopen the database; the next failed request tries again");
     }
 }
+
+/// How long after the database was opened again a failure is taken for
+/// one of the old handle's, not a reason to reopen it once more.
+const REOPENED_LATELY: Duration = Duration::from_secs(1);
 
 /// redb's page cache. Its default, 1 GiB, is anonymous memory that grows
 /// with every page a transaction touches and is never given back: 110,000
@@ -413,19 +443,23 @@ fn commit_batch(db: &DbHandle, file_systems: &FileSystems, mut batch: Vec<Pendin
     // A job that panics may have written half of its rows into the shared
     // transaction: that transaction is thrown away, the job's own request
     // fails, and the rest of the batch runs again in a fresh one.
-    let (txn, outputs) = loop {
-        let txn = match db.get().and_then(|db| Ok(db.begin_write()?)) {
-            Ok(mut txn) => {
+    let (handle, txn, outputs) = loop {
+        let begun = db.get().and_then(|handle| {
+            let txn = handle.begin_write()?;
+            Ok((handle, txn))
+        });
+        let (handle, txn) = match begun {
+            Ok((handle, mut txn)) => {
                 if !durable {
                     // A fresh transaction has made no savepoints: this holds.
                     let _ = txn.set_durability(redb::Durability::None);
                 }
-                txn
+                (handle, txn)
             }
             Err(e) => return fail_all(batch, &e),
         };
         match run_jobs(&txn, &batch) {
-            Ok(outputs) => break (txn, outputs),
+            Ok(outputs) => break (handle, txn, outputs),
             Err((index, why)) => {
                 let _ = txn.abort();
                 log::error!("a database job panicked ({why}); its request fails, the others retry");
@@ -451,11 +485,11 @@ fn commit_batch(db: &DbHandle, file_systems: &FileSystems, mut batch: Vec<Pendin
             // answer with plain I/O errors so no request reopens it again.
             let error = match e {
                 Error::Db(redb::Error::Io(io)) => {
-                    db.reopen_here();
+                    db.reopen_here(handle);
                     Error::Io(io)
                 }
                 Error::Db(redb::Error::PreviousIo) => {
-                    db.reopen_here();
+                    db.reopen_here(handle);
                     Error::Internal("the database hit an I/O error and was reopened".into())
                 }
                 other => other,
