@@ -408,7 +408,10 @@ impl Upstream {
                 break;
             }
             names.extend(page);
-            match next.and_then(|next| resolve(&url, &next)) {
+            match next
+                .and_then(|next| resolve(&url, &next))
+                .filter(|next| may_redirect(&url, next))
+            {
                 Some(next) => url = next,
                 None => break,
             }
@@ -734,48 +737,43 @@ fn keep_token(
     tokens.insert(scope, (authorization, until));
 }
 
-/// Whether a redirect from `from` may be followed to `to`: not from TLS
-/// to the clear, and not from a public host into this host's own or its
-/// network's private addresses (a hostile upstream would have berth fetch
-/// and pass on what only it can reach).
+/// Whether a redirect (or a page's `Link`) from `from` may be followed to
+/// `to`: never to a link-local address (where clouds serve their instance
+/// metadata and credentials), nor to this host's own loopback unless the
+/// upstream is on it too. A hostile upstream would have berth fetch, and
+/// pass on, what only berth can reach. Private networks and plain http
+/// stay allowed: an upstream named in DNS may well send its blobs to a
+/// store at 10.0.0.5 over http, and docker follows such redirects too.
 fn may_redirect(from: &str, to: &str) -> bool {
-    let parts = |url: &str| {
-        let uri: Uri = url.parse().ok()?;
-        Some((
-            uri.scheme_str()?.to_ascii_lowercase(),
-            uri.host()?.to_ascii_lowercase(),
-        ))
-    };
-    let (Some((from_scheme, from_host)), Some((to_scheme, to_host))) = (parts(from), parts(to))
-    else {
+    let host = |url: &str| Some(url.parse::<Uri>().ok()?.host()?.to_ascii_lowercase());
+    let (Some(from), Some(to)) = (host(from), host(to)) else {
         return false;
     };
-    let downgrade = from_scheme == "https" && to_scheme != "https";
-    let inward = is_internal(&to_host) && !is_internal(&from_host);
-    !downgrade && !inward
+    let (to_ip, from_ip) = (address(&to), address(&from));
+    let loopback = |host: &str, ip: Option<std::net::IpAddr>| {
+        host == "localhost"
+            || host.ends_with(".localhost")
+            || ip.is_some_and(|ip| ip.is_loopback() || ip.is_unspecified())
+    };
+    let link_local = to_ip.is_some_and(|ip| match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    });
+    !link_local && (!loopback(&to, to_ip) || loopback(&from, from_ip))
 }
 
-/// Loopback, private, link-local or unspecified, by name or address.
-fn is_internal(host: &str) -> bool {
-    if host == "localhost" || host.ends_with(".localhost") {
-        return true;
-    }
-    match host.trim_start_matches('[').trim_end_matches(']').parse() {
-        Ok(std::net::IpAddr::V4(ip)) => {
-            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
-        }
-        Ok(std::net::IpAddr::V6(ip)) => {
-            let first = ip.segments()[0];
-            ip.is_loopback()
-                || ip.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || ip
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_internal(&v4.to_string()))
-        }
-        Err(_) => false,
-    }
+/// The address a URL's host names, if it is one (an IPv4-mapped IPv6
+/// address as its IPv4 one).
+fn address(host: &str) -> Option<std::net::IpAddr> {
+    let ip: std::net::IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
+    Some(match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    })
 }
 
 fn content_length(resp: &Response<Incoming>) -> Option<u64> {
@@ -867,26 +865,29 @@ mod tests {
     }
 
     #[test]
-    fn redirects_stay_in_tls_and_out_of_internal_addresses() {
+    fn redirects_never_reach_link_local_or_this_hosts_loopback() {
         let hub = "https://registry.example/v2/a/blobs/sha256:x";
         assert!(may_redirect(hub, "https://cdn.example/b?sig=1"));
-        assert!(!may_redirect(hub, "http://cdn.example/b"));
-        for inward in [
-            "https://127.0.0.1/x",
+        // On premises: a store on a private network, in the clear.
+        assert!(may_redirect(
+            "https://harbor.corp/v2/",
+            "http://10.0.0.5:9000/b"
+        ));
+        for refused in [
             "https://169.254.169.254/latest/meta-data/",
-            "https://10.1.2.3/x",
-            "https://192.168.0.1/x",
+            "http://[fe80::1]/x",
+            "https://127.0.0.1/x",
             "https://localhost:8080/x",
             "https://[::1]/x",
-            "https://[fd00::1]/x",
             "https://[::ffff:127.0.0.1]/x",
+            "http://0.0.0.0/x",
         ] {
-            assert!(!may_redirect(hub, inward), "{inward}");
+            assert!(!may_redirect(hub, refused), "{refused}");
         }
-        // An upstream on this host or network may send its own there.
+        // An upstream on this host may send its own there.
         let local = "http://127.0.0.1:5001/v2/a/blobs/sha256:x";
         assert!(may_redirect(local, "http://127.0.0.1:9000/bucket/b"));
-        assert!(may_redirect(local, "http://10.0.0.5/b"));
+        assert!(!may_redirect(local, "http://169.254.169.254/x"));
     }
 
     #[test]
