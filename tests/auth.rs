@@ -2426,6 +2426,20 @@ fn a_write_a_browser_says_comes_from_another_site_is_refused() {
         let resp = call("POST", &uploads, alice, &headers, b"");
         assert_eq!(resp.status, 202, "{headers:?}: {resp:?}");
     }
+    // A token is sent by its holder only: a page elsewhere that holds
+    // one (a registry UI on another origin) may write with it.
+    let t = token(base, alice, &["repository:public/app:pull,push"]);
+    let resp = call(
+        "POST",
+        &uploads,
+        Who::Bearer(&t),
+        &[
+            ("Origin", "http://ui.example"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+        b"",
+    );
+    assert_eq!(resp.status, 202, "{resp:?}");
     // A read from another site's page is no write.
     let resp = call(
         "GET",
