@@ -57,6 +57,9 @@ struct State {
     tags_link: Mutex<Option<String>>,
     /// The tags a tag list names.
     tags: Mutex<Vec<String>>,
+    /// Blob bodies being sent now, and the most at once.
+    sending: AtomicUsize,
+    most_sending: AtomicUsize,
 }
 
 impl FakeUpstream {
@@ -76,6 +79,8 @@ impl FakeUpstream {
             require_basic: AtomicBool::new(false),
             tags_link: Mutex::new(None),
             tags: Mutex::new(vec!["1".into()]),
+            sending: AtomicUsize::new(0),
+            most_sending: AtomicUsize::new(0),
         });
         let shared = Arc::clone(&state);
         listener.set_nonblocking(true).unwrap();
@@ -205,7 +210,10 @@ fn serve(mut stream: TcpStream, state: &State) {
         blob.len()
     );
     let _ = stream.write_all(head.as_bytes());
+    let sending = state.sending.fetch_add(1, Ordering::SeqCst) + 1;
+    state.most_sending.fetch_max(sending, Ordering::SeqCst);
     std::thread::sleep(*state.delay.lock().unwrap());
+    let _sent = Sent(&state.sending);
     let half = blob.len() / 2;
     match mode {
         Mode::Whole => {
@@ -239,6 +247,15 @@ fn serve(mut stream: TcpStream, state: &State) {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+    }
+}
+
+/// Counts a blob body as sent once it is.
+struct Sent<'a>(&'a AtomicUsize);
+
+impl Drop for Sent<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -513,4 +530,27 @@ fn an_upstream_trickling_below_the_minimum_rate_is_given_up() {
         "given up after {:?}",
         started.elapsed()
     );
+}
+
+/// A push into the namespace that skipped layers the upstream holds has
+/// them brought in a few at once: its manifest PUT answers after the
+/// slowest fetch, not after their sum (here the upstream holds each blob
+/// back half a second, and sends both at once).
+#[test]
+fn a_push_brings_the_upstream_blobs_it_skipped_at_once() {
+    let upstream = FakeUpstream::start();
+    let image = image_of(&upstream, 97, 4 << 10);
+    upstream.set_delay(Duration::from_millis(500));
+    let mirror = mirror_of(&upstream);
+    let resp = http::put_manifest(
+        &mirror.url(),
+        "up.test/team/app",
+        "2",
+        OCI_MANIFEST,
+        &image.manifest,
+    );
+    assert_eq!(resp.status, 201, "{resp:?}");
+    assert_eq!(upstream.blob_gets(&image.layer_digest), 1);
+    assert_eq!(upstream.blob_gets(&image.config_digest), 1);
+    assert_eq!(upstream.state.most_sending.load(Ordering::SeqCst), 2);
 }

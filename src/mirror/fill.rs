@@ -24,6 +24,8 @@ const QUEUED_PIECES: usize = 64;
 /// How long the fetch waits for a client that does not take its bytes
 /// before it goes on without that client.
 const CLIENT_PATIENCE: Duration = Duration::from_secs(5);
+/// Blobs a push into the namespace brings in from the upstream at once.
+const BROUGHT_AT_ONCE: usize = 8;
 /// Bytes gathered before each write: few blocking calls, little memory.
 const WRITE_BATCH: usize = 1 << 20;
 
@@ -147,22 +149,30 @@ impl Mirror {
         let Ok(parsed) = crate::oci::manifest::parse(content_type, body) else {
             return;
         };
-        for digest in &parsed.blobs {
-            // A fetch's body ends before its blob is stored; asked again,
-            // the blob waits for the fetch and is found stored, or (the
-            // fetch failed) is fetched once more.
-            for _ in 0..3 {
-                match self.blob(repo, digest).await {
-                    Ok(BlobAnswer::Stored) => break,
-                    Ok(BlobAnswer::Streaming { mut body, .. }) => {
-                        while let Some(Ok(_)) = std::future::poll_fn(|cx| body.poll_next(cx)).await
-                        {
-                        }
-                    }
-                    Err(e) => {
-                        log::info!("{digest} for a push into {}: {e}", repo.as_str());
-                        break;
-                    }
+        // A few at once: the PUT answers after the slowest, not the sum.
+        for batch in parsed.blobs.chunks(BROUGHT_AT_ONCE) {
+            let mut fetches = tokio::task::JoinSet::new();
+            for digest in batch {
+                let (mirror, repo, digest) = (Arc::clone(self), repo.clone(), digest.clone());
+                fetches.spawn(async move { mirror.bring_blob(&repo, &digest).await });
+            }
+            while fetches.join_next().await.is_some() {}
+        }
+    }
+
+    /// One blob for [`Mirror::bring_blobs`]. A fetch's body ends before
+    /// its blob is stored; asked again, the blob waits for the fetch and is
+    /// found stored, or (the fetch failed) is fetched once more.
+    async fn bring_blob(self: &Arc<Self>, repo: &RepoName, digest: &Digest) {
+        for _ in 0..3 {
+            match self.blob(repo, digest).await {
+                Ok(BlobAnswer::Stored) => return,
+                Ok(BlobAnswer::Streaming { mut body, .. }) => {
+                    while let Some(Ok(_)) = std::future::poll_fn(|cx| body.poll_next(cx)).await {}
+                }
+                Err(e) => {
+                    log::info!("{digest} for a push into {}: {e}", repo.as_str());
+                    return;
                 }
             }
         }
