@@ -57,6 +57,8 @@ struct State {
     tags_link: Mutex<Option<String>>,
     /// The tags a tag list names.
     tags: Mutex<Vec<String>>,
+    /// Referrers lists by subject: the pages, each a JSON body.
+    referrers: Mutex<HashMap<String, Vec<String>>>,
     /// Blob bodies being sent now, and the most at once.
     sending: AtomicUsize,
     most_sending: AtomicUsize,
@@ -79,6 +81,7 @@ impl FakeUpstream {
             require_basic: AtomicBool::new(false),
             tags_link: Mutex::new(None),
             tags: Mutex::new(vec!["1".into()]),
+            referrers: Mutex::new(HashMap::new()),
             sending: AtomicUsize::new(0),
             most_sending: AtomicUsize::new(0),
         });
@@ -186,6 +189,27 @@ fn serve(mut stream: TcpStream, state: &State) {
         let tags = state.tags.lock().unwrap().clone();
         let body = serde_json::json!({"name": "team/app", "tags": tags}).to_string();
         return reply(&mut stream, "200 OK", &link, body.as_bytes());
+    }
+    if let Some(rest) = path.strip_prefix("/v2/team/app/referrers/") {
+        // Page N+1 is asked for with ?page=N+1, as its Link says.
+        let (subject, page) = match rest.split_once("?page=") {
+            Some((subject, page)) => (subject, page.parse().unwrap_or(usize::MAX)),
+            None => (rest, 0),
+        };
+        let pages = state.referrers.lock().unwrap().get(subject).cloned();
+        let Some(body) = pages.as_ref().and_then(|p| p.get(page)) else {
+            return reply(&mut stream, "404 Not Found", "", b"{\"errors\":[]}");
+        };
+        let more = pages.as_ref().is_some_and(|p| page + 1 < p.len());
+        let link = match more {
+            true => format!(
+                "Link: </v2/team/app/referrers/{subject}?page={}>; rel=\"next\"\r\n",
+                page + 1
+            ),
+            false => String::new(),
+        };
+        let headers = format!("Content-Type: application/vnd.oci.image.index.v1+json\r\n{link}");
+        return reply(&mut stream, "200 OK", &headers, body.as_bytes());
     }
     if let Some((digest, body)) = state.manifests.lock().unwrap().get(path).cloned() {
         let headers = if state.hide_digests.load(Ordering::Relaxed) {
@@ -553,4 +577,68 @@ fn a_push_brings_the_upstream_blobs_it_skipped_at_once() {
     assert_eq!(upstream.blob_gets(&image.layer_digest), 1);
     assert_eq!(upstream.blob_gets(&image.config_digest), 1);
     assert_eq!(upstream.state.most_sending.load(Ordering::SeqCst), 2);
+}
+
+/// An upstream may give a subject's referrers in pages, each naming the
+/// next in its `Link`: every page's referrers come into the cache.
+#[test]
+fn referrers_the_upstream_lists_in_pages_all_come() {
+    let upstream = FakeUpstream::start();
+    let image = image_of(&upstream, 98, 1 << 10);
+    let empty = "application/vnd.oci.empty.v1+json";
+    let empty_digest = http::sha256_digest(b"{}");
+    let referrer = |kind: &str| {
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": kind,
+            "config": {"mediaType": empty, "digest": empty_digest, "size": 2},
+            "layers": [{"mediaType": empty, "digest": empty_digest, "size": 2}],
+            "subject": image.descriptor(),
+        }))
+        .unwrap();
+        let digest = http::sha256_digest(&manifest);
+        upstream.state.manifests.lock().unwrap().insert(
+            format!("/v2/team/app/manifests/{digest}"),
+            (digest.clone(), manifest.clone()),
+        );
+        let page = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{
+                "mediaType": OCI_MANIFEST,
+                "digest": digest,
+                "size": manifest.len(),
+                "artifactType": kind,
+            }],
+        });
+        (digest, page.to_string())
+    };
+    let (signature, first) = referrer("application/x.signature");
+    let (sbom, second) = referrer("application/x.sbom");
+    upstream
+        .state
+        .referrers
+        .lock()
+        .unwrap()
+        .insert(image.digest.clone(), vec![first, second]);
+    let mirror = mirror_of(&upstream);
+    let url = format!(
+        "{}/v2/up.test/team/app/referrers/{}",
+        mirror.url(),
+        image.digest
+    );
+    let resp = http::get(&url);
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let listed: Vec<String> = resp.json()["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(listed.contains(&signature), "{listed:?}");
+    assert!(
+        listed.contains(&sbom),
+        "the second page's referrer is missing: {listed:?}"
+    );
 }

@@ -31,6 +31,8 @@ use crate::oci::manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 
 /// Redirects followed for one blob (registries send blobs from elsewhere).
 const MAX_REDIRECTS: usize = 5;
+/// Pages of a referrers list followed at most.
+const MAX_PAGES: usize = 10;
 /// Scopes whose tokens are kept at most.
 const MAX_TOKENS: usize = 1_000;
 /// Token answers and error bodies are small; more is refused.
@@ -332,23 +334,31 @@ impl Upstream {
         struct Descriptor {
             digest: String,
         }
-        let url = format!("{}/v2/{repo}/referrers/{subject}", self.base);
-        let resp = self.send(&Ask::pull(Method::GET, &url, repo)).await?;
-        let Some(resp) = self.found(resp)? else {
-            return Ok(None);
-        };
-        let body = self.read_all(resp.into_body(), limit).await?;
-        let index: Index = serde_json::from_slice(&body)
-            .map_err(|e| self.invalid(format!("a referrers list that is no index: {e}")))?;
-        index
-            .manifests
-            .iter()
-            .map(|d| {
-                Digest::parse(&d.digest)
-                    .ok_or_else(|| self.invalid(format!("a referrer {:?}", d.digest)))
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        let mut url = format!("{}/v2/{repo}/referrers/{subject}", self.base);
+        let mut referrers = Vec::new();
+        // A registry may give the list in pages, each naming the next.
+        for page in 0..MAX_PAGES {
+            let resp = self.send(&Ask::pull(Method::GET, &url, repo)).await?;
+            let resp = match self.found(resp)? {
+                Some(resp) => resp,
+                None if page == 0 => return Ok(None),
+                None => break,
+            };
+            let next = next_page(&resp, &url);
+            let body = self.read_all(resp.into_body(), limit).await?;
+            let index: Index = serde_json::from_slice(&body)
+                .map_err(|e| self.invalid(format!("a referrers list that is no index: {e}")))?;
+            for d in &index.manifests {
+                let digest = Digest::parse(&d.digest)
+                    .ok_or_else(|| self.invalid(format!("a referrer {:?}", d.digest)))?;
+                referrers.push(digest);
+            }
+            match next {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+        Ok(Some(referrers))
     }
 
     /// The repository's tags, following the `Link` of each page, at most
@@ -385,16 +395,7 @@ impl Upstream {
                 return Ok((!names.is_empty()).then_some(names));
             }
             self.expect_ok(&resp)?;
-            let next = resp
-                .headers()
-                .get(header::LINK)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|link| {
-                    link.split_once('<')?
-                        .1
-                        .split_once('>')
-                        .map(|(u, _)| u.to_owned())
-                });
+            let next = next_page(&resp, &url);
             let body = self.read_all(resp.into_body(), MAX_PAGE_BODY).await?;
             let list: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| self.invalid(format!("a list that is no JSON: {e}")))?;
@@ -408,10 +409,7 @@ impl Upstream {
                 break;
             }
             names.extend(page);
-            match next
-                .and_then(|next| resolve(&url, &next))
-                .filter(|next| may_redirect(&url, next))
-            {
+            match next {
                 Some(next) => url = next,
                 None => break,
             }
@@ -781,6 +779,14 @@ fn content_length(resp: &Response<Incoming>) -> Option<u64> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+/// The next page a paginated answer to `url` names in its `Link`, if it
+/// may be followed (see [`may_redirect`]).
+fn next_page(resp: &Response<Incoming>, url: &str) -> Option<String> {
+    let link = resp.headers().get(header::LINK)?.to_str().ok()?;
+    let next = link.split_once('<')?.1.split_once('>')?.0;
+    resolve(url, next).filter(|next| may_redirect(url, next))
 }
 
 /// A Location resolved against the URL it answered.
