@@ -21,7 +21,13 @@ const OCTETS: (&str, &str) = ("Content-Type", "application/octet-stream");
 
 /// `n` nodes of one new cluster, each with a data directory of its own.
 fn start_nodes(dir: &Path, n: usize) -> Vec<ServerProcess> {
-    let args = common::cluster::node_args(dir);
+    start_nodes_with(dir, n, &[])
+}
+
+/// As [`start_nodes`], each with `extra` flags.
+fn start_nodes_with(dir: &Path, n: usize, extra: &[&str]) -> Vec<ServerProcess> {
+    let mut args = common::cluster::node_args(dir);
+    args.extend(extra.iter().map(|a| a.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     (0..n)
         .map(|i| {
@@ -29,6 +35,14 @@ fn start_nodes(dir: &Path, n: usize) -> Vec<ServerProcess> {
             ServerProcess::start_with(&data, &dir.join(format!("node{i}.log")), &args)
         })
         .collect()
+}
+
+/// A node of the cluster that belongs to `dir`, with its data directory
+/// and log there under `name` (the same node again, restarted).
+fn start_node(dir: &Path, name: &str) -> ServerProcess {
+    let args = common::cluster::node_args(dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ServerProcess::start_with(&dir.join(name), &dir.join(format!("{name}.log")), &args)
 }
 
 fn start_upload(base: &str, name: &str) -> String {
@@ -256,20 +270,17 @@ fn a_token_one_node_issues_is_honoured_by_the_others() {
     use base64::Engine;
     let dir = tempfile::tempdir().unwrap();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/auth");
-    let mut args = common::cluster::node_args(dir.path());
-    args.extend([
-        "--htpasswd".into(),
-        fixtures.join("htpasswd").display().to_string(),
-        "--access".into(),
-        fixtures.join("access").display().to_string(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let nodes: Vec<ServerProcess> = (0..2)
-        .map(|i| {
-            let data = dir.path().join(format!("node{i}"));
-            ServerProcess::start_with(&data, &dir.path().join(format!("node{i}.log")), &args)
-        })
-        .collect();
+    let (htpasswd, access) = (fixtures.join("htpasswd"), fixtures.join("access"));
+    let nodes = start_nodes_with(
+        dir.path(),
+        2,
+        &[
+            "--htpasswd",
+            htpasswd.to_str().unwrap(),
+            "--access",
+            access.to_str().unwrap(),
+        ],
+    );
     let login = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("alice:alice-password")
@@ -304,11 +315,7 @@ fn a_token_one_node_issues_is_honoured_by_the_others() {
 fn a_node_refuses_a_schema_newer_than_it_knows() {
     let dir = tempfile::tempdir().unwrap();
     let args = common::cluster::node_args(dir.path());
-    let node = ServerProcess::start_with(
-        &dir.path().join("node"),
-        &dir.path().join("node.log"),
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let node = start_node(dir.path(), "node");
     node.stop();
     common::cluster::psql(&args[1], "UPDATE berth_schema SET version = version + 1");
     let refused = std::process::Command::new(common::process::BERTH)
@@ -920,15 +927,7 @@ fn trickle(
 #[test]
 fn an_upload_streaming_longer_than_the_expiration_is_not_expired() {
     let dir = tempfile::tempdir().unwrap();
-    let mut args = common::cluster::node_args(dir.path());
-    args.extend(["--upload-expiration".into(), "2s".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let nodes: Vec<ServerProcess> = (0..2)
-        .map(|i| {
-            let data = dir.path().join(format!("node{i}"));
-            ServerProcess::start_with(&data, &dir.path().join(format!("node{i}.log")), &args)
-        })
-        .collect();
+    let nodes = start_nodes_with(dir.path(), 2, &["--upload-expiration", "2s"]);
     let base = nodes[0].url();
     let data = http::random_bytes(24 * (16 << 10), 91);
     let digest = sha256_digest(&data);
@@ -998,11 +997,7 @@ fn a_prune_leaves_the_pieces_of_a_blob_still_streaming() {
 fn a_schema_4_database_gets_back_what_manifests_need() {
     let dir = tempfile::tempdir().unwrap();
     let args = common::cluster::node_args(dir.path());
-    let node = ServerProcess::start_with(
-        &dir.path().join("node"),
-        &dir.path().join("node.log"),
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let node = start_node(dir.path(), "node");
     let image = http::push_image(&node.url(), "older", Some("v1"), 93);
     node.stop();
     let dropped = common::cluster::psql(
@@ -1022,10 +1017,6 @@ fn a_schema_4_database_gets_back_what_manifests_need() {
     );
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("tags, 0 blobs"), "{said}");
-    let node = ServerProcess::start_with(
-        &dir.path().join("node"),
-        &dir.path().join("node.log"),
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let node = start_node(dir.path(), "node");
     assert_blob(&node.url(), "older", &image.layer_digest, &image.layer);
 }

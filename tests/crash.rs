@@ -1527,7 +1527,6 @@ impl Drop for Attribute<'_> {
 /// (a durable one leaves it to the link's settling, or to the batch's).
 #[test]
 fn a_blob_whose_upload_file_cannot_be_removed_after_its_commit_stays_whole() {
-    use std::io::{BufRead, BufReader};
     /// Stopped however the test ends.
     struct Killed(Child);
     impl Drop for Killed {
@@ -1536,24 +1535,8 @@ fn a_blob_whose_upload_file_cannot_be_removed_after_its_commit_stays_whole() {
             let _ = self.0.wait();
         }
     }
-    let mut child = Command::new(process::BERTH)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--ready-json",
-            "--ephemeral",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, ready) = process::serve_ready(&["--ephemeral"]);
     let _child = Killed(child);
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
     let base = ready["url"].as_str().unwrap().to_owned();
     let uploads = PathBuf::from(ready["data"].as_str().unwrap()).join("uploads");
     let data = http::random_bytes(2000, 94);

@@ -6,34 +6,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use common::TestRegistry;
 use common::http;
+use common::process::serve_ready;
 use common::transfer::{blob_file, must_export, populate, unpack};
 use serde_json::Value;
-
-/// `berth serve --listen 127.0.0.1:0 --ready-json ARGS`: the child and its
-/// ready line.
-fn serve(args: &[&str]) -> (Child, Value) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--ready-json"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("the first line is no JSON ({e}): {line:?}"));
-    assert_eq!(ready["pid"], child.id());
-    (child, ready)
-}
 
 fn signal(child: &Child, signal: i32) {
     // SAFETY: sends a signal to a child this test started and still holds.
@@ -58,7 +38,7 @@ fn ephemeral_dir(ready: &Value) -> PathBuf {
 #[test]
 fn an_ephemeral_registry_leaves_nothing_behind_however_it_is_stopped() {
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        let (mut child, ready) = serve(&["--ephemeral"]);
+        let (mut child, ready) = serve_ready(&["--ephemeral"]);
         let dir = ephemeral_dir(&ready);
         let url = ready["url"].as_str().unwrap();
         http::push_image(url, "team/app", Some("1"), 3);
@@ -77,12 +57,12 @@ fn an_ephemeral_registry_leaves_nothing_behind_however_it_is_stopped() {
 
 #[test]
 fn a_killed_ephemeral_registrys_directory_goes_at_the_next_start() {
-    let (mut killed, ready) = serve(&["--ephemeral"]);
+    let (mut killed, ready) = serve_ready(&["--ephemeral"]);
     let left = ephemeral_dir(&ready);
     signal(&killed, libc::SIGKILL);
     killed.wait().unwrap();
     assert!(left.exists(), "nothing to sweep: the test cannot fail");
-    let (mut next, ready) = serve(&["--ephemeral"]);
+    let (mut next, ready) = serve_ready(&["--ephemeral"]);
     assert!(!left.exists(), "{} survived the next start", left.display());
     signal(&next, libc::SIGTERM);
     next.wait().unwrap();
@@ -103,7 +83,7 @@ fn archive(work: &Path) -> (PathBuf, common::transfer::Pushed) {
 fn preloaded_images_are_served_from_the_first_request_and_a_bad_preload_stops_the_start() {
     let work = tempfile::tempdir().unwrap();
     let (archive, pushed) = archive(work.path());
-    let (mut child, ready) = serve(&["--ephemeral", "--preload", archive.to_str().unwrap()]);
+    let (mut child, ready) = serve_ready(&["--ephemeral", "--preload", archive.to_str().unwrap()]);
     let url = ready["url"].as_str().unwrap();
     let resp = http::get(&http::manifest_url(url, "docker.io/library/app", "1"));
     assert_eq!(

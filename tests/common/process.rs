@@ -214,6 +214,27 @@ pub fn tracee(strace: u32) -> Option<u32> {
         })
 }
 
+/// `berth serve --listen 127.0.0.1:0 --ready-json ARGS`: the child and
+/// its ready line (url, data directory, pid), as another language's test
+/// suite would start it.
+pub fn serve_ready(args: &[&str]) -> (Child, serde_json::Value) {
+    let mut child = Command::new(BERTH)
+        .args(["serve", "--listen", "127.0.0.1:0", "--ready-json"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("the first line is no JSON ({e}): {line:?}"));
+    assert_eq!(ready["pid"], child.id());
+    (child, ready)
+}
+
 /// Polls a child until it exits or `timeout` passes.
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
