@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::origin::host;
 use super::route::Route;
 use super::{Api, Handled, header_str, json_response, query, query_param};
 use crate::auth::{Action, Authority, Caller, LoginError, Scope};
@@ -242,12 +243,6 @@ impl Api {
             }
         }
     }
-}
-
-/// The host the client asked for: the Host header, or the URI's authority
-/// (HTTP/2).
-fn host<B>(req: &Request<B>) -> Option<&str> {
-    header_str(req, header::HOST).or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
 /// A host name, an IPv4 address or a bracketed IPv6 address, with an

@@ -3,7 +3,7 @@
 //! here, so a write is taken only from this registry's own pages or from
 //! clients that are no browser (which say nothing of an origin).
 
-use http::{HeaderMap, header};
+use http::{HeaderMap, Request, header};
 
 /// Whether a request comes from this site or from no browser: browsers say
 /// where it came from in `Origin` (and `Sec-Fetch-Site`); a request that
@@ -21,6 +21,16 @@ pub(crate) fn is_ours(headers: &HeaderMap, ours: &[Option<&str>]) -> bool {
             .is_some_and(|(_, authority)| ours.contains(&Some(authority))),
         None => true,
     }
+}
+
+/// The host the client asked for: the Host header, or the URI's authority
+/// (HTTP/2 names it in :authority, which hyper puts in the URI).
+pub(crate) fn host<B>(req: &Request<B>) -> Option<&str> {
+    let header = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    header.or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
 /// `reg.example:8443` of `https://reg.example:8443/path`.

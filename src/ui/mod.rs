@@ -125,12 +125,7 @@ impl Ui {
         let user = caller.user().map(str::to_owned);
         let viewer = Viewer {
             caller,
-            // HTTP/2 names it in :authority, which hyper puts in the URI.
-            host: req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            host: crate::api::origin::host(&req)
                 .unwrap_or("localhost")
                 .to_owned(),
         };
