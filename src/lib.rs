@@ -23,6 +23,7 @@
 pub mod api;
 #[doc(hidden)]
 pub mod auth;
+mod bounded;
 #[doc(hidden)]
 pub mod bulk;
 pub mod config;

@@ -55,13 +55,7 @@ impl Recent {
 /// Past [`MAX`] things, those older than `keep` are forgotten, and all of
 /// them if none is.
 fn record(at: &mut HashMap<(String, String), Instant>, key: (String, String), keep: Duration) {
-    if at.len() >= MAX && !at.contains_key(&key) {
-        at.retain(|_, then| then.elapsed() < keep);
-        if at.len() >= MAX {
-            at.clear();
-        }
-    }
-    at.insert(key, Instant::now());
+    crate::bounded::insert(at, key, Instant::now(), MAX, |then| then.elapsed() < keep);
 }
 
 #[cfg(test)]

@@ -725,14 +725,9 @@ fn keep_token(
     authorization: String,
     until: Instant,
 ) {
-    if tokens.len() >= MAX_TOKENS && !tokens.contains_key(&scope) {
-        let now = Instant::now();
-        tokens.retain(|_, (_, until)| now < *until);
-        if tokens.len() >= MAX_TOKENS {
-            tokens.clear();
-        }
-    }
-    tokens.insert(scope, (authorization, until));
+    let now = Instant::now();
+    let live = |(_, expires): &(String, Instant)| now < *expires;
+    crate::bounded::insert(tokens, scope, (authorization, until), MAX_TOKENS, live);
 }
 
 /// Whether a redirect (or a page's `Link`) from `from` may be followed to
