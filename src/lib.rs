@@ -35,6 +35,7 @@ pub mod mirror;
 pub mod oci;
 #[doc(hidden)]
 pub mod ops;
+mod pace;
 #[cfg(test)]
 mod props;
 mod server;

@@ -19,10 +19,10 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::conn::Transfer;
 use crate::mirror::ChunkStream;
+use crate::pace::Pace;
 use crate::store::{self, Appender};
 
 pub type ResBody = BoxBody<Bytes, io::Error>;
@@ -309,18 +309,13 @@ pub fn file_range(file: File, offset: u64, len: u64, transfer: Option<Arc<Transf
     .boxed()
 }
 
-/// A request body read against a minimum rate: each window of `window`
-/// must bring `min_bytes` (or the end), or reading fails. A timer that
-/// restarted on every frame would let one byte every few seconds hold the
-/// request for ever.
+/// A request body read against a minimum rate (see [`Pace`]): each window
+/// must bring its bytes (or the end), or reading fails.
 pub struct Frames {
     body: Incoming,
     /// Told of every byte read, for the metrics and the access log.
     exchange: Option<Arc<crate::ops::Exchange>>,
-    window: Duration,
-    min_bytes: u64,
-    window_start: Instant,
-    in_window: u64,
+    pace: Pace,
 }
 
 impl Frames {
@@ -328,10 +323,7 @@ impl Frames {
         Frames {
             body,
             exchange: None,
-            window,
-            min_bytes,
-            window_start: Instant::now(),
-            in_window: 0,
+            pace: Pace::new(min_bytes, window),
         }
     }
 
@@ -343,13 +335,12 @@ impl Frames {
     /// The next data chunk, `None` at the end.
     pub async fn next(&mut self) -> Option<io::Result<Bytes>> {
         loop {
-            let deadline = self.window_start + self.window;
-            match tokio::time::timeout_at(deadline, self.body.frame()).await {
+            match tokio::time::timeout_at(self.pace.deadline().into(), self.body.frame()).await {
                 Ok(None) => return None,
                 Ok(Some(Err(e))) => return Some(Err(io::Error::other(e))),
                 Ok(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) if !data.is_empty() => {
-                        self.in_window += data.len() as u64;
+                        self.pace.moved(data.len());
                         if let Some(exchange) = &self.exchange {
                             exchange.received(data.len() as u64);
                         }
@@ -357,18 +348,11 @@ impl Frames {
                     }
                     _ => continue,
                 },
-                Err(_) if self.in_window >= self.min_bytes => {
-                    self.window_start = Instant::now();
-                    self.in_window = 0;
-                }
                 Err(_) => {
-                    return Some(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "the body sent {} bytes in {:?}; at least {} are needed",
-                            self.in_window, self.window, self.min_bytes
-                        ),
-                    )));
+                    if let Err(why) = self.pace.next_window() {
+                        let why = format!("the body is too slow: {why}");
+                        return Some(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
+                    }
                 }
             }
         }

@@ -28,6 +28,7 @@ use auth::{Challenge, TokenResponse};
 
 use crate::oci::Digest;
 use crate::oci::manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use crate::pace::Pace;
 
 /// Redirects followed for one blob (registries send blobs from elsewhere).
 const MAX_REDIRECTS: usize = 5;
@@ -158,18 +159,7 @@ pub struct Blob {
 /// An answer's body, and how fast it comes.
 pub struct Body {
     inner: Incoming,
-    window_start: Instant,
-    moved: u64,
-}
-
-impl Body {
-    fn new(inner: Incoming) -> Body {
-        Body {
-            inner,
-            window_start: Instant::now(),
-            moved: 0,
-        }
-    }
+    pace: Pace,
 }
 
 /// One request, as [`Upstream::send`] makes it and makes it again after
@@ -437,7 +427,7 @@ impl Upstream {
         };
         Ok(Some(Blob {
             size: content_length(&resp),
-            body: Body::new(resp.into_body()),
+            body: self.body(resp.into_body()),
         }))
     }
 
@@ -473,19 +463,32 @@ impl Upstream {
         Ok(resp)
     }
 
+    /// An answer's body, held to the minimum pace.
+    fn body(&self, inner: Incoming) -> Body {
+        let (min, window) = self.connector.settings.min_pace;
+        Body {
+            inner,
+            pace: Pace::new(min, window),
+        }
+    }
+
     /// The next piece of a body, within the read timeout and the minimum
     /// pace; `None` at its end.
     pub async fn next_chunk(&self, body: &mut Body) -> Result<Option<Bytes>> {
+        let read_by = tokio::time::Instant::now() + self.read_timeout();
         loop {
-            let frame = tokio::time::timeout(self.read_timeout(), body.inner.frame())
-                .await
-                .map_err(|_| self.timeout())?;
-            match frame {
-                None => return Ok(None),
-                Some(Err(e)) => return Err(self.unreachable(e.to_string())),
-                Some(Ok(frame)) => {
+            let wake = read_by.min(body.pace.deadline().into());
+            match tokio::time::timeout_at(wake, body.inner.frame()).await {
+                Err(_) if tokio::time::Instant::now() >= read_by => return Err(self.timeout()),
+                Err(_) => body
+                    .pace
+                    .next_window()
+                    .map_err(|why| self.invalid(format!("a body too slow: {why}")))?,
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => return Err(self.unreachable(e.to_string())),
+                Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        self.keep_pace(body, data.len())?;
+                        body.pace.moved(data.len());
                         return Ok(Some(data));
                     }
                 }
@@ -493,27 +496,8 @@ impl Upstream {
         }
     }
 
-    /// Counts `bytes` of `body`; an error once a whole window brought
-    /// less than the minimum.
-    fn keep_pace(&self, body: &mut Body, bytes: usize) -> Result<()> {
-        body.moved += bytes as u64;
-        let (min, window) = self.connector.settings.min_pace;
-        if body.window_start.elapsed() < window {
-            return Ok(());
-        }
-        if body.moved < min {
-            return Err(self.invalid(format!(
-                "a body slower than {min} bytes in {window:?} ({} came)",
-                body.moved
-            )));
-        }
-        body.window_start = Instant::now();
-        body.moved = 0;
-        Ok(())
-    }
-
     async fn read_all(&self, body: Incoming, limit: usize) -> Result<Vec<u8>> {
-        let mut body = Body::new(body);
+        let mut body = self.body(body);
         let mut out = Vec::new();
         while let Some(chunk) = self.next_chunk(&mut body).await? {
             if out.len() + chunk.len() > limit {
