@@ -48,6 +48,8 @@ pub mod transfer;
 pub mod ui;
 #[doc(hidden)]
 pub mod upstream;
+#[doc(hidden)]
+pub mod whole_file;
 
 pub use auth::AuthConfig;
 pub use config::{Config, TlsConfig};

@@ -568,7 +568,8 @@ fn run_passwd(args: Passwd) -> std::io::Result<()> {
     };
     let text = berth::auth::htpasswd::set_password(&text, &args.user, password)
         .map_err(std::io::Error::other)?;
-    std::fs::write(&args.htpasswd, text)?;
+    // A new file is its owner's alone; one already there keeps its mode.
+    berth::whole_file::replace(&args.htpasswd, text.as_bytes(), 0o600)?;
     eprintln!(
         "set the password of {} in {}",
         args.user,

@@ -404,3 +404,66 @@ fn readyz_turns_unready_on_a_full_disk_and_ready_once_space_is_back() {
     drop(registry);
     drop(tmpfs);
 }
+
+/// Runs `berth passwd` for `user` on `file`; whether it succeeded.
+fn berth_passwd(file: &Path, user: &str) -> bool {
+    use std::io::Write as _;
+    let mut child = Command::new(process::BERTH)
+        .args(["passwd", "--htpasswd"])
+        .arg(file)
+        .arg(user)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn berth passwd");
+    writeln!(child.stdin.take().unwrap(), "pw-of-{user}").unwrap();
+    child.wait().expect("berth passwd runs").success()
+}
+
+#[test]
+fn a_password_change_that_does_not_fit_leaves_the_users_file_whole() {
+    let disk = Tmpfs::mount("1m");
+    let file = disk.path().join("htpasswd");
+    assert!(berth_passwd(&file, "alice"), "first user on an empty disk");
+    // A file just under a page: one more line needs a page more than the
+    // file holds, which a full disk does not have.
+    let line = std::fs::read_to_string(&file).unwrap();
+    let hash = line.trim_end().split_once(':').unwrap().1.to_owned();
+    let mut text = line.clone();
+    let mut n = 0;
+    while text.len() + hash.len() + 10 < 4096 {
+        text.push_str(&format!("user{n:04}:{hash}\n"));
+        n += 1;
+    }
+    std::fs::write(&file, &text).unwrap();
+    let filler = disk.path().join("filler");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![7u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        let one = [7u8; 1];
+        while f.write_all(&one).is_ok() {}
+    }
+    assert!(
+        !berth_passwd(&file, "bob"),
+        "adding a user on a full disk cannot succeed"
+    );
+    let after = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        after == text,
+        "a failed berth passwd changed the users file: {} bytes, ending {:?}",
+        after.len(),
+        &after[after.len().saturating_sub(80)..]
+    );
+    let names: Vec<_> = std::fs::read_dir(disk.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "left behind: {names:?}");
+
+    std::fs::remove_file(&filler).unwrap();
+    assert!(berth_passwd(&file, "bob"), "with space back");
+    let now = std::fs::read_to_string(&file).unwrap();
+    assert!(now.starts_with(&text) && now.contains("\nbob:$2"), "{now}");
+}

@@ -2,7 +2,7 @@
 //! is generated into the data directory on first start. Opaque to clients,
 //! as the Docker token flow allows.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use base64::Engine;
@@ -58,7 +58,7 @@ impl Signer {
     }
 
     /// Reads the key, or makes one from the OS's random source. The file is
-    /// written whole (temp file, fsync, rename) and readable by its owner only.
+    /// written whole and readable by its owner only.
     pub fn load_or_create(path: &Path) -> io::Result<Signer> {
         match std::fs::read(path) {
             Ok(bytes) => {
@@ -75,19 +75,7 @@ impl Signer {
         }
         let mut key = [0u8; KEY_LEN];
         getrandom::fill(&mut key).map_err(io::Error::other)?;
-        let temp = path.with_extension("tmp");
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temp)?;
-            file.write_all(&key)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&temp, path)?;
+        crate::whole_file::replace(path, &key, 0o600)?;
         log::info!("generated a new token signing key in {}", path.display());
         Ok(Signer { key })
     }
