@@ -150,6 +150,14 @@ impl Config {
         if let Some((name, _)) = times.iter().find(|(_, t)| t.is_zero()) {
             return Err(format!("{name} must be longer than zero"));
         }
+        if let Some(auth) = &self.auth
+            && auth.token_ttl > crate::auth::MAX_TOKEN_TTL
+        {
+            return Err(format!(
+                "token_ttl (--token-ttl) is {}: a day at most, as a token cannot be taken back before it expires",
+                humantime::format_duration(auth.token_ttl)
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for (namespace, _) in &self.upstreams {
             if !crate::oci::name::is_namespace(namespace) {

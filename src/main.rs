@@ -124,7 +124,7 @@ struct Serve {
     /// let anyone pull anything (needs --htpasswd)
     #[argh(switch)]
     anonymous_pull: bool,
-    /// lifetime of issued bearer tokens (default 5m)
+    /// lifetime of issued bearer tokens, a day at most (default 5m)
     #[argh(
         option,
         from_str_fn(parse_duration),

@@ -1454,6 +1454,45 @@ fn expired_tokens_are_refused() {
     }
 }
 
+/// A token carries what the rules granted when it was issued; tightened
+/// rules (a restart with a new access file over the same token key) take
+/// back what they no longer allow, before the token expires.
+#[test]
+fn a_token_is_good_for_no_more_than_the_rules_now_allow() {
+    let s = Secured::start(Some(RULES), |_| {});
+    let base = s.url.as_str();
+    push_image(base, "team/app", "v1", Who::User("alice"), 810);
+    let t = token(
+        base,
+        Who::User("bob"),
+        &["repository:team/app:pull", "repository:bob/x:push,pull"],
+    );
+    assert_eq!(get_manifest(base, "team/app", "v1", Who::Bearer(&t)).status, 200);
+    assert_eq!(post_blob(base, "bob/x", b"before", Who::Bearer(&t)).status, 201);
+
+    let (data, files) = s.stop();
+    let tighter = "alice push *\nbob pull bob/*\n";
+    let s = Secured::start_in(data, files, Some(tighter), |_| {});
+    let base = s.url.as_str();
+    assert!(
+        get(&format!("{base}/v2/"), Who::Bearer(&t)).status == 200,
+        "the token itself is still valid"
+    );
+    let pull = get_manifest(base, "team/app", "v1", Who::Bearer(&t));
+    assert!(
+        matches!(pull.status, 401 | 403),
+        "a pull the rules no longer allow: {pull:?}"
+    );
+    let push = post_blob(base, "bob/x", b"after", Who::Bearer(&t));
+    assert!(
+        matches!(push.status, 401 | 403),
+        "a push the rules no longer allow: {push:?}"
+    );
+    let blob = http::sha256_digest(b"before");
+    let read = head(&format!("{base}/v2/bob/x/blobs/{blob}"), Who::Bearer(&t));
+    assert_eq!(read.status, 200, "what the rules still allow: {read:?}");
+}
+
 /// Tokens are signed: changing the claims, the signature, or signing with a
 /// guessable key gives 401, never more access.
 #[test]
@@ -2193,6 +2232,9 @@ fn berth_serve_refuses_auth_flags_that_cannot_work() {
     let missing = data.path().join("missing-htpasswd");
     let access = access.to_str().unwrap();
     let missing_str = missing.to_str().unwrap();
+    let users = data.path().join("htpasswd");
+    std::fs::write(&users, htpasswd_text()).unwrap();
+    let users = users.to_str().unwrap();
     for (args, expect) in [
         (vec!["--access", access], "--htpasswd"),
         (vec!["--anonymous-pull"], "--htpasswd"),
@@ -2203,6 +2245,10 @@ fn berth_serve_refuses_auth_flags_that_cannot_work() {
             "--public-url",
         ),
         (vec!["--public-url", "https://a/b?c=d"], "--public-url"),
+        (
+            vec!["--htpasswd", users, "--token-ttl", "25h"],
+            "--token-ttl",
+        ),
     ] {
         let mut child = Command::new(BERTH)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])

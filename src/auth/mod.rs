@@ -120,6 +120,10 @@ fn load<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T, String>) -> io::Re
     })
 }
 
+/// The longest a token may live: one cannot be taken back from whoever
+/// holds it (a copy in a CI log, say) before it expires.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Verified passwords are remembered this long, keyed by a hash of the
 /// password, so Basic auth on every request costs one bcrypt per window.
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
@@ -237,13 +241,16 @@ impl Authority {
             }
             Caller::Token(claims) => {
                 let grants = |name| claims.grants("repository", repo, name);
-                match action {
+                let granted = match action {
                     Action::Pull => grants("pull"),
                     Action::Push => grants("push"),
                     // Docker's token spec names deletes apart; a push grant
                     // covers them as a push rule does.
                     Action::Delete => grants("delete") || grants("push"),
-                }
+                };
+                // Rules tightened since the token was issued take back
+                // what they no longer allow at once, not when it expires.
+                granted && self.rules.allows(claims.sub.as_deref(), repo, action)
             }
         }
     }
