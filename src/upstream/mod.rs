@@ -5,6 +5,7 @@
 //! gets: the caller verifies every digest before anything is stored.
 
 mod auth;
+mod dns;
 mod push;
 
 use std::collections::HashMap;
@@ -95,14 +96,14 @@ type RequestBody = BoxBody<Bytes, io::Error>;
 /// The HTTP client every upstream shares.
 #[derive(Clone)]
 pub struct Connector {
-    client: Client<HttpsConnector<HttpConnector>, RequestBody>,
+    client: Client<HttpsConnector<HttpConnector<dns::Resolver>>, RequestBody>,
     settings: Arc<Settings>,
 }
 
 impl Connector {
     pub fn new(settings: Settings) -> io::Result<Connector> {
         let tls = crate::tls::client_config(settings.extra_ca.as_deref())?;
-        let mut http = HttpConnector::new();
+        let mut http = HttpConnector::new_with_resolver(dns::Resolver);
         http.enforce_http(false);
         http.set_connect_timeout(Some(settings.connect_timeout));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -732,11 +733,7 @@ fn may_redirect(from: &str, to: &str) -> bool {
             || host.ends_with(".localhost")
             || ip.is_some_and(|ip| ip.is_loopback() || ip.is_unspecified())
     };
-    let link_local = to_ip.is_some_and(|ip| match ip {
-        std::net::IpAddr::V4(v4) => v4.is_link_local(),
-        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
-    });
-    !link_local && (!loopback(&to, to_ip) || loopback(&from, from_ip))
+    !to_ip.is_some_and(dns::is_link_local) && (!loopback(&to, to_ip) || loopback(&from, from_ip))
 }
 
 /// The address a URL's host names, if it is one (an IPv4-mapped IPv6
