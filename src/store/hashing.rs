@@ -5,7 +5,8 @@
 //! started per batch. A thread left with nothing to hash ends soon, so an
 //! upload whose client stalls holds none.
 
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,22 +31,50 @@ const IDLE: Duration = Duration::from_secs(1);
 /// A running hash, computed here or on its own thread.
 pub struct Hashing {
     state: State,
+    idle: Duration,
 }
 
 enum State {
     Here(Hasher),
     Away {
-        batches: SyncSender<Vec<Bytes>>,
+        handoff: Arc<Handoff>,
         thread: JoinHandle<Hasher>,
     },
     /// Only while moving between the two.
     Moving,
 }
 
+/// Batches on their way to the hashing thread. One lock covers the queue
+/// and the thread's decision to end, so a batch is either queued before
+/// that decision (and hashed by the thread) or finds it made (and is
+/// hashed here): never queued for a thread that has stopped looking.
+struct Handoff {
+    queue: Mutex<Queue>,
+    /// The queue has a batch, or the request is done with the thread.
+    work: Condvar,
+    /// The queue has room.
+    room: Condvar,
+}
+
+struct Queue {
+    batches: VecDeque<Vec<Bytes>>,
+    /// The thread has ended for want of work.
+    ended: bool,
+    /// The request wants the hash back.
+    done: bool,
+}
+
+impl Handoff {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl Hashing {
     pub fn new(hasher: Hasher) -> Hashing {
         Hashing {
             state: State::Here(hasher),
+            idle: IDLE,
         }
     }
 
@@ -59,12 +88,23 @@ impl Hashing {
             let State::Here(hasher) = std::mem::replace(&mut self.state, State::Moving) else {
                 unreachable!("matched above");
             };
-            self.state = away(hasher);
+            self.state = away(hasher, self.idle);
         }
-        if let State::Away { batches, .. } = &self.state
-            && batches.send(batch.to_vec()).is_ok()
-        {
-            return;
+        if let State::Away { handoff, .. } = &self.state {
+            let mut queue = handoff.lock();
+            // The thread ends only with the queue empty: while it is full
+            // the thread is there to empty it.
+            while !queue.ended && queue.batches.len() >= QUEUED {
+                queue = handoff
+                    .room
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if !queue.ended {
+                queue.batches.push_back(batch.to_vec());
+                handoff.work.notify_one();
+                return;
+            }
         }
         // Here, or the thread sat idle and ended: its hash comes back.
         let hasher = self.hasher();
@@ -75,11 +115,11 @@ impl Hashing {
     /// has caught up.
     pub fn hasher(&mut self) -> &mut Hasher {
         if let State::Away { .. } = self.state {
-            let State::Away { batches, thread } = std::mem::replace(&mut self.state, State::Moving)
+            self.let_go();
+            let State::Away { thread, .. } = std::mem::replace(&mut self.state, State::Moving)
             else {
                 unreachable!("matched above");
             };
-            drop(batches);
             let hasher = thread.join().expect("hashing does not panic");
             self.state = State::Here(hasher);
         }
@@ -91,24 +131,68 @@ impl Hashing {
 
     /// Starts over with `hasher`; whatever was being hashed is dropped.
     pub fn replace(&mut self, hasher: Hasher) {
+        self.let_go();
         self.state = State::Here(hasher);
+    }
+
+    /// Tells a hashing thread it will be given nothing more, so that it
+    /// ends once its queue is empty rather than after sitting idle.
+    fn let_go(&self) {
+        if let State::Away { handoff, .. } = &self.state {
+            handoff.lock().done = true;
+            handoff.work.notify_one();
+        }
     }
 }
 
-fn away(hasher: Hasher) -> State {
-    let (batches, received): (_, Receiver<Vec<Bytes>>) = mpsc::sync_channel(QUEUED);
+impl Drop for Hashing {
+    fn drop(&mut self) {
+        self.let_go();
+    }
+}
+
+fn away(hasher: Hasher, idle: Duration) -> State {
+    let handoff = Arc::new(Handoff {
+        queue: Mutex::new(Queue {
+            batches: VecDeque::with_capacity(QUEUED),
+            ended: false,
+            done: false,
+        }),
+        work: Condvar::new(),
+        room: Condvar::new(),
+    });
     let mut moved = hasher.clone();
+    let theirs = Arc::clone(&handoff);
     let thread = std::thread::Builder::new()
         .name("berth-hash".into())
         .spawn(move || {
             crate::bulk::this_thread();
-            while let Ok(batch) = received.recv_timeout(IDLE) {
-                batch.iter().for_each(|b| moved.update(b));
+            let mut queue = theirs.lock();
+            loop {
+                if let Some(batch) = queue.batches.pop_front() {
+                    theirs.room.notify_one();
+                    drop(queue);
+                    batch.iter().for_each(|b| moved.update(b));
+                    queue = theirs.lock();
+                    continue;
+                }
+                if queue.done {
+                    return moved;
+                }
+                let waited;
+                (queue, waited) = theirs
+                    .work
+                    .wait_timeout(queue, idle)
+                    .unwrap_or_else(PoisonError::into_inner);
+                if waited.timed_out() && queue.batches.is_empty() && !queue.done {
+                    queue.ended = true;
+                    theirs.room.notify_one();
+                    return moved;
+                }
             }
-            moved
         });
     match thread {
-        Ok(thread) => State::Away { batches, thread },
+        Ok(thread) => State::Away { handoff, thread },
         // No thread to be had: hashing here is slower, never wrong.
         Err(e) => {
             log::warn!("hashing on the request's thread: {e}");
@@ -144,6 +228,25 @@ mod tests {
         hashing.update(&big);
         expected.update(&big[0]);
         expected.update(&big[1]);
+        assert_eq!(hashing.hasher().digest(), expected.digest());
+    }
+
+    #[test]
+    fn batches_sent_as_an_idle_thread_ends_are_all_hashed() {
+        let big = vec![Bytes::from(vec![5u8; AWAY_FROM])];
+        let small = vec![Bytes::from_static(b"a few bytes")];
+        let mut expected = Hasher::new(Algorithm::Sha256);
+        // Threads that go idle at once, ending while batches keep coming.
+        let mut hashing = Hashing::new(Hasher::new(Algorithm::Sha256));
+        for round in 0..2000 {
+            hashing.idle = Duration::from_micros(round % 30);
+            hashing.update(&big);
+            expected.update(&big[0]);
+            for _ in 0..round % 40 {
+                hashing.update(&small);
+                expected.update(&small[0]);
+            }
+        }
         assert_eq!(hashing.hasher().digest(), expected.digest());
     }
 
