@@ -1020,3 +1020,40 @@ fn a_schema_4_database_gets_back_what_manifests_need() {
     let node = start_node(dir.path(), "node");
     assert_blob(&node.url(), "older", &image.layer_digest, &image.layer);
 }
+
+/// A page of a repository's tags reads each image's config; many of them
+/// at once must not hold every database connection while waiting for one
+/// more, which left the node answering nothing that needs the database.
+#[test]
+fn many_repository_pages_at_once_leave_the_node_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = &start_nodes(dir.path(), 1)[0];
+    let base = node.url();
+    let image = http::push_image(&base, "team/app", Some("1"), 91);
+    thread::scope(|s| {
+        let pages: Vec<_> = (0..64)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..3)
+                        .map(|_| {
+                            http::try_request("GET", &format!("{base}/r/team/app"), &[], b"")
+                                .map(|r| r.status)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for page in pages {
+            for status in page.join().unwrap() {
+                assert!(matches!(status, Ok(200)), "a repository page: {status:?}");
+            }
+        }
+    });
+    let head = http::try_request(
+        "HEAD",
+        &http::blob_url(&base, "team/app", &image.layer_digest),
+        &[],
+        b"",
+    );
+    assert!(matches!(head, Ok(ref r) if r.status == 200), "{head:?}");
+}

@@ -64,7 +64,7 @@ impl Cluster {
                 let platforms = if children.is_empty() {
                     match config_digest(&body) {
                         Some(config) => self
-                            .read_config(r, &config)
+                            .read_config(&client, r, &config)
                             .await?
                             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
                             .and_then(|config: serde_json::Value| platform(&config))
@@ -112,7 +112,7 @@ impl Cluster {
                 .collect();
             let body: Vec<u8> = row.get(1);
             let config = match config_digest(&body) {
-                Some(config) => self.read_config(r, &config).await?,
+                Some(config) => self.read_config(&client, r, &config).await?,
                 None => None,
             };
             Ok(ManifestView {
@@ -127,9 +127,15 @@ impl Cluster {
     }
 
     /// Up to the first MiB of a config `repo` holds: a manifest may name
-    /// any digest, and a page must not show another repository's.
-    async fn read_config(&self, repo: &str, config: &Digest) -> Result<Option<Vec<u8>>> {
-        let client = self.client().await?;
+    /// any digest, and a page must not show another repository's. On the
+    /// caller's connection: many pages each holding one while waiting for
+    /// a second would hold them all.
+    async fn read_config(
+        &self,
+        client: &tokio_postgres::Client,
+        repo: &str,
+        config: &Digest,
+    ) -> Result<Option<Vec<u8>>> {
         let Some(row) = client
             .query_opt(
                 "SELECT b.size FROM blobs b JOIN links l ON l.digest = b.digest

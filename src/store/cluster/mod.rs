@@ -44,6 +44,9 @@ pub use blobs::{ObjectBlob, ObjectReader, ObjectStream};
 pub use objects::{ObjectSettings, client as s3_client};
 pub use uploads::ObjectAppender;
 
+/// The longest a request waits for one of the pool's connections.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where a clustered store lives.
 #[derive(Clone)]
 pub struct Settings {
@@ -162,6 +165,9 @@ impl Cluster {
         );
         let pool = Pool::builder(manager)
             .max_size(32)
+            // A request never waits for a connection without end: one that
+            // cannot get one in time fails (503) instead of hanging.
+            .wait_timeout(Some(POOL_WAIT))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Metadata(e.to_string()))?;

@@ -59,10 +59,15 @@ impl Cluster {
         self.run(async {
             let now = meta::now();
             let mut report = Report::default();
-            let mut dry_client = self.client().await?;
-            let dry = match dry_run {
-                true => Some(dry_client.transaction().await?),
+            // A connection held through the prune only for a dry run's
+            // transaction: each unit of a real one takes its own.
+            let mut dry_client = match dry_run {
+                true => Some(self.client().await?),
                 false => None,
+            };
+            let dry = match &mut dry_client {
+                Some(client) => Some(client.transaction().await?),
+                None => None,
             };
             let uploads_cutoff = meta::ago(now, policy.upload_expiration);
             self.expire_uploads(dry.as_deref(), uploads_cutoff, &mut report)
