@@ -739,4 +739,48 @@ fn following_catalog_links_with_nested_names_visits_every_repository_once() {
     }
     assert_eq!(seen, expected);
 }
+
+/// No name, tag or artifact type holds a NUL, but a query may: it is a
+/// position or a filter like any other, never a storage error (the
+/// clustered store's PostgreSQL refuses NUL in text).
+#[test]
+fn a_nul_in_a_query_is_a_position_or_a_filter_like_any_other() {
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    let image = http::push_image(&base, "lib/app", Some("a"), 7);
+    tag_all(&base, "lib/app", &image, &["b", "c"]);
+    let resp = http::get(&tags_url(&base, "lib/app", "last=b%00x"));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.json(), json!({"name": "lib/app", "tags": ["c"]}));
+    let resp = http::get(&catalog_url(&base, "last=lib%00"));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(strings(&resp.json()["repositories"]), ["lib/app"]);
+    let resp = http::get(&format!(
+        "{}?artifactType=a%00b",
+        referrers_url(&base, "lib/app", &image.digest)
+    ));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(referrers_index(&resp), Vec::<Value>::new());
+}
+
+/// An artifact type is a media type: one with a control character in it
+/// is no manifest to keep.
+#[test]
+fn a_manifest_whose_artifact_type_holds_a_control_character_is_invalid() {
+    let reg = TestRegistry::start();
+    let base = reg.url();
+    let image = http::push_image(&base, "lib/app", Some("a"), 8);
+    for field in ["artifactType", "config"] {
+        let mut doc: Value = serde_json::from_slice(&image.manifest).unwrap();
+        // serde_json writes the NUL as \u0000.
+        let bad = Value::String("application/x\u{0}y".into());
+        match field {
+            "config" => doc["config"]["mediaType"] = bad,
+            _ => doc["artifactType"] = bad,
+        }
+        let body = serde_json::to_vec(&doc).unwrap();
+        let resp = http::put_manifest(&base, "lib/app", "bad", http::OCI_MANIFEST, &body);
+        assert_error(&resp, 400, "MANIFEST_INVALID");
+    }
+}
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use super::super::browse::{MAX_CONFIG, config_digest, index_platforms};
 use super::super::{Error, ManifestView, Result, TagSummary};
 use super::blobs::blob_key;
-use super::manifests::{limit, require_manifest};
+use super::manifests::{limit, position, require_manifest};
 use super::{Cluster, unsigned};
 use crate::oci::manifest::platform;
 use crate::oci::{Digest, RepoName};
@@ -30,7 +30,7 @@ impl Cluster {
                     "SELECT t.tag, t.digest, m.media_type, m.body, m.created, m.blobs, m.children
                      FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
                      WHERE t.repo = $1 AND t.tag > $2 ORDER BY t.tag LIMIT $3",
-                    &[&r, &after.unwrap_or(""), &limit(n)],
+                    &[&r, &position(after), &limit(n)],
                 )
                 .await?;
             let more = rows.len() > n;

@@ -278,7 +278,7 @@ impl Cluster {
             let rows = client
                 .query(
                     "SELECT tag FROM tags WHERE repo = $1 AND tag > $2 ORDER BY tag LIMIT $3",
-                    &[&r, &last.unwrap_or(""), &limit(n)],
+                    &[&r, &position(last), &limit(n)],
                 )
                 .await?;
             let names = rows.iter().map(|row| Ok(row.get::<_, String>(0)));
@@ -297,7 +297,7 @@ impl Cluster {
         self.run(async {
             let client = self.client().await?;
             let mut out = Vec::new();
-            let mut after = last.unwrap_or("").to_owned();
+            let mut after = position(last).to_owned();
             // Read in batches until a page of visible names (and one more,
             // to tell whether more follow) is found.
             loop {
@@ -333,6 +333,10 @@ impl Cluster {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>> {
+        if artifact_type.is_some_and(|t| t.contains('\0')) {
+            // No artifact type holds one (see `oci::manifest::parse`).
+            return Ok(Vec::new());
+        }
         self.run(async {
             let client = self.client().await?;
             let rows = client
@@ -373,6 +377,14 @@ pub(super) async fn require_manifest(client: &tokio_postgres::Client, repo: &str
         .query_opt("SELECT 1 FROM manifests WHERE repo = $1 LIMIT 1", &[&repo])
         .await?;
     holds.map(|_| ()).ok_or(Error::NameUnknown)
+}
+
+/// Where a page after `last` starts, as PostgreSQL can be asked: text
+/// holds no NUL there, and as no name does either, the names after
+/// `a\0b` are those after `a`.
+pub(super) fn position(last: Option<&str>) -> &str {
+    let last = last.unwrap_or("");
+    last.split('\0').next().unwrap_or(last)
 }
 
 /// A LIMIT that also tells whether more rows follow.
