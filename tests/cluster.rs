@@ -1057,3 +1057,72 @@ fn many_repository_pages_at_once_leave_the_node_answering() {
     );
     assert!(matches!(head, Ok(ref r) if r.status == 200), "{head:?}");
 }
+
+/// `fsck --repair` acts on what it found earlier, while nodes serve: a
+/// blob found corrupt and made whole again before the repair reaches it
+/// (pushed again after a prune took it) must stay.
+#[test]
+fn a_repair_leaves_a_blob_made_whole_since_it_was_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = &start_nodes(dir.path(), 1)[0];
+    let data = http::random_bytes(2000, 93);
+    let digest = http::push_blob(&node.url(), "checked", &data);
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let key = format!("blobs/sha256/{hex}");
+    common::cluster::overwrite_object(dir.path(), &key, vec![0; 2000]);
+
+    // The repair takes the digest's advisory lock (as a finish does):
+    // held here, it waits there, after the check.
+    let lock = i64::from_str_radix(&hex[..15], 16).unwrap();
+    let url = common::cluster::settings_for(dir.path()).metadata;
+    let mut holder = std::process::Command::new("psql")
+        .arg(&url)
+        .args(["-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run psql");
+    let mut to_holder = holder.stdin.take().unwrap();
+    use std::io::Write as _;
+    writeln!(to_holder, "SELECT pg_advisory_lock({lock});").unwrap();
+    let (hi, lo) = (lock >> 32, lock & 0xffff_ffff);
+    let waiting_on_it = |granted: bool| {
+        common::cluster::psql(
+            &url,
+            &format!(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+                 AND classid = {hi} AND objid = {lo} AND granted = {granted}"
+            ),
+        ) == "1"
+    };
+    let until = |what: &str, ready: &dyn Fn() -> bool| {
+        for _ in 0..300 {
+            if ready() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{what} never happened");
+    };
+    until("the lock held", &|| waiting_on_it(true));
+    let args = common::cluster::node_args(dir.path());
+    let fsck = std::process::Command::new(common::process::BERTH)
+        .arg("fsck")
+        .args(&args)
+        .arg("--repair")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run berth fsck");
+    until("the repair waiting on the lock", &|| waiting_on_it(false));
+    common::cluster::overwrite_object(dir.path(), &key, data.clone());
+    writeln!(to_holder, "SELECT pg_advisory_unlock({lock});").unwrap();
+    drop(to_holder);
+    assert!(holder.wait().unwrap().success());
+    let report = fsck.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report.contains(&format!("corrupt: blob {digest}")),
+        "{report}"
+    );
+    assert_blob(&node.url(), "checked", &digest, &data);
+}

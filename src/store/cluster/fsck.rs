@@ -117,8 +117,9 @@ impl Cluster {
                     };
                     self.remove_orphan(&orphan).await?;
                 }
-                Finding::MissingBlob(digest) => self.take_out(digest, false).await?,
-                Finding::CorruptBlob { digest, .. } => self.take_out(digest, true).await?,
+                Finding::MissingBlob(digest) | Finding::CorruptBlob { digest, .. } => {
+                    self.take_out(digest).await?;
+                }
                 Finding::DanglingManifest { .. } | Finding::OrphanFile(_) => continue,
             }
             check.repaired += 1;
@@ -126,22 +127,42 @@ impl Cluster {
         Ok(())
     }
 
-    /// Removes a blob's row and its object (kept under `quarantine/` with
-    /// `keep`), under the digest's advisory lock.
-    async fn take_out(&self, digest: &Digest, keep: bool) -> Result<()> {
+    /// Takes a blob found missing or corrupt out of service: its row, and
+    /// its object (kept under `quarantine/` when corrupt), under the
+    /// digest's advisory lock. The finding is made again there first:
+    /// nodes served on since the check, and a blob pushed again meanwhile
+    /// (after a prune took it, say) is whole and stays.
+    async fn take_out(&self, digest: &Digest) -> Result<()> {
         let mut client = self.client().await?;
         let txn = client.transaction().await?;
         txn.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(digest)])
             .await?;
+        let Some(row) = txn
+            .query_opt(
+                "SELECT size FROM blobs WHERE digest = $1",
+                &[&digest.as_str()],
+            )
+            .await?
+        else {
+            return Ok(());
+        };
+        let size = unsigned(row.get(0));
+        let key = blob_key(digest);
+        match self.objects.hash(&key, digest.algorithm()).await? {
+            Some((stored, actual)) if stored == size && actual == *digest => {
+                log::info!("blob {digest} is whole again since it was checked: left in service");
+                return Ok(());
+            }
+            Some(_) => {
+                self.objects
+                    .copy(&key, &format!("quarantine/{}", digest.hex()))
+                    .await?;
+                self.objects.delete(&key).await?;
+            }
+            None => {}
+        }
         txn.execute("DELETE FROM blobs WHERE digest = $1", &[&digest.as_str()])
             .await?;
-        let key = blob_key(digest);
-        if keep {
-            self.objects
-                .copy(&key, &format!("quarantine/{}", digest.hex()))
-                .await?;
-        }
-        self.objects.delete(&key).await?;
         txn.commit().await?;
         Ok(())
     }
