@@ -1126,3 +1126,93 @@ fn a_repair_leaves_a_blob_made_whole_since_it_was_checked() {
     );
     assert_blob(&node.url(), "checked", &digest, &data);
 }
+
+/// `berth prune --dry-run` reports what a prune would do while the nodes
+/// serve: it must hold up no push for as long as it runs (it ran in one
+/// transaction that locked each repository it had looked at until it
+/// ended).
+#[test]
+fn a_dry_run_prune_holds_up_no_push() {
+    use std::io::{BufRead as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let node = &start_nodes(dir.path(), 1)[0];
+    let base = node.url();
+    http::push_image(&base, "a/app", Some("1"), 94);
+    http::push_image(&base, "b/app", Some("1"), 95);
+    http::push_blob(&base, "a/app", b"no manifest needs this");
+
+    // Another writer holding b/app's row: a dry run that locks what it
+    // reads waits there, holding a/app's.
+    let url = common::cluster::settings_for(dir.path()).metadata;
+    let mut holder = std::process::Command::new("psql")
+        .arg(&url)
+        .args(["-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run psql");
+    let mut to_holder = holder.stdin.take().unwrap();
+    let mut from_holder = std::io::BufReader::new(holder.stdout.take().unwrap());
+    writeln!(
+        to_holder,
+        "BEGIN; SELECT 1 FROM repos WHERE name = 'b/app' FOR UPDATE; SELECT pg_backend_pid();"
+    )
+    .unwrap();
+    let mut line = String::new();
+    let holder_pid = loop {
+        line.clear();
+        assert!(from_holder.read_line(&mut line).unwrap() > 0, "psql ended");
+        if let Ok(pid) = line.trim().parse::<u32>()
+            && line.trim() != "1"
+        {
+            break pid;
+        }
+    };
+    let mut dry = std::process::Command::new(common::process::BERTH)
+        .args(["prune", "--dry-run", "--grace", "0s", "--data"])
+        .arg(dir.path().join("prune"))
+        .args(common::cluster::node_args(dir.path()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run berth prune");
+    let blocked = || {
+        common::cluster::psql(
+            &url,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE {holder_pid} = ANY(pg_blocking_pids(pid))"
+            ),
+        ) != "0"
+    };
+    let mut settled = false;
+    for _ in 0..300 {
+        if dry.try_wait().unwrap().is_some() || blocked() {
+            settled = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(settled, "the dry run neither ended nor waited");
+
+    let (done, pushed) = std::sync::mpsc::channel();
+    let push = thread::spawn({
+        let base = base.clone();
+        move || {
+            let digest = http::push_blob(&base, "a/app", b"pushed during a dry run");
+            let _ = done.send(());
+            digest
+        }
+    });
+    let in_time = pushed.recv_timeout(Duration::from_secs(5)).is_ok();
+    writeln!(to_holder, "COMMIT;").unwrap();
+    drop(to_holder);
+    assert!(holder.wait().unwrap().success());
+    push.join().unwrap();
+    let report = dry.wait_with_output().unwrap();
+    assert!(report.status.success(), "{report:?}");
+    assert!(in_time, "a push waited on a dry run");
+    let report = String::from_utf8_lossy(&report.stdout);
+    let unneeded = sha256_digest(b"no manifest needs this");
+    assert!(report.contains(&format!("blob {unneeded}")), "{report}");
+    let held = http::head(&http::blob_url(&base, "a/app", &unneeded));
+    assert_eq!(held.status, 200, "a dry run removed what it reported");
+}

@@ -66,7 +66,11 @@ impl Cluster {
                 false => None,
             };
             let dry = match &mut dry_client {
-                Some(client) => Some(client.transaction().await?),
+                Some(client) => {
+                    let txn = client.transaction().await?;
+                    shadow(&txn).await?;
+                    Some(txn)
+                }
                 None => None,
             };
             let uploads_cutoff = meta::ago(now, policy.upload_expiration);
@@ -213,6 +217,63 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// The tables a prune changes. A dry run works on copies of its own.
+const PRUNED: [&str; 9] = [
+    "uploads",
+    "repos",
+    "cache_pulls",
+    "tags",
+    "upstream_tags",
+    "blob_refs",
+    "referrers",
+    "blobs",
+    "links",
+];
+
+/// Copies the tables a prune changes into temporary tables of the dry
+/// run's transaction, which its session finds before the real ones (a
+/// session's temporary schema comes first unless its search_path says
+/// otherwise). What the dry run then locks and deletes are its copies, and
+/// no push waits on it; on the real tables it took each repository's row,
+/// and the rows it deleted, until it ended. Manifest bodies are not
+/// copied: a prune never reads them.
+async fn shadow(txn: &Transaction<'_>) -> Result<()> {
+    let real = async |table: &str| -> Result<String> {
+        let row = txn
+            .query_one(
+                "SELECT quote_ident(n.nspname) FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::text::regclass",
+                &[&table],
+            )
+            .await?;
+        Ok(format!("{}.{table}", row.get::<_, String>(0)))
+    };
+    let copy = |table: &str, real: &str| {
+        format!(
+            "CREATE TEMP TABLE {table} (LIKE {real} INCLUDING DEFAULTS INCLUDING INDEXES)
+             ON COMMIT DROP"
+        )
+    };
+    for table in PRUNED {
+        let real = real(table).await?;
+        txn.batch_execute(&format!(
+            "{}; INSERT INTO pg_temp.{table} SELECT * FROM {real}",
+            copy(table, &real)
+        ))
+        .await?;
+    }
+    let manifests = real("manifests").await?;
+    txn.batch_execute(&format!(
+        "{}; INSERT INTO pg_temp.manifests (repo, digest, media_type, body, blobs, children,
+                                           subject, created)
+         SELECT repo, digest, media_type, ''::bytea, blobs, children, subject, created
+         FROM {manifests}",
+        copy("manifests", &manifests)
+    ))
+    .await?;
+    Ok(())
 }
 
 /// Decides, under the repository row's lock, which of its manifests stay
