@@ -22,6 +22,12 @@ use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 /// S3's smallest multipart part, so most pieces are copied, not reread,
 /// when the blob is composed.
 const PIECE: usize = 8 << 20;
+/// A session's last piece smaller than this is read back by the next chunk
+/// and written again with its bytes, as one piece: a client sending small
+/// chunks would otherwise make a piece of each, listed in the session's
+/// row, which each chunk rewrites whole, and read back one by one at the
+/// finish. A chunk of a MiB or more costs no read.
+const JOIN_BELOW: u64 = 1 << 20;
 
 /// A session's row.
 struct Session {
@@ -61,6 +67,10 @@ pub struct ObjectAppender {
     pieces: Vec<(String, u64)>,
     /// Pieces this request wrote, not yet in the session's row.
     written: Vec<String>,
+    /// The session's small last piece, read into `buffer` to be written
+    /// again with this request's bytes; left out of `pieces`, and removed
+    /// once the session's row no longer names it.
+    joined: Option<String>,
     buffer: BytesMut,
     hasher: Hasher,
     received: u64,
@@ -142,13 +152,18 @@ impl ObjectAppender {
             .iter()
             .map(|(k, s)| (k.clone(), signed(*s)))
             .unzip();
+        // The joined piece is the row's last: it goes from the row, and
+        // the piece holding its bytes comes in its place.
+        let kept = i32::try_from(self.pieces.len() - self.written.len())
+            .map_err(|_| Error::Internal("more pieces than an array holds".into()))?;
         let moved = self.cluster.run(async {
             let client = self.cluster.client().await?;
             Ok::<_, Error>(
                 client
                     .execute(
                         r#"UPDATE uploads SET "offset" = $2, hash_state = $3,
-                               piece_keys = piece_keys || $4, piece_sizes = piece_sizes || $5,
+                               piece_keys = piece_keys[1:$8] || $4,
+                               piece_sizes = piece_sizes[1:$8] || $5,
                                updated = $6
                            WHERE id = $1 AND "offset" = $7"#,
                         &[
@@ -159,6 +174,7 @@ impl ObjectAppender {
                             &sizes,
                             &signed(meta::now()),
                             &signed(self.offset),
+                            &kept,
                         ],
                     )
                     .await?,
@@ -170,6 +186,7 @@ impl ObjectAppender {
             return Err(Error::RangeMismatch { offset: now.offset });
         }
         self.kept = true;
+        remove_objects(&self.cluster, self.joined.as_slice());
         log::debug!("upload {}: {offset} bytes committed", self.id);
         Ok(offset)
     }
@@ -268,7 +285,8 @@ impl ObjectAppender {
     }
 
     fn remove_pieces(&mut self) {
-        let keys: Vec<String> = self.pieces.drain(..).map(|(k, _)| k).collect();
+        let mut keys: Vec<String> = self.pieces.drain(..).map(|(k, _)| k).collect();
+        keys.extend(self.joined.take());
         remove_objects(&self.cluster, &keys);
     }
 }
@@ -489,16 +507,30 @@ impl Cluster {
         }
         let hasher = Hasher::restore(&session.hash_state)
             .ok_or_else(|| Error::Corrupt("upload hash state is invalid".into()))?;
-        Ok(self.appender(
+        let mut pieces = session.pieces;
+        let small = pieces
+            .last()
+            .filter(|(_, size)| *size < JOIN_BELOW)
+            .cloned();
+        let mut appender = self.appender(
             repo,
             id,
             session.offset,
-            session.pieces,
+            Vec::new(),
             hasher,
             true,
             spec.len,
             Some(busy),
-        ))
+        );
+        if let Some((key, size)) = small {
+            pieces.pop();
+            // Already hashed: only the buffer takes them again.
+            let bytes = self.run(self.objects.read(&key, 0, size))?;
+            appender.buffer.extend_from_slice(&bytes);
+            appender.joined = Some(key);
+        }
+        appender.pieces = pieces;
+        Ok(appender)
     }
 
     /// Opens a blob to be held but linked nowhere, until an import links it.
@@ -555,6 +587,7 @@ impl Cluster {
             offset,
             pieces,
             written: Vec::new(),
+            joined: None,
             buffer: BytesMut::new(),
             hasher,
             received: 0,
