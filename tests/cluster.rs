@@ -1241,3 +1241,83 @@ fn small_chunks_are_joined_into_few_pieces() {
     let left = common::cluster::objects(dir.path(), "uploads/");
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A blob DELETE that empties a repository forgets it; a write into the
+/// repository committing while that DELETE waits on its row must keep it
+/// listed (the DELETE judged "empty" on what it saw before it waited).
+#[test]
+fn a_repository_written_while_a_delete_empties_it_stays_listed() {
+    use std::io::{BufRead as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let node = &start_nodes(dir.path(), 1)[0];
+    let base = node.url();
+    let deleted = http::push_blob(&base, "kept/app", b"deleted by the client");
+    let other = http::push_blob(&base, "elsewhere", b"linked in by another writer");
+
+    // Another writer, mid-transaction, holding the repository's row and
+    // linking a second blob into it.
+    let url = common::cluster::settings_for(dir.path()).metadata;
+    let mut writer = std::process::Command::new("psql")
+        .arg(&url)
+        .args(["-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run psql");
+    let mut to_writer = writer.stdin.take().unwrap();
+    writeln!(
+        to_writer,
+        "BEGIN; UPDATE repos SET updated = updated WHERE name = 'kept/app';
+         INSERT INTO links (digest, repo, linked) VALUES ('{other}', 'kept/app', 0);
+         SELECT 'written';"
+    )
+    .unwrap();
+    let mut line = String::new();
+    while line.trim() != "written" {
+        line.clear();
+        assert!(
+            std::io::BufReader::new(writer.stdout.as_mut().unwrap())
+                .read_line(&mut line)
+                .unwrap()
+                > 0,
+            "psql ended"
+        );
+    }
+    let waiting = || {
+        common::cluster::psql(
+            &url,
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE '%FROM repos WHERE name%'",
+        ) != "0"
+    };
+    let delete = thread::spawn({
+        let url = http::blob_url(&base, "kept/app", &deleted);
+        move || http::delete(&url).status
+    });
+    let mut waited = false;
+    for _ in 0..100 {
+        if waiting() {
+            waited = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    writeln!(to_writer, "COMMIT;").unwrap();
+    drop(to_writer);
+    assert!(writer.wait().unwrap().success());
+    assert_eq!(delete.join().unwrap(), 202);
+    assert!(waited, "the delete never waited on the writer");
+    assert_eq!(
+        http::head(&http::blob_url(&base, "kept/app", &other)).status,
+        200
+    );
+    let catalog = http::get(&format!("{base}/v2/_catalog")).json();
+    assert!(
+        catalog["repositories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "kept/app"),
+        "{catalog}"
+    );
+}

@@ -308,11 +308,17 @@ pub(super) async fn remember(txn: &tokio_postgres::Transaction<'_>, repo: &str) 
     Ok(())
 }
 
-/// Drops `repo` from the list once it holds no manifest and no blob.
+/// Drops `repo` from the list once it holds no manifest and no blob. The
+/// row is locked first, by a statement of its own: a statement that waits
+/// for a row's lock reads the row again when it gets it, but not what its
+/// subqueries read, so a DELETE judging "empty" while a write into the
+/// repository commits would judge on what it saw before that write.
 pub(super) async fn forget_if_empty(
     txn: &tokio_postgres::Transaction<'_>,
     repo: &str,
 ) -> Result<()> {
+    txn.execute("SELECT 1 FROM repos WHERE name = $1 FOR UPDATE", &[&repo])
+        .await?;
     txn.execute(
         "DELETE FROM repos WHERE name = $1
          AND NOT EXISTS (SELECT 1 FROM manifests WHERE repo = $1)
