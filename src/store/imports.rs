@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Read;
 use std::sync::Arc;
 
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, ReadableTable};
 
 use super::blobs::touch_blob;
 use super::links;
@@ -68,10 +68,18 @@ impl Embedded {
         let (r, rows, blobs) = (repo.as_str().to_owned(), Arc::new(rows), Arc::new(blobs));
         self.write(None, move |txn| {
             let r = r.as_str();
-            for blob in blobs.iter() {
-                if !touch_blob(txn, blob)? {
-                    return Err(Error::ManifestBlobUnknown(blob.clone()));
+            // All checked before anything is written: a job that fails
+            // must leave the batch's shared transaction as it found it.
+            {
+                let held = txn.open_table(meta::BLOBS)?;
+                for blob in blobs.iter() {
+                    if held.get(blob.as_str())?.is_none() {
+                        return Err(Error::ManifestBlobUnknown(blob.clone()));
+                    }
                 }
+            }
+            for blob in blobs.iter() {
+                touch_blob(txn, blob)?;
                 links::link(txn, blob.as_str(), r)?;
             }
             for (d, row) in rows.iter() {
@@ -95,5 +103,40 @@ impl Embedded {
             links::remember(txn, r)?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Store;
+    use super::*;
+    use crate::oci::Algorithm;
+
+    #[test]
+    fn an_import_refused_for_a_blob_it_lacks_links_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let held_in = RepoName::parse("staged").unwrap();
+        let bytes = bytes::Bytes::from_static(b"a layer the store holds");
+        let held = Digest::of(&bytes);
+        let mut appender = store
+            .put_blob(&held_in, Some(bytes.len() as u64), Algorithm::Sha256)
+            .unwrap();
+        appender.write(&[bytes]).unwrap();
+        appender.finish(&held).unwrap();
+        let missing = Digest::parse(&format!("sha256:{}", "0".repeat(64))).unwrap();
+
+        let into = RepoName::parse("imported").unwrap();
+        let refused = store.import_image(&into, vec![held.clone(), missing], Vec::new(), None);
+        assert!(
+            matches!(refused, Err(Error::ManifestBlobUnknown(_))),
+            "{refused:?}"
+        );
+        assert!(
+            matches!(store.blob_size(&into, &held), Err(Error::BlobUnknown)),
+            "the refused import linked the blob it had"
+        );
+        let (names, _) = store.list_repositories(None, 10, &|_| true).unwrap();
+        assert_eq!(names, ["staged"]);
     }
 }
