@@ -62,6 +62,9 @@ pub struct Config {
     /// [`parse_public_url`] gives it) when a proxy stands in front: the token
     /// realm is `<public_url>/token`. `None`: built from each request's Host.
     pub public_url: Option<String>,
+    /// Proxies whose `X-Forwarded-For` names the client (for the failed-login
+    /// limit and the access log); from any other address it is not believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Serve `/metrics`, `/healthz` and `/readyz` here instead of beside
     /// the registry API (plain HTTP, no login).
     pub metrics_listen: Option<SocketAddr>,
@@ -118,6 +121,7 @@ impl Config {
             auth: None,
             tls: None,
             public_url: None,
+            trusted_proxies: Vec::new(),
             upstreams: Vec::new(),
             upstream_ttl: Duration::from_secs(60),
             upstream_timeout: Duration::from_secs(30),

@@ -136,6 +136,11 @@ struct Serve {
     /// from each request's Host header)
     #[argh(option, from_str_fn(parse_public_url))]
     public_url: Option<String>,
+    /// a proxy in front (an address or a network such as 10.0.0.0/8;
+    /// repeatable) whose X-Forwarded-For names the client, for the
+    /// failed-login limit and the access log
+    #[argh(option, from_str_fn(parse_trusted_proxy))]
+    trusted_proxy: Vec<ipnet::IpNet>,
     /// serve HTTPS with this PEM certificate chain (needs --tls-key)
     #[argh(option)]
     tls_cert: Option<PathBuf>,
@@ -269,6 +274,10 @@ fn parse_nice(s: &str) -> Result<i32, String> {
         Ok(n) if (0..=MAX_NICE).contains(&n) => Ok(n),
         _ => Err(format!("{s:?} is not a nice value from 0 to {MAX_NICE}")),
     }
+}
+
+fn parse_trusted_proxy(s: &str) -> Result<ipnet::IpNet, String> {
+    berth::api::forwarded::parse_trusted(s)
 }
 
 fn parse_public_url(s: &str) -> Result<String, String> {
@@ -479,6 +488,7 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
             None => None,
         };
         config.public_url = args.public_url;
+        config.trusted_proxies = args.trusted_proxy;
         config.upstreams = args.upstream;
         config.upstream_ttl = args.upstream_ttl;
         config.upstream_timeout = args.upstream_timeout;

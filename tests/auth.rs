@@ -1959,6 +1959,66 @@ fn upload_status_needs_push_rights() {
     assert_challenge(&get(&status_url, Who::Bearer(&t)), base, push);
 }
 
+/// Behind a proxy every client comes from the proxy's address: with the
+/// proxy named trusted (`--trusted-proxy`), the failed-login limit counts
+/// the address its `X-Forwarded-For` gives (the last one it added, not
+/// what a client wrote before it); from anywhere else the header is not
+/// believed.
+#[test]
+fn behind_a_trusted_proxy_failed_logins_count_per_forwarded_client() {
+    let start = |trusted: &[&str]| {
+        let files = tempfile::tempdir().unwrap();
+        let htpasswd = files.path().join("htpasswd");
+        std::fs::write(&htpasswd, htpasswd_text()).unwrap();
+        let mut auth = AuthConfig::new(&htpasswd);
+        auth.max_failures = 2;
+        auth.failure_window = Duration::from_secs(60);
+        let trusted: Vec<_> = trusted.iter().map(|t| t.parse().unwrap()).collect();
+        let registry = TestRegistry::start_with(tempfile::tempdir().unwrap(), |config| {
+            config.auth = Some(auth);
+            config.trusted_proxies = trusted;
+        });
+        (registry, files)
+    };
+    let login = |base: &str, forwarded: &str, who: Who<'_>| {
+        call("GET", &format!("{base}/v2/"), who, &[("X-Forwarded-For", forwarded)], b"").status
+    };
+    let wrong = Who::Basic("alice", "wrong");
+
+    let (proxied, _files) = start(&["127.0.0.0/8"]);
+    let base = proxied.url();
+    for _ in 0..2 {
+        assert_eq!(login(&base, "192.0.2.1", wrong), 401);
+    }
+    assert_eq!(login(&base, "192.0.2.1", Who::User("alice")), 429);
+    assert_eq!(
+        login(&base, "192.0.2.2", Who::User("alice")),
+        200,
+        "another client behind the same proxy"
+    );
+    assert_eq!(
+        login(&base, "192.0.2.2, 192.0.2.1", Who::User("alice")),
+        429,
+        "a client naming another address before the proxy's entry"
+    );
+    assert_eq!(
+        login(&base, "192.0.2.1, 127.0.0.5", Who::User("alice")),
+        429,
+        "a chain of trusted proxies"
+    );
+
+    let (direct, _files) = start(&[]);
+    let base = direct.url();
+    for _ in 0..2 {
+        assert_eq!(login(&base, "192.0.2.1", wrong), 401);
+    }
+    assert_eq!(
+        login(&base, "192.0.2.2", Who::User("alice")),
+        429,
+        "the header believed from a client no proxy is"
+    );
+}
+
 /// After `max_failures` failed logins from one address within the window,
 /// Basic credentials from that address get 429 TOOMANYREQUESTS, the right
 /// password too and at the token endpoint; anonymous callers and tokens are

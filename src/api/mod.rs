@@ -6,6 +6,7 @@ mod blobs;
 mod body;
 mod catalog;
 mod error;
+pub mod forwarded;
 mod manifests;
 pub(crate) mod origin;
 mod referrers;
@@ -60,6 +61,8 @@ pub struct Api {
     tls: bool,
     /// Where clients reach us through a proxy, for the token realm.
     public_url: Option<String>,
+    /// Proxies believed about who their clients are.
+    trusted_proxies: Vec<ipnet::IpNet>,
     max_manifest_bytes: usize,
     limits: crate::conn::Limits,
     next_request: AtomicU64,
@@ -91,6 +94,7 @@ impl Api {
             authority,
             tls: config.tls.is_some(),
             public_url: config.public_url.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
             max_manifest_bytes: config.max_manifest_bytes,
             limits: config.conn_limits(),
             next_request: AtomicU64::new(1),
@@ -103,6 +107,10 @@ impl Api {
         peer: SocketAddr,
         connection: &Arc<Activity>,
     ) -> Response<Kept<ResBody, Arc<Exchange>>> {
+        let peer = match self.trusted_proxies.is_empty() {
+            true => peer,
+            false => forwarded::client(peer, req.headers(), &self.trusted_proxies),
+        };
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let method = req.method().clone();
         let class = route::class(req.uri().path());
