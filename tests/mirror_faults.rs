@@ -236,7 +236,10 @@ fn serve(mut stream: TcpStream, state: &State) {
     let _ = stream.write_all(head.as_bytes());
     let sending = state.sending.fetch_add(1, Ordering::SeqCst) + 1;
     state.most_sending.fetch_max(sending, Ordering::SeqCst);
-    std::thread::sleep(*state.delay.lock().unwrap());
+    // Read first: sleeping with the lock held would hold every other
+    // blob's answer back too.
+    let delay = *state.delay.lock().unwrap();
+    std::thread::sleep(delay);
     let _sent = Sent(&state.sending);
     let half = blob.len() / 2;
     match mode {
@@ -641,4 +644,59 @@ fn referrers_the_upstream_lists_in_pages_all_come() {
         listed.contains(&sbom),
         "the second page's referrer is missing: {listed:?}"
     );
+}
+
+/// A fetch goes on after its client leaves (the next pull finds the blob
+/// stored), so clients asking for many blobs and leaving at once could
+/// start fetches without end: at most a bounded number run at once, the
+/// rest wait their turn.
+#[test]
+fn clients_that_leave_cannot_start_fetches_without_end() {
+    let upstream = FakeUpstream::start();
+    image_of(&upstream, 98, 1 << 10);
+    let blobs: Vec<String> = (0..48u64)
+        .map(|i| {
+            let bytes = http::random_bytes(1 << 10, 2000 + i);
+            let digest = http::sha256_digest(&bytes);
+            upstream
+                .state
+                .blobs
+                .lock()
+                .unwrap()
+                .insert(digest.clone(), bytes);
+            digest
+        })
+        .collect();
+    upstream.set_delay(Duration::from_secs(2));
+    let url = upstream.url();
+    let mirror = TestRegistry::start_with(tempfile::tempdir().unwrap(), move |c| {
+        c.upstreams = vec![("up.test".into(), url)];
+        c.upstream_timeout = Duration::from_secs(10);
+    });
+    let base = mirror.url();
+    std::thread::scope(|s| {
+        for digest in &blobs {
+            let url = http::blob_url(&base, "up.test/team/app", digest);
+            s.spawn(move || {
+                // Gone before the upstream sends a byte.
+                let _ = http::try_request_within("GET", &url, &[], b"", Duration::from_millis(300));
+            });
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let most = upstream.state.most_sending.load(Ordering::SeqCst);
+    assert!(most <= 32, "{most} fetches at once");
+    // The ones that waited come in their turn: each blob is fetched once,
+    // and a pull after its fetch is served from the store.
+    for digest in &blobs {
+        let url = http::blob_url(&base, "up.test/team/app", digest);
+        let resp = http::try_request_within("GET", &url, &[], b"", Duration::from_secs(30));
+        assert!(
+            matches!(resp, Ok(ref r) if r.status == 200),
+            "{digest}: {resp:?}"
+        );
+    }
+    for digest in &blobs {
+        assert_eq!(upstream.blob_gets(digest), 1, "{digest}");
+    }
 }

@@ -24,6 +24,11 @@ const QUEUED_PIECES: usize = 64;
 /// How long the fetch waits for a client that does not take its bytes
 /// before it goes on without that client.
 const CLIENT_PATIENCE: Duration = Duration::from_secs(5);
+/// Blob fetches from one upstream at once. A fetch goes on when its client
+/// leaves, so that the next pull finds the blob stored; without a bound,
+/// clients asking for blob after blob and leaving would start fetches (and
+/// files) without end. Past it, a fetch waits for one to end.
+pub(super) const MAX_FETCHES: usize = 32;
 /// Blobs a push into the namespace brings in from the upstream at once.
 const BROUGHT_AT_ONCE: usize = 8;
 /// Bytes gathered before each write: few blocking calls, little memory.
@@ -112,6 +117,10 @@ impl Mirror {
             return Ok(BlobAnswer::Stored);
         }
         self.count(false);
+        let turn = Arc::clone(&self.fetches)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         let blob = self
             .upstream
             .blob(self.upstream_repo(repo), digest)
@@ -126,7 +135,7 @@ impl Mirror {
         let (tx, rx) = mpsc::channel(QUEUED_PIECES);
         let (mirror, d) = (Arc::clone(self), digest.clone());
         tokio::spawn(async move {
-            let _flight = flight;
+            let (_flight, _turn) = (flight, turn);
             // Its outcome is logged; the client hears it through its body.
             let _ = mirror.fill(blob.body, appender, &d, tx).await;
         });

@@ -71,6 +71,7 @@ impl Mirrors {
                 checked: Recent::default(),
                 noted: Recent::default(),
                 flights: Mutex::new(HashMap::new()),
+                fetches: Arc::new(tokio::sync::Semaphore::new(fill::MAX_FETCHES)),
             };
             by_namespace.insert(namespace.clone(), Arc::new(mirror));
         }
@@ -123,6 +124,8 @@ pub struct Mirror {
     /// One lock per thing being fetched: the first asker fetches, the
     /// others wait and then find it stored.
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Blob fetches running: each holds one until it ends.
+    fetches: Arc<tokio::sync::Semaphore>,
 }
 
 impl Mirror {
