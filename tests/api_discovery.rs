@@ -770,8 +770,15 @@ fn a_manifest_whose_artifact_type_holds_a_control_character_is_invalid() {
     let reg = TestRegistry::start();
     let base = reg.url();
     let image = http::push_image(&base, "lib/app", Some("a"), 8);
-    for field in ["artifactType", "config"] {
-        let mut doc: Value = serde_json::from_slice(&image.manifest).unwrap();
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [image.descriptor()],
+    }))
+    .unwrap();
+    for field in ["artifactType", "config", "index"] {
+        let source = if field == "index" { &index } else { &image.manifest };
+        let mut doc: Value = serde_json::from_slice(source).unwrap();
         // serde_json writes the NUL as \u0000.
         let bad = Value::String("application/x\u{0}y".into());
         match field {
@@ -779,7 +786,8 @@ fn a_manifest_whose_artifact_type_holds_a_control_character_is_invalid() {
             _ => doc["artifactType"] = bad,
         }
         let body = serde_json::to_vec(&doc).unwrap();
-        let resp = http::put_manifest(&base, "lib/app", "bad", http::OCI_MANIFEST, &body);
+        let media_type = doc["mediaType"].as_str().unwrap_or(http::OCI_MANIFEST);
+        let resp = http::put_manifest(&base, "lib/app", "bad", media_type, &body);
         assert_error(&resp, 400, "MANIFEST_INVALID");
     }
 }

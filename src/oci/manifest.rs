@@ -168,21 +168,21 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
         if parsed.artifact_type.is_none() {
             parsed.artifact_type = config.media_type;
         }
-        if parsed
-            .artifact_type
-            .as_deref()
-            .is_some_and(|t| t.contains(char::is_control))
-        {
-            return Err(
-                "the artifact type (or the config's media type) holds a control character".into(),
-            );
-        }
         let layers = doc
             .layers
             .ok_or("an image manifest must have a layers list")?;
         for layer in layers.iter().filter(|l| !l.is_foreign()) {
             parsed.blobs.push(layer.digest("a layer")?);
         }
+    }
+    if parsed
+        .artifact_type
+        .as_deref()
+        .is_some_and(|t| t.contains(char::is_control))
+    {
+        return Err(
+            "the artifact type (or the config's media type) holds a control character".into(),
+        );
     }
     Ok(parsed)
 }
