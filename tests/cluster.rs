@@ -1269,11 +1269,11 @@ fn a_repository_written_while_a_delete_empties_it_stays_listed() {
         to_writer,
         "BEGIN; UPDATE repos SET updated = updated WHERE name = 'kept/app';
          INSERT INTO links (digest, repo, linked) VALUES ('{other}', 'kept/app', 0);
-         SELECT 'written';"
+         SELECT 'written ' || pg_backend_pid();"
     )
     .unwrap();
     let mut line = String::new();
-    while line.trim() != "written" {
+    let writer_pid = loop {
         line.clear();
         assert!(
             std::io::BufReader::new(writer.stdout.as_mut().unwrap())
@@ -1282,12 +1282,17 @@ fn a_repository_written_while_a_delete_empties_it_stays_listed() {
                 > 0,
             "psql ended"
         );
-    }
+        if let Some(pid) = line.trim().strip_prefix("written ") {
+            break pid.to_owned();
+        }
+    };
+    // Only sessions this writer holds up: other tests share the database.
     let waiting = || {
         common::cluster::psql(
             &url,
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND query LIKE '%FROM repos WHERE name%'",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE {writer_pid} = ANY(pg_blocking_pids(pid))"
+            ),
         ) != "0"
     };
     let delete = thread::spawn({

@@ -31,8 +31,9 @@ impl Cluster {
             let mut client = self.client().await?;
             let txn = client.transaction().await?;
             let now = signed(meta::now());
-            // Every blob's row first, then the repository's: the one order
-            // every writer locks in.
+            // Every blob's row first, then its links, then the repository's
+            // row: the one order every writer locks in (a blob DELETE holds
+            // a link and then waits for the repository).
             for blob in &blobs {
                 let touched = txn
                     .execute(
@@ -44,7 +45,6 @@ impl Cluster {
                     return Err(Error::ManifestBlobUnknown(blob.clone()));
                 }
             }
-            remember(&txn, r).await?;
             for blob in &blobs {
                 txn.execute(
                     "INSERT INTO links (digest, repo, linked) VALUES ($1, $2, $3)
@@ -53,6 +53,7 @@ impl Cluster {
                 )
                 .await?;
             }
+            remember(&txn, r).await?;
             for (digest, p, body) in &parsed {
                 let d = digest.as_str();
                 let held = txn
