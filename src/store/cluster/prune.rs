@@ -67,7 +67,13 @@ impl Cluster {
             };
             let dry = match &mut dry_client {
                 Some(client) => {
-                    let txn = client.transaction().await?;
+                    // One snapshot for every copy: a push committing between
+                    // two of them would leave the copies disagreeing.
+                    let txn = client
+                        .build_transaction()
+                        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                        .start()
+                        .await?;
                     shadow(&txn).await?;
                     Some(txn)
                 }
@@ -233,12 +239,11 @@ const PRUNED: [&str; 9] = [
 ];
 
 /// Copies the tables a prune changes into temporary tables of the dry
-/// run's transaction, which its session finds before the real ones (a
-/// session's temporary schema comes first unless its search_path says
-/// otherwise). What the dry run then locks and deletes are its copies, and
-/// no push waits on it; on the real tables it took each repository's row,
-/// and the rows it deleted, until it ended. Manifest bodies are not
-/// copied: a prune never reads them.
+/// run's transaction, which its session then finds before the real ones
+/// (its search_path is set so, whatever the role's says). What the dry run
+/// locks and deletes are its copies, and no push waits on it; on the real
+/// tables it took each repository's row, and the rows it deleted, until it
+/// ended. Manifest bodies are not copied: a prune never reads them.
 async fn shadow(txn: &Transaction<'_>) -> Result<()> {
     let real = async |table: &str| -> Result<String> {
         let row = txn
@@ -273,6 +278,11 @@ async fn shadow(txn: &Transaction<'_>) -> Result<()> {
         copy("manifests", &manifests)
     ))
     .await?;
+    let schema = manifests
+        .rsplit_once('.')
+        .map_or("public", |(schema, _)| schema);
+    txn.batch_execute(&format!("SET LOCAL search_path TO pg_temp, {schema}"))
+        .await?;
     Ok(())
 }
 
