@@ -12,25 +12,36 @@ use std::task::{Context, Poll};
 
 use hyper_util::client::legacy::connect::dns::Name;
 
-/// Whether `ip` is link-local, where clouds serve instance metadata and
-/// credentials (an IPv4-mapped IPv6 address as its IPv4 one).
-pub(super) fn is_link_local(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.is_link_local(),
-            None => (v6.segments()[0] & 0xffc0) == 0xfe80,
-        },
-    }
+/// Where clouds serve instance metadata and credentials outside the
+/// link-local ranges: AWS over IPv6, and Alibaba Cloud.
+const METADATA: [IpAddr; 2] = [
+    IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+    IpAddr::V4(std::net::Ipv4Addr::new(100, 100, 100, 200)),
+];
+
+/// Whether `ip` may serve a cloud's instance metadata: link-local (where
+/// most clouds serve it) or one of [`METADATA`] (an IPv4-mapped IPv6
+/// address as its IPv4 one).
+pub(super) fn is_metadata(ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    METADATA.contains(&ip)
+        || match ip {
+            IpAddr::V4(v4) => v4.is_link_local(),
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+        }
 }
 
 /// The addresses a name resolved to that berth may connect to: none that
-/// is link-local, nor unspecified (connecting to 0.0.0.0 reaches this host).
+/// may serve instance metadata, nor unspecified (connecting to 0.0.0.0
+/// reaches this host).
 /// A name left with none is an error naming it.
 fn usable(name: &str, found: impl Iterator<Item = SocketAddr>) -> io::Result<Vec<SocketAddr>> {
     let (mut kept, mut dropped) = (Vec::new(), Vec::new());
     for addr in found {
-        if is_link_local(addr.ip()) || addr.ip().is_unspecified() {
+        if is_metadata(addr.ip()) || addr.ip().is_unspecified() {
             dropped.push(addr.ip());
         } else {
             kept.push(addr);
@@ -40,7 +51,7 @@ fn usable(name: &str, found: impl Iterator<Item = SocketAddr>) -> io::Result<Vec
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(
-                "{name} resolves only to {dropped:?}, link-local or unspecified addresses no upstream is fetched from"
+                "{name} resolves only to {dropped:?}, where clouds serve instance metadata or which is unspecified: no upstream is fetched from there"
             ),
         ));
     }
@@ -89,6 +100,8 @@ mod tests {
             "fe80::1",
             "febf::1",
             "::ffff:169.254.169.254",
+            "fd00:ec2::254",
+            "100.100.100.200",
             "0.0.0.0",
             "::",
         ] {
@@ -101,7 +114,15 @@ mod tests {
             usable("both.example", mixed.into_iter()).unwrap(),
             addrs(&["10.0.0.5", "2001:db8::1"])
         );
-        let fine = addrs(&["127.0.0.1", "::1", "192.168.1.2", "fec0::1", "169.253.1.1"]);
+        let fine = addrs(&[
+            "127.0.0.1",
+            "::1",
+            "192.168.1.2",
+            "fec0::1",
+            "169.253.1.1",
+            "fd00:ec2::253",
+            "100.100.100.201",
+        ]);
         assert_eq!(
             usable("ok.example", fine.clone().into_iter()).unwrap(),
             fine

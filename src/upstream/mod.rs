@@ -716,8 +716,8 @@ fn keep_token(
 }
 
 /// Whether a redirect (or a page's `Link`) from `from` may be followed to
-/// `to`: never to a link-local address (where clouds serve their instance
-/// metadata and credentials), nor to this host's own loopback unless the
+/// `to`: never to an address where clouds serve their instance metadata and
+/// credentials (see `dns::is_metadata`), nor to this host's own loopback unless the
 /// upstream is on it too. A hostile upstream would have berth fetch, and
 /// pass on, what only berth can reach. Private networks and plain http
 /// stay allowed: an upstream named in DNS may well send its blobs to a
@@ -733,7 +733,7 @@ fn may_redirect(from: &str, to: &str) -> bool {
             || host.ends_with(".localhost")
             || ip.is_some_and(|ip| ip.is_loopback() || ip.is_unspecified())
     };
-    !to_ip.is_some_and(dns::is_link_local) && (!loopback(&to, to_ip) || loopback(&from, from_ip))
+    !to_ip.is_some_and(dns::is_metadata) && (!loopback(&to, to_ip) || loopback(&from, from_ip))
 }
 
 /// The address a URL's host names, if it is one (an IPv4-mapped IPv6
@@ -858,6 +858,8 @@ mod tests {
         for refused in [
             "https://169.254.169.254/latest/meta-data/",
             "http://[fe80::1]/x",
+            "http://[fd00:ec2::254]/latest/meta-data/",
+            "http://100.100.100.200/latest/meta-data/",
             "https://127.0.0.1/x",
             "https://localhost:8080/x",
             "https://[::1]/x",
