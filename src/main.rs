@@ -136,7 +136,7 @@ struct Serve {
     /// from each request's Host header)
     #[argh(option, from_str_fn(parse_public_url))]
     public_url: Option<String>,
-    /// a proxy in front (an address or a network such as 10.0.0.0/8;
+    /// a proxy in front (its address, or a network of proxies only;
     /// repeatable) whose X-Forwarded-For names the client, for the
     /// failed-login limit and the access log
     #[argh(option, from_str_fn(parse_trusted_proxy))]
