@@ -44,8 +44,9 @@ pub use blobs::{ObjectBlob, ObjectReader, ObjectStream};
 pub use objects::{ObjectSettings, client as s3_client};
 pub use uploads::ObjectAppender;
 
-/// The longest a request waits for one of the pool's connections.
-const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest a request waits for one of the pool's connections: long
+/// enough for finishes that hold one through a big blob's compose.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where a clustered store lives.
 #[derive(Clone)]
