@@ -13,6 +13,12 @@ use std::path::{Path, PathBuf};
 /// its mode and owner (refused if the owner cannot be kept); a new one
 /// gets `new_mode`.
 pub fn replace(path: &Path, bytes: &[u8], new_mode: u32) -> io::Result<()> {
+    // A symbolic link stays one: the file it names is what is replaced.
+    let path = &match std::fs::canonicalize(path) {
+        Ok(real) => real,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => path.to_owned(),
+        Err(e) => return Err(e),
+    };
     let existing = match std::fs::metadata(path) {
         Ok(meta) => Some(meta),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -27,7 +33,16 @@ pub fn replace(path: &Path, bytes: &[u8], new_mode: u32) -> io::Result<()> {
             .write(true)
             .create_new(true)
             .mode(mode)
-            .open(&temp)?;
+            .open(&temp)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot replace {} whole: a new file beside it: {e}",
+                        path.display()
+                    ),
+                )
+            })?;
         if let Some(meta) = &existing {
             let mine = file.metadata()?;
             if (mine.uid(), mine.gid()) != (meta.uid(), meta.gid()) {
@@ -88,6 +103,15 @@ mod tests {
             (std::fs::read(&path).unwrap(), mode(&path)),
             (b"two\n".to_vec(), 0o644)
         );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        replace(&link, b"three\n", 0o600).unwrap();
+        assert!(
+            link.symlink_metadata().unwrap().file_type().is_symlink(),
+            "the link stays"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"three\n");
+        std::fs::remove_file(&link).unwrap();
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "a temporary file was left: {names:?}");
     }
