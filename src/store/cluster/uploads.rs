@@ -507,7 +507,7 @@ impl Cluster {
         }
         let hasher = Hasher::restore(&session.hash_state)
             .ok_or_else(|| Error::Corrupt("upload hash state is invalid".into()))?;
-        let mut pieces = session.pieces;
+        let (offset, mut pieces) = (session.offset, session.pieces);
         let small = pieces
             .last()
             .filter(|(_, size)| *size < JOIN_BELOW)
@@ -515,7 +515,7 @@ impl Cluster {
         let mut appender = self.appender(
             repo,
             id,
-            session.offset,
+            offset,
             Vec::new(),
             hasher,
             true,
@@ -525,7 +525,15 @@ impl Cluster {
         if let Some((key, size)) = small {
             pieces.pop();
             // Already hashed: only the buffer takes them again.
-            let bytes = self.run(self.objects.read(&key, 0, size))?;
+            let bytes = match self.run(self.objects.read(&key, 0, size)) {
+                Ok(bytes) => bytes,
+                // Another node's chunk may have joined it since, and
+                // removed it: the client is told where the upload is now.
+                Err(e) => match self.load(repo, id)?.offset {
+                    now if now != offset => return Err(Error::RangeMismatch { offset: now }),
+                    _ => return Err(e),
+                },
+            };
             appender.buffer.extend_from_slice(&bytes);
             appender.joined = Some(key);
         }
