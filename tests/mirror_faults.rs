@@ -700,3 +700,55 @@ fn clients_that_leave_cannot_start_fetches_without_end() {
         assert_eq!(upstream.blob_gets(digest), 1, "{digest}");
     }
 }
+
+/// A tag list is asked of the upstream at most once per TTL, as a tag is:
+/// a client paging through the list (or listing often) asked for the
+/// upstream's whole list with each request.
+#[test]
+fn an_upstreams_tag_list_is_asked_once_per_ttl() {
+    let upstream = FakeUpstream::start();
+    *upstream.state.tags.lock().unwrap() = vec!["a".into(), "b".into(), "c".into()];
+    let url = upstream.url();
+    let mirror = TestRegistry::start_with(tempfile::tempdir().unwrap(), move |c| {
+        c.upstreams = vec![("up.test".into(), url)];
+        c.upstream_ttl = Duration::from_secs(2);
+    });
+    let asked = || {
+        upstream
+            .state
+            .heads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.contains("/tags/list"))
+            .count()
+    };
+    let list = format!("{}/v2/up.test/team/app/tags/list", mirror.url());
+    let mut seen = Vec::new();
+    let mut page = format!("{list}?n=1");
+    for _ in 0..3 {
+        let resp = http::get(&page);
+        assert_eq!(resp.status, 200, "{resp:?}");
+        seen.extend(resp.json()["tags"].as_array().unwrap().clone());
+        match resp.header("link") {
+            Some(link) => {
+                let path = link.split_once('<').unwrap().1.split_once('>').unwrap().0;
+                page = format!("{}{path}", mirror.url());
+            }
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        serde_json::json!(["a", "b", "c"])
+            .as_array()
+            .unwrap()
+            .clone()
+    );
+    assert_eq!(asked(), 1, "three pages, one question upstream");
+    std::thread::sleep(Duration::from_millis(2200));
+    *upstream.state.tags.lock().unwrap() = vec!["a".into(), "d".into()];
+    let resp = http::get(&list);
+    assert_eq!(resp.json()["tags"], serde_json::json!(["a", "d"]));
+    assert_eq!(asked(), 2, "asked again once the TTL passed");
+}

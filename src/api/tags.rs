@@ -69,7 +69,7 @@ pub async fn list<B>(api: &Api, req: &Request<B>, name: RepoName) -> Handled {
             }
             let all: std::collections::BTreeSet<String> = held
                 .into_iter()
-                .chain(upstream.into_iter().flatten())
+                .chain(upstream.iter().flat_map(|tags| tags.iter().cloned()))
                 .collect();
             let after = all
                 .into_iter()

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::store::{self, Store, StoredManifest};
@@ -36,6 +36,13 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct Mirrors {
     by_namespace: HashMap<String, Arc<Mirror>>,
 }
+
+/// Repositories whose upstream tag list is kept for the TTL at most: a
+/// list may hold ten thousand tags.
+const MAX_TAG_LISTS: usize = 32;
+
+/// An upstream tag list, and when it was asked for.
+type Listed = (Instant, Arc<Vec<String>>);
 
 /// What a mirror needs besides its upstream.
 #[derive(Clone, Debug)]
@@ -72,6 +79,7 @@ impl Mirrors {
                 noted: Recent::default(),
                 flights: Mutex::new(HashMap::new()),
                 fetches: Arc::new(tokio::sync::Semaphore::new(fill::MAX_FETCHES)),
+                tag_lists: Mutex::new(HashMap::new()),
             };
             by_namespace.insert(namespace.clone(), Arc::new(mirror));
         }
@@ -126,6 +134,8 @@ pub struct Mirror {
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Blob fetches running: each holds one until it ends.
     fetches: Arc<tokio::sync::Semaphore>,
+    /// The upstream's tag list of each repository lately asked, and when.
+    tag_lists: Mutex<HashMap<String, Listed>>,
 }
 
 impl Mirror {
@@ -336,21 +346,45 @@ impl Mirror {
     }
 
     /// The upstream's tags of `repo` (at most `max`), or `None` if the
-    /// upstream cannot say: the caller then lists what is cached.
-    pub async fn upstream_tags(&self, repo: &RepoName, max: usize) -> Option<Vec<String>> {
-        match self.upstream.tags(self.upstream_repo(repo), max).await {
+    /// upstream cannot say: the caller then lists what is cached. Asked at
+    /// most once per TTL, as a tag is: a client paging through a list
+    /// would otherwise have the whole list asked for each page.
+    pub async fn upstream_tags(&self, repo: &RepoName, max: usize) -> Option<Arc<Vec<String>>> {
+        let key = repo.as_str();
+        if let Some(tags) = self.listed(key) {
+            return Some(tags);
+        }
+        let _flight = self.flight(format!("tags {key}")).await;
+        if let Some(tags) = self.listed(key) {
+            return Some(tags);
+        }
+        let tags = match self.upstream.tags(self.upstream_repo(repo), max).await {
             // What is no tag could be neither asked for nor named in a
             // page's Link.
-            Ok(tags) => tags.map(|tags| {
-                tags.into_iter()
+            Ok(tags) => Arc::new(
+                tags?
+                    .into_iter()
                     .filter(|t| Tag::parse(t).is_some())
-                    .collect()
-            }),
+                    .collect::<Vec<_>>(),
+            ),
             Err(e) => {
-                log::warn!("tags of {} listed as cached: {e}", repo.as_str());
-                None
+                log::warn!("tags of {key} listed as cached: {e}");
+                return None;
             }
-        }
+        };
+        let ttl = self.policy.ttl;
+        let mut lists = self.tag_lists.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = (Instant::now(), Arc::clone(&tags));
+        let live = |(at, _): &Listed| at.elapsed() < ttl;
+        crate::bounded::insert(&mut lists, key.to_owned(), entry, MAX_TAG_LISTS, live);
+        Some(tags)
+    }
+
+    /// A tag list of `repo` asked of the upstream within the TTL.
+    fn listed(&self, repo: &str) -> Option<Arc<Vec<String>>> {
+        let lists = self.tag_lists.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, tags) = lists.get(repo)?;
+        (at.elapsed() < self.policy.ttl).then(|| Arc::clone(tags))
     }
 
     /// Brings the upstream's referrers of `subject` into the cache (at
