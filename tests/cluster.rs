@@ -1075,36 +1075,8 @@ fn a_repair_leaves_a_blob_made_whole_since_it_was_checked() {
     // held here, it waits there, after the check.
     let lock = i64::from_str_radix(&hex[..15], 16).unwrap();
     let url = common::cluster::settings_for(dir.path()).metadata;
-    let mut holder = std::process::Command::new("psql")
-        .arg(&url)
-        .args(["-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("run psql");
-    let mut to_holder = holder.stdin.take().unwrap();
-    use std::io::Write as _;
-    writeln!(to_holder, "SELECT pg_advisory_lock({lock});").unwrap();
-    let (hi, lo) = (lock >> 32, lock & 0xffff_ffff);
-    let waiting_on_it = |granted: bool| {
-        common::cluster::psql(
-            &url,
-            &format!(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
-                 AND classid = {hi} AND objid = {lo} AND granted = {granted}"
-            ),
-        ) == "1"
-    };
-    let until = |what: &str, ready: &dyn Fn() -> bool| {
-        for _ in 0..300 {
-            if ready() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        panic!("{what} never happened");
-    };
-    until("the lock held", &|| waiting_on_it(true));
+    let mut holder = common::cluster::Session::open(&url);
+    holder.run(&format!("SELECT pg_advisory_lock({lock})"));
     let args = common::cluster::node_args(dir.path());
     let fsck = std::process::Command::new(common::process::BERTH)
         .arg("fsck")
@@ -1113,11 +1085,9 @@ fn a_repair_leaves_a_blob_made_whole_since_it_was_checked() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("run berth fsck");
-    until("the repair waiting on the lock", &|| waiting_on_it(false));
+    holder.until_holding_anyone_up();
     common::cluster::overwrite_object(dir.path(), &key, data.clone());
-    writeln!(to_holder, "SELECT pg_advisory_unlock({lock});").unwrap();
-    drop(to_holder);
-    assert!(holder.wait().unwrap().success());
+    holder.close(&format!("SELECT pg_advisory_unlock({lock})"));
     let report = fsck.wait_with_output().unwrap();
     let report = String::from_utf8_lossy(&report.stdout);
     assert!(
@@ -1133,7 +1103,6 @@ fn a_repair_leaves_a_blob_made_whole_since_it_was_checked() {
 /// ended).
 #[test]
 fn a_dry_run_prune_holds_up_no_push() {
-    use std::io::{BufRead as _, Write as _};
     let dir = tempfile::tempdir().unwrap();
     let node = &start_nodes(dir.path(), 1)[0];
     let base = node.url();
@@ -1144,30 +1113,8 @@ fn a_dry_run_prune_holds_up_no_push() {
     // Another writer holding b/app's row: a dry run that locks what it
     // reads waits there, holding a/app's.
     let url = common::cluster::settings_for(dir.path()).metadata;
-    let mut holder = std::process::Command::new("psql")
-        .arg(&url)
-        .args(["-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run psql");
-    let mut to_holder = holder.stdin.take().unwrap();
-    let mut from_holder = std::io::BufReader::new(holder.stdout.take().unwrap());
-    writeln!(
-        to_holder,
-        "BEGIN; SELECT 1 FROM repos WHERE name = 'b/app' FOR UPDATE; SELECT pg_backend_pid();"
-    )
-    .unwrap();
-    let mut line = String::new();
-    let holder_pid = loop {
-        line.clear();
-        assert!(from_holder.read_line(&mut line).unwrap() > 0, "psql ended");
-        if let Ok(pid) = line.trim().parse::<u32>()
-            && line.trim() != "1"
-        {
-            break pid;
-        }
-    };
+    let mut holder = common::cluster::Session::open(&url);
+    holder.run("BEGIN; SELECT 1 FROM repos WHERE name = 'b/app' FOR UPDATE");
     let mut dry = std::process::Command::new(common::process::BERTH)
         .args(["prune", "--dry-run", "--grace", "0s", "--data"])
         .arg(dir.path().join("prune"))
@@ -1175,17 +1122,9 @@ fn a_dry_run_prune_holds_up_no_push() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("run berth prune");
-    let blocked = || {
-        common::cluster::psql(
-            &url,
-            &format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE {holder_pid} = ANY(pg_blocking_pids(pid))"
-            ),
-        ) != "0"
-    };
     let mut settled = false;
     for _ in 0..300 {
-        if dry.try_wait().unwrap().is_some() || blocked() {
+        if dry.try_wait().unwrap().is_some() || holder.holds_anyone_up() {
             settled = true;
             break;
         }
@@ -1203,9 +1142,7 @@ fn a_dry_run_prune_holds_up_no_push() {
         }
     });
     let in_time = pushed.recv_timeout(Duration::from_secs(5)).is_ok();
-    writeln!(to_holder, "COMMIT;").unwrap();
-    drop(to_holder);
-    assert!(holder.wait().unwrap().success());
+    holder.close("COMMIT");
     push.join().unwrap();
     let report = dry.wait_with_output().unwrap();
     assert!(report.status.success(), "{report:?}");
@@ -1247,7 +1184,6 @@ fn small_chunks_are_joined_into_few_pieces() {
 /// listed (the DELETE judged "empty" on what it saw before it waited).
 #[test]
 fn a_repository_written_while_a_delete_empties_it_stays_listed() {
-    use std::io::{BufRead as _, Write as _};
     let dir = tempfile::tempdir().unwrap();
     let node = &start_nodes(dir.path(), 1)[0];
     let base = node.url();
@@ -1257,61 +1193,18 @@ fn a_repository_written_while_a_delete_empties_it_stays_listed() {
     // Another writer, mid-transaction, holding the repository's row and
     // linking a second blob into it.
     let url = common::cluster::settings_for(dir.path()).metadata;
-    let mut writer = std::process::Command::new("psql")
-        .arg(&url)
-        .args(["-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run psql");
-    let mut to_writer = writer.stdin.take().unwrap();
-    writeln!(
-        to_writer,
+    let mut writer = common::cluster::Session::open(&url);
+    writer.run(&format!(
         "BEGIN; UPDATE repos SET updated = updated WHERE name = 'kept/app';
-         INSERT INTO links (digest, repo, linked) VALUES ('{other}', 'kept/app', 0);
-         SELECT 'written ' || pg_backend_pid();"
-    )
-    .unwrap();
-    let mut line = String::new();
-    let writer_pid = loop {
-        line.clear();
-        assert!(
-            std::io::BufReader::new(writer.stdout.as_mut().unwrap())
-                .read_line(&mut line)
-                .unwrap()
-                > 0,
-            "psql ended"
-        );
-        if let Some(pid) = line.trim().strip_prefix("written ") {
-            break pid.to_owned();
-        }
-    };
-    // Only sessions this writer holds up: other tests share the database.
-    let waiting = || {
-        common::cluster::psql(
-            &url,
-            &format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE {writer_pid} = ANY(pg_blocking_pids(pid))"
-            ),
-        ) != "0"
-    };
+         INSERT INTO links (digest, repo, linked) VALUES ('{other}', 'kept/app', 0)"
+    ));
     let delete = thread::spawn({
         let url = http::blob_url(&base, "kept/app", &deleted);
         move || http::delete(&url).status
     });
-    let mut waited = false;
-    for _ in 0..100 {
-        if waiting() {
-            waited = true;
-            break;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    writeln!(to_writer, "COMMIT;").unwrap();
-    drop(to_writer);
-    assert!(writer.wait().unwrap().success());
+    writer.until_holding_anyone_up();
+    writer.close("COMMIT");
     assert_eq!(delete.join().unwrap(), 202);
-    assert!(waited, "the delete never waited on the writer");
     assert_eq!(
         http::head(&http::blob_url(&base, "kept/app", &other)).status,
         200

@@ -389,3 +389,83 @@ pub fn multipart_uploads(data: &Path) -> Vec<String> {
         .map(|k| store.own(k))
         .collect()
 }
+
+/// A psql session kept open, for a test to hold locks in while berth runs
+/// into them; ended (its last transaction committed) when closed.
+pub struct Session {
+    child: std::process::Child,
+    input: Option<std::process::ChildStdin>,
+    output: std::io::BufReader<std::process::ChildStdout>,
+    url: String,
+    pid: String,
+}
+
+impl Session {
+    pub fn open(url: &str) -> Session {
+        let mut child = Command::new("psql")
+            .arg(url)
+            .args(["-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run psql");
+        let input = child.stdin.take();
+        let output = std::io::BufReader::new(child.stdout.take().expect("psql's output"));
+        let mut session = Session {
+            child,
+            input,
+            output,
+            url: url.to_owned(),
+            pid: String::new(),
+        };
+        session.pid = session.run("SELECT pg_backend_pid()");
+        session
+    }
+
+    /// Runs `sql` (statements, `;` between them) and waits until it is
+    /// done; gives back what the last one printed.
+    pub fn run(&mut self, sql: &str) -> String {
+        use std::io::{BufRead as _, Write as _};
+        let input = self.input.as_mut().expect("the session is open");
+        writeln!(input, "{sql}; SELECT 'done';").expect("psql takes input");
+        let (mut last, mut line) = (String::new(), String::new());
+        loop {
+            line.clear();
+            let read = self.output.read_line(&mut line).expect("psql's output");
+            assert!(read > 0, "psql ended running {sql}");
+            match line.trim() {
+                "done" => return last,
+                printed => last = printed.to_owned(),
+            }
+        }
+    }
+
+    /// Whether some other session waits on a lock this one holds.
+    pub fn holds_anyone_up(&self) -> bool {
+        psql(
+            &self.url,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE {} = ANY(pg_blocking_pids(pid))",
+                self.pid
+            ),
+        ) != "0"
+    }
+
+    /// Waits (a bounded while) until another session waits on this one.
+    pub fn until_holding_anyone_up(&self) {
+        for _ in 0..300 {
+            if self.holds_anyone_up() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("nobody ever waited on the psql session");
+    }
+
+    /// Runs `sql` and ends the session.
+    pub fn close(mut self, sql: &str) {
+        self.run(sql);
+        drop(self.input.take());
+        assert!(self.child.wait().expect("psql ends").success());
+    }
+}
