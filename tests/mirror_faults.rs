@@ -62,6 +62,9 @@ struct State {
     /// Blob bodies being sent now, and the most at once.
     sending: AtomicUsize,
     most_sending: AtomicUsize,
+    /// Manifest GETs (not HEADs) answered 429, as a rate-limited Docker Hub
+    /// does.
+    limit_manifest_gets: AtomicBool,
 }
 
 impl FakeUpstream {
@@ -84,6 +87,7 @@ impl FakeUpstream {
             referrers: Mutex::new(HashMap::new()),
             sending: AtomicUsize::new(0),
             most_sending: AtomicUsize::new(0),
+            limit_manifest_gets: AtomicBool::new(false),
         });
         let shared = Arc::clone(&state);
         listener.set_nonblocking(true).unwrap();
@@ -210,6 +214,12 @@ fn serve(mut stream: TcpStream, state: &State) {
         };
         let headers = format!("Content-Type: application/vnd.oci.image.index.v1+json\r\n{link}");
         return reply(&mut stream, "200 OK", &headers, body.as_bytes());
+    }
+    if method == "GET"
+        && path.contains("/manifests/")
+        && state.limit_manifest_gets.load(Ordering::Relaxed)
+    {
+        return reply(&mut stream, "429 Too Many Requests", "", b"{\"errors\":[]}");
     }
     if let Some((digest, body)) = state.manifests.lock().unwrap().get(path).cloned() {
         let headers = if state.hide_digests.load(Ordering::Relaxed) {
@@ -751,4 +761,42 @@ fn an_upstreams_tag_list_is_asked_once_per_ttl() {
     let resp = http::get(&list);
     assert_eq!(resp.json()["tags"], serde_json::json!(["a", "d"]));
     assert_eq!(asked(), 2, "asked again once the TTL passed");
+}
+
+/// A tag moved upstream whose new manifest the upstream will not give
+/// (Docker Hub answers HEADs past its pull limit, not GETs): the manifest
+/// the cache holds for the tag is served, and the upstream is not asked
+/// again by each pull in turn.
+#[test]
+fn a_moved_tag_whose_manifest_the_upstream_withholds_is_served_as_cached() {
+    let upstream = FakeUpstream::start();
+    let first = image_of(&upstream, 99, 1 << 10);
+    let url = upstream.url();
+    let mirror = TestRegistry::start_with(tempfile::tempdir().unwrap(), move |c| {
+        c.upstreams = vec![("up.test".into(), url)];
+        c.upstream_ttl = Duration::from_secs(1);
+    });
+    let tag = http::manifest_url(&mirror.url(), "up.test/team/app", "1");
+    let pull = || http::request("GET", &tag, &[("Accept", OCI_MANIFEST)], b"");
+    let resp = pull();
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.body, first.manifest);
+
+    image_of(&upstream, 100, 1 << 10);
+    upstream
+        .state
+        .limit_manifest_gets
+        .store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(1100));
+    let asked = || upstream.state.heads.lock().unwrap().len();
+    let before = asked();
+    let resp = pull();
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.body, first.manifest, "the manifest the cache holds");
+    let after = asked();
+    assert!(after > before, "the upstream was asked once the TTL passed");
+    for _ in 0..3 {
+        assert_eq!(pull().status, 200);
+    }
+    assert_eq!(asked(), after, "asked again at once after it failed");
 }

@@ -37,6 +37,10 @@ pub struct Mirrors {
     by_namespace: HashMap<String, Arc<Mirror>>,
 }
 
+/// How long a tag whose check failed is served as cached before the
+/// upstream is asked again (the TTL, if shorter).
+const BACK_OFF: Duration = Duration::from_secs(10);
+
 /// Repositories whose upstream tag list is kept for the TTL at most: a
 /// list may hold ten thousand tags.
 const MAX_TAG_LISTS: usize = 32;
@@ -301,11 +305,20 @@ impl Mirror {
             _ => {}
         }
         let _flight = self.flight(format!("tag {repo:?} {tag:?}")).await;
-        if let Some(target) = &target
-            && self.fresh(repo, &format!("tag {}", tag.as_str()))
-        {
-            self.count(true);
-            return self.cached(repo, &target.digest).await;
+        // Read again: the fetch this waited for, or a push, may have moved it.
+        let target = {
+            let (r, t) = (repo.clone(), tag.clone());
+            self.blocking(move |s| s.tag_target(&r, &t)).await?
+        };
+        match &target {
+            Some(target) if !target.from_upstream => {
+                return self.cached(repo, &target.digest).await;
+            }
+            Some(target) if self.fresh(repo, &format!("tag {}", tag.as_str())) => {
+                self.count(true);
+                return self.cached(repo, &target.digest).await;
+            }
+            _ => {}
         }
         self.count(false);
         let asked = self
@@ -316,9 +329,24 @@ impl Mirror {
                 self.policy.max_manifest_bytes,
             )
             .await;
-        let digest = match (asked, &target) {
-            (Ok(Some(digest)), _) => digest,
-            (Ok(None), _) => return Err(store::Error::ManifestUnknown.into()),
+        let digest = match asked {
+            Ok(Some(digest)) => Ok(digest),
+            Ok(None) => return Err(store::Error::ManifestUnknown.into()),
+            Err(e) => Err(e.into()),
+        };
+        let brought = match digest {
+            Ok(digest) => self.bring_tagged(repo, tag, &digest).await,
+            Err(e) => Err(e),
+        };
+        match (brought, &target) {
+            (Ok(manifest), _) => {
+                self.mark_checked(repo, &format!("tag {}", tag.as_str()));
+                Ok(manifest)
+            }
+            // What the cache holds for the tag is served (the README's
+            // promise), whether the upstream failed the HEAD or only the
+            // GET of a manifest the tag moved to; and for a while each
+            // pull does not ask again, to wait out the same failure.
             (Err(e), Some(target)) => {
                 log::warn!(
                     "serving {}:{} as cached ({}): {e}",
@@ -326,23 +354,35 @@ impl Mirror {
                     tag.as_str(),
                     target.digest
                 );
-                return self.cached(repo, &target.digest).await;
+                let what = format!("tag {}", tag.as_str());
+                let ttl = self.policy.ttl;
+                let ago = ttl.saturating_sub(BACK_OFF);
+                self.checked.mark_ago(repo.as_str(), &what, ago, ttl);
+                self.cached(repo, &target.digest).await
             }
-            (Err(e), None) => return Err(e.into()),
-        };
-        let manifest = match self.stored(repo, &digest).await? {
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    /// The manifest `tag` names upstream now, `digest`: found stored (the
+    /// tag is pointed at it) or fetched.
+    async fn bring_tagged(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<StoredManifest> {
+        match self.stored(repo, digest).await? {
             Some(manifest) => {
                 let (r, d, t) = (repo.clone(), digest.clone(), tag.clone());
                 let body = manifest.body.to_vec();
                 let media_type = manifest.media_type.clone();
                 self.blocking(move |s| s.cache_manifest(&r, &d, Some(&media_type), body, Some(&t)))
                     .await?;
-                manifest
+                Ok(manifest)
             }
-            None => self.fetch_manifest(repo, &digest, Some(tag)).await?,
-        };
-        self.mark_checked(repo, &format!("tag {}", tag.as_str()));
-        Ok(manifest)
+            None => self.fetch_manifest(repo, digest, Some(tag)).await,
+        }
     }
 
     /// The upstream's tags of `repo` (at most `max`), or `None` if the

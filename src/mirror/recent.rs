@@ -32,14 +32,30 @@ impl Recent {
         if at.get(&key).is_some_and(|then| then.elapsed() < age) {
             return false;
         }
-        record(&mut at, key, age);
+        crate::bounded::insert(&mut at, key, Instant::now(), MAX, |then| {
+            then.elapsed() < age
+        });
         true
     }
 
     /// Records that `what` in `repo` happens now; what is older than `keep`
     /// is what may be forgotten first.
     pub(super) fn mark(&self, repo: &str, what: &str, keep: Duration) {
-        record(&mut self.lock(), (repo.to_owned(), what.to_owned()), keep);
+        self.mark_ago(repo, what, Duration::ZERO, keep);
+    }
+
+    /// Marks `what` as done `ago` already: within an age of `keep` for
+    /// `keep - ago` more. Past [`MAX`] things, those older than `keep` are
+    /// forgotten, and all of them if none is.
+    pub(super) fn mark_ago(&self, repo: &str, what: &str, ago: Duration, keep: Duration) {
+        let then = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+        crate::bounded::insert(
+            &mut self.lock(),
+            (repo.to_owned(), what.to_owned()),
+            then,
+            MAX,
+            |then| then.elapsed() < keep,
+        );
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), Instant>> {
@@ -50,12 +66,6 @@ impl Recent {
     fn len(&self) -> usize {
         self.lock().len()
     }
-}
-
-/// Past [`MAX`] things, those older than `keep` are forgotten, and all of
-/// them if none is.
-fn record(at: &mut HashMap<(String, String), Instant>, key: (String, String), keep: Duration) {
-    crate::bounded::insert(at, key, Instant::now(), MAX, |then| then.elapsed() < keep);
 }
 
 #[cfg(test)]
