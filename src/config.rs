@@ -163,14 +163,34 @@ impl Config {
             ));
         }
         let mut seen = std::collections::HashSet::new();
-        for (namespace, _) in &self.upstreams {
+        for (namespace, url) in &self.upstreams {
+            // Never repeated: the message goes to logs.
+            let authority = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+            if authority
+                .split(['/', '?', '#'])
+                .next()
+                .is_some_and(|a| a.contains('@'))
+            {
+                return Err(format!(
+                    "upstream {namespace:?}: its URL carries credentials, which berth would neither \
+                     send nor keep out of logs; give them in --upstream-auth's config.json"
+                ));
+            }
             if !crate::oci::name::is_namespace(namespace) {
                 return Err(format!(
                     "upstream namespace {namespace:?} is not a registry host like docker.io or 127.0.0.1:5001"
                 ));
             }
-            if !seen.insert(namespace) {
-                return Err(format!("upstream namespace {namespace:?} is given twice"));
+            let canonical = crate::oci::name::canonical_namespace(namespace);
+            if !seen.insert(canonical) {
+                let hub = if canonical == "docker.io" {
+                    " (Docker Hub's names are one)"
+                } else {
+                    ""
+                };
+                return Err(format!(
+                    "upstream namespace {namespace:?} is given twice{hub}"
+                ));
             }
         }
         Ok(())

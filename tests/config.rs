@@ -87,3 +87,20 @@ fn the_command_line_refuses_them_too() {
         assert!(stderr.contains(&setting), "{flag} 0: {stderr}");
     }
 }
+
+/// Credentials written into an upstream's URL would be neither sent (they
+/// come from `--upstream-auth`) nor kept out of logs, error bodies and the
+/// web page: such a URL is refused, without repeating them.
+#[test]
+fn an_upstream_url_with_credentials_in_it_is_refused_without_repeating_them() {
+    let e = start_error(|c| {
+        c.upstreams = vec![(
+            "docker.io".into(),
+            "https://user:s3cret-token@registry-1.docker.io".into(),
+        )];
+    });
+    let message = e.to_string();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{message}");
+    assert!(message.contains("--upstream-auth"), "{message}");
+    assert!(!message.contains("s3cret-token"), "{message}");
+}

@@ -472,3 +472,22 @@ fn tags_list_the_upstreams_with_those_pushed_here() {
     assert_eq!(list("").json()["tags"], json!(["ours"]));
 }
 }
+
+/// Docker Hub goes by several names, and a client's `registry-1.docker.io/x`
+/// is `docker.io/x`: a cache configured under another of Hub's names serves
+/// the names clients give it.
+#[test]
+fn a_cache_named_for_docker_hub_by_another_of_its_names_serves() {
+    let upstream = TestRegistry::start();
+    let image = http::push_image(&upstream.url(), "team/app", Some("1"), 24);
+    let url = upstream.url();
+    let mirror = TestRegistry::start_with(tempfile::tempdir().unwrap(), move |c| {
+        c.upstreams = vec![("registry-1.docker.io".into(), url)];
+    });
+    for name in ["registry-1.docker.io/team/app", "docker.io/team/app"] {
+        assert_serves(
+            &http::manifest_url(&mirror.url(), name, &image.digest),
+            &image.manifest,
+        );
+    }
+}

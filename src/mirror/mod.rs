@@ -72,6 +72,9 @@ impl Mirrors {
             return Ok(Mirrors { by_namespace });
         };
         for (namespace, url) in upstreams {
+            // As the names it serves carry it: `registry-1.docker.io/x` is
+            // `docker.io/x`.
+            let namespace = crate::oci::name::canonical_namespace(namespace).to_owned();
             let mirror = Mirror {
                 namespace: namespace.clone(),
                 hits: AtomicU64::new(0),
@@ -85,7 +88,7 @@ impl Mirrors {
                 fetches: Arc::new(tokio::sync::Semaphore::new(fill::MAX_FETCHES)),
                 tag_lists: Mutex::new(HashMap::new()),
             };
-            by_namespace.insert(namespace.clone(), Arc::new(mirror));
+            by_namespace.insert(namespace, Arc::new(mirror));
         }
         Ok(Mirrors { by_namespace })
     }

@@ -67,6 +67,16 @@ impl RepoName {
 
 /// Whether `s` names a namespace: a registry host, by docker's rule (a `.`
 /// or a `:` in it, or `localhost`).
+/// A namespace as repository names carry it: Docker Hub's other names
+/// (`registry-1.docker.io`, `index.docker.io`) are `docker.io`.
+pub fn canonical_namespace(s: &str) -> &str {
+    if DOCKER_HUB_ALIASES.contains(&s) {
+        DOCKER_HUB
+    } else {
+        s
+    }
+}
+
 pub fn is_namespace(s: &str) -> bool {
     valid_host(s) && (s.contains(['.', ':']) || s == "localhost")
 }
