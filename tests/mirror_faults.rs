@@ -53,6 +53,8 @@ struct State {
     heads: Mutex<Vec<String>>,
     /// Answers a request without Basic credentials with a challenge.
     require_basic: AtomicBool,
+    /// Answers every request with a Bearer challenge naming this realm.
+    bearer_realm: Mutex<Option<String>>,
     /// The `Link` a tag list names as its next page.
     tags_link: Mutex<Option<String>>,
     /// The tags a tag list names.
@@ -82,6 +84,7 @@ impl FakeUpstream {
             stop: AtomicBool::new(false),
             heads: Mutex::new(Vec::new()),
             require_basic: AtomicBool::new(false),
+            bearer_realm: Mutex::new(None),
             tags_link: Mutex::new(None),
             tags: Mutex::new(vec!["1".into()]),
             referrers: Mutex::new(HashMap::new()),
@@ -178,6 +181,15 @@ fn serve(mut stream: TcpStream, state: &State) {
     let authorized = head
         .to_ascii_lowercase()
         .contains("\r\nauthorization: basic ");
+    if let Some(realm) = state.bearer_realm.lock().unwrap().clone() {
+        let challenge = format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake\"\r\n");
+        return reply(
+            &mut stream,
+            "401 Unauthorized",
+            &challenge,
+            b"{\"errors\":[]}",
+        );
+    }
     if state.require_basic.load(Ordering::Relaxed) && !authorized {
         let challenge = "WWW-Authenticate: Basic realm=\"fake\"\r\n";
         return reply(
@@ -799,4 +811,18 @@ fn a_moved_tag_whose_manifest_the_upstream_withholds_is_served_as_cached() {
         assert_eq!(pull().status, 200);
     }
     assert_eq!(asked(), after, "asked again at once after it failed");
+}
+
+/// A Bearer challenge names where to fetch a token: a realm where clouds
+/// serve instance metadata is refused as a redirect there is, never asked.
+#[test]
+fn a_token_realm_where_clouds_serve_metadata_is_refused() {
+    let upstream = FakeUpstream::start();
+    *upstream.state.bearer_realm.lock().unwrap() =
+        Some("http://169.254.169.254/latest/meta-data/iam/".into());
+    let mirror = mirror_of(&upstream);
+    let resp = http::get(&http::manifest_url(&mirror.url(), "up.test/team/app", "1"));
+    assert_eq!(resp.status, 502, "{resp:?}");
+    let body = resp.text();
+    assert!(body.contains("realm") && body.contains("refused"), "{body}");
 }

@@ -592,6 +592,10 @@ impl Upstream {
             .params
             .get("realm")
             .ok_or_else(|| self.invalid("a Bearer challenge without a realm".into()))?;
+        // Where a redirect may not go, no token is fetched from either.
+        if !may_redirect(&self.base, realm) {
+            return Err(self.invalid(format!("a token realm at {realm}: refused")));
+        }
         let query = {
             let mut query = form_urlencoded::Serializer::new(String::new());
             if let Some(service) = challenge.params.get("service") {
