@@ -55,6 +55,8 @@ struct State {
     require_basic: AtomicBool,
     /// Answers every request with a Bearer challenge naming this realm.
     bearer_realm: Mutex<Option<String>>,
+    /// Answers tag lists 500.
+    fail_tags: AtomicBool,
     /// The `Link` a tag list names as its next page.
     tags_link: Mutex<Option<String>>,
     /// The tags a tag list names.
@@ -85,6 +87,7 @@ impl FakeUpstream {
             heads: Mutex::new(Vec::new()),
             require_basic: AtomicBool::new(false),
             bearer_realm: Mutex::new(None),
+            fail_tags: AtomicBool::new(false),
             tags_link: Mutex::new(None),
             tags: Mutex::new(vec!["1".into()]),
             referrers: Mutex::new(HashMap::new()),
@@ -196,6 +199,14 @@ fn serve(mut stream: TcpStream, state: &State) {
             &mut stream,
             "401 Unauthorized",
             challenge,
+            b"{\"errors\":[]}",
+        );
+    }
+    if path.starts_with("/v2/team/app/tags/list") && state.fail_tags.load(Ordering::Relaxed) {
+        return reply(
+            &mut stream,
+            "500 Internal Server Error",
+            "",
             b"{\"errors\":[]}",
         );
     }
@@ -773,6 +784,14 @@ fn an_upstreams_tag_list_is_asked_once_per_ttl() {
     let resp = http::get(&list);
     assert_eq!(resp.json()["tags"], serde_json::json!(["a", "d"]));
     assert_eq!(asked(), 2, "asked again once the TTL passed");
+
+    // A failure is not asked again by each request in turn either.
+    upstream.state.fail_tags.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(2200));
+    for _ in 0..3 {
+        http::get(&list);
+    }
+    assert_eq!(asked(), 3, "a failed list asked again at once");
 }
 
 /// A tag moved upstream whose new manifest the upstream will not give

@@ -45,8 +45,8 @@ const BACK_OFF: Duration = Duration::from_secs(10);
 /// list may hold ten thousand tags.
 const MAX_TAG_LISTS: usize = 32;
 
-/// An upstream tag list, and when it was asked for.
-type Listed = (Instant, Arc<Vec<String>>);
+/// An upstream tag list (`None`: asking failed), and when it was asked for.
+type Listed = (Instant, Option<Arc<Vec<String>>>);
 
 /// What a mirror needs besides its upstream.
 #[derive(Clone, Debug)]
@@ -394,40 +394,48 @@ impl Mirror {
     /// would otherwise have the whole list asked for each page.
     pub async fn upstream_tags(&self, repo: &RepoName, max: usize) -> Option<Arc<Vec<String>>> {
         let key = repo.as_str();
-        if let Some(tags) = self.listed(key) {
-            return Some(tags);
+        if let Some(known) = self.listed(key) {
+            return known;
         }
         let _flight = self.flight(format!("tags {key}")).await;
-        if let Some(tags) = self.listed(key) {
-            return Some(tags);
+        if let Some(known) = self.listed(key) {
+            return known;
         }
         let tags = match self.upstream.tags(self.upstream_repo(repo), max).await {
             // What is no tag could be neither asked for nor named in a
             // page's Link.
-            Ok(tags) => Arc::new(
+            Ok(tags) => Some(Arc::new(
                 tags?
                     .into_iter()
                     .filter(|t| Tag::parse(t).is_some())
                     .collect::<Vec<_>>(),
-            ),
+            )),
+            // Remembered too, for the back-off: each page of a listing,
+            // and each client waiting on this one, would wait out the
+            // same failure in turn.
             Err(e) => {
                 log::warn!("tags of {key} listed as cached: {e}");
-                return None;
+                None
             }
         };
         let ttl = self.policy.ttl;
         let mut lists = self.tag_lists.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = (Instant::now(), Arc::clone(&tags));
+        let entry = (Instant::now(), tags.clone());
         let live = |(at, _): &Listed| at.elapsed() < ttl;
         crate::bounded::insert(&mut lists, key.to_owned(), entry, MAX_TAG_LISTS, live);
-        Some(tags)
+        tags
     }
 
-    /// A tag list of `repo` asked of the upstream within the TTL.
-    fn listed(&self, repo: &str) -> Option<Arc<Vec<String>>> {
+    /// What the upstream said of `repo`'s tags lately, if it said it within
+    /// the TTL (a list) or the back-off (a failure: `Some(None)`).
+    fn listed(&self, repo: &str) -> Option<Option<Arc<Vec<String>>>> {
         let lists = self.tag_lists.lock().unwrap_or_else(|p| p.into_inner());
         let (at, tags) = lists.get(repo)?;
-        (at.elapsed() < self.policy.ttl).then(|| Arc::clone(tags))
+        let age = match tags {
+            Some(_) => self.policy.ttl,
+            None => BACK_OFF.min(self.policy.ttl),
+        };
+        (at.elapsed() < age).then(|| tags.clone())
     }
 
     /// Brings the upstream's referrers of `subject` into the cache (at
