@@ -845,3 +845,61 @@ fn a_token_realm_where_clouds_serve_metadata_is_refused() {
     let body = resp.text();
     assert!(body.contains("realm") && body.contains("refused"), "{body}");
 }
+
+/// An upstream without the referrers API (404) may keep a subject's
+/// referrers as the OCI tag schema says, in an index tagged
+/// `sha256-<hex>`: they come into the cache from there.
+#[test]
+fn referrers_of_an_upstream_without_the_api_come_from_its_referrers_tag() {
+    let upstream = FakeUpstream::start();
+    let image = image_of(&upstream, 101, 1 << 10);
+    let empty = "application/vnd.oci.empty.v1+json";
+    let empty_digest = http::sha256_digest(b"{}");
+    let signature = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/x.signature",
+        "config": {"mediaType": empty, "digest": empty_digest, "size": 2},
+        "layers": [{"mediaType": empty, "digest": empty_digest, "size": 2}],
+        "subject": image.descriptor(),
+    }))
+    .unwrap();
+    let signature_digest = http::sha256_digest(&signature);
+    let tagged = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": OCI_MANIFEST,
+            "digest": signature_digest,
+            "size": signature.len(),
+            "artifactType": "application/x.signature",
+        }],
+    }))
+    .unwrap();
+    let tag = image.digest.replace(':', "-");
+    {
+        let mut manifests = upstream.state.manifests.lock().unwrap();
+        manifests.insert(
+            format!("/v2/team/app/manifests/{signature_digest}"),
+            (signature_digest.clone(), signature),
+        );
+        manifests.insert(
+            format!("/v2/team/app/manifests/{tag}"),
+            (http::sha256_digest(&tagged), tagged),
+        );
+    }
+    let mirror = mirror_of(&upstream);
+    let resp = http::get(&format!(
+        "{}/v2/up.test/team/app/referrers/{}",
+        mirror.url(),
+        image.digest
+    ));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let listed: Vec<String> = resp.json()["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, [signature_digest]);
+}

@@ -309,13 +309,57 @@ impl Upstream {
     }
 
     /// The digests of the manifests whose subject is `subject`, from the
-    /// referrers API; `None` if the upstream has no referrers API.
+    /// referrers API, or from the referrers tag (the OCI tag schema) of an
+    /// upstream without it; `None` if it has neither.
     pub async fn referrers(
         &self,
         repo: &str,
         subject: &Digest,
         limit: usize,
     ) -> Result<Option<Vec<Digest>>> {
+        let mut url = format!("{}/v2/{repo}/referrers/{subject}", self.base);
+        let mut referrers = Vec::new();
+        // A registry may give the list in pages, each naming the next.
+        for page in 0..MAX_PAGES {
+            let resp = self.send(&Ask::pull(Method::GET, &url, repo)).await?;
+            let resp = match self.found(resp)? {
+                Some(resp) => resp,
+                None if page == 0 => return self.referrers_tag(repo, subject, limit).await,
+                None => break,
+            };
+            let next = next_page(&resp, &url);
+            let body = self.read_all(resp.into_body(), limit).await?;
+            referrers.extend(self.listed_manifests(&body)?);
+            match next {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+        Ok(Some(referrers))
+    }
+
+    /// The referrers a registry without the referrers API keeps as the OCI
+    /// tag schema says: an index tagged `<alg>-<hex>` (cut at 32 and 64
+    /// characters); `None` if there is no such tag.
+    async fn referrers_tag(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        limit: usize,
+    ) -> Result<Option<Vec<Digest>>> {
+        let algorithm: String = subject.algorithm().name().chars().take(32).collect();
+        let hex: String = subject.hex().chars().take(64).collect();
+        match self
+            .manifest(repo, &format!("{algorithm}-{hex}"), limit)
+            .await?
+        {
+            Some(index) => self.listed_manifests(&index.body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The digests an index (a referrers list) names.
+    fn listed_manifests(&self, body: &[u8]) -> Result<Vec<Digest>> {
         #[derive(serde::Deserialize)]
         struct Index {
             #[serde(default)]
@@ -325,31 +369,16 @@ impl Upstream {
         struct Descriptor {
             digest: String,
         }
-        let mut url = format!("{}/v2/{repo}/referrers/{subject}", self.base);
-        let mut referrers = Vec::new();
-        // A registry may give the list in pages, each naming the next.
-        for page in 0..MAX_PAGES {
-            let resp = self.send(&Ask::pull(Method::GET, &url, repo)).await?;
-            let resp = match self.found(resp)? {
-                Some(resp) => resp,
-                None if page == 0 => return Ok(None),
-                None => break,
-            };
-            let next = next_page(&resp, &url);
-            let body = self.read_all(resp.into_body(), limit).await?;
-            let index: Index = serde_json::from_slice(&body)
-                .map_err(|e| self.invalid(format!("a referrers list that is no index: {e}")))?;
-            for d in &index.manifests {
-                let digest = Digest::parse(&d.digest)
-                    .ok_or_else(|| self.invalid(format!("a referrer {:?}", d.digest)))?;
-                referrers.push(digest);
-            }
-            match next {
-                Some(next) => url = next,
-                None => break,
-            }
-        }
-        Ok(Some(referrers))
+        let index: Index = serde_json::from_slice(body)
+            .map_err(|e| self.invalid(format!("a referrers list that is no index: {e}")))?;
+        index
+            .manifests
+            .iter()
+            .map(|d| {
+                Digest::parse(&d.digest)
+                    .ok_or_else(|| self.invalid(format!("a referrer {:?}", d.digest)))
+            })
+            .collect()
     }
 
     /// The repository's tags, following the `Link` of each page, at most
