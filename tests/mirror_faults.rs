@@ -55,8 +55,8 @@ struct State {
     require_basic: AtomicBool,
     /// Answers every request with a Bearer challenge naming this realm.
     bearer_realm: Mutex<Option<String>>,
-    /// Answers tag lists 500.
-    fail_tags: AtomicBool,
+    /// Answers tag lists and referrers lists 500.
+    fail_lists: AtomicBool,
     /// The `Link` a tag list names as its next page.
     tags_link: Mutex<Option<String>>,
     /// The tags a tag list names.
@@ -87,7 +87,7 @@ impl FakeUpstream {
             heads: Mutex::new(Vec::new()),
             require_basic: AtomicBool::new(false),
             bearer_realm: Mutex::new(None),
-            fail_tags: AtomicBool::new(false),
+            fail_lists: AtomicBool::new(false),
             tags_link: Mutex::new(None),
             tags: Mutex::new(vec!["1".into()]),
             referrers: Mutex::new(HashMap::new()),
@@ -202,7 +202,9 @@ fn serve(mut stream: TcpStream, state: &State) {
             b"{\"errors\":[]}",
         );
     }
-    if path.starts_with("/v2/team/app/tags/list") && state.fail_tags.load(Ordering::Relaxed) {
+    if (path.starts_with("/v2/team/app/tags/list") || path.starts_with("/v2/team/app/referrers/"))
+        && state.fail_lists.load(Ordering::Relaxed)
+    {
         return reply(
             &mut stream,
             "500 Internal Server Error",
@@ -786,7 +788,7 @@ fn an_upstreams_tag_list_is_asked_once_per_ttl() {
     assert_eq!(asked(), 2, "asked again once the TTL passed");
 
     // A failure is not asked again by each request in turn either.
-    upstream.state.fail_tags.store(true, Ordering::Relaxed);
+    upstream.state.fail_lists.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(2200));
     for _ in 0..3 {
         http::get(&list);
@@ -902,4 +904,31 @@ fn referrers_of_an_upstream_without_the_api_come_from_its_referrers_tag() {
         .map(|d| d["digest"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(listed, [signature_digest]);
+}
+
+/// A referrers list the upstream fails is served as cached, and not asked
+/// again by each request in turn.
+#[test]
+fn a_failed_referrers_list_is_not_asked_again_at_once() {
+    let upstream = FakeUpstream::start();
+    let image = image_of(&upstream, 102, 1 << 10);
+    upstream.state.fail_lists.store(true, Ordering::Relaxed);
+    let mirror = mirror_of(&upstream);
+    let url = format!(
+        "{}/v2/up.test/team/app/referrers/{}",
+        mirror.url(),
+        image.digest
+    );
+    for _ in 0..3 {
+        assert_eq!(http::get(&url).status, 200);
+    }
+    let asked = upstream
+        .state
+        .heads
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.contains("/referrers/"))
+        .count();
+    assert_eq!(asked, 1);
 }

@@ -291,6 +291,16 @@ impl Mirror {
         self.checked.mark(repo.as_str(), what, self.policy.ttl);
     }
 
+    /// After the upstream failed to say `what`, what is cached answers for
+    /// [`BACK_OFF`] (or the TTL) without asking again: each client waiting
+    /// on the failed ask, and each after it, would wait out the same
+    /// failure in turn.
+    fn back_off(&self, repo: &RepoName, what: &str) {
+        let ttl = self.policy.ttl;
+        let ago = ttl.saturating_sub(BACK_OFF);
+        self.checked.mark_ago(repo.as_str(), what, ago, ttl);
+    }
+
     async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<StoredManifest> {
         let target = {
             let (r, t) = (repo.clone(), tag.clone());
@@ -357,10 +367,7 @@ impl Mirror {
                     tag.as_str(),
                     target.digest
                 );
-                let what = format!("tag {}", tag.as_str());
-                let ttl = self.policy.ttl;
-                let ago = ttl.saturating_sub(BACK_OFF);
-                self.checked.mark_ago(repo.as_str(), &what, ago, ttl);
+                self.back_off(repo, &format!("tag {}", tag.as_str()));
                 self.cached(repo, &target.digest).await
             }
             (Err(e), None) => Err(e),
@@ -464,6 +471,7 @@ impl Mirror {
             Ok(digests) => digests.unwrap_or_default(),
             Err(e) => {
                 log::warn!("referrers of {subject} served as cached: {e}");
+                self.back_off(repo, &key);
                 return Ok(());
             }
         };
