@@ -3,9 +3,10 @@
 # images, stopped (its data removed) however the script ends.
 set -euo pipefail
 coproc BERTH { exec "${BERTH:-berth}" serve --ephemeral --listen 127.0.0.1:0 \
-    --ready-json --preload "${LAYOUT:-fixtures/layouts/app}"; }
+    --ready-json --exit-with-parent --preload "${LAYOUT:-fixtures/layouts/app}"; }
+pid=$BERTH_PID  # bash unsets BERTH_PID once the coprocess ends
+trap 'kill "$pid" 2>/dev/null; wait "$pid" || true' EXIT
 read -r ready <&"${BERTH[0]}"
 url=$(sed -E 's/.*"url":"([^"]*)".*/\1/' <<<"$ready")
-trap 'kill "$BERTH_PID"; wait "$BERTH_PID" || true' EXIT
 
 curl -fsS "$url/v2/fixtures/app/tags/list"

@@ -14,7 +14,8 @@ var registryURL string
 
 func TestMain(m *testing.M) {
 	cmd := exec.Command("berth", "serve", "--ephemeral", "--listen", "127.0.0.1:0",
-		"--ready-json", "--preload", "fixtures/layouts/app")
+		"--ready-json", "--exit-with-parent", "--preload", "fixtures/layouts/app")
+	cmd.Stderr = os.Stderr // why it would not start
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		panic(err)

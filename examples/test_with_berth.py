@@ -13,13 +13,17 @@ import pytest
 def registry():
     berth = subprocess.Popen(
         [os.environ.get("BERTH", "berth"), "serve", "--ephemeral",
-         "--listen", "127.0.0.1:0", "--ready-json",
+         "--listen", "127.0.0.1:0", "--ready-json", "--exit-with-parent",
          "--preload", os.environ.get("LAYOUT", "fixtures/layouts/app")],
         stdout=subprocess.PIPE, text=True)
     ready = json.loads(berth.stdout.readline())
     yield ready["url"]
     berth.terminate()
-    berth.wait(timeout=30)
+    try:
+        berth.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        berth.kill()  # its directory goes at the next ephemeral start
+        berth.wait()
 
 
 def test_the_preloaded_image_is_there(registry):

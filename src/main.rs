@@ -67,6 +67,11 @@ struct Serve {
     /// print the ready line as JSON: {"url":...,"pid":...,"data":...}
     #[argh(switch)]
     ready_json: bool,
+    /// stop (as on SIGTERM) once the process that started berth is gone,
+    /// however it ended: for test harnesses, so a fixture never outlives
+    /// its test run
+    #[argh(switch)]
+    exit_with_parent: bool,
     /// largest manifest accepted, in bytes (default 4194304: 4 MiB)
     #[argh(option, default = "berth::api::DEFAULT_MAX_MANIFEST_BYTES")]
     max_manifest_bytes: usize,
@@ -430,6 +435,9 @@ fn limit_malloc_arenas() {
 }
 
 fn run_serve(args: Serve) -> std::io::Result<()> {
+    // Read first: a parent gone before the check starts must count too.
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let parent = unsafe { libc::getppid() };
     // Only the server's own process: see berth::bulk.
     berth::bulk::give_way_in_this_process(args.bulk_nice);
     // Blocking work is disk I/O and database calls, each short: more
@@ -541,11 +549,29 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
             _ = interrupt.recv() => {}
             _ = hangup.recv() => {}
             _ = quit.recv() => {}
+            () = parent_gone(parent), if args.exit_with_parent => {
+                log::info!("the process that started berth is gone");
+            }
         }
         log::info!("shutting down");
         registry.shutdown().await;
         Ok(())
     })
+}
+
+/// Resolves once this process's parent is no longer `parent` (it ended:
+/// the process was handed to init or a subreaper). Polled: no signal says
+/// so for a whole process (PR_SET_PDEATHSIG follows the parent's thread,
+/// and a test harness often starts a fixture from a thread that ends).
+async fn parent_gone(parent: libc::pid_t) {
+    let mut every = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        every.tick().await;
+        // SAFETY: getppid has no preconditions and cannot fail.
+        if unsafe { libc::getppid() } != parent {
+            return;
+        }
+    }
 }
 
 fn prune_policy(

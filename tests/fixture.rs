@@ -69,6 +69,58 @@ fn a_killed_ephemeral_registrys_directory_goes_at_the_next_start() {
     assert!(!ephemeral_dir(&ready).exists());
 }
 
+/// A harness killed outright (a CI timeout, the OOM killer) cannot stop
+/// its fixture: with `--exit-with-parent` the fixture stops itself, cleanly
+/// (its ephemeral directory goes), once the process that started it is gone.
+#[test]
+fn a_fixture_told_to_exit_with_its_parent_stops_when_the_parent_is_killed() {
+    let work = tempfile::tempdir().unwrap();
+    let ready_file = work.path().join("ready");
+    // The parent: a shell that starts berth and then just waits.
+    let mut parent = Command::new("sh")
+        .arg("-c")
+        .arg(r#""$0" serve --ephemeral --listen 127.0.0.1:0 --ready-json --exit-with-parent >"$1" & exec sleep 60"#)
+        .arg(common::process::BERTH)
+        .arg(&ready_file)
+        .spawn()
+        .expect("start the parent shell");
+    let mut ready = String::new();
+    for _ in 0..300 {
+        ready = std::fs::read_to_string(&ready_file).unwrap_or_default();
+        if ready.ends_with('\n') {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ready: Value = serde_json::from_str(ready.trim()).expect("berth's ready line");
+    let pid = ready["pid"].as_i64().unwrap() as i32;
+    let dir = ephemeral_dir(&ready);
+    signal(&parent, libc::SIGKILL);
+    parent.wait().unwrap();
+    let alive = || {
+        // SAFETY: signal 0 only asks whether the process exists.
+        unsafe { libc::kill(pid, 0) == 0 }
+    };
+    for _ in 0..100 {
+        if !alive() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if alive() {
+        // SAFETY: the berth this test started, left by its dead parent.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        panic!("berth outlived its parent by 5 s");
+    }
+    for _ in 0..100 {
+        if !dir.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!dir.exists(), "{} is left", dir.display());
+}
+
 /// An export of [`populate`]'s images.
 fn archive(work: &Path) -> (PathBuf, common::transfer::Pushed) {
     let reg = TestRegistry::start();
