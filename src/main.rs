@@ -459,12 +459,23 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
             .unwrap_or_else(|| PathBuf::from(berth::config::DEFAULT_DATA_DIR));
         let mut config = berth::Config::new(&data);
         config.listen = args.listen;
-        config.cluster = cluster_settings(
-            args.metadata
-                .or_else(|| std::env::var("BERTH_METADATA").ok()),
-            args.blobs.or_else(|| std::env::var("BERTH_BLOBS").ok()),
-            args.blobs_credentials.as_deref(),
-        )?;
+        config.cluster = match args.ephemeral {
+            // Its data is its own: a clustered store exported for other
+            // tests must not receive a fixture's pushes.
+            true if args.metadata.is_some() || args.blobs.is_some() => {
+                return Err(std::io::Error::other(
+                    "--ephemeral keeps the data in a temporary directory: \
+                     no --metadata or --blobs with it",
+                ));
+            }
+            true => None,
+            false => cluster_settings(
+                args.metadata
+                    .or_else(|| std::env::var("BERTH_METADATA").ok()),
+                args.blobs.or_else(|| std::env::var("BERTH_BLOBS").ok()),
+                args.blobs_credentials.as_deref(),
+            )?,
+        };
         config.preload = args.preload;
         config.max_manifest_bytes = args.max_manifest_bytes;
         config.max_connections = args.max_connections;

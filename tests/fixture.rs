@@ -121,6 +121,54 @@ fn a_fixture_told_to_exit_with_its_parent_stops_when_the_parent_is_killed() {
     assert!(!dir.exists(), "{} is left", dir.display());
 }
 
+/// A CI job may export the clustered store's settings for other tests: an
+/// ephemeral fixture keeps its data to itself all the same, and refuses a
+/// clustered store named on its own command line.
+#[test]
+fn an_ephemeral_registry_ignores_a_clustered_store_in_the_environment() {
+    use std::io::BufRead as _;
+    let mut child = Command::new(common::process::BERTH)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ready-json",
+            "--ephemeral",
+        ])
+        .env("BERTH_METADATA", "postgres://berth@127.0.0.1:1/nowhere")
+        .env("BERTH_BLOBS", "s3://nowhere/x?endpoint=http://127.0.0.1:1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("no ready line ({e}): {line:?}"));
+    let url = ready["url"].as_str().unwrap();
+    let digest = http::push_blob(url, "team/app", b"kept to itself");
+    assert!(common::blob_file(Path::new(ready["data"].as_str().unwrap()), &digest).exists());
+    signal(&child, libc::SIGTERM);
+    assert!(child.wait().unwrap().success());
+
+    let refused = Command::new(common::process::BERTH)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ephemeral",
+            "--metadata",
+        ])
+        .arg("postgres://berth@127.0.0.1:1/nowhere")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--ephemeral"), "{stderr}");
+}
+
 /// An export of [`populate`]'s images.
 fn archive(work: &Path) -> (PathBuf, common::transfer::Pushed) {
     let reg = TestRegistry::start();
