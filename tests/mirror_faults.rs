@@ -343,6 +343,19 @@ fn mirror_of(upstream: &FakeUpstream) -> TestRegistry {
     })
 }
 
+/// The digests the mirror lists as referrers of `subject` in `up.test/team/app`.
+fn referrers_through(mirror: &TestRegistry, subject: &str) -> Vec<String> {
+    let url = format!("{}/v2/up.test/team/app/referrers/{subject}", mirror.url());
+    let resp = http::get(&url);
+    assert_eq!(resp.status, 200, "{resp:?}");
+    resp.json()["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// A GET of the layer through the mirror: `Ok` with the bytes only when a
 /// whole, well-framed response came.
 fn get_layer(base: &str, image: &http::Image) -> Result<Vec<u8>, String> {
@@ -661,19 +674,7 @@ fn referrers_the_upstream_lists_in_pages_all_come() {
         .unwrap()
         .insert(image.digest.clone(), vec![first, second]);
     let mirror = mirror_of(&upstream);
-    let url = format!(
-        "{}/v2/up.test/team/app/referrers/{}",
-        mirror.url(),
-        image.digest
-    );
-    let resp = http::get(&url);
-    assert_eq!(resp.status, 200, "{resp:?}");
-    let listed: Vec<String> = resp.json()["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["digest"].as_str().unwrap().to_owned())
-        .collect();
+    let listed = referrers_through(&mirror, &image.digest);
     assert!(listed.contains(&signature), "{listed:?}");
     assert!(
         listed.contains(&sbom),
@@ -891,19 +892,10 @@ fn referrers_of_an_upstream_without_the_api_come_from_its_referrers_tag() {
         );
     }
     let mirror = mirror_of(&upstream);
-    let resp = http::get(&format!(
-        "{}/v2/up.test/team/app/referrers/{}",
-        mirror.url(),
-        image.digest
-    ));
-    assert_eq!(resp.status, 200, "{resp:?}");
-    let listed: Vec<String> = resp.json()["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["digest"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(listed, [signature_digest]);
+    assert_eq!(
+        referrers_through(&mirror, &image.digest),
+        [signature_digest]
+    );
 }
 
 /// A referrers list the upstream fails is served as cached, and not asked

@@ -291,6 +291,29 @@ impl Mirror {
         self.checked.mark(repo.as_str(), what, self.policy.ttl);
     }
 
+    /// Where `tag` points here, and the manifest to answer with when the
+    /// upstream need not be asked: pushed here (it shadows the upstream
+    /// until it is deleted) or checked within the TTL.
+    async fn held_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<(Option<store::TagTarget>, Option<StoredManifest>)> {
+        let target = {
+            let (r, t) = (repo.clone(), tag.clone());
+            self.blocking(move |s| s.tag_target(&r, &t)).await?
+        };
+        let answer = match &target {
+            Some(held) if !held.from_upstream => Some(self.cached(repo, &held.digest).await?),
+            Some(held) if self.fresh(repo, &format!("tag {}", tag.as_str())) => {
+                self.count(true);
+                Some(self.cached(repo, &held.digest).await?)
+            }
+            _ => None,
+        };
+        Ok((target, answer))
+    }
+
     /// After the upstream failed to say `what`, what is cached answers for
     /// [`BACK_OFF`] (or the TTL) without asking again: each client waiting
     /// on the failed ask, and each after it, would wait out the same
@@ -302,36 +325,14 @@ impl Mirror {
     }
 
     async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<StoredManifest> {
-        let target = {
-            let (r, t) = (repo.clone(), tag.clone());
-            self.blocking(move |s| s.tag_target(&r, &t)).await?
-        };
-        match &target {
-            // Pushed here: it shadows the upstream until it is deleted.
-            Some(target) if !target.from_upstream => {
-                return self.cached(repo, &target.digest).await;
-            }
-            Some(target) if self.fresh(repo, &format!("tag {}", tag.as_str())) => {
-                self.count(true);
-                return self.cached(repo, &target.digest).await;
-            }
-            _ => {}
+        if let (_, Some(answer)) = self.held_tag(repo, tag).await? {
+            return Ok(answer);
         }
         let _flight = self.flight(format!("tag {repo:?} {tag:?}")).await;
-        // Read again: the fetch this waited for, or a push, may have moved it.
-        let target = {
-            let (r, t) = (repo.clone(), tag.clone());
-            self.blocking(move |s| s.tag_target(&r, &t)).await?
-        };
-        match &target {
-            Some(target) if !target.from_upstream => {
-                return self.cached(repo, &target.digest).await;
-            }
-            Some(target) if self.fresh(repo, &format!("tag {}", tag.as_str())) => {
-                self.count(true);
-                return self.cached(repo, &target.digest).await;
-            }
-            _ => {}
+        // Again: the fetch this waited for, or a push, may have moved it.
+        let (target, answer) = self.held_tag(repo, tag).await?;
+        if let Some(answer) = answer {
+            return Ok(answer);
         }
         self.count(false);
         let asked = self
