@@ -218,6 +218,31 @@ fn preloaded_images_are_served_from_the_first_request_and_a_bad_preload_stops_th
         said.contains(&pushed.arm.layer_digest),
         "the bad blob is not named: {said}"
     );
+
+    // A layout naming its image by a bare tag (skopeo's oci:DIR:TAG) is
+    // refused with advice that works for a preload too.
+    let bare = work.path().join("bare");
+    unpack(&archive, &bare);
+    let index_path = bare.join("index.json");
+    let mut index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    for m in index["manifests"].as_array_mut().unwrap() {
+        m["annotations"]["org.opencontainers.image.ref.name"] = "1".into();
+    }
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ephemeral",
+            "--preload",
+        ])
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a preload of bare tags served");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("berth import --into"), "{said}");
 }
 
 #[test]

@@ -381,7 +381,9 @@ fn parse_name(name: &str, into: Option<&RepoName>) -> Result<(RepoName, Option<T
         None => {
             let tag = Tag::parse(name).ok_or(format!("{name:?} names no image"))?;
             let repo = into.ok_or(format!(
-                "{name:?} names no repository: give --into REPOSITORY"
+                "{name:?} names no repository (a bare tag, as skopeo's oci:DIR:TAG writes): \
+                 import it with berth import --into REPOSITORY, or copy it into the layout \
+                 with a full name (oci:DIR:REPOSITORY:TAG)"
             ))?;
             Ok((repo.clone(), Some(tag)))
         }
