@@ -38,13 +38,19 @@ impl EphemeralDir {
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).map_err(io::Error::other)?;
         let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let path = base.join(format!("{EPHEMERAL_PREFIX}{}-{random}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        let mut owner = std::fs::File::create(path.join(OWNER_FILE))?;
+        let name = format!("{EPHEMERAL_PREFIX}{}-{random}", std::process::id());
+        // Made under a name no sweep looks at, and given its own once its
+        // owner file is locked: a sweep finding the owner file before the
+        // lock would take it for one whose owner is gone.
+        let making = base.join(format!(".{name}"));
+        std::fs::DirBuilder::new().mode(0o700).create(&making)?;
+        let mut owner = std::fs::File::create(making.join(OWNER_FILE))?;
         if !try_lock(&owner) {
             return Err(io::Error::other("cannot lock a new ephemeral directory"));
         }
         std::io::Write::write_all(&mut owner, std::process::id().to_string().as_bytes())?;
+        let path = base.join(name);
+        std::fs::rename(&making, &path)?;
         Ok(EphemeralDir { path, _lock: owner })
     }
 
@@ -79,16 +85,35 @@ fn sweep(base: &Path) {
     let uid = unsafe { libc::getuid() };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if !name
-            .to_str()
-            .is_some_and(|n| n.starts_with(EPHEMERAL_PREFIX))
-        {
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        // One still being made (see EphemeralDir::create) is left a minute:
+        // by then its start has either given it its name or died.
+        let making = name
+            .strip_prefix('.')
+            .is_some_and(|n| n.starts_with(EPHEMERAL_PREFIX));
+        if !name.starts_with(EPHEMERAL_PREFIX) && !making {
             continue;
         }
-        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
-        // No owner file yet: another start is making it.
-        let owner = std::fs::File::open(entry.path().join(OWNER_FILE));
-        if ours && owner.is_ok_and(|owner| try_lock(&owner)) {
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let ours = meta.is_dir() && meta.uid() == uid;
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(60));
+        // Not even tried: a lock taken to test it is one its start misses.
+        if !ours || (making && !old) {
+            continue;
+        }
+        let unowned = match std::fs::File::open(entry.path().join(OWNER_FILE)) {
+            Ok(owner) => try_lock(&owner),
+            Err(_) => making,
+        };
+        if unowned {
             log::info!(
                 "removing {}, left by a process that is gone",
                 entry.path().display()
@@ -281,5 +306,28 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_at_once_never_sweep_each_others_new_directory() {
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        let dir = EphemeralDir::create().unwrap();
+                        assert!(
+                            dir.path.join(OWNER_FILE).exists(),
+                            "{} was swept as it was made",
+                            dir.path.display()
+                        );
+                    }
+                });
+            }
+        });
     }
 }
