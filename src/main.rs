@@ -565,9 +565,23 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
             }
         }
         log::info!("shutting down");
-        registry.shutdown().await;
+        // Requests in flight are waited for (a while); asked again, berth
+        // stops at once (an ephemeral directory is then swept by the next
+        // ephemeral start).
+        tokio::select! {
+            () = registry.shutdown() => {}
+            _ = term.recv() => stopped_again(),
+            _ = interrupt.recv() => stopped_again(),
+            _ = hangup.recv() => stopped_again(),
+            _ = quit.recv() => stopped_again(),
+        }
         Ok(())
     })
+}
+
+fn stopped_again() {
+    log::warn!("stopped again: not waiting for the requests in flight");
+    std::process::exit(1);
 }
 
 /// Resolves once this process's parent is no longer `parent` (it ended:

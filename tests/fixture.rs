@@ -169,6 +169,37 @@ fn an_ephemeral_registry_ignores_a_clustered_store_in_the_environment() {
     assert!(stderr.contains("--ephemeral"), "{stderr}");
 }
 
+/// A stop waits for requests in flight (for a while); a harness that asks
+/// twice does not want to wait: the second signal ends berth at once.
+#[test]
+fn a_second_signal_stops_at_once() {
+    use std::io::Write as _;
+    let (mut child, ready) = serve_ready(&["--ephemeral"]);
+    let url = ready["url"].as_str().unwrap();
+    let upload = http::start_upload(url, "team/app");
+    let addr = url.trim_start_matches("http://");
+    // A chunk that never ends, holding the stop up.
+    let mut stalled = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stalled,
+        "PATCH {} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\nsome",
+        http::path_of(&upload)
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal(&child, libc::SIGTERM);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "the stop did not wait");
+    signal(&child, libc::SIGTERM);
+    let stopped = common::process::wait_timeout(&mut child, std::time::Duration::from_secs(3));
+    if stopped.is_none() {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        panic!("a second SIGTERM did not stop berth");
+    }
+    drop(stalled);
+}
+
 /// An export of [`populate`]'s images.
 fn archive(work: &Path) -> (PathBuf, common::transfer::Pushed) {
     let reg = TestRegistry::start();
