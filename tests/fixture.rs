@@ -210,6 +210,23 @@ fn archive(work: &Path) -> (PathBuf, common::transfer::Pushed) {
     (archive, pushed)
 }
 
+/// `berth serve --preload layout`, which must refuse to start.
+fn preload_refused(layout: &Path) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ephemeral",
+            "--preload",
+        ])
+        .arg(layout)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{} was preloaded", layout.display());
+    out
+}
+
 #[test]
 fn preloaded_images_are_served_from_the_first_request_and_a_bad_preload_stops_the_start() {
     let work = tempfile::tempdir().unwrap();
@@ -231,18 +248,7 @@ fn preloaded_images_are_served_from_the_first_request_and_a_bad_preload_stops_th
     let mut bytes = std::fs::read(&layer).unwrap();
     bytes[0] ^= 1;
     std::fs::write(&layer, bytes).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--ephemeral",
-            "--preload",
-        ])
-        .arg(&layout)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "a damaged preload served");
+    let out = preload_refused(&layout);
     assert!(out.stdout.is_empty(), "a ready line before the refusal");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -260,18 +266,7 @@ fn preloaded_images_are_served_from_the_first_request_and_a_bad_preload_stops_th
         m["annotations"]["org.opencontainers.image.ref.name"] = "1".into();
     }
     std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--ephemeral",
-            "--preload",
-        ])
-        .arg(&bare)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "a preload of bare tags served");
+    let out = preload_refused(&bare);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("berth import --into"), "{said}");
 }
