@@ -57,6 +57,11 @@ struct State {
     bearer_realm: Mutex<Option<String>>,
     /// Answers tag lists and referrers lists 500.
     fail_lists: AtomicBool,
+    /// Held before a manifest's answer; manifests being answered now, and
+    /// the most at once.
+    manifest_delay: Mutex<Duration>,
+    answering: AtomicUsize,
+    most_answering: AtomicUsize,
     /// The `Link` a tag list names as its next page.
     tags_link: Mutex<Option<String>>,
     /// The tags a tag list names.
@@ -88,6 +93,9 @@ impl FakeUpstream {
             require_basic: AtomicBool::new(false),
             bearer_realm: Mutex::new(None),
             fail_lists: AtomicBool::new(false),
+            manifest_delay: Mutex::new(Duration::ZERO),
+            answering: AtomicUsize::new(0),
+            most_answering: AtomicUsize::new(0),
             tags_link: Mutex::new(None),
             tags: Mutex::new(vec!["1".into()]),
             referrers: Mutex::new(HashMap::new()),
@@ -246,7 +254,13 @@ fn serve(mut stream: TcpStream, state: &State) {
     {
         return reply(&mut stream, "429 Too Many Requests", "", b"{\"errors\":[]}");
     }
-    if let Some((digest, body)) = state.manifests.lock().unwrap().get(path).cloned() {
+    let manifest = state.manifests.lock().unwrap().get(path).cloned();
+    if let Some((digest, body)) = manifest {
+        let answering = state.answering.fetch_add(1, Ordering::SeqCst) + 1;
+        state.most_answering.fetch_max(answering, Ordering::SeqCst);
+        let _answered = Sent(&state.answering);
+        let delay = *state.manifest_delay.lock().unwrap();
+        std::thread::sleep(delay);
         let headers = if state.hide_digests.load(Ordering::Relaxed) {
             format!("Content-Type: {OCI_MANIFEST}\r\n")
         } else {
@@ -923,4 +937,50 @@ fn a_failed_referrers_list_is_not_asked_again_at_once() {
         .filter(|h| h.contains("/referrers/"))
         .count();
     assert_eq!(asked, 1);
+}
+
+/// A subject's referrers come into the cache a few at once: one by one, a
+/// subject with many signatures and attestations took their sum.
+#[test]
+fn a_subjects_referrers_are_fetched_a_few_at_once() {
+    let upstream = FakeUpstream::start();
+    let image = image_of(&upstream, 103, 1 << 10);
+    let empty = "application/vnd.oci.empty.v1+json";
+    let empty_digest = http::sha256_digest(b"{}");
+    let mut listed = Vec::new();
+    for n in 0..4 {
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": format!("application/x.kind{n}"),
+            "config": {"mediaType": empty, "digest": empty_digest, "size": 2},
+            "layers": [{"mediaType": empty, "digest": empty_digest, "size": 2}],
+            "subject": image.descriptor(),
+        }))
+        .unwrap();
+        let digest = http::sha256_digest(&manifest);
+        upstream.state.manifests.lock().unwrap().insert(
+            format!("/v2/team/app/manifests/{digest}"),
+            (digest.clone(), manifest.clone()),
+        );
+        listed.push(serde_json::json!({
+            "mediaType": OCI_MANIFEST, "digest": digest, "size": manifest.len(),
+        }));
+    }
+    let page = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": listed,
+    });
+    upstream
+        .state
+        .referrers
+        .lock()
+        .unwrap()
+        .insert(image.digest.clone(), vec![page.to_string()]);
+    *upstream.state.manifest_delay.lock().unwrap() = Duration::from_millis(300);
+    let mirror = mirror_of(&upstream);
+    assert_eq!(referrers_through(&mirror, &image.digest).len(), 4);
+    let most = upstream.state.most_answering.load(Ordering::SeqCst);
+    assert!(most >= 2, "{most} referrer at once");
 }

@@ -29,8 +29,9 @@ const CLIENT_PATIENCE: Duration = Duration::from_secs(5);
 /// clients asking for blob after blob and leaving would start fetches (and
 /// files) without end. Past it, a fetch waits for one to end.
 pub(super) const MAX_FETCHES: usize = 32;
-/// Blobs a push into the namespace brings in from the upstream at once.
-const BROUGHT_AT_ONCE: usize = 8;
+/// Blobs a push into the namespace brings in from the upstream at once,
+/// and referrers a subject's list brings in.
+pub(super) const BROUGHT_AT_ONCE: usize = 8;
 /// Bytes gathered before each write: few blocking calls, little memory.
 const WRITE_BATCH: usize = 1 << 20;
 

@@ -449,7 +449,11 @@ impl Mirror {
     /// Brings the upstream's referrers of `subject` into the cache (at
     /// most once per TTL), so the local referrers list holds them. An
     /// upstream that fails leaves the list as cached.
-    pub async fn refresh_referrers(&self, repo: &RepoName, subject: &Digest) -> Result<()> {
+    pub async fn refresh_referrers(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<()> {
         let key = format!("referrers {subject}");
         if self.fresh(repo, &key) {
             return Ok(());
@@ -476,11 +480,28 @@ impl Mirror {
                 return Ok(());
             }
         };
+        let mut missing = Vec::new();
         for digest in digests {
-            if self.stored(repo, &digest).await?.is_none()
-                && let Err(e) = self.fetch_manifest(repo, &digest, None).await
-            {
-                log::warn!("referrer {digest} of {subject}: {e}");
+            if self.stored(repo, &digest).await?.is_none() {
+                missing.push(digest);
+            }
+        }
+        // A few at once: a subject's signatures and attestations may be many.
+        for batch in missing.chunks(fill::BROUGHT_AT_ONCE) {
+            let mut fetches = tokio::task::JoinSet::new();
+            for digest in batch {
+                let (mirror, repo, digest) = (Arc::clone(self), repo.clone(), digest.clone());
+                fetches.spawn(async move {
+                    let fetched = mirror.fetch_manifest(&repo, &digest, None).await;
+                    (digest, fetched.err().map(|e| e.to_string()))
+                });
+            }
+            while let Some(done) = fetches.join_next().await {
+                match done {
+                    Ok((_, None)) => {}
+                    Ok((digest, Some(e))) => log::warn!("referrer {digest} of {subject}: {e}"),
+                    Err(e) => log::warn!("a referrer of {subject}: {e}"),
+                }
             }
         }
         self.mark_checked(repo, &key);
