@@ -644,40 +644,56 @@ fn a_push_brings_the_upstream_blobs_it_skipped_at_once() {
     assert_eq!(upstream.state.most_sending.load(Ordering::SeqCst), 2);
 }
 
+/// An artifact of `kind` whose subject is `image`, loaded into `upstream`
+/// by its digest: that digest, and its descriptor for a referrers list.
+fn referrer_of(
+    upstream: &FakeUpstream,
+    image: &http::Image,
+    kind: &str,
+) -> (String, serde_json::Value) {
+    let empty = "application/vnd.oci.empty.v1+json";
+    let empty_digest = http::sha256_digest(b"{}");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": kind,
+        "config": {"mediaType": empty, "digest": empty_digest, "size": 2},
+        "layers": [{"mediaType": empty, "digest": empty_digest, "size": 2}],
+        "subject": image.descriptor(),
+    }))
+    .unwrap();
+    let digest = http::sha256_digest(&manifest);
+    let descriptor = serde_json::json!({
+        "mediaType": OCI_MANIFEST,
+        "digest": digest,
+        "size": manifest.len(),
+        "artifactType": kind,
+    });
+    upstream.state.manifests.lock().unwrap().insert(
+        format!("/v2/team/app/manifests/{digest}"),
+        (digest.clone(), manifest),
+    );
+    (digest, descriptor)
+}
+
+/// A referrers list: an OCI index of `descriptors`.
+fn referrers_index(descriptors: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": descriptors,
+    })
+}
+
 /// An upstream may give a subject's referrers in pages, each naming the
 /// next in its `Link`: every page's referrers come into the cache.
 #[test]
 fn referrers_the_upstream_lists_in_pages_all_come() {
     let upstream = FakeUpstream::start();
     let image = image_of(&upstream, 98, 1 << 10);
-    let empty = "application/vnd.oci.empty.v1+json";
-    let empty_digest = http::sha256_digest(b"{}");
     let referrer = |kind: &str| {
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "artifactType": kind,
-            "config": {"mediaType": empty, "digest": empty_digest, "size": 2},
-            "layers": [{"mediaType": empty, "digest": empty_digest, "size": 2}],
-            "subject": image.descriptor(),
-        }))
-        .unwrap();
-        let digest = http::sha256_digest(&manifest);
-        upstream.state.manifests.lock().unwrap().insert(
-            format!("/v2/team/app/manifests/{digest}"),
-            (digest.clone(), manifest.clone()),
-        );
-        let page = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [{
-                "mediaType": OCI_MANIFEST,
-                "digest": digest,
-                "size": manifest.len(),
-                "artifactType": kind,
-            }],
-        });
-        (digest, page.to_string())
+        let (digest, descriptor) = referrer_of(&upstream, &image, kind);
+        (digest, referrers_index(vec![descriptor]).to_string())
     };
     let (signature, first) = referrer("application/x.signature");
     let (sbom, second) = referrer("application/x.sbom");
@@ -870,41 +886,13 @@ fn a_token_realm_where_clouds_serve_metadata_is_refused() {
 fn referrers_of_an_upstream_without_the_api_come_from_its_referrers_tag() {
     let upstream = FakeUpstream::start();
     let image = image_of(&upstream, 101, 1 << 10);
-    let empty = "application/vnd.oci.empty.v1+json";
-    let empty_digest = http::sha256_digest(b"{}");
-    let signature = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": "application/x.signature",
-        "config": {"mediaType": empty, "digest": empty_digest, "size": 2},
-        "layers": [{"mediaType": empty, "digest": empty_digest, "size": 2}],
-        "subject": image.descriptor(),
-    }))
-    .unwrap();
-    let signature_digest = http::sha256_digest(&signature);
-    let tagged = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": OCI_MANIFEST,
-            "digest": signature_digest,
-            "size": signature.len(),
-            "artifactType": "application/x.signature",
-        }],
-    }))
-    .unwrap();
+    let (signature_digest, descriptor) = referrer_of(&upstream, &image, "application/x.signature");
+    let tagged = serde_json::to_vec(&referrers_index(vec![descriptor])).unwrap();
     let tag = image.digest.replace(':', "-");
-    {
-        let mut manifests = upstream.state.manifests.lock().unwrap();
-        manifests.insert(
-            format!("/v2/team/app/manifests/{signature_digest}"),
-            (signature_digest.clone(), signature),
-        );
-        manifests.insert(
-            format!("/v2/team/app/manifests/{tag}"),
-            (http::sha256_digest(&tagged), tagged),
-        );
-    }
+    upstream.state.manifests.lock().unwrap().insert(
+        format!("/v2/team/app/manifests/{tag}"),
+        (http::sha256_digest(&tagged), tagged),
+    );
     let mirror = mirror_of(&upstream);
     assert_eq!(
         referrers_through(&mirror, &image.digest),
@@ -945,33 +933,10 @@ fn a_failed_referrers_list_is_not_asked_again_at_once() {
 fn a_subjects_referrers_are_fetched_a_few_at_once() {
     let upstream = FakeUpstream::start();
     let image = image_of(&upstream, 103, 1 << 10);
-    let empty = "application/vnd.oci.empty.v1+json";
-    let empty_digest = http::sha256_digest(b"{}");
-    let mut listed = Vec::new();
-    for n in 0..4 {
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "artifactType": format!("application/x.kind{n}"),
-            "config": {"mediaType": empty, "digest": empty_digest, "size": 2},
-            "layers": [{"mediaType": empty, "digest": empty_digest, "size": 2}],
-            "subject": image.descriptor(),
-        }))
-        .unwrap();
-        let digest = http::sha256_digest(&manifest);
-        upstream.state.manifests.lock().unwrap().insert(
-            format!("/v2/team/app/manifests/{digest}"),
-            (digest.clone(), manifest.clone()),
-        );
-        listed.push(serde_json::json!({
-            "mediaType": OCI_MANIFEST, "digest": digest, "size": manifest.len(),
-        }));
-    }
-    let page = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": listed,
-    });
+    let listed = (0..4)
+        .map(|n| referrer_of(&upstream, &image, &format!("application/x.kind{n}")).1)
+        .collect();
+    let page = referrers_index(listed);
     upstream
         .state
         .referrers
