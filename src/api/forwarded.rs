@@ -16,7 +16,9 @@ use ipnet::IpNet;
 /// before them is never reached. An entry that is no address stops the
 /// walk at the proxy that passed it on.
 pub fn client(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> SocketAddr {
-    let trusts = |ip: IpAddr| trusted.iter().any(|net| net.contains(&canonical(ip)));
+    // An IPv4-mapped IPv6 address as its IPv4 one, as a dual-stack
+    // listener reports IPv4 clients.
+    let trusts = |ip: IpAddr| trusted.iter().any(|net| net.contains(&ip.to_canonical()));
     if !trusts(peer.ip()) {
         return peer;
     }
@@ -46,16 +48,7 @@ fn address(entry: &str) -> Option<IpAddr> {
         .parse()
         .ok()
         .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
-        .map(canonical)
-}
-
-/// An IPv4-mapped IPv6 address as its IPv4 one, as a dual-stack listener
-/// reports IPv4 clients.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
+        .map(|ip: IpAddr| ip.to_canonical())
 }
 
 /// Parses a `--trusted-proxy` value: a network (`10.0.0.0/8`) or one

@@ -23,14 +23,11 @@ const METADATA: [IpAddr; 2] = [
 /// most clouds serve it) or one of [`METADATA`] (an IPv4-mapped IPv6
 /// address as its IPv4 one).
 pub(super) fn is_metadata(ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
+    let ip = ip.to_canonical();
     METADATA.contains(&ip)
         || match ip {
             IpAddr::V4(v4) => v4.is_link_local(),
-            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+            IpAddr::V6(v6) => v6.is_unicast_link_local(),
         }
 }
 

@@ -777,10 +777,7 @@ fn address(host: &str) -> Option<std::net::IpAddr> {
         .trim_end_matches(']')
         .parse()
         .ok()?;
-    Some(match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-        v4 => v4,
-    })
+    Some(ip.to_canonical())
 }
 
 fn content_length(resp: &Response<Incoming>) -> Option<u64> {
