@@ -31,7 +31,7 @@ const CLIENT_PATIENCE: Duration = Duration::from_secs(5);
 pub(super) const MAX_FETCHES: usize = 32;
 /// Blobs a push into the namespace brings in from the upstream at once,
 /// and referrers a subject's list brings in.
-pub(super) const BROUGHT_AT_ONCE: usize = 8;
+const BROUGHT_AT_ONCE: usize = 8;
 /// Bytes gathered before each write: few blocking calls, little memory.
 const WRITE_BATCH: usize = 1 << 20;
 
@@ -160,13 +160,28 @@ impl Mirror {
             return;
         };
         // A few at once: the PUT answers after the slowest, not the sum.
-        for batch in parsed.blobs.chunks(BROUGHT_AT_ONCE) {
-            let mut fetches = tokio::task::JoinSet::new();
+        self.few_at_once(repo, parsed.blobs, |mirror, repo, digest| async move {
+            mirror.bring_blob(&repo, &digest).await;
+        })
+        .await;
+    }
+
+    /// Runs `work` for each of `digests`, [`BROUGHT_AT_ONCE`] at a time.
+    pub(super) async fn few_at_once<F, Fut>(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        digests: Vec<Digest>,
+        work: F,
+    ) where
+        F: Fn(Arc<Self>, RepoName, Digest) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        for batch in digests.chunks(BROUGHT_AT_ONCE) {
+            let mut running = tokio::task::JoinSet::new();
             for digest in batch {
-                let (mirror, repo, digest) = (Arc::clone(self), repo.clone(), digest.clone());
-                fetches.spawn(async move { mirror.bring_blob(&repo, &digest).await });
+                running.spawn(work(Arc::clone(self), repo.clone(), digest.clone()));
             }
-            while fetches.join_next().await.is_some() {}
+            while running.join_next().await.is_some() {}
         }
     }
 

@@ -343,14 +343,10 @@ impl Mirror {
                 self.policy.max_manifest_bytes,
             )
             .await;
-        let digest = match asked {
-            Ok(Some(digest)) => Ok(digest),
+        let brought = match asked {
+            Ok(Some(digest)) => self.bring_tagged(repo, tag, &digest).await,
             Ok(None) => return Err(store::Error::ManifestUnknown.into()),
             Err(e) => Err(e.into()),
-        };
-        let brought = match digest {
-            Ok(digest) => self.bring_tagged(repo, tag, &digest).await,
-            Err(e) => Err(e),
         };
         match (brought, &target) {
             (Ok(manifest), _) => {
@@ -487,23 +483,16 @@ impl Mirror {
             }
         }
         // A few at once: a subject's signatures and attestations may be many.
-        for batch in missing.chunks(fill::BROUGHT_AT_ONCE) {
-            let mut fetches = tokio::task::JoinSet::new();
-            for digest in batch {
-                let (mirror, repo, digest) = (Arc::clone(self), repo.clone(), digest.clone());
-                fetches.spawn(async move {
-                    let fetched = mirror.fetch_manifest(&repo, &digest, None).await;
-                    (digest, fetched.err().map(|e| e.to_string()))
-                });
-            }
-            while let Some(done) = fetches.join_next().await {
-                match done {
-                    Ok((_, None)) => {}
-                    Ok((digest, Some(e))) => log::warn!("referrer {digest} of {subject}: {e}"),
-                    Err(e) => log::warn!("a referrer of {subject}: {e}"),
+        let of = subject.clone();
+        self.few_at_once(repo, missing, move |mirror, repo, digest| {
+            let subject = of.clone();
+            async move {
+                if let Err(e) = mirror.fetch_manifest(&repo, &digest, None).await {
+                    log::warn!("referrer {digest} of {subject}: {e}");
                 }
             }
-        }
+        })
+        .await;
         self.mark_checked(repo, &key);
         Ok(())
     }

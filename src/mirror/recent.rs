@@ -32,9 +32,7 @@ impl Recent {
         if at.get(&key).is_some_and(|then| then.elapsed() < age) {
             return false;
         }
-        crate::bounded::insert(&mut at, key, Instant::now(), MAX, |then| {
-            then.elapsed() < age
-        });
+        record(&mut at, key, Instant::now(), age);
         true
     }
 
@@ -45,16 +43,14 @@ impl Recent {
     }
 
     /// Marks `what` as done `ago` already: within an age of `keep` for
-    /// `keep - ago` more. Past [`MAX`] things, those older than `keep` are
-    /// forgotten, and all of them if none is.
+    /// `keep - ago` more.
     pub(super) fn mark_ago(&self, repo: &str, what: &str, ago: Duration, keep: Duration) {
         let then = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
-        crate::bounded::insert(
+        record(
             &mut self.lock(),
             (repo.to_owned(), what.to_owned()),
             then,
-            MAX,
-            |then| then.elapsed() < keep,
+            keep,
         );
     }
 
@@ -66,6 +62,17 @@ impl Recent {
     fn len(&self) -> usize {
         self.lock().len()
     }
+}
+
+/// Past [`MAX`] things, those older than `keep` are forgotten, and all of
+/// them if none is.
+fn record(
+    at: &mut HashMap<(String, String), Instant>,
+    key: (String, String),
+    then: Instant,
+    keep: Duration,
+) {
+    crate::bounded::insert(at, key, then, MAX, |then| then.elapsed() < keep);
 }
 
 #[cfg(test)]
