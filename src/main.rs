@@ -11,7 +11,7 @@ use berth::auth::AuthConfig;
 use berth::config::TlsConfig;
 use berth::store::Store;
 use berth::store::prune::Policy;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// berth: a container image registry in one binary.
 #[derive(FromArgs)]
@@ -528,10 +528,7 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
         // Handlers first: a harness may send SIGTERM the moment it reads
         // the ready line, and that must be a clean stop (which is also what
         // removes an ephemeral directory).
-        let mut term = signal(SignalKind::terminate())?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut hangup = signal(SignalKind::hangup())?;
-        let mut quit = signal(SignalKind::quit())?;
+        let mut stops = Stops::install()?;
         let builder = berth::Registry::builder().configure(|c| *c = config);
         let builder = if args.ephemeral {
             builder.ephemeral()
@@ -556,10 +553,7 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
         }
         stdout.flush()?;
         tokio::select! {
-            _ = term.recv() => {}
-            _ = interrupt.recv() => {}
-            _ = hangup.recv() => {}
-            _ = quit.recv() => {}
+            () = stops.next() => {}
             () = parent_gone(parent), if args.exit_with_parent => {
                 log::info!("the process that started berth is gone");
             }
@@ -570,18 +564,38 @@ fn run_serve(args: Serve) -> std::io::Result<()> {
         // ephemeral start).
         tokio::select! {
             () = registry.shutdown() => {}
-            _ = term.recv() => stopped_again(),
-            _ = interrupt.recv() => stopped_again(),
-            _ = hangup.recv() => stopped_again(),
-            _ = quit.recv() => stopped_again(),
+            () = stops.next() => {
+                log::warn!("stopped again: not waiting for the requests in flight");
+                std::process::exit(1);
+            }
         }
         Ok(())
     })
 }
 
-fn stopped_again() {
-    log::warn!("stopped again: not waiting for the requests in flight");
-    std::process::exit(1);
+/// The signals that stop berth: SIGTERM, SIGINT, SIGHUP and SIGQUIT.
+struct Stops([Signal; 4]);
+
+impl Stops {
+    fn install() -> std::io::Result<Stops> {
+        Ok(Stops([
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+            signal(SignalKind::quit())?,
+        ]))
+    }
+
+    /// The next of them to arrive.
+    async fn next(&mut self) {
+        let [term, interrupt, hangup, quit] = &mut self.0;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+            _ = hangup.recv() => {}
+            _ = quit.recv() => {}
+        }
+    }
 }
 
 /// Resolves once this process's parent is no longer `parent` (it ended:
